@@ -1,0 +1,46 @@
+# The two commands of the README quickstart: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: demo test lint types pytest pytest-postgres bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@ $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ghaf demo
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check ghaf tests bench
+	$(BIN)/ruff format --check ghaf tests bench
+
+types: $(TEST_STAMP)
+	$(BIN)/mypy ghaf
+
+pytest: $(TEST_STAMP)
+	$(BIN)/pytest -q
+
+# The whole suite again with PostgreSQL as the metadata database. Required when CI=true;
+# elsewhere it is skipped with a message if no server answers on 127.0.0.1:5432.
+pytest-postgres: $(TEST_STAMP)
+	$(BIN)/pytest -q --db=postgresql
+
+test: lint types pytest pytest-postgres
+
+bench: $(STAMP)
+	$(BIN)/python bench/api_overhead.py
+
+clean:
+	rm -rf $(VENV) .ghaf .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from ghaf.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``ghaf`` command line. Each domain contributes its own command group."""

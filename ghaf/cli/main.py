@@ -1,0 +1,54 @@
+"""The ``ghaf`` command: a Typer root that each domain adds its group to."""
+
+from __future__ import annotations
+
+import typer
+
+from ghaf import __version__
+from ghaf.cli import admin, session
+from ghaf.cli.demo import demo
+from ghaf.projects.cli import members, projects, service_accounts
+from ghaf.security.audit.cli import audit
+from ghaf.security.cli import groups, tokens, users
+
+app = typer.Typer(
+    name="ghaf",
+    help="ghaf: secure-by-default MLOps platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ghaf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """ghaf: secure-by-default MLOps platform."""
+
+
+app.command("server")(admin.serve)
+app.command("login")(session.login)
+app.command("logout")(session.logout)
+app.command("whoami")(session.whoami)
+app.command("demo")(demo)
+app.add_typer(admin.admin, name="admin")
+app.add_typer(projects, name="projects")
+app.add_typer(members, name="members")
+app.add_typer(service_accounts, name="service-accounts")
+app.add_typer(users, name="users")
+app.add_typer(groups, name="groups")
+app.add_typer(tokens, name="tokens")
+app.add_typer(audit, name="audit")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,129 @@
+"""Printing results for people (Rich) or scripts (``--json``), and exit codes.
+
+Exit codes: 0 success, 1 a failed check or an unavailable/failed server, 2 usage or
+input errors (bad names, unknown resources, refused permissions).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from ghaf.core.errors import GhafError
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+console = Console()
+err_console = Console(stderr=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+T = TypeVar("T")
+
+
+def exit_code_for(error: GhafError) -> int:
+    return EXIT_USAGE if 400 <= error.status < 500 else EXIT_CHECK_FAILED
+
+
+def fail(message: str, *, code: int = EXIT_USAGE) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def reporting_errors() -> Iterator[None]:
+    """Turn a ``GhafError`` into one line on stderr and the matching exit code."""
+    try:
+        yield
+    except GhafError as error:
+        where = f" [{error.field}]" if error.field else ""
+        err_console.print(f"[red]error:[/red] {error.detail}{where}", highlight=False)
+        raise typer.Exit(exit_code_for(error)) from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(_plain(value), indent=2, ensure_ascii=False) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def print_table(
+    rows: Sequence[BaseModel],
+    columns: Sequence[str],
+    *,
+    title: str | None = None,
+    as_json: bool = False,
+) -> None:
+    if as_json:
+        print_json(list(rows))
+        return
+    if not rows:
+        console.print(f"[dim]no {title or 'results'}[/dim]")
+        return
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(getattr(row, c, None)) for c in columns), style=None)
+    console.print(table)
+
+
+def print_item(
+    item: BaseModel | dict[str, Any], *, as_json: bool = False, title: str | None = None
+) -> None:
+    if as_json:
+        print_json(item)
+        return
+    data = item.model_dump() if isinstance(item, BaseModel) else item
+    table = Table(show_header=False, title=title, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in data.items():
+        table.add_row(key, _cell(value))
+    console.print(table)
+
+
+def done(message: str, *, as_json: bool, payload: Any = None) -> None:
+    if as_json:
+        print_json(payload if payload is not None else {"ok": True, "message": message})
+    else:
+        console.print(message, highlight=False)
+
+
+def with_client(fn: Callable[[Any], T]) -> T:
+    """Run ``fn(client)`` with the stored login, reporting errors the CLI way."""
+    from ghaf.client import Client
+
+    with reporting_errors(), Client() as client:
+        return fn(client)

@@ -1,0 +1,381 @@
+"""``ghaf.Client``: the same operations as the REST API, with typed results."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel
+
+from ghaf.client import credentials
+from ghaf.core.errors import GhafError, Unavailable, error_from_problem
+from ghaf.projects.schemas import MemberOut, ProjectOut
+from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
+from ghaf.security.schemas import GroupOut, PrincipalOut, TokenCreated, TokenOut, WhoAmI
+
+M = TypeVar("M", bound=BaseModel)
+API = "/api/v1"
+
+
+class Client:
+    """A connection to a ghaf server.
+
+    ``Client()`` uses GHAF_URL / GHAF_TOKEN or the login stored by ``ghaf login``;
+    ``Client(url=..., token=...)`` uses those.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        verify: bool | str = True,
+    ) -> None:
+        creds = credentials.load(url=url, token=token)
+        self.url = creds.url
+        self._http = httpx.Client(
+            base_url=creds.url,
+            headers={"Authorization": f"Bearer {creds.token}", "User-Agent": "ghaf-sdk"},
+            timeout=timeout,
+            verify=verify,
+        )
+        self.projects = Projects(self)
+        self.members = Members(self)
+        self.service_accounts = ServiceAccounts(self)
+        self.users = Users(self)
+        self.groups = Groups(self)
+        self.tokens = Tokens(self)
+        self.audit = Audit(self)
+
+    @staticmethod
+    def login(url: str, name: str, password: str, *, timeout: float = 30.0) -> TokenCreated:
+        """Exchange a user name and password for a token (no token needed)."""
+        with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as http:
+            response = _send(
+                http, "POST", f"{API}/auth/login", json={"name": name, "password": password}
+            )
+        return TokenCreated.model_validate(response.json())
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; any problem response is raised as its typed ``GhafError``."""
+        return _send(self._http, method, path, **kwargs)
+
+    def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate(self.request(method, path, **kwargs).json())
+
+    def _models(self, model: type[M], method: str, path: str, **kwargs: Any) -> list[M]:
+        return [model.model_validate(i) for i in self.request(method, path, **kwargs).json()]
+
+    def _paged(
+        self,
+        model: type[M],
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        page_size: int = 100,
+    ) -> Iterator[M]:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        query["limit"] = page_size
+        while True:
+            page = self.request("GET", path, params=query).json()
+            for item in page["items"]:
+                yield model.model_validate(item)
+            if not page.get("next_cursor"):
+                return
+            query["cursor"] = page["next_cursor"]
+
+    def whoami(self) -> WhoAmI:
+        return self._model(WhoAmI, "GET", f"{API}/whoami")
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "/readyz").json()
+        return result
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _send(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    try:
+        response = http.request(method, path, **kwargs)
+    except httpx.TransportError as exc:
+        raise Unavailable(f"cannot reach the ghaf server at {http.base_url}: {exc}") from None
+    if response.status_code >= 400:
+        raise _error(response)
+    return response
+
+
+def _error(response: httpx.Response) -> GhafError:
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {"detail": f"HTTP {response.status_code}: {response.text[:200]}"}
+    if not isinstance(problem, dict):
+        problem = {"detail": f"HTTP {response.status_code}"}
+    return error_from_problem(problem, status=response.status_code)
+
+
+class _Resource:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+
+class Projects(_Resource):
+    def create(
+        self, name: str, *, description: str = "", allowed_regions: list[str] | None = None
+    ) -> ProjectOut:
+        body: dict[str, Any] = {"name": name, "description": description}
+        if allowed_regions is not None:
+            body["allowed_regions"] = allowed_regions
+        return self._client._model(ProjectOut, "POST", f"{API}/projects", json=body)
+
+    def get(self, name: str) -> ProjectOut:
+        return self._client._model(ProjectOut, "GET", f"{API}/projects/{name}")
+
+    def list(self, *, deleted: bool = False, page_size: int = 100) -> builtins.list[ProjectOut]:
+        return list(
+            self._client._paged(
+                ProjectOut, f"{API}/projects", {"deleted": deleted or None}, page_size=page_size
+            )
+        )
+
+    def delete(self, name: str) -> ProjectOut:
+        return self._client._model(ProjectOut, "DELETE", f"{API}/projects/{name}")
+
+    def restore(self, name: str) -> ProjectOut:
+        return self._client._model(ProjectOut, "POST", f"{API}/projects/{name}/restore")
+
+    def purge(self) -> builtins.list[str]:
+        purged: builtins.list[str] = self._client.request("POST", f"{API}/admin/purge").json()[
+            "purged"
+        ]
+        return purged
+
+
+class Members(_Resource):
+    """Role grants in a project. ``subject`` is a principal name or ``group:NAME``."""
+
+    def list(self, project: str) -> builtins.list[MemberOut]:
+        return self._client._models(MemberOut, "GET", f"{API}/projects/{project}/members")
+
+    def add(
+        self, project: str, *, role: str, principal: str | None = None, group: str | None = None
+    ) -> MemberOut:
+        body = {"role": role, "principal": principal, "group": group}
+        return self._client._model(
+            MemberOut,
+            "POST",
+            f"{API}/projects/{project}/members",
+            json={k: v for k, v in body.items() if v is not None},
+        )
+
+    def set_role(self, project: str, subject: str, role: str) -> MemberOut:
+        return self._client._model(
+            MemberOut, "PATCH", f"{API}/projects/{project}/members/{subject}", json={"role": role}
+        )
+
+    def remove(self, project: str, subject: str) -> None:
+        self._client.request("DELETE", f"{API}/projects/{project}/members/{subject}")
+
+
+class ServiceAccounts(_Resource):
+    def create(self, project: str, name: str, *, role: str = "member") -> PrincipalOut:
+        return self._client._model(
+            PrincipalOut,
+            "POST",
+            f"{API}/projects/{project}/service-accounts",
+            json={"name": name, "role": role},
+        )
+
+    def list(self, project: str) -> builtins.list[PrincipalOut]:
+        return self._client._models(
+            PrincipalOut, "GET", f"{API}/projects/{project}/service-accounts"
+        )
+
+    def delete(self, project: str, name: str) -> None:
+        self._client.request("DELETE", f"{API}/projects/{project}/service-accounts/{name}")
+
+    def create_token(
+        self,
+        project: str,
+        name: str,
+        *,
+        token_name: str,
+        read_only: bool = False,
+        expires_in_days: float | None = None,
+    ) -> TokenCreated:
+        return self._client._model(
+            TokenCreated,
+            "POST",
+            f"{API}/projects/{project}/service-accounts/{name}/tokens",
+            json=_token_body(token_name, None, read_only, expires_in_days),
+        )
+
+    def list_tokens(self, project: str, name: str) -> builtins.list[TokenOut]:
+        return self._client._models(
+            TokenOut, "GET", f"{API}/projects/{project}/service-accounts/{name}/tokens"
+        )
+
+    def revoke_token(self, project: str, name: str, token_name: str) -> None:
+        self._client.request(
+            "DELETE", f"{API}/projects/{project}/service-accounts/{name}/tokens/{token_name}"
+        )
+
+
+def _token_body(
+    name: str, project: str | None, read_only: bool, expires_in_days: float | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name, "read_only": read_only}
+    if project is not None:
+        body["project"] = project
+    if expires_in_days is not None:
+        body["expires_in_days"] = expires_in_days
+    return body
+
+
+class Users(_Resource):
+    def create(
+        self,
+        name: str,
+        *,
+        password: str | None = None,
+        email: str | None = None,
+        platform_admin: bool = False,
+    ) -> PrincipalOut:
+        body = {
+            "name": name,
+            "password": password,
+            "email": email,
+            "platform_admin": platform_admin,
+        }
+        return self._client._model(
+            PrincipalOut,
+            "POST",
+            f"{API}/users",
+            json={k: v for k, v in body.items() if v is not None},
+        )
+
+    def get(self, name: str) -> PrincipalOut:
+        return self._client._model(PrincipalOut, "GET", f"{API}/users/{name}")
+
+    def list(self, *, page_size: int = 100) -> builtins.list[PrincipalOut]:
+        return list(self._client._paged(PrincipalOut, f"{API}/users", page_size=page_size))
+
+    def delete(self, name: str) -> None:
+        self._client.request("DELETE", f"{API}/users/{name}")
+
+    def set_password(self, name: str, password: str) -> None:
+        self._client.request("PUT", f"{API}/users/{name}/password", json={"password": password})
+
+    def create_token(
+        self,
+        name: str,
+        *,
+        token_name: str,
+        project: str | None = None,
+        read_only: bool = False,
+        expires_in_days: float | None = None,
+    ) -> TokenCreated:
+        return self._client._model(
+            TokenCreated,
+            "POST",
+            f"{API}/users/{name}/tokens",
+            json=_token_body(token_name, project, read_only, expires_in_days),
+        )
+
+
+class Groups(_Resource):
+    def create(self, name: str, *, description: str = "") -> GroupOut:
+        return self._client._model(
+            GroupOut, "POST", f"{API}/groups", json={"name": name, "description": description}
+        )
+
+    def get(self, name: str) -> GroupOut:
+        return self._client._model(GroupOut, "GET", f"{API}/groups/{name}")
+
+    def list(self, *, page_size: int = 100) -> builtins.list[GroupOut]:
+        return list(self._client._paged(GroupOut, f"{API}/groups", page_size=page_size))
+
+    def delete(self, name: str) -> None:
+        self._client.request("DELETE", f"{API}/groups/{name}")
+
+    def add_member(self, name: str, principal: str) -> GroupOut:
+        return self._client._model(
+            GroupOut, "POST", f"{API}/groups/{name}/members", json={"principal": principal}
+        )
+
+    def remove_member(self, name: str, principal: str) -> GroupOut:
+        return self._client._model(GroupOut, "DELETE", f"{API}/groups/{name}/members/{principal}")
+
+
+class Tokens(_Resource):
+    """The caller's own tokens."""
+
+    def create(
+        self,
+        name: str,
+        *,
+        project: str | None = None,
+        read_only: bool = False,
+        expires_in_days: float | None = None,
+    ) -> TokenCreated:
+        return self._client._model(
+            TokenCreated,
+            "POST",
+            f"{API}/tokens",
+            json=_token_body(name, project, read_only, expires_in_days),
+        )
+
+    def list(self, *, include_revoked: bool = False) -> builtins.list[TokenOut]:
+        return self._client._models(
+            TokenOut, "GET", f"{API}/tokens", params={"include_revoked": include_revoked}
+        )
+
+    def revoke(self, name: str) -> None:
+        self._client.request("DELETE", f"{API}/tokens/{name}")
+
+
+class Audit(_Resource):
+    def list(
+        self,
+        *,
+        project: str | None = None,
+        since: datetime | str | None = None,
+        actor: str | None = None,
+        limit: int | None = None,
+        page_size: int = 500,
+    ) -> builtins.list[AuditEventOut]:
+        params = {
+            "project": project,
+            "actor": actor,
+            "since": since.isoformat() if isinstance(since, datetime) else since,
+        }
+        events: builtins.list[AuditEventOut] = []
+        for event in self._client._paged(
+            AuditEventOut, f"{API}/audit", params, page_size=min(page_size, limit or page_size)
+        ):
+            events.append(event)
+            if limit is not None and len(events) >= limit:
+                break
+        return events
+
+    def verify(self) -> VerifyResult:
+        return self._client._model(VerifyResult, "POST", f"{API}/audit/verify")
+
+    def export(self) -> Iterator[str]:
+        """The trail as JSON lines, streamed."""
+        with self._client._http.stream("GET", f"{API}/audit/export") as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            yield from response.iter_lines()

@@ -1,0 +1,1 @@
+"""Settings, database, errors, ids, names and paging shared by every domain."""

@@ -1,0 +1,117 @@
+"""Typed errors. Each maps once to an HTTP problem (RFC 9457) and to a CLI exit code."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class GhafError(Exception):
+    """Base of every error ghaf raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, field: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.extra = extra
+
+    def __str__(self) -> str:
+        return self.detail
+
+    def to_problem(self, *, request_id: str | None = None) -> dict[str, Any]:
+        """The RFC 9457 problem document for this error."""
+        problem: dict[str, Any] = {
+            "type": f"urn:ghaf:problem:{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.field is not None:
+            problem["field"] = self.field
+        if request_id is not None:
+            problem["request_id"] = request_id
+        problem.update(self.extra)
+        return problem
+
+
+class InvalidInput(GhafError):
+    status = 422
+    code = "invalid-input"
+    title = "Invalid input"
+
+
+class Unauthenticated(GhafError):
+    status = 401
+    code = "unauthenticated"
+    title = "Authentication required"
+
+
+class PermissionDenied(GhafError):
+    status = 403
+    code = "permission-denied"
+    title = "Permission denied"
+
+
+class NotFound(GhafError):
+    status = 404
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(GhafError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class SchemaOutdated(GhafError):
+    status = 503
+    code = "schema-outdated"
+    title = "Database schema is out of date"
+
+
+class IntegrityFailure(GhafError):
+    """Stored data failed an integrity check (audit chain, ciphertext, hash)."""
+
+    status = 500
+    code = "integrity-failure"
+    title = "Integrity check failed"
+
+
+class Unavailable(GhafError):
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+
+ERRORS_BY_CODE: dict[str, type[GhafError]] = {
+    cls.code: cls
+    for cls in (
+        GhafError,
+        InvalidInput,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        Conflict,
+        SchemaOutdated,
+        IntegrityFailure,
+        Unavailable,
+    )
+}
+
+
+def error_from_problem(problem: dict[str, Any], *, status: int) -> GhafError:
+    """Rebuild a typed error from a problem document (used by the SDK)."""
+    type_uri = str(problem.get("type", ""))
+    code = type_uri.rsplit(":", 1)[-1]
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        cls = {401: Unauthenticated, 403: PermissionDenied, 404: NotFound, 409: Conflict}.get(
+            status, InvalidInput if 400 <= status < 500 else GhafError
+        )
+    known = {"type", "title", "status", "detail", "field"}
+    extra = {k: v for k, v in problem.items() if k not in known}
+    return cls(str(problem.get("detail", f"HTTP {status}")), field=problem.get("field"), **extra)

@@ -1,0 +1,69 @@
+"""Cursor (keyset) pagination shared by every list endpoint."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from ghaf.core.errors import InvalidInput
+
+T = TypeVar("T")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass ``next_cursor`` back to get the next one."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(value: Any) -> str:
+    raw = json.dumps([value], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Any:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        (value,) = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except Exception:  # any malformed cursor gets the same clear error
+        raise InvalidInput("cursor is not one this server issued", field="cursor") from None
+    if not isinstance(value, str | int):
+        raise InvalidInput("cursor is not one this server issued", field="cursor")
+    return value
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit}", field="limit")
+    return limit
+
+
+def paginate(
+    session: Session,
+    statement: Select[Any],
+    *,
+    key: InstrumentedAttribute[Any],
+    limit: int,
+    cursor: str | None,
+    descending: bool = False,
+) -> tuple[Sequence[Any], str | None]:
+    """Run ``statement`` ordered by the unique column ``key``, one page at a time."""
+    check_limit(limit)
+    if cursor:
+        last = decode_cursor(cursor)
+        statement = statement.where(key < last if descending else key > last)
+    statement = statement.order_by(key.desc() if descending else key).limit(limit + 1)
+    rows = session.scalars(statement).all()
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode_cursor(getattr(rows[-1], key.key))

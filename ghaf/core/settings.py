@@ -1,0 +1,120 @@
+"""Installation settings, read from ``GHAF_*`` environment variables and an optional file.
+
+Precedence, highest first: explicit keyword arguments, environment variables, the config
+file (``GHAF_CONFIG``, else ``<home>/config.toml`` when it exists), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_HOME = Path(".ghaf")
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Each field maps to ``GHAF_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GHAF_", extra="forbid")
+
+    home: Path = Field(default=DEFAULT_HOME, description="Platform home folder.")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means SQLite at <home>/ghaf.db.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server binds.")
+    port: int = Field(default=8080, ge=0, le=65535, description="Port the server binds.")
+    tls_cert: Path | None = Field(default=None, description="PEM certificate for HTTPS.")
+    tls_key: Path | None = Field(default=None, description="PEM private key for HTTPS.")
+    log_format: Literal["text", "json"] = Field(default="text", description="Log format.")
+    log_level: str = Field(default="info", description="Log level.")
+    region: str = Field(
+        default="local", description="Region this installation runs in, e.g. ae-abudhabi."
+    )
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 master key for the keyring; else <home>/master.key is used.",
+    )
+    audit_checkpoint_every: int = Field(
+        default=100, ge=1, description="Rows between signed audit checkpoints."
+    )
+    project_retention_days: float = Field(
+        default=30, ge=0, description="Days a deleted project is kept before purge."
+    )
+    login_token_hours: float = Field(
+        default=12, gt=0, description="Lifetime of tokens issued by password login."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("region")
+    @classmethod
+    def _region_is_a_slug(cls, value: str) -> str:
+        from ghaf.core.names import validate_name
+
+        return validate_name(value, field="region")
+
+    @model_validator(mode="after")
+    def _tls_needs_both(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the home folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'ghaf.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.home / "keyring.json"
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.home / "master.key"
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("GHAF_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"GHAF_CONFIG points to {path}, which is not a file")
+        return path
+    home = Path(os.environ.get("GHAF_HOME", str(DEFAULT_HOME)))
+    candidate = home / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and config file, with explicit overrides."""
+    return Settings(**overrides)

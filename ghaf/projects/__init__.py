@@ -1,0 +1,1 @@
+"""Projects (tenants), their members and roles, and their policies."""

@@ -1,0 +1,176 @@
+"""``ghaf projects``, ``ghaf members`` and ``ghaf service-accounts``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ghaf.cli.output import JsonOpt, done, print_item, print_table, with_client
+
+projects = typer.Typer(
+    help="Create, list, show, delete and restore projects.", no_args_is_help=True
+)
+members = typer.Typer(help="Grant, change and remove roles in a project.", no_args_is_help=True)
+service_accounts = typer.Typer(
+    help="Non-human principals owned by a project.", no_args_is_help=True
+)
+
+ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name.")]
+Role = Annotated[str, typer.Option("--role", help="viewer, member, maintainer or owner.")]
+PROJECT_COLUMNS = ("name", "role", "allowed_regions", "description", "created_at")
+
+
+@projects.command("create")
+def create(
+    name: str,
+    description: str = "",
+    region: Annotated[
+        list[str] | None, typer.Option("--region", help="Allowed region (repeat for several).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a project; you become its owner."""
+    project = with_client(
+        lambda c: c.projects.create(name, description=description, allowed_regions=region)
+    )
+    print_item(project, as_json=as_json, title=f"project {name} created")
+
+
+@projects.command("ls")
+def ls(
+    deleted: Annotated[bool, typer.Option(help="List deleted projects awaiting purge.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the projects you can see."""
+    rows = with_client(lambda c: c.projects.list(deleted=deleted))
+    columns = (*PROJECT_COLUMNS, "purge_after") if deleted else PROJECT_COLUMNS
+    print_table(rows, columns, title="projects", as_json=as_json)
+
+
+@projects.command("show")
+def show(name: str, as_json: JsonOpt = False) -> None:
+    print_item(with_client(lambda c: c.projects.get(name)), as_json=as_json)
+
+
+@projects.command("delete")
+def delete(name: str, as_json: JsonOpt = False) -> None:
+    """Soft-delete a project (owners); it can be restored until it is purged."""
+    project = with_client(lambda c: c.projects.delete(name))
+    done(
+        f"project {name} deleted; restorable until {project.purge_after}",
+        as_json=as_json,
+        payload=project,
+    )
+
+
+@projects.command("restore")
+def restore(name: str, as_json: JsonOpt = False) -> None:
+    project = with_client(lambda c: c.projects.restore(name))
+    done(f"project {name} restored", as_json=as_json, payload=project)
+
+
+@projects.command("purge")
+def purge(as_json: JsonOpt = False) -> None:
+    """Permanently remove deleted projects past their retention (platform admins)."""
+    purged = with_client(lambda c: c.projects.purge())
+    done(
+        f"purged {len(purged)} project(s): {', '.join(purged) or '-'}",
+        as_json=as_json,
+        payload={"purged": purged},
+    )
+
+
+@members.command("ls")
+def members_ls(project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    rows = with_client(lambda c: c.members.list(project))
+    print_table(
+        rows,
+        ("subject", "kind", "role", "created_at"),
+        title=f"members of {project}",
+        as_json=as_json,
+    )
+
+
+@members.command("add")
+def members_add(
+    project: ProjectOpt,
+    role: Role,
+    principal: Annotated[str | None, typer.Option(help="User or service account.")] = None,
+    group: Annotated[str | None, typer.Option(help="Group name.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Grant a role to a principal or a group."""
+    member = with_client(
+        lambda c: c.members.add(project, role=role, principal=principal, group=group)
+    )
+    done(f"{member.subject} is now {member.role} in {project}", as_json=as_json, payload=member)
+
+
+@members.command("set-role")
+def members_set_role(
+    project: ProjectOpt, subject: str, role: Role, as_json: JsonOpt = False
+) -> None:
+    """Change a role. SUBJECT is a principal name or group:NAME."""
+    member = with_client(lambda c: c.members.set_role(project, subject, role))
+    done(f"{member.subject} is now {member.role} in {project}", as_json=as_json, payload=member)
+
+
+@members.command("rm")
+def members_rm(project: ProjectOpt, subject: str, as_json: JsonOpt = False) -> None:
+    with_client(lambda c: c.members.remove(project, subject))
+    done(f"{subject} removed from {project}", as_json=as_json)
+
+
+@service_accounts.command("create")
+def sa_create(
+    project: ProjectOpt,
+    name: str,
+    role: Annotated[str, typer.Option(help="Role in the project.")] = "member",
+    as_json: JsonOpt = False,
+) -> None:
+    account = with_client(lambda c: c.service_accounts.create(project, name, role=role))
+    print_item(account, as_json=as_json, title=f"service account {name} created")
+
+
+@service_accounts.command("ls")
+def sa_ls(project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    rows = with_client(lambda c: c.service_accounts.list(project))
+    print_table(
+        rows, ("name", "created_at"), title=f"service accounts of {project}", as_json=as_json
+    )
+
+
+@service_accounts.command("rm")
+def sa_rm(project: ProjectOpt, name: str, as_json: JsonOpt = False) -> None:
+    """Delete a service account; its tokens stop working at once."""
+    with_client(lambda c: c.service_accounts.delete(project, name))
+    done(f"service account {name} deleted", as_json=as_json)
+
+
+@service_accounts.command("token")
+def sa_token(
+    project: ProjectOpt,
+    name: str,
+    token_name: Annotated[str, typer.Option("--name", help="Token name.")],
+    read_only: bool = False,
+    expires_in_days: Annotated[float | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token for a service account (printed once)."""
+    created = with_client(
+        lambda c: c.service_accounts.create_token(
+            project,
+            name,
+            token_name=token_name,
+            read_only=read_only,
+            expires_in_days=expires_in_days,
+        )
+    )
+    if as_json:
+        print_item(created, as_json=True)
+    else:
+        done(
+            f"token {created.name} for {name} (shown once, store it now):\n{created.token}",
+            as_json=False,
+        )

@@ -1,0 +1,427 @@
+"""Projects, role grants and service accounts. All writes to these tables go through here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ghaf.core.clock import as_utc, utcnow
+from ghaf.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from ghaf.core.paging import paginate
+from ghaf.projects import schemas
+from ghaf.projects.models import Project, ProjectMember
+from ghaf.security import schemas as security_schemas
+from ghaf.security import service as security
+from ghaf.security.context import Context
+from ghaf.security.models import SERVICE, Group, GroupMember, Principal, Token
+from ghaf.security.permissions import OWNER, PLATFORM_ADMIN, ROLE_RANK
+
+GROUP_PREFIX = "group:"
+
+
+def project_out(project: Project, *, role: str | None) -> schemas.ProjectOut:
+    return schemas.ProjectOut(
+        id=project.id,
+        name=project.name,
+        description=project.description,
+        allowed_regions=list(project.allowed_regions),
+        role=role,
+        created_at=as_utc(project.created_at),
+        deleted_at=as_utc(project.deleted_at) if project.deleted_at else None,
+        purge_after=as_utc(project.purge_after) if project.purge_after else None,
+    )
+
+
+# --- projects ----------------------------------------------------------------------
+
+
+def create_project(
+    ctx: Context, request: schemas.ProjectCreate, *, default_region: str
+) -> schemas.ProjectOut:
+    """Create a project; its creator becomes its owner."""
+    ctx.require("project:create", resource=f"project/{request.name}")
+    assert ctx.caller is not None
+    regions = sorted(set(request.allowed_regions or [default_region]))
+    project = Project(
+        name=request.name,
+        description=request.description,
+        allowed_regions=regions,
+        created_by=ctx.caller.principal_id,
+    )
+    ctx.session.add(project)
+    try:
+        ctx.session.flush()
+    except IntegrityError:
+        ctx.session.rollback()
+        raise Conflict(
+            f"a project named {request.name!r} already exists "
+            "(names of deleted projects stay reserved until purged)",
+            field="name",
+        ) from None
+    ctx.session.add(
+        ProjectMember(project_id=project.id, principal_id=ctx.caller.principal_id, role=OWNER)
+    )
+    ctx.audit(
+        "project:create",
+        f"project/{project.name}",
+        project=project.name,
+        detail={"allowed_regions": regions},
+    )
+    ctx.commit()
+    return project_out(project, role=PLATFORM_ADMIN if ctx.is_platform_admin else OWNER)
+
+
+def list_projects(
+    ctx: Context, *, limit: int, cursor: str | None, deleted: bool = False
+) -> tuple[list[schemas.ProjectOut], str | None]:
+    """The projects the caller can see (all of them for a platform admin)."""
+    caller = ctx.caller
+    assert caller is not None
+    statement = select(Project).where(
+        Project.deleted_at.is_not(None) if deleted else Project.deleted_at.is_(None)
+    )
+    if caller.token_project_id is not None:
+        statement = statement.where(Project.id == caller.token_project_id)
+    roles: dict[str, str] = {}
+    if not caller.is_platform_admin:
+        grants = _grants_of(ctx, caller.principal_id)
+        for project_id, role in grants:
+            if ROLE_RANK[role] > ROLE_RANK.get(roles.get(project_id, ""), -1):
+                roles[project_id] = role
+        statement = statement.where(Project.id.in_(list(roles)))
+        if deleted:  # only owners see what they can restore
+            statement = statement.where(Project.id.in_([p for p, r in roles.items() if r == OWNER]))
+    rows, next_cursor = paginate(
+        ctx.session, statement, key=Project.name, limit=limit, cursor=cursor
+    )
+    return [
+        project_out(p, role=PLATFORM_ADMIN if caller.is_platform_admin else roles.get(p.id))
+        for p in rows
+    ], next_cursor
+
+
+def _grants_of(ctx: Context, principal_id: str) -> list[tuple[str, str]]:
+    groups = select(GroupMember.group_id).where(GroupMember.principal_id == principal_id)
+    rows = ctx.session.execute(
+        select(ProjectMember.project_id, ProjectMember.role).where(
+            or_(ProjectMember.principal_id == principal_id, ProjectMember.group_id.in_(groups))
+        )
+    ).all()
+    return [(project_id, role) for project_id, role in rows]
+
+
+def get_project(ctx: Context, name: str) -> schemas.ProjectOut:
+    pctx = ctx.in_project(name)
+    pctx.require("project:read", resource=f"project/{name}")
+    assert pctx.project is not None
+    return project_out(pctx.project, role=pctx.role)
+
+
+def delete_project(ctx: Context, name: str, *, retention_days: float) -> schemas.ProjectOut:
+    """Soft-delete: hidden at once, restorable until ``purge_after``, then purged."""
+    pctx = ctx.in_project(name)
+    pctx.require("project:delete", resource=f"project/{name}")
+    project = pctx.project
+    assert project is not None
+    now = utcnow()
+    project.deleted_at = now
+    project.purge_after = now + timedelta(days=retention_days)
+    pctx.audit(
+        "project:delete", f"project/{name}", detail={"purge_after": project.purge_after.isoformat()}
+    )
+    pctx.commit()
+    return project_out(project, role=pctx.role)
+
+
+def restore_project(ctx: Context, name: str) -> schemas.ProjectOut:
+    pctx = ctx.in_project(name, include_deleted=True)
+    pctx.require("project:delete", resource=f"project/{name}")
+    project = pctx.project
+    assert project is not None
+    if project.deleted_at is None:
+        raise Conflict(f"project {name!r} is not deleted", field="project")
+    project.deleted_at = None
+    project.purge_after = None
+    pctx.audit("project:restore", f"project/{name}")
+    pctx.commit()
+    return project_out(project, role=pctx.role)
+
+
+def purge_projects(ctx: Context, *, now: datetime | None = None) -> list[str]:
+    """Permanently remove deleted projects whose retention has passed."""
+    ctx.require("platform:admin", resource="projects")
+    cutoff = now or utcnow()
+    due = ctx.session.scalars(
+        select(Project).where(Project.deleted_at.is_not(None), Project.purge_after <= cutoff)
+    ).all()
+    names = [p.name for p in due]
+    for project in due:
+        ids = [project.id]
+        service_accounts = select(Principal.id).where(Principal.project_id.in_(ids))
+        ctx.session.execute(
+            delete(Token).where(
+                or_(Token.project_id.in_(ids), Token.principal_id.in_(service_accounts))
+            )
+        )
+        ctx.session.execute(delete(ProjectMember).where(ProjectMember.project_id.in_(ids)))
+        ctx.session.execute(
+            delete(GroupMember).where(GroupMember.principal_id.in_(service_accounts))
+        )
+        ctx.session.execute(delete(Principal).where(Principal.project_id.in_(ids)))
+        ctx.session.delete(project)
+        ctx.audit("project:purge", f"project/{project.name}", project=project.name)
+    ctx.commit()
+    return names
+
+
+# --- members -----------------------------------------------------------------------
+
+
+def _member_out(member: ProjectMember, subject: str, kind: str) -> schemas.MemberOut:
+    return schemas.MemberOut(
+        subject=subject,
+        kind=kind,
+        role=member.role,
+        created_at=as_utc(member.created_at),
+    )
+
+
+def list_members(ctx: Context, project: str) -> list[schemas.MemberOut]:
+    pctx = ctx.in_project(project)
+    pctx.require("member:read", resource=f"project/{project}/members")
+    assert pctx.project is not None
+    out: list[schemas.MemberOut] = []
+    for member, name, kind in ctx.session.execute(
+        select(ProjectMember, Principal.name, Principal.kind)
+        .join(Principal, Principal.id == ProjectMember.principal_id)
+        .where(ProjectMember.project_id == pctx.project.id, Principal.deleted_at.is_(None))
+        .order_by(Principal.name)
+    ):
+        out.append(_member_out(member, name, kind))
+    for member, name in ctx.session.execute(
+        select(ProjectMember, Group.name)
+        .join(Group, Group.id == ProjectMember.group_id)
+        .where(ProjectMember.project_id == pctx.project.id)
+        .order_by(Group.name)
+    ):
+        out.append(_member_out(member, GROUP_PREFIX + name, "group"))
+    return out
+
+
+def _check_grant(pctx: Context, resource: str, *, old: str | None, new: str | None) -> None:
+    """The escalation rules, in one place.
+
+    - changing grants needs ``member:write`` (maintainers and owners);
+    - granting, changing or removing ``owner`` needs ``member:grant-owner`` (owners);
+    - nobody grants a role above their own.
+    """
+    pctx.require("member:write", resource=resource)
+    if OWNER in (old, new):
+        pctx.require("member:grant-owner", resource=resource)
+    if (
+        new is not None
+        and pctx.role != PLATFORM_ADMIN
+        and ROLE_RANK[new] > ROLE_RANK.get(pctx.role or "", -1)
+    ):
+        pctx.deny(
+            "member:write",
+            resource,
+            PermissionDenied(
+                f"you cannot grant {new}: it is above your role ({pctx.role})", field="role"
+            ),
+            project=pctx.project.name if pctx.project else None,
+        )
+
+
+def _subject(pctx: Context, subject: str) -> tuple[str, str, str]:
+    """Resolve a member subject to (column, id, kind)."""
+    if subject.startswith(GROUP_PREFIX):
+        group = security.get_group_by_name(pctx.session, subject[len(GROUP_PREFIX) :])
+        return "group_id", group.id, "group"
+    principal = security.get_principal(pctx.session, subject)
+    if principal.kind == SERVICE and pctx.project and principal.project_id != pctx.project.id:
+        raise InvalidInput(
+            f"service account {subject!r} belongs to another project", field="principal"
+        )
+    return "principal_id", principal.id, principal.kind
+
+
+def _find_member(pctx: Context, column: str, subject_id: str) -> ProjectMember | None:
+    assert pctx.project is not None
+    return pctx.session.scalar(
+        select(ProjectMember).where(
+            ProjectMember.project_id == pctx.project.id,
+            getattr(ProjectMember, column) == subject_id,
+        )
+    )
+
+
+def _ensure_an_owner_remains(pctx: Context, leaving: ProjectMember) -> None:
+    assert pctx.project is not None
+    owners = pctx.session.scalar(
+        select(func.count())
+        .select_from(ProjectMember)
+        .where(
+            ProjectMember.project_id == pctx.project.id,
+            ProjectMember.role == OWNER,
+            ProjectMember.id != leaving.id,
+        )
+    )
+    if not owners:
+        raise Conflict(f"project {pctx.project.name!r} must keep at least one owner", field="role")
+
+
+def add_member(ctx: Context, project: str, request: schemas.MemberAdd) -> schemas.MemberOut:
+    pctx = ctx.in_project(project)
+    subject = request.principal or GROUP_PREFIX + str(request.group)
+    resource = f"project/{project}/member/{subject}"
+    _check_grant(pctx, resource, old=None, new=request.role)
+    column, subject_id, kind = _subject(pctx, subject)
+    if _find_member(pctx, column, subject_id) is not None:
+        raise Conflict(
+            f"{subject!r} is already a member of {project!r}; change the role instead",
+            field="principal" if request.principal else "group",
+        )
+    assert pctx.project is not None
+    member = ProjectMember(project_id=pctx.project.id, role=request.role, **{column: subject_id})
+    pctx.session.add(member)
+    pctx.audit("member:add", resource, detail={"role": request.role})
+    pctx.commit()
+    return _member_out(member, subject, kind)
+
+
+def set_member_role(
+    ctx: Context, project: str, subject: str, request: schemas.RoleChange
+) -> schemas.MemberOut:
+    pctx = ctx.in_project(project)
+    resource = f"project/{project}/member/{subject}"
+    pctx.require("member:write", resource=resource)
+    column, subject_id, kind = _subject(pctx, subject)
+    member = _find_member(pctx, column, subject_id)
+    if member is None:
+        raise NotFound(f"{subject!r} is not a member of {project!r}", field="member")
+    _check_grant(pctx, resource, old=member.role, new=request.role)
+    if member.role == OWNER and request.role != OWNER:
+        _ensure_an_owner_remains(pctx, member)
+    old = member.role
+    member.role = request.role
+    pctx.audit("member:set-role", resource, detail={"from": old, "to": request.role})
+    pctx.commit()
+    return _member_out(member, subject, kind)
+
+
+def remove_member(ctx: Context, project: str, subject: str) -> None:
+    pctx = ctx.in_project(project)
+    resource = f"project/{project}/member/{subject}"
+    pctx.require("member:write", resource=resource)
+    column, subject_id, _kind = _subject(pctx, subject)
+    member = _find_member(pctx, column, subject_id)
+    if member is None:
+        raise NotFound(f"{subject!r} is not a member of {project!r}", field="member")
+    _check_grant(pctx, resource, old=member.role, new=None)
+    if member.role == OWNER:
+        _ensure_an_owner_remains(pctx, member)
+    pctx.session.delete(member)
+    pctx.audit("member:remove", resource, detail={"role": member.role})
+    pctx.commit()
+
+
+# --- service accounts --------------------------------------------------------------
+
+
+def create_service_account(
+    ctx: Context, project: str, request: schemas.ServiceAccountCreate
+) -> security_schemas.PrincipalOut:
+    """A non-human principal owned by this project, granted ``role`` in it."""
+    pctx = ctx.in_project(project)
+    resource = f"project/{project}/service-account/{request.name}"
+    pctx.require("service-account:write", resource=resource)
+    _check_grant(pctx, resource, old=None, new=request.role)
+    assert pctx.project is not None
+    principal = security.add_principal(
+        pctx, name=request.name, kind=SERVICE, project_id=pctx.project.id
+    )
+    pctx.session.add(
+        ProjectMember(project_id=pctx.project.id, principal_id=principal.id, role=request.role)
+    )
+    pctx.audit("service-account:create", resource, detail={"role": request.role})
+    pctx.commit()
+    return security.principal_out(principal, project=project)
+
+
+def _service_account(pctx: Context, name: str) -> Principal:
+    principal = security.get_principal(pctx.session, name, field="service_account")
+    if (
+        principal.kind != SERVICE
+        or pctx.project is None
+        or (principal.project_id != pctx.project.id)
+    ):
+        raise NotFound(
+            f"project {pctx.project.name if pctx.project else '?'!r} has no "
+            f"service account named {name!r}",
+            field="service_account",
+        )
+    return principal
+
+
+def list_service_accounts(ctx: Context, project: str) -> list[security_schemas.PrincipalOut]:
+    pctx = ctx.in_project(project)
+    pctx.require("member:read", resource=f"project/{project}/service-accounts")
+    assert pctx.project is not None
+    return [
+        security.principal_out(p, project=project)
+        for p in security.service_accounts_of(pctx.session, pctx.project)
+    ]
+
+
+def delete_service_account(ctx: Context, project: str, name: str) -> None:
+    pctx = ctx.in_project(project)
+    resource = f"project/{project}/service-account/{name}"
+    pctx.require("service-account:write", resource=resource)
+    principal = _service_account(pctx, name)
+    now = utcnow()
+    principal.deleted_at = now
+    pctx.session.execute(
+        update(Token)
+        .where(Token.principal_id == principal.id, Token.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    pctx.session.execute(delete(ProjectMember).where(ProjectMember.principal_id == principal.id))
+    pctx.audit("service-account:delete", resource)
+    pctx.commit()
+
+
+def create_service_account_token(
+    ctx: Context, project: str, name: str, request: security_schemas.TokenCreate
+) -> security_schemas.TokenCreated:
+    """Service-account tokens are always limited to the account's project."""
+    pctx = ctx.in_project(project)
+    pctx.require(
+        "service-account:write",
+        resource=f"project/{project}/service-account/{name}/token/{request.name}",
+    )
+    principal = _service_account(pctx, name)
+    if request.project not in (None, project):
+        raise InvalidInput(
+            "a service account's tokens are limited to its own project", field="project"
+        )
+    scoped = request.model_copy(update={"project": project})
+    return security.issue_token(pctx, principal, scoped)
+
+
+def list_service_account_tokens(
+    ctx: Context, project: str, name: str
+) -> list[security_schemas.TokenOut]:
+    pctx = ctx.in_project(project)
+    pctx.require("member:read", resource=f"project/{project}/service-account/{name}")
+    return security.list_tokens_of(pctx, _service_account(pctx, name))
+
+
+def revoke_service_account_token(ctx: Context, project: str, name: str, token: str) -> None:
+    pctx = ctx.in_project(project)
+    pctx.require(
+        "service-account:write", resource=f"project/{project}/service-account/{name}/token/{token}"
+    )
+    security.revoke_token_of(pctx, _service_account(pctx, name), token)

@@ -1,0 +1,1 @@
+"""Identities, tokens, groups, RBAC policy, the request context, audit and keys."""

@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail: hash-chained rows and HMAC-signed checkpoints."""

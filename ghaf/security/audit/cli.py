@@ -1,0 +1,137 @@
+"""``ghaf audit list | verify | export``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ghaf.cli.output import (
+    EXIT_CHECK_FAILED,
+    JsonOpt,
+    console,
+    fail,
+    print_json,
+    print_table,
+    reporting_errors,
+    with_client,
+)
+from ghaf.security.audit.chain import VerifyReport
+from ghaf.security.audit.schemas import VerifyResult
+from ghaf.security.audit.service import verify_export
+
+audit = typer.Typer(
+    help="Read, verify and export the tamper-evident audit trail.", no_args_is_help=True
+)
+
+COLUMNS = ("seq", "ts", "actor", "project", "action", "resource", "outcome", "client")
+
+
+@audit.command("list")
+def list_(
+    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time, UTC if naive.")] = None,
+    actor: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Events in chain order, filtered by project, time and actor."""
+    if since is not None:
+        from ghaf.core.clock import parse_time
+
+        with reporting_errors():
+            parse_time(since, field="since")
+    rows = with_client(
+        lambda c: c.audit.list(project=project, since=since, actor=actor, limit=limit)
+    )
+    print_table(rows, COLUMNS, title="audit trail", as_json=as_json)
+
+
+def _report(result: VerifyResult, as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+    elif result.ok:
+        signed = (
+            "signatures checked"
+            if result.signatures_checked
+            else ("signatures NOT checked (no key)")
+        )
+        console.print(
+            f"[green]audit trail intact[/green]: {result.rows} rows, "
+            f"{result.checkpoints} checkpoints, {signed}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[red]audit trail BROKEN[/red] at row {result.first_bad_seq}: {result.problem}",
+            highlight=False,
+        )
+    if not result.ok:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _load_keys(path: Path) -> dict[int, bytes]:
+    try:
+        data = json.loads(path.read_text())
+        return {int(v): base64.b64decode(k) for v, k in data["versions"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        fail(f"{path} is not an audit key file (make one with `ghaf admin audit-key`)")
+
+
+@audit.command("verify")
+def verify(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Verify an exported JSONL file instead of the server's trail."),
+    ] = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="Audit key file for checking signatures of an exported file."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Exit 0 if the chain is intact, else 1 naming the first broken row."""
+    if file is None:
+        result = with_client(lambda c: c.audit.verify())
+    else:
+        keys = _load_keys(key_file) if key_file else {}
+        try:
+            with file.open(encoding="utf-8") as handle:
+                report: VerifyReport = verify_export(iter(handle), keys.get)
+        except OSError as exc:
+            fail(f"cannot read {file}: {exc.strerror}")
+        result = VerifyResult(**vars(report))
+    _report(result, as_json)
+
+
+@audit.command("export")
+def export(
+    format_: Annotated[str, typer.Option("--format", help="Only jsonl.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """Write the whole trail with checkpoints and signed head, one JSON object a line."""
+    if format_ != "jsonl":
+        fail(f"--format {format_!r} is not supported; use jsonl")
+
+    def write(client: object) -> int:
+        from ghaf.client import Client
+
+        assert isinstance(client, Client)
+        handle = output.open("w", encoding="utf-8") if output else sys.stdout
+        count = 0
+        try:
+            for line in client.audit.export():
+                handle.write(line + "\n")
+                count += 1
+        finally:
+            if output:
+                handle.close()
+        return count
+
+    count = with_client(write)
+    if output:
+        console.print(f"wrote {count} lines to {output}", highlight=False)

@@ -1,0 +1,278 @@
+"""Appending to, reading, verifying and exporting the audit trail."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from ghaf.core.clock import isoformat, utcnow
+from ghaf.core.ids import new_id
+from ghaf.core.paging import paginate
+from ghaf.security.audit.chain import (
+    EVENT_FIELDS,
+    GENESIS_HASH,
+    VerifyReport,
+    checkpoint_payload,
+    head_payload,
+    mac,
+    row_hash,
+    verify_chain,
+)
+from ghaf.security.audit.models import AuditCheckpoint, AuditEvent, AuditHead
+from ghaf.security.keyring import Keyring
+
+if TYPE_CHECKING:
+    from ghaf.security.context import Context
+
+AUDIT_KEY = "audit"
+SUCCESS = "success"
+DENIED = "denied"
+FAILURE = "failure"
+_BATCH = 1000
+
+
+class AuditWriter:
+    """Appends hash-chained rows inside the caller's transaction."""
+
+    def __init__(self, keyring: Keyring, *, checkpoint_every: int = 100) -> None:
+        self.keyring = keyring
+        self.checkpoint_every = checkpoint_every
+        self._key = keyring.get(AUDIT_KEY)
+
+    def key_for(self, version: int) -> bytes | None:
+        return self.keyring.get(AUDIT_KEY, version).material
+
+    def append(
+        self,
+        session: Session,
+        *,
+        action: str,
+        resource: str,
+        outcome: str,
+        actor: str | None,
+        actor_id: str | None,
+        project: str | None,
+        request_id: str | None,
+        client: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        # Bumping the head row first takes its row lock (PostgreSQL) or the write lock
+        # (SQLite), so concurrent appenders, in any process, queue here in seq order.
+        seq, prev_hash = session.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(seq=AuditHead.seq + 1)
+            .returning(AuditHead.seq, AuditHead.hash)
+        ).one()
+        ts = utcnow()
+        event = {
+            "seq": seq, "id": new_id(), "ts": isoformat(ts), "actor": actor,
+            "actor_id": actor_id, "project": project, "action": action,
+            "resource": resource, "outcome": outcome, "request_id": request_id,
+            "client": client, "detail": _plain(detail or {}),
+        }  # fmt: skip
+        chain_hash = row_hash(prev_hash, event)
+        row = AuditEvent(**{**event, "ts": ts}, prev_hash=prev_hash, hash=chain_hash)
+        session.add(row)
+        session.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(
+                hash=chain_hash,
+                key_version=self._key.version,
+                mac=mac(self._key.material, head_payload(seq, chain_hash)),
+            )
+        )
+        if seq % self.checkpoint_every == 0:
+            self._add_checkpoint(session, seq, chain_hash)
+        return row
+
+    def checkpoint(self, session: Session) -> int | None:
+        """Sign the current tip (e.g. on shutdown). Returns its seq, or None if empty."""
+        head = session.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(seq=AuditHead.seq)
+            .returning(AuditHead.seq, AuditHead.hash)
+        ).one()
+        seq, chain_hash = head
+        if seq == 0 or session.get(AuditCheckpoint, seq) is not None:
+            return None
+        self._add_checkpoint(session, seq, chain_hash)
+        return int(seq)
+
+    def _add_checkpoint(self, session: Session, seq: int, chain_hash: str) -> None:
+        ts = isoformat(utcnow())
+        payload = checkpoint_payload(seq, chain_hash, ts, self._key.version)
+        session.add(
+            AuditCheckpoint(
+                seq=seq,
+                hash=chain_hash,
+                ts=datetime.fromisoformat(ts),
+                key_version=self._key.version,
+                mac=mac(self._key.material, payload),
+            )
+        )
+
+
+def initialise_head(session: Session, keyring: Keyring) -> None:
+    """Create the empty chain's signed head (idempotent)."""
+    if session.get(AuditHead, 1) is not None:
+        return
+    key = keyring.ensure(AUDIT_KEY)
+    session.add(
+        AuditHead(
+            id=1,
+            seq=0,
+            hash=GENESIS_HASH,
+            key_version=key.version,
+            mac=mac(key.material, head_payload(0, GENESIS_HASH)),
+        )
+    )
+
+
+def _plain(detail: dict[str, Any]) -> dict[str, Any]:
+    """Detail values restricted to what canonical JSON renders the same everywhere."""
+    out: dict[str, Any] = {}
+    for key, value in detail.items():
+        if value is None or isinstance(value, bool | int | str):
+            out[str(key)] = value
+        elif isinstance(value, list | tuple):
+            out[str(key)] = [v if isinstance(v, bool | int | str) else str(v) for v in value]
+        else:
+            out[str(key)] = str(value)
+    return out
+
+
+def event_dict(row: AuditEvent) -> dict[str, Any]:
+    """A row as the chain sees it (canonical field values)."""
+    out = {name: getattr(row, name) for name in EVENT_FIELDS}
+    out["ts"] = isoformat(row.ts)
+    out["prev_hash"] = row.prev_hash
+    out["hash"] = row.hash
+    return out
+
+
+def checkpoint_dict(row: AuditCheckpoint) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "hash": row.hash,
+        "ts": isoformat(row.ts),
+        "key_version": row.key_version,
+        "mac": row.mac,
+    }
+
+
+def _iter_events(session: Session) -> Iterator[dict[str, Any]]:
+    last = 0
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(_BATCH)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield event_dict(row)
+        last = rows[-1].seq
+        session.expunge_all()
+
+
+def _head_dict(session: Session) -> dict[str, Any] | None:
+    head = session.get(AuditHead, 1)
+    if head is None:
+        return None
+    return {"seq": head.seq, "hash": head.hash, "key_version": head.key_version, "mac": head.mac}
+
+
+def verify_database(session: Session, writer: AuditWriter) -> VerifyReport:
+    """Recompute the whole chain stored in the database."""
+    checkpoints = [
+        checkpoint_dict(c)
+        for c in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))
+    ]
+    head = _head_dict(session)
+    return verify_chain(_iter_events(session), checkpoints, head, writer.key_for)
+
+
+# --- entry points used by the API (authorised through the context) -----------------
+
+
+def list_events(
+    ctx: Context,
+    *,
+    project: str | None,
+    since: datetime | None,
+    actor: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[AuditEvent], str | None]:
+    """Events in chain order. Project maintainers read their project's events;
+    platform admins read everything."""
+    statement = select(AuditEvent)
+    if project is not None:
+        ctx.in_project(project).require("audit:read", resource=f"project/{project}/audit")
+        statement = statement.where(AuditEvent.project == project)
+    else:
+        ctx.require("audit:read", resource="audit")
+    if since is not None:
+        statement = statement.where(AuditEvent.ts >= since)
+    if actor is not None:
+        statement = statement.where(AuditEvent.actor == actor)
+    rows, next_cursor = paginate(
+        ctx.session, statement, key=AuditEvent.seq, limit=limit, cursor=cursor
+    )
+    return list(rows), next_cursor
+
+
+def verify(ctx: Context) -> VerifyReport:
+    ctx.require("audit:verify", resource="audit")
+    return verify_database(ctx.session, ctx.audit_writer)
+
+
+def export_lines(ctx: Context) -> Iterator[str]:
+    """The whole trail as JSONL: events, each checkpoint after the row it covers, head."""
+    ctx.require("audit:verify", resource="audit")
+    session = ctx.session
+    checkpoints = {c.seq: checkpoint_dict(c) for c in session.scalars(select(AuditCheckpoint))}
+    head = _head_dict(session)
+
+    def lines() -> Iterator[str]:
+        yield json.dumps({"type": "format", "name": "ghaf-audit", "version": 1})
+        for event in _iter_events(session):
+            yield json.dumps({"type": "event", **event}, ensure_ascii=False)
+            if event["seq"] in checkpoints:
+                yield json.dumps({"type": "checkpoint", **checkpoints.pop(event["seq"])})
+        # Checkpoints whose row is gone still go out, so the verifier sees the gap.
+        for seq in sorted(checkpoints):
+            yield json.dumps({"type": "checkpoint", **checkpoints[seq]})
+        if head is not None:
+            yield json.dumps({"type": "head", **head})
+
+    return lines()
+
+
+def verify_export(lines: Iterator[str], key_for: Any) -> VerifyReport:
+    """Verify an exported JSONL trail (outside the server)."""
+    events: list[dict[str, Any]] = []
+    checkpoints: list[dict[str, Any]] = []
+    head: dict[str, Any] | None = None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            kind = record.pop("type")
+        except (ValueError, KeyError, AttributeError):
+            return VerifyReport().fail(None, f"line {number} is not an audit export record")
+        if kind == "event":
+            events.append(record)
+        elif kind == "checkpoint":
+            checkpoints.append(record)
+        elif kind == "head":
+            head = record
+    return verify_chain(events, checkpoints, head, key_for)

@@ -1,0 +1,166 @@
+"""``ghaf users``, ``ghaf groups`` and ``ghaf tokens``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ghaf.cli.output import JsonOpt, done, print_item, print_table, with_client
+
+users = typer.Typer(help="Users (platform admins manage them).", no_args_is_help=True)
+groups = typer.Typer(
+    help="Groups of principals; groups hold roles in projects.", no_args_is_help=True
+)
+tokens = typer.Typer(help="Your API tokens.", no_args_is_help=True)
+
+TOKEN_COLUMNS = ("name", "hint", "project", "read_only", "expires_at", "created_at", "revoked_at")
+
+
+@users.command("create")
+def users_create(
+    name: str,
+    email: str | None = None,
+    password: Annotated[
+        bool, typer.Option("--password", help="Prompt for a password (for web login).")
+    ] = False,
+    platform_admin: bool = False,
+    as_json: JsonOpt = False,
+) -> None:
+    secret = (
+        typer.prompt("password", hide_input=True, confirmation_prompt=True) if (password) else None
+    )
+    user = with_client(
+        lambda c: c.users.create(name, password=secret, email=email, platform_admin=platform_admin)
+    )
+    print_item(user, as_json=as_json, title=f"user {name} created")
+
+
+@users.command("ls")
+def users_ls(as_json: JsonOpt = False) -> None:
+    print_table(
+        with_client(lambda c: c.users.list()),
+        ("name", "email", "platform_admin", "created_at"),
+        title="users",
+        as_json=as_json,
+    )
+
+
+@users.command("show")
+def users_show(name: str, as_json: JsonOpt = False) -> None:
+    print_item(with_client(lambda c: c.users.get(name)), as_json=as_json)
+
+
+@users.command("rm")
+def users_rm(name: str, as_json: JsonOpt = False) -> None:
+    """Delete a user; every token of theirs stops working on the next request."""
+    with_client(lambda c: c.users.delete(name))
+    done(f"user {name} deleted", as_json=as_json)
+
+
+@users.command("token")
+def users_token(
+    name: str,
+    token_name: Annotated[str, typer.Option("--name")],
+    project: str | None = None,
+    read_only: bool = False,
+    expires_in_days: float | None = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token for another user (platform admins); printed once."""
+    created = with_client(
+        lambda c: c.users.create_token(
+            name,
+            token_name=token_name,
+            project=project,
+            read_only=read_only,
+            expires_in_days=expires_in_days,
+        )
+    )
+    _print_secret(created, as_json)
+
+
+@groups.command("create")
+def groups_create(name: str, description: str = "", as_json: JsonOpt = False) -> None:
+    print_item(
+        with_client(lambda c: c.groups.create(name, description=description)),
+        as_json=as_json,
+        title=f"group {name} created",
+    )
+
+
+@groups.command("ls")
+def groups_ls(as_json: JsonOpt = False) -> None:
+    print_table(
+        with_client(lambda c: c.groups.list()),
+        ("name", "members", "description"),
+        title="groups",
+        as_json=as_json,
+    )
+
+
+@groups.command("show")
+def groups_show(name: str, as_json: JsonOpt = False) -> None:
+    print_item(with_client(lambda c: c.groups.get(name)), as_json=as_json)
+
+
+@groups.command("rm")
+def groups_rm(name: str, as_json: JsonOpt = False) -> None:
+    with_client(lambda c: c.groups.delete(name))
+    done(f"group {name} deleted", as_json=as_json)
+
+
+@groups.command("add-member")
+def groups_add_member(name: str, principal: str, as_json: JsonOpt = False) -> None:
+    group = with_client(lambda c: c.groups.add_member(name, principal))
+    done(f"{principal} added to {name}", as_json=as_json, payload=group)
+
+
+@groups.command("remove-member")
+def groups_remove_member(name: str, principal: str, as_json: JsonOpt = False) -> None:
+    group = with_client(lambda c: c.groups.remove_member(name, principal))
+    done(f"{principal} removed from {name}", as_json=as_json, payload=group)
+
+
+def _print_secret(created: object, as_json: bool) -> None:
+    from ghaf.security.schemas import TokenCreated
+
+    assert isinstance(created, TokenCreated)
+    if as_json:
+        print_item(created, as_json=True)
+    else:
+        done(f"token {created.name} (shown once, store it now):\n{created.token}", as_json=False)
+
+
+@tokens.command("create")
+def tokens_create(
+    name: str,
+    project: Annotated[str | None, typer.Option(help="Limit the token to one project.")] = None,
+    read_only: bool = False,
+    expires_in_days: Annotated[float | None, typer.Option()] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token for yourself; the secret is printed once."""
+    created = with_client(
+        lambda c: c.tokens.create(
+            name, project=project, read_only=read_only, expires_in_days=expires_in_days
+        )
+    )
+    _print_secret(created, as_json)
+
+
+@tokens.command("ls")
+def tokens_ls(include_revoked: bool = False, as_json: JsonOpt = False) -> None:
+    print_table(
+        with_client(lambda c: c.tokens.list(include_revoked=include_revoked)),
+        TOKEN_COLUMNS,
+        title="tokens",
+        as_json=as_json,
+    )
+
+
+@tokens.command("revoke")
+def tokens_revoke(name: str, as_json: JsonOpt = False) -> None:
+    """Revoke one of your tokens; it stops working on the very next request."""
+    with_client(lambda c: c.tokens.revoke(name))
+    done(f"token {name} revoked", as_json=as_json)

@@ -1,0 +1,200 @@
+"""The request context: who is calling, in which project, with which role.
+
+Every service function takes a :class:`Context`. ``ctx.require(permission)`` is the single
+authorisation door; ``ctx.audit(...)`` records what happened. A denied call is audited in
+its own committed transaction before the error propagates, so a refusal is never lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from ghaf.core.errors import NotFound, PermissionDenied
+from ghaf.core.names import validate_name
+from ghaf.projects.models import Project, ProjectMember
+from ghaf.security.audit.service import DENIED, SUCCESS, AuditWriter
+from ghaf.security.models import USER, GroupMember
+from ghaf.security.permissions import (
+    PLATFORM_ADMIN,
+    ROLE_PERMISSIONS,
+    highest_role,
+    is_read_permission,
+)
+
+# Permissions every authenticated *user* holds outside any project.
+USER_GLOBAL_PERMISSIONS = frozenset({"project:create"})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated principal and the limits of the token it used."""
+
+    principal_id: str
+    name: str
+    kind: str
+    is_platform_admin: bool
+    token_id: str | None = None
+    token_project_id: str | None = None
+    read_only: bool = False
+
+
+class Context:
+    """Principal + project + role + DB session + request id, passed to every service."""
+
+    def __init__(
+        self,
+        *,
+        session: Session,
+        audit_writer: AuditWriter,
+        caller: Caller | None,
+        request_id: str | None = None,
+        client: str | None = None,
+        project: Project | None = None,
+        role: str | None = None,
+        system_actor: str | None = None,
+    ) -> None:
+        self.session = session
+        self.system_actor = system_actor
+        self.audit_writer = audit_writer
+        self.caller = caller
+        self.request_id = request_id
+        self.client = client
+        self.project = project
+        self.role = role
+
+    # --- who -------------------------------------------------------------------------
+
+    @property
+    def actor(self) -> str | None:
+        """The caller's name; for work ghaf does itself (install, purge), a system name."""
+        return self.caller.name if self.caller else self.system_actor
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return bool(self.caller and self.caller.is_platform_admin)
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        """What this context may do: the role's permissions, narrowed by the token."""
+        if self.caller is None:
+            return frozenset()
+        if self.project is not None:
+            granted = ROLE_PERMISSIONS.get(self.role or "", frozenset())
+        elif self.caller.is_platform_admin:
+            granted = ROLE_PERMISSIONS[PLATFORM_ADMIN]
+        elif self.caller.kind == USER and self.caller.token_project_id is None:
+            granted = USER_GLOBAL_PERMISSIONS
+        else:
+            granted = frozenset()
+        if self.caller.read_only:
+            granted = frozenset(p for p in granted if is_read_permission(p))
+        return granted
+
+    def has(self, permission: str) -> bool:
+        return permission in self.permissions
+
+    # --- authorisation -----------------------------------------------------------------
+
+    def require(self, permission: str, *, resource: str) -> None:
+        """Raise ``PermissionDenied`` (audited) unless this context holds ``permission``."""
+        if permission in self.permissions:
+            return
+        where = f" in project {self.project.name!r}" if self.project else ""
+        held = f"your role is {self.role}" if self.role else "you hold no role that grants it"
+        if self.caller is not None and self.caller.read_only and not is_read_permission(permission):
+            held = "your token is read-only"
+        self.deny(
+            permission,
+            resource,
+            PermissionDenied(f"{permission} is required{where}; {held}", permission=permission),
+        )
+
+    def deny(
+        self, action: str, resource: str, error: Exception, *, project: str | None = None
+    ) -> NoReturn:
+        """Record a refused attempt durably, then raise ``error``."""
+        self.session.rollback()
+        self.audit(action, resource, outcome=DENIED, detail={"reason": str(error)}, project=project)
+        self.session.commit()
+        raise error
+
+    def in_project(self, name: str, *, include_deleted: bool = False) -> Context:
+        """This context narrowed to project ``name``, with the caller's effective role.
+
+        A project the caller cannot see answers exactly like one that does not exist.
+        """
+        validate_name(name, field="project")
+        statement = select(Project).where(Project.name == name)
+        if not include_deleted:
+            statement = statement.where(Project.deleted_at.is_(None))
+        project = self.session.scalar(statement)
+        role = self._role_in(project) if project is not None else None
+        if project is None or role is None:
+            self.deny(
+                "project:access",
+                f"project/{name}",
+                NotFound(f"project {name!r} not found", field="project"),
+                project=name,
+            )
+        return Context(
+            session=self.session,
+            audit_writer=self.audit_writer,
+            caller=self.caller,
+            request_id=self.request_id,
+            client=self.client,
+            project=project,
+            role=role,
+            system_actor=self.system_actor,
+        )
+
+    def _role_in(self, project: Project) -> str | None:
+        caller = self.caller
+        if caller is None:
+            return None
+        if caller.token_project_id is not None and caller.token_project_id != project.id:
+            return None
+        if caller.is_platform_admin:
+            return PLATFORM_ADMIN
+        groups = select(GroupMember.group_id).where(GroupMember.principal_id == caller.principal_id)
+        roles = self.session.scalars(
+            select(ProjectMember.role).where(
+                ProjectMember.project_id == project.id,
+                or_(
+                    ProjectMember.principal_id == caller.principal_id,
+                    ProjectMember.group_id.in_(groups),
+                ),
+            )
+        ).all()
+        return highest_role(list(roles))
+
+    # --- audit -------------------------------------------------------------------------
+
+    def audit(
+        self,
+        action: str,
+        resource: str,
+        *,
+        outcome: str = SUCCESS,
+        detail: dict[str, Any] | None = None,
+        project: str | None = None,
+    ) -> None:
+        """Append an audit row in this context's transaction."""
+        self.audit_writer.append(
+            self.session,
+            action=action,
+            resource=resource,
+            outcome=outcome,
+            actor=self.actor,
+            actor_id=self.caller.principal_id if self.caller else None,
+            project=project or (self.project.name if self.project else None),
+            request_id=self.request_id,
+            client=self.client,
+            detail=detail,
+        )
+
+    def commit(self) -> None:
+        self.session.commit()

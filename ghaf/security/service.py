@@ -1,0 +1,536 @@
+"""Users, service-account tokens, groups and authentication. The only writer of these
+tables; every entry point (REST, CLI, SDK) reaches them through here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import NoReturn
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ghaf.core.clock import as_utc, utcnow
+from ghaf.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from ghaf.core.names import validate_name
+from ghaf.core.paging import paginate
+from ghaf.projects.models import Project, ProjectMember
+from ghaf.security import schemas
+from ghaf.security.context import Caller, Context
+from ghaf.security.models import SERVICE, USER, Group, GroupMember, Principal, Token
+from ghaf.security.passwords import hash_password, verify_password
+from ghaf.security.tokens import generate_token, hash_token, looks_like_token, token_hint
+
+# --- authentication ------------------------------------------------------------------
+
+
+def authenticate(ctx: Context, authorization: str | None) -> Caller:
+    """Resolve an ``Authorization: Bearer`` header to a caller, or raise (audited)."""
+    if not authorization:
+        raise Unauthenticated(
+            "authentication required: send 'Authorization: Bearer ghaf_...'",
+            field="Authorization",
+        )
+    scheme, _, value = authorization.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        _refuse(ctx, "malformed Authorization header: expected 'Bearer <token>'")
+    if not looks_like_token(value):
+        _refuse(ctx, "malformed token: a ghaf token is 'ghaf_' followed by 43 characters")
+    row = ctx.session.execute(
+        select(Token, Principal)
+        .join(Principal, Principal.id == Token.principal_id)
+        .where(Token.secret_hash == hash_token(value))
+    ).first()
+    if row is None:
+        _refuse(ctx, "unknown token")
+    token, principal = row
+    if token.revoked_at is not None:
+        _refuse(ctx, f"token {token.name!r} has been revoked", principal)
+    if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():
+        _refuse(ctx, f"token {token.name!r} has expired", principal)
+    if principal.deleted_at is not None:
+        _refuse(ctx, "the token's owner has been deleted", principal)
+    return Caller(
+        principal_id=principal.id,
+        name=principal.name,
+        kind=principal.kind,
+        is_platform_admin=principal.is_platform_admin,
+        token_id=token.id,
+        token_project_id=token.project_id,
+        read_only=token.read_only,
+    )
+
+
+def _refuse(ctx: Context, reason: str, principal: Principal | None = None) -> NoReturn:
+    # The attempt is attributed to the token's owner where the token is known.
+    if principal is not None:
+        ctx.caller = Caller(principal.id, principal.name, principal.kind, False)
+    ctx.deny("auth:token", "token", Unauthenticated(reason, field="Authorization"))
+
+
+def login(ctx: Context, request: schemas.LoginRequest, *, hours: float) -> schemas.TokenCreated:
+    """Exchange a user's name and password for a short-lived token."""
+    principal = ctx.session.scalar(
+        select(Principal).where(
+            Principal.name == request.name,
+            Principal.kind == USER,
+            Principal.deleted_at.is_(None),
+        )
+    )
+    if not verify_password(principal.password_hash if principal else None, request.password):
+        ctx.deny(
+            "auth:login", f"user/{request.name}", Unauthenticated("wrong user name or password")
+        )
+    assert principal is not None
+    ctx.caller = Caller(principal.id, principal.name, principal.kind, principal.is_platform_admin)
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
+    return _issue(
+        ctx,
+        principal,
+        name=f"login-{stamp}",
+        project=None,
+        read_only=False,
+        expires_at=utcnow() + timedelta(hours=hours),
+        action="auth:login",
+    )
+
+
+# --- principals --------------------------------------------------------------------
+
+
+def get_principal(session: Session, name: str, *, field: str = "principal") -> Principal:
+    validate_name(name, field=field)
+    principal = session.scalar(
+        select(Principal).where(Principal.name == name, Principal.deleted_at.is_(None))
+    )
+    if principal is None:
+        raise NotFound(f"no user or service account named {name!r}", field=field)
+    return principal
+
+
+def principal_out(principal: Principal, *, project: str | None = None) -> schemas.PrincipalOut:
+    return schemas.PrincipalOut(
+        id=principal.id,
+        name=principal.name,
+        kind=principal.kind,
+        email=principal.email,
+        platform_admin=principal.is_platform_admin,
+        project=project,
+        created_at=as_utc(principal.created_at),
+    )
+
+
+def add_principal(
+    ctx: Context,
+    *,
+    name: str,
+    kind: str,
+    email: str | None = None,
+    password: str | None = None,
+    platform_admin: bool = False,
+    project_id: str | None = None,
+) -> Principal:
+    """Insert a principal in the caller's transaction (names are global)."""
+    principal = Principal(
+        name=name,
+        kind=kind,
+        email=email,
+        is_platform_admin=platform_admin,
+        password_hash=hash_password(password) if password is not None else None,
+        project_id=project_id,
+        created_by=ctx.caller.principal_id if ctx.caller else None,
+    )
+    ctx.session.add(principal)
+    try:
+        ctx.session.flush()
+    except IntegrityError:
+        ctx.session.rollback()
+        raise Conflict(
+            f"a user or service account named {name!r} already exists", field="name"
+        ) from None
+    return principal
+
+
+def create_user(ctx: Context, request: schemas.UserCreate) -> schemas.PrincipalOut:
+    ctx.require("user:write", resource=f"user/{request.name}")
+    principal = add_principal(
+        ctx,
+        name=request.name,
+        kind=USER,
+        email=request.email,
+        password=request.password,
+        platform_admin=request.platform_admin,
+    )
+    ctx.audit(
+        "user:create", f"user/{request.name}", detail={"platform_admin": request.platform_admin}
+    )
+    ctx.commit()
+    return principal_out(principal)
+
+
+def list_users(
+    ctx: Context, *, limit: int, cursor: str | None
+) -> tuple[list[schemas.PrincipalOut], str | None]:
+    ctx.require("user:read", resource="users")
+    rows, next_cursor = paginate(
+        ctx.session,
+        select(Principal).where(Principal.kind == USER, Principal.deleted_at.is_(None)),
+        key=Principal.name,
+        limit=limit,
+        cursor=cursor,
+    )
+    return [principal_out(p) for p in rows], next_cursor
+
+
+def get_user(ctx: Context, name: str) -> schemas.PrincipalOut:
+    if ctx.actor != name:
+        ctx.require("user:read", resource=f"user/{name}")
+    principal = get_principal(ctx.session, name, field="user")
+    if principal.kind != USER:
+        raise NotFound(f"no user named {name!r}", field="user")
+    return principal_out(principal)
+
+
+def delete_user(ctx: Context, name: str) -> None:
+    """Soft-delete: the name stays reserved and every token stops working at once."""
+    ctx.require("user:write", resource=f"user/{name}")
+    principal = get_principal(ctx.session, name, field="user")
+    if principal.kind != USER:
+        raise NotFound(f"no user named {name!r}", field="user")
+    if ctx.caller and principal.id == ctx.caller.principal_id:
+        raise InvalidInput("you cannot delete yourself", field="user")
+    now = utcnow()
+    principal.deleted_at = now
+    ctx.session.execute(
+        update(Token)
+        .where(Token.principal_id == principal.id, Token.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    ctx.audit("user:delete", f"user/{name}")
+    ctx.commit()
+
+
+def set_password(ctx: Context, name: str, password: str) -> None:
+    if ctx.actor != name or (ctx.caller and ctx.caller.read_only):
+        ctx.require("user:write", resource=f"user/{name}")
+    principal = get_principal(ctx.session, name, field="user")
+    if principal.kind != USER:
+        raise InvalidInput("only users have passwords", field="user")
+    principal.password_hash = hash_password(password)
+    ctx.audit("user:set-password", f"user/{name}")
+    ctx.commit()
+
+
+def whoami(ctx: Context) -> schemas.WhoAmI:
+    caller = ctx.caller
+    assert caller is not None
+    token = ctx.session.get(Token, caller.token_id) if caller.token_id else None
+    token_project = (
+        ctx.session.get(Project, caller.token_project_id) if (caller.token_project_id) else None
+    )
+    groups = select(GroupMember.group_id).where(GroupMember.principal_id == caller.principal_id)
+    grants = ctx.session.execute(
+        select(Project.name, ProjectMember.role)
+        .join(ProjectMember, ProjectMember.project_id == Project.id)
+        .where(
+            Project.deleted_at.is_(None),
+            (ProjectMember.principal_id == caller.principal_id)
+            | ProjectMember.group_id.in_(groups),
+        )
+    ).all()
+    from ghaf.security.permissions import ROLE_RANK
+
+    projects: dict[str, str] = {}
+    for project_name, role in grants:
+        if ROLE_RANK[role] > ROLE_RANK.get(projects.get(project_name, ""), -1):
+            projects[project_name] = role
+    if token_project is not None:
+        projects = {k: v for k, v in projects.items() if k == token_project.name}
+    return schemas.WhoAmI(
+        id=caller.principal_id,
+        name=caller.name,
+        kind=caller.kind,
+        platform_admin=caller.is_platform_admin,
+        token_name=token.name if token else None,
+        token_project=token_project.name if token_project else None,
+        read_only=caller.read_only,
+        projects=dict(sorted(projects.items())),
+    )
+
+
+# --- tokens ------------------------------------------------------------------------
+
+
+def _issue(
+    ctx: Context,
+    principal: Principal,
+    *,
+    name: str,
+    project: Project | None,
+    read_only: bool,
+    expires_at: datetime | None,
+    action: str = "token:create",
+) -> schemas.TokenCreated:
+    caller = ctx.caller
+    # A token can only be as strong as the token that made it.
+    narrower = (
+        project is not None and caller is not None and (project.id == caller.token_project_id)
+    )
+    if caller is not None and caller.token_project_id is not None and not narrower:
+        raise InvalidInput(
+            "your token is limited to one project, so new tokens must be too",
+            field="project",
+        )
+    secret = generate_token()
+    token = Token(
+        principal_id=principal.id,
+        name=name,
+        secret_hash=hash_token(secret),
+        hint=token_hint(secret),
+        project_id=project.id if project else None,
+        read_only=read_only,
+        expires_at=expires_at,
+        created_by=caller.principal_id if caller else None,
+    )
+    ctx.session.add(token)
+    try:
+        ctx.session.flush()
+    except IntegrityError:
+        ctx.session.rollback()
+        raise Conflict(
+            f"{principal.name} already has a token named {name!r}", field="name"
+        ) from None
+    ctx.audit(
+        action,
+        f"{principal.kind}/{principal.name}/token/{name}",
+        detail={"project": project.name if project else None, "read_only": read_only},
+        project=project.name if project else None,
+    )
+    ctx.commit()
+    out = token_out(token, principal.name, project.name if project else None)
+    return schemas.TokenCreated(**out.model_dump(), token=secret)
+
+
+def token_out(token: Token, principal: str, project: str | None) -> schemas.TokenOut:
+    return schemas.TokenOut(
+        id=token.id,
+        name=token.name,
+        principal=principal,
+        hint=token.hint,
+        project=project,
+        read_only=token.read_only,
+        expires_at=as_utc(token.expires_at) if token.expires_at else None,
+        created_at=as_utc(token.created_at),
+        revoked_at=as_utc(token.revoked_at) if token.revoked_at else None,
+    )
+
+
+def issue_token(
+    ctx: Context, principal: Principal, request: schemas.TokenCreate
+) -> schemas.TokenCreated:
+    """Create a token for ``principal``; the caller's authority was checked already."""
+    project = ctx.in_project(request.project).project if request.project else None
+    expires_at = (
+        utcnow() + timedelta(days=request.expires_in_days) if request.expires_in_days else None
+    )
+    return _issue(
+        ctx,
+        principal,
+        name=request.name,
+        project=project,
+        read_only=request.read_only,
+        expires_at=expires_at,
+    )
+
+
+def _self(ctx: Context) -> Principal:
+    assert ctx.caller is not None
+    principal = ctx.session.get(Principal, ctx.caller.principal_id)
+    assert principal is not None
+    return principal
+
+
+def create_own_token(ctx: Context, request: schemas.TokenCreate) -> schemas.TokenCreated:
+    """A new token for the caller. Read-only tokens cannot mint tokens."""
+    if ctx.caller is None or ctx.caller.read_only:
+        ctx.deny(
+            "token:create",
+            f"token/{request.name}",
+            PermissionDenied("a read-only token cannot create tokens"),
+        )
+    return issue_token(ctx, _self(ctx), request)
+
+
+def create_user_token(
+    ctx: Context, user: str, request: schemas.TokenCreate
+) -> schemas.TokenCreated:
+    """A token for another user (platform admins only)."""
+    ctx.require("user:write", resource=f"user/{user}/token/{request.name}")
+    principal = get_principal(ctx.session, user, field="user")
+    return issue_token(ctx, principal, request)
+
+
+def list_tokens_of(
+    ctx: Context, principal: Principal, *, include_revoked: bool = False
+) -> list[schemas.TokenOut]:
+    statement = (
+        select(Token, Project.name)
+        .outerjoin(Project, Project.id == Token.project_id)
+        .where(Token.principal_id == principal.id)
+        .order_by(Token.created_at)
+    )
+    if not include_revoked:
+        statement = statement.where(Token.revoked_at.is_(None))
+    return [token_out(t, principal.name, p) for t, p in ctx.session.execute(statement)]
+
+
+def list_own_tokens(ctx: Context, *, include_revoked: bool = False) -> list[schemas.TokenOut]:
+    return list_tokens_of(ctx, _self(ctx), include_revoked=include_revoked)
+
+
+def revoke_token_of(ctx: Context, principal: Principal, name: str) -> None:
+    token = ctx.session.scalar(
+        select(Token).where(Token.principal_id == principal.id, Token.name == name)
+    )
+    if token is None:
+        raise NotFound(f"{principal.name} has no token named {name!r}", field="token")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        ctx.audit("token:revoke", f"{principal.kind}/{principal.name}/token/{name}")
+        ctx.commit()
+
+
+def revoke_own_token(ctx: Context, name: str) -> None:
+    if ctx.caller is None or ctx.caller.read_only:
+        ctx.deny(
+            "token:revoke",
+            f"token/{name}",
+            PermissionDenied("a read-only token cannot revoke tokens"),
+        )
+    revoke_token_of(ctx, _self(ctx), name)
+
+
+# --- groups ------------------------------------------------------------------------
+
+
+def _get_group(session: Session, name: str) -> Group:
+    validate_name(name, field="group")
+    group = session.scalar(select(Group).where(Group.name == name))
+    if group is None:
+        raise NotFound(f"no group named {name!r}", field="group")
+    return group
+
+
+def get_group_by_name(session: Session, name: str) -> Group:
+    return _get_group(session, name)
+
+
+def _group_out(session: Session, group: Group) -> schemas.GroupOut:
+    members = session.scalars(
+        select(Principal.name)
+        .join(GroupMember, GroupMember.principal_id == Principal.id)
+        .where(GroupMember.group_id == group.id, Principal.deleted_at.is_(None))
+        .order_by(Principal.name)
+    ).all()
+    return schemas.GroupOut(
+        id=group.id,
+        name=group.name,
+        description=group.description,
+        members=list(members),
+        created_at=as_utc(group.created_at),
+    )
+
+
+def create_group(ctx: Context, request: schemas.GroupCreate) -> schemas.GroupOut:
+    ctx.require("group:write", resource=f"group/{request.name}")
+    group = Group(name=request.name, description=request.description)
+    ctx.session.add(group)
+    try:
+        ctx.session.flush()
+    except IntegrityError:
+        ctx.session.rollback()
+        raise Conflict(f"a group named {request.name!r} already exists", field="name") from None
+    ctx.audit("group:create", f"group/{request.name}")
+    ctx.commit()
+    return _group_out(ctx.session, group)
+
+
+def list_groups(
+    ctx: Context, *, limit: int, cursor: str | None
+) -> tuple[list[schemas.GroupOut], str | None]:
+    ctx.require("group:read", resource="groups")
+    rows, next_cursor = paginate(
+        ctx.session, select(Group), key=Group.name, limit=limit, cursor=cursor
+    )
+    return [_group_out(ctx.session, g) for g in rows], next_cursor
+
+
+def get_group(ctx: Context, name: str) -> schemas.GroupOut:
+    ctx.require("group:read", resource=f"group/{name}")
+    return _group_out(ctx.session, _get_group(ctx.session, name))
+
+
+def delete_group(ctx: Context, name: str) -> None:
+    ctx.require("group:write", resource=f"group/{name}")
+    group = _get_group(ctx.session, name)
+    ctx.session.delete(group)
+    ctx.audit("group:delete", f"group/{name}")
+    ctx.commit()
+
+
+def add_group_member(ctx: Context, name: str, principal_name: str) -> schemas.GroupOut:
+    ctx.require("group:write", resource=f"group/{name}/member/{principal_name}")
+    group = _get_group(ctx.session, name)
+    principal = get_principal(ctx.session, principal_name)
+    if ctx.session.get(GroupMember, (group.id, principal.id)) is None:
+        ctx.session.add(GroupMember(group_id=group.id, principal_id=principal.id))
+        ctx.audit("group:add-member", f"group/{name}/member/{principal_name}")
+        ctx.commit()
+    return _group_out(ctx.session, group)
+
+
+def remove_group_member(ctx: Context, name: str, principal_name: str) -> schemas.GroupOut:
+    ctx.require("group:write", resource=f"group/{name}/member/{principal_name}")
+    group = _get_group(ctx.session, name)
+    principal = get_principal(ctx.session, principal_name)
+    member = ctx.session.get(GroupMember, (group.id, principal.id))
+    if member is None:
+        raise NotFound(f"{principal_name!r} is not in group {name!r}", field="principal")
+    ctx.session.delete(member)
+    ctx.audit("group:remove-member", f"group/{name}/member/{principal_name}")
+    ctx.commit()
+    return _group_out(ctx.session, group)
+
+
+# --- bootstrap ---------------------------------------------------------------------
+
+
+def bootstrap_admin(
+    ctx: Context, *, name: str, password: str | None = None
+) -> schemas.TokenCreated | None:
+    """Create the first platform admin and its token; None if an admin already exists."""
+    existing = ctx.session.scalar(
+        select(Principal)
+        .where(Principal.is_platform_admin.is_(True), Principal.deleted_at.is_(None))
+        .limit(1)
+    )
+    if existing is not None:
+        return None
+    validate_name(name, field="admin")
+    principal = add_principal(ctx, name=name, kind=USER, password=password, platform_admin=True)
+    ctx.audit("user:create", f"user/{name}", detail={"platform_admin": True, "bootstrap": True})
+    return _issue(ctx, principal, name="bootstrap", project=None, read_only=False, expires_at=None)
+
+
+def service_accounts_of(session: Session, project: Project) -> Sequence[Principal]:
+    return session.scalars(
+        select(Principal)
+        .where(
+            Principal.project_id == project.id,
+            Principal.kind == SERVICE,
+            Principal.deleted_at.is_(None),
+        )
+        .order_by(Principal.name)
+    ).all()

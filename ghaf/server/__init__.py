@@ -1,0 +1,1 @@
+"""The FastAPI application: mounts each domain's router, auth, problems, metrics."""

@@ -1,0 +1,57 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from ghaf import __version__
+from ghaf.core.migrate import check_schema
+from ghaf.core.settings import Settings
+from ghaf.projects.api import router as projects_router
+from ghaf.security.api import router as security_router
+from ghaf.security.audit.api import router as audit_router
+from ghaf.server import health, problems
+from ghaf.server.middleware import RequestContextMiddleware, RequestMetrics
+from ghaf.server.runtime import Runtime
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("ghaf.server")
+
+
+def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the ASGI app. Refuses to start on a missing or outdated schema."""
+    runtime = runtime or Runtime.open(settings)
+    check_schema(runtime.database)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info("ghaf %s serving, region %s", __version__, settings.region)
+        yield
+        # A signed checkpoint at the tip on every clean shutdown bounds what a silent
+        # truncation of the trail could remove.
+        with runtime.database.transaction() as session:
+            seq = runtime.audit.checkpoint(session)
+        log.info("audit checkpoint written at row %s", seq)
+
+    app = FastAPI(
+        title="ghaf",
+        version=__version__,
+        description="Secure-by-default MLOps platform API.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.metrics = RequestMetrics(CollectorRegistry())
+    problems.install(app)
+    app.include_router(health.router)
+    for router in (security_router, projects_router, audit_router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    return app

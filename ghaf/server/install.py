@@ -1,0 +1,112 @@
+"""Creating and upgrading an installation: home folder, keys, schema, first admin."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ghaf.core.database import Database
+from ghaf.core.migrate import upgrade
+from ghaf.core.settings import Settings
+from ghaf.security import service as security
+from ghaf.security.audit.service import AUDIT_KEY, initialise_head
+from ghaf.security.keyring import LocalKeyring
+from ghaf.security.schemas import TokenCreated
+from ghaf.server.runtime import Runtime
+
+
+@dataclass
+class InitResult:
+    home: str
+    database: str
+    schema_before: str | None
+    schema_after: str
+    admin: str | None
+    token: TokenCreated | None
+
+
+def _prepare_home(settings: Settings) -> None:
+    for folder in (settings.home, settings.artifacts_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
+
+
+def initialise(
+    settings: Settings, *, admin_name: str = "admin", admin_password: str | None = None
+) -> InitResult:
+    """Idempotent: a second run upgrades nothing and creates no second admin."""
+    _prepare_home(settings)
+    keyring = LocalKeyring.from_settings(settings, create=True)
+    keyring.ensure(AUDIT_KEY)
+    database = Database(settings.resolved_database_url)
+    try:
+        before, after = upgrade(database)
+        with database.transaction() as session:
+            initialise_head(session, keyring)
+        runtime = Runtime.open(settings)
+        ctx = runtime.context(
+            write=True, request_id="admin-init", client="local", system_actor="system:admin-init"
+        )
+        try:
+            token = security.bootstrap_admin(ctx, name=admin_name, password=admin_password)
+        finally:
+            ctx.session.close()
+            runtime.close()
+    finally:
+        database.dispose()
+    return InitResult(
+        home=str(settings.home.resolve()),
+        database=_redacted(settings.resolved_database_url),
+        schema_before=before,
+        schema_after=after,
+        admin=admin_name if token else None,
+        token=token,
+    )
+
+
+def migrate(settings: Settings) -> tuple[str | None, str]:
+    database = Database(settings.resolved_database_url)
+    try:
+        return upgrade(database)
+    finally:
+        database.dispose()
+
+
+def _redacted(url: str) -> str:
+    """The URL without any password, for printing."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def mint_admin_token(
+    settings: Settings,
+    *,
+    admin_name: str,
+    token_name: str | None = None,
+    expires_in_days: float | None = None,
+) -> TokenCreated:
+    """Issue a token for an existing platform admin, for operators with host access."""
+    from ghaf.core.clock import utcnow
+    from ghaf.core.errors import NotFound
+    from ghaf.core.migrate import check_schema
+    from ghaf.security.context import Caller
+    from ghaf.security.schemas import TokenCreate
+
+    runtime = Runtime.open(settings)
+    try:
+        check_schema(runtime.database)
+        ctx = runtime.context(write=True, request_id="admin-token", client="local")
+        try:
+            principal = security.get_principal(ctx.session, admin_name, field="admin")
+            if not principal.is_platform_admin:
+                raise NotFound(f"{admin_name!r} is not a platform admin", field="admin")
+            ctx.caller = Caller(principal.id, principal.name, principal.kind, True)
+            name = token_name or f"local-{utcnow().strftime('%Y%m%dT%H%M%S%f')}"
+            return security.issue_token(
+                ctx, principal, TokenCreate(name=name, expires_in_days=expires_in_days)
+            )
+        finally:
+            ctx.session.close()
+    finally:
+        runtime.close()

@@ -1,0 +1,93 @@
+"""Running ``ghaf server`` as a child process (used by the demo, tests and benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from ghaf.core.errors import Unavailable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """A ``ghaf server`` child on 127.0.0.1; ``stop()`` sends SIGTERM and waits."""
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_in: float | None = None
+
+    def start(self, *, timeout: float = 30.0) -> ServerProcess:
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        started = time.perf_counter()
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "ghaf",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+        )
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise Unavailable(
+                    f"ghaf server exited with code {self.process.returncode}"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    self.started_in = time.perf_counter() - started
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise Unavailable(f"ghaf server did not become ready within {timeout:.0f}s")
+
+    def stop(self, *, timeout: float = 15.0) -> int | None:
+        """Stop gracefully (SIGTERM); returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

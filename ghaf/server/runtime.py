@@ -1,0 +1,49 @@
+"""The long-lived objects one ghaf installation runs on: settings, database, keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ghaf.core.database import Database
+from ghaf.core.settings import Settings
+from ghaf.security.audit.service import AuditWriter
+from ghaf.security.context import Caller, Context
+from ghaf.security.keyring import Keyring, LocalKeyring
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    keyring: Keyring
+    audit: AuditWriter
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        """Connect to an initialised installation (``ghaf admin init`` ran before)."""
+        database = Database(settings.resolved_database_url)
+        keyring = LocalKeyring.from_settings(settings)
+        audit = AuditWriter(keyring, checkpoint_every=settings.audit_checkpoint_every)
+        return cls(settings=settings, database=database, keyring=keyring, audit=audit)
+
+    def context(
+        self,
+        *,
+        write: bool,
+        caller: Caller | None = None,
+        request_id: str | None = None,
+        client: str | None = None,
+        system_actor: str | None = None,
+    ) -> Context:
+        """A context with a fresh session; the caller closes ``ctx.session``."""
+        return Context(
+            session=self.database.session(write=write),
+            audit_writer=self.audit,
+            caller=caller,
+            request_id=request_id,
+            client=client,
+            system_actor=system_actor,
+        )
+
+    def close(self) -> None:
+        self.database.dispose()

@@ -1,0 +1,123 @@
+"""The CLI: login file permissions, env overrides, --json, exit codes."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ghaf.cli.main import app
+from tests.conftest import Platform, unique
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    path = tmp_path / "config" / "credentials.json"
+    monkeypatch.setenv("GHAF_CREDENTIALS", str(path))
+    monkeypatch.delenv("GHAF_URL", raising=False)
+    monkeypatch.delenv("GHAF_TOKEN", raising=False)
+    return path
+
+
+def test_login_stores_0600_credentials_and_whoami(platform: Platform, cli_env: Path) -> None:
+    result = runner.invoke(app, ["login", "--url", platform.url, "--token", platform.admin_token])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(cli_env.stat().st_mode) == 0o600
+    me = runner.invoke(app, ["whoami", "--json"])
+    assert me.exit_code == 0
+    assert json.loads(me.stdout)["name"] == "admin"
+
+
+def test_env_overrides_the_file(
+    platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner.invoke(app, ["login", "--url", platform.url, "--token", platform.admin_token])
+    user, client = platform.new_user()
+    monkeypatch.setenv("GHAF_TOKEN", client.tokens.create("env").token)
+    assert json.loads(runner.invoke(app, ["whoami", "--json"]).stdout)["name"] == user.name
+
+
+def test_login_with_bad_token_stores_nothing(platform: Platform, cli_env: Path) -> None:
+    result = runner.invoke(app, ["login", "--url", platform.url, "--token", "ghaf_" + "x" * 43])
+    assert result.exit_code == 2
+    assert "unknown token" in result.output
+    assert not cli_env.exists()
+
+
+def test_not_logged_in(cli_env: Path) -> None:
+    result = runner.invoke(app, ["projects", "ls"])
+    assert result.exit_code == 2 and "not logged in" in result.output
+
+
+def test_unreachable_server_exits_1(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHAF_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("GHAF_TOKEN", "ghaf_" + "x" * 43)
+    result = runner.invoke(app, ["projects", "ls"])
+    assert result.exit_code == 1 and "cannot reach" in result.output
+
+
+def test_project_and_member_commands(
+    platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    name = unique("p")
+    created = runner.invoke(app, ["projects", "create", name, "--json"])
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["name"] == name
+    listed = json.loads(runner.invoke(app, ["projects", "ls", "--json"]).stdout)
+    assert name in [p["name"] for p in listed]
+    user, _ = platform.new_user()
+    added = runner.invoke(
+        app, ["members", "add", "-p", name, "--principal", user.name, "--role", "viewer", "--json"]
+    )
+    assert added.exit_code == 0 and json.loads(added.stdout)["role"] == "viewer"
+    assert (
+        runner.invoke(
+            app, ["members", "set-role", "-p", name, user.name, "--role", "member"]
+        ).exit_code
+        == 0
+    )
+    members = json.loads(runner.invoke(app, ["members", "ls", "-p", name, "--json"]).stdout)
+    assert {"subject": user.name, "role": "member"}.items() <= {
+        k: v for m in members if m["subject"] == user.name for k, v in m.items()
+    }.items()
+    bad = runner.invoke(app, ["projects", "create", "a/b"])
+    assert bad.exit_code == 2 and "'/'" in bad.output
+    audit = json.loads(runner.invoke(app, ["audit", "list", "--project", name, "--json"]).stdout)
+    assert [e["action"] for e in audit][:2] == ["project:create", "member:add"]
+    assert runner.invoke(app, ["audit", "list", "--since", "yesterday"]).exit_code == 2
+    assert runner.invoke(app, ["projects", "delete", name]).exit_code == 0
+    assert runner.invoke(app, ["projects", "show", name]).exit_code == 2
+
+
+def test_permission_denied_exits_2(
+    platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, client = platform.new_user()
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", client.tokens.create("cli").token)
+    result = runner.invoke(app, ["users", "ls"])
+    assert result.exit_code == 2 and "user:read" in result.output
+
+
+def test_token_commands_show_secret_once(
+    platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, client = platform.new_user()
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", client.tokens.create("cli").token)
+    created = json.loads(runner.invoke(app, ["tokens", "create", "ci", "--json"]).stdout)
+    assert created["token"].startswith("ghaf_")
+    listed = runner.invoke(app, ["tokens", "ls", "--json"]).stdout
+    assert created["token"] not in listed
+    assert runner.invoke(app, ["tokens", "revoke", "ci"]).exit_code == 0
+
+
+def test_usage_error_exits_2() -> None:
+    assert runner.invoke(app, ["projects", "create"]).exit_code == 2

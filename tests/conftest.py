@@ -1,0 +1,226 @@
+"""Shared fixtures: databases (SQLite or PostgreSQL), live servers, clients, users.
+
+``pytest --db=postgresql`` (or GHAF_TEST_DB=postgresql) runs every test against
+PostgreSQL on 127.0.0.1:5432; each run creates and drops its own databases. With
+CI=true a missing PostgreSQL fails the run instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from ghaf.client import Client
+from ghaf.core.settings import Settings
+from ghaf.security.schemas import PrincipalOut
+from ghaf.server.app import create_app
+from ghaf.server.install import initialise
+from ghaf.server.process import free_port
+from ghaf.server.runtime import Runtime
+
+PG_ADMIN_URL = os.environ.get("GHAF_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=("sqlite", "postgresql"),
+        default=os.environ.get("GHAF_TEST_DB", "sqlite"),
+        help="metadata database the suite runs against",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "embedded: runs on the embedded defaults only")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--db") == "sqlite":
+        return
+    embedded = [i for i in items if i.get_closest_marker("embedded")]
+    if embedded:
+        config.hook.pytest_deselected(items=embedded)
+        items[:] = [i for i in items if not i.get_closest_marker("embedded")]
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+class Databases:
+    """Hands out fresh database URLs for the selected backend and drops them after."""
+
+    def __init__(self, kind: str, tmp: Path) -> None:
+        self.kind = kind
+        self.tmp = tmp
+        self.created: list[str] = []
+
+    def new_url(self) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.tmp / (unique('db') + '.db')}"
+        import psycopg
+
+        name = unique("ghaf_test_")
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        return f"{base}/{name}"
+
+    def drop_all(self) -> None:
+        if not self.created:
+            return
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _postgres_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.fixture(scope="session")
+def databases(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Databases]:
+    kind = request.config.getoption("--db")
+    if kind == "postgresql":
+        problem = _postgres_available()
+        if problem is not None:
+            message = f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {problem}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message + " (required in CI)")
+            pytest.skip(message)
+    dbs = Databases(kind, tmp_path_factory.mktemp("databases"))
+    yield dbs
+    dbs.drop_all()
+
+
+class _ThreadServer(uvicorn.Server):
+    """uvicorn in a background thread (signal handlers belong to the main thread)."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Platform:
+    """A live, initialised installation with an admin token."""
+
+    settings: Settings
+    runtime: Runtime
+    url: str
+    admin_token: str
+    _server: _ThreadServer
+    _thread: threading.Thread
+    clients: list[Client] = field(default_factory=list)
+
+    def client(self, token: str | None = None) -> Client:
+        client = Client(url=self.url, token=token or self.admin_token)
+        self.clients.append(client)
+        return client
+
+    @property
+    def admin(self) -> Client:
+        return self.client()
+
+    def new_user(self, *, password: str | None = None) -> tuple[PrincipalOut, Client]:
+        """A new user and a client authenticated as them."""
+        admin = self.client()
+        user = admin.users.create(unique("u"), password=password)
+        token = admin.users.create_token(user.name, token_name="test").token
+        return user, self.client(token)
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+        self.runtime.close()
+
+
+def start_platform(home: Path, database_url: str, **overrides: object) -> Platform:
+    settings = Settings(home=home, database_url=database_url, master_key=None, **overrides)  # type: ignore[arg-type]
+    result = initialise(settings)
+    assert result.token is not None
+    runtime = Runtime.open(settings)
+    app = create_app(settings, runtime=runtime)
+    port = free_port()
+    server = _ThreadServer(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    return Platform(
+        settings, runtime, f"http://127.0.0.1:{port}", result.token.token, server, thread
+    )
+
+
+@pytest.fixture(scope="session")
+def platform(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """One installation shared by the session; tests use unique names within it."""
+    live = start_platform(tmp_path_factory.mktemp("home"), databases.new_url())
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+def fresh_platform(databases: Databases, tmp_path: Path) -> Iterator[Callable[..., Platform]]:
+    """Factory for an isolated installation (for tests that tamper with its data)."""
+    started: list[Platform] = []
+
+    def make(**overrides: object) -> Platform:
+        live = start_platform(tmp_path / unique("home"), databases.new_url(), **overrides)
+        started.append(live)
+        return live
+
+    yield make
+    for live in started:
+        live.stop()
+
+
+@pytest.fixture
+def admin(platform: Platform) -> Client:
+    return platform.client()
+
+
+@pytest.fixture
+def project(admin: Client) -> str:
+    """A fresh project owned by the admin."""
+    return admin.projects.create(unique("p")).name
+
+
+@pytest.fixture
+def member_in(platform: Platform, admin: Client) -> Callable[[str, str], tuple[str, Client]]:
+    """``member_in(project, role)`` -> (user name, client as that user)."""
+
+    def make(project_name: str, role: str) -> tuple[str, Client]:
+        user, client = platform.new_user()
+        admin.members.add(project_name, principal=user.name, role=role)
+        return user.name, client
+
+    return make

@@ -1,0 +1,31 @@
+"""`ghaf demo` from a clean home, as a user runs it (embedded defaults)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.embedded
+def test_demo_runs_twice(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GHAF_")}
+    env["GHAF_HOME"] = str(tmp_path / "home")
+    for _ in range(2):  # re-runnable on the same home
+        result = subprocess.run(
+            [sys.executable, "-m", "ghaf", "demo"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "refused (403)" in out and "answers 404" in out
+    assert "intact:" in out and "exited with code 0" in out
+    assert (tmp_path / "home" / "ghaf.db").exists()
+    assert (tmp_path / "home" / "keyring.json").exists()
