@@ -2,12 +2,15 @@
 
 SQLite runs in WAL mode. Transactions that write start with ``BEGIN IMMEDIATE`` so that
 two writers (threads or server processes) queue on the write lock instead of failing
-with ``SQLITE_BUSY`` when a read transaction tries to upgrade; read-only transactions
-start deferred and run concurrently with writers.
+with ``SQLITE_BUSY`` when a read transaction tries to upgrade. Read-only sessions issue
+no ``BEGIN``: each statement reads the latest committed state, as under PostgreSQL's
+READ COMMITTED, and never waits for a writer. Nothing may write through a read session
+(the audit of a refusal opens its own write transaction).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -66,8 +69,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        immediate = connection.get_execution_options().get("ghaf_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if connection.get_execution_options().get("ghaf_write", False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -80,6 +83,9 @@ class Database:
         self._write = sessionmaker(
             self.engine.execution_options(ghaf_write=True), expire_on_commit=False
         )
+        self._peek_local = threading.local()
+        self._peek_lock = threading.Lock()
+        self._peek_connections: list[Any] = []
 
     @property
     def is_sqlite(self) -> bool:
@@ -102,5 +108,33 @@ class Database:
         finally:
             session.close()
 
+    def peek(self, sql: str) -> Any:
+        """The first column of the first row of a tiny read, as cheaply as possible.
+
+        For per-request checks (the security epoch). On SQLite each thread keeps one
+        pooled connection for this, skipping pool checkout and session setup; it runs in
+        autocommit, so it always sees the latest commit. PostgreSQL uses the pool.
+        """
+        if not self.is_sqlite:
+            with self.engine.connect() as pooled:
+                return pooled.exec_driver_sql(sql).scalar()
+        raw = getattr(self._peek_local, "connection", None)
+        if raw is None:
+            raw = self.engine.raw_connection()
+            self._peek_local.connection = raw
+            with self._peek_lock:
+                self._peek_connections.append(raw)
+        cursor = raw.cursor()
+        try:
+            row = cursor.execute(sql).fetchone()
+        finally:
+            cursor.close()
+        return row[0] if row else None
+
     def dispose(self) -> None:
+        with self._peek_lock:
+            for connection in self._peek_connections:
+                connection.close()
+            self._peek_connections.clear()
+        self._peek_local = threading.local()
         self.engine.dispose()

@@ -6,102 +6,102 @@ from fastapi import APIRouter, status
 
 from ghaf.core.paging import Page
 from ghaf.security import schemas, service
-from ghaf.server.dependencies import DEFAULT_PAGE, AnonymousCtx, Ctx, Cursor, Limit, SettingsDep
+from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit
 
 router = APIRouter(tags=["identity"])
 
 
 @router.post("/auth/login", status_code=status.HTTP_201_CREATED)
-def login(
-    ctx: AnonymousCtx, settings: SettingsDep, body: schemas.LoginRequest
-) -> schemas.TokenCreated:
+async def login(call: Call, body: schemas.LoginRequest) -> schemas.TokenCreated:
     """Exchange a user name and password for a short-lived token."""
-    return service.login(ctx, body, hours=settings.login_token_hours)
+    return await call.anonymous(service.login, body, hours=call.settings.login_token_hours)
 
 
 @router.get("/whoami")
-def whoami(ctx: Ctx) -> schemas.WhoAmI:
-    return service.whoami(ctx)
+async def whoami(call: Call) -> schemas.WhoAmI:
+    return await call(service.whoami)
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
-def create_user(ctx: Ctx, body: schemas.UserCreate) -> schemas.PrincipalOut:
-    return service.create_user(ctx, body)
+async def create_user(call: Call, body: schemas.UserCreate) -> schemas.PrincipalOut:
+    return await call(service.create_user, body)
 
 
 @router.get("/users")
-def list_users(
-    ctx: Ctx, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
+async def list_users(
+    call: Call, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
 ) -> Page[schemas.PrincipalOut]:
-    items, next_cursor = service.list_users(ctx, limit=limit, cursor=cursor)
+    items, next_cursor = await call(service.list_users, limit=limit, cursor=cursor)
     return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get("/users/{name}")
-def get_user(ctx: Ctx, name: str) -> schemas.PrincipalOut:
-    return service.get_user(ctx, name)
+async def get_user(call: Call, name: str) -> schemas.PrincipalOut:
+    return await call(service.get_user, name)
 
 
 @router.delete("/users/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_user(ctx: Ctx, name: str) -> None:
-    service.delete_user(ctx, name)
+async def delete_user(call: Call, name: str) -> None:
+    await call(service.delete_user, name)
 
 
 @router.put("/users/{name}/password", status_code=status.HTTP_204_NO_CONTENT)
-def set_password(ctx: Ctx, name: str, body: schemas.PasswordChange) -> None:
-    service.set_password(ctx, name, body.password)
+async def set_password(call: Call, name: str, body: schemas.PasswordChange) -> None:
+    await call(service.set_password, name, body.password)
 
 
 @router.post("/users/{name}/tokens", status_code=status.HTTP_201_CREATED)
-def create_user_token(ctx: Ctx, name: str, body: schemas.TokenCreate) -> schemas.TokenCreated:
+async def create_user_token(
+    call: Call, name: str, body: schemas.TokenCreate
+) -> schemas.TokenCreated:
     """Mint a token for another user (platform admins)."""
-    return service.create_user_token(ctx, name, body)
+    return await call(service.create_user_token, name, body)
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED)
-def create_token(ctx: Ctx, body: schemas.TokenCreate) -> schemas.TokenCreated:
+async def create_token(call: Call, body: schemas.TokenCreate) -> schemas.TokenCreated:
     """A new token for the caller. The secret is in the response, and only there."""
-    return service.create_own_token(ctx, body)
+    return await call(service.create_own_token, body)
 
 
 @router.get("/tokens")
-def list_tokens(ctx: Ctx, include_revoked: bool = False) -> list[schemas.TokenOut]:
-    return service.list_own_tokens(ctx, include_revoked=include_revoked)
+async def list_tokens(call: Call, include_revoked: bool = False) -> list[schemas.TokenOut]:
+    return await call(service.list_own_tokens, include_revoked=include_revoked)
 
 
 @router.delete("/tokens/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_token(ctx: Ctx, name: str) -> None:
-    service.revoke_own_token(ctx, name)
+async def revoke_token(call: Call, name: str) -> None:
+    await call(service.revoke_own_token, name)
 
 
 @router.post("/groups", status_code=status.HTTP_201_CREATED)
-def create_group(ctx: Ctx, body: schemas.GroupCreate) -> schemas.GroupOut:
-    return service.create_group(ctx, body)
+async def create_group(call: Call, body: schemas.GroupCreate) -> schemas.GroupOut:
+    return await call(service.create_group, body)
 
 
 @router.get("/groups")
-def list_groups(
-    ctx: Ctx, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
+async def list_groups(
+    call: Call, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
 ) -> Page[schemas.GroupOut]:
-    items, next_cursor = service.list_groups(ctx, limit=limit, cursor=cursor)
+    items, next_cursor = await call(service.list_groups, limit=limit, cursor=cursor)
     return Page(items=items, next_cursor=next_cursor)
 
 
 @router.get("/groups/{name}")
-def get_group(ctx: Ctx, name: str) -> schemas.GroupOut:
-    return service.get_group(ctx, name)
+async def get_group(call: Call, name: str) -> schemas.GroupOut:
+    return await call(service.get_group, name)
 
 
 @router.delete("/groups/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_group(ctx: Ctx, name: str) -> None:
-    service.delete_group(ctx, name)
+async def delete_group(call: Call, name: str) -> None:
+    await call(service.delete_group, name)
 
 
 @router.post("/groups/{name}/members")
-def add_group_member(ctx: Ctx, name: str, body: schemas.GroupMemberAdd) -> schemas.GroupOut:
-    return service.add_group_member(ctx, name, body.principal)
+async def add_group_member(call: Call, name: str, body: schemas.GroupMemberAdd) -> schemas.GroupOut:
+    return await call(service.add_group_member, name, body.principal)
 
 
 @router.delete("/groups/{name}/members/{principal}")
-def remove_group_member(ctx: Ctx, name: str, principal: str) -> schemas.GroupOut:
-    return service.remove_group_member(ctx, name, principal)
+async def remove_group_member(call: Call, name: str, principal: str) -> schemas.GroupOut:
+    return await call(service.remove_group_member, name, principal)

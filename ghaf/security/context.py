@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from ghaf.core.database import Database
 from ghaf.core.errors import NotFound, PermissionDenied
 from ghaf.core.names import validate_name
 from ghaf.projects.models import Project, ProjectMember
 from ghaf.security.audit.service import DENIED, SUCCESS, AuditWriter
+from ghaf.security.cache import SecurityCache
 from ghaf.security.models import USER, GroupMember
 from ghaf.security.permissions import (
     PLATFORM_ADMIN,
@@ -48,6 +50,7 @@ class Context:
     def __init__(
         self,
         *,
+        database: Database,
         session: Session,
         audit_writer: AuditWriter,
         caller: Caller | None,
@@ -56,8 +59,14 @@ class Context:
         project: Project | None = None,
         role: str | None = None,
         system_actor: str | None = None,
+        cache: SecurityCache | None = None,
+        epoch: int | None = None,
     ) -> None:
+        self.database = database
         self.session = session
+        # Only read-only requests get a cache; see ghaf/security/cache.py.
+        self.cache = cache
+        self.epoch = epoch
         self.system_actor = system_actor
         self.audit_writer = audit_writer
         self.caller = caller
@@ -128,19 +137,17 @@ class Context:
         A project the caller cannot see answers exactly like one that does not exist.
         """
         validate_name(name, field="project")
-        statement = select(Project).where(Project.name == name)
-        if not include_deleted:
-            statement = statement.where(Project.deleted_at.is_(None))
-        project = self.session.scalar(statement)
-        role = self._role_in(project) if project is not None else None
-        if project is None or role is None:
+        found = self._visible_project(name, include_deleted=include_deleted)
+        if found is None:
             self.deny(
                 "project:access",
                 f"project/{name}",
                 NotFound(f"project {name!r} not found", field="project"),
                 project=name,
             )
+        project, role = found
         return Context(
+            database=self.database,
             session=self.session,
             audit_writer=self.audit_writer,
             caller=self.caller,
@@ -149,27 +156,56 @@ class Context:
             project=project,
             role=role,
             system_actor=self.system_actor,
+            cache=self.cache,
+            epoch=self.epoch,
         )
 
-    def _role_in(self, project: Project) -> str | None:
+    def _visible_project(self, name: str, *, include_deleted: bool) -> tuple[Project, str] | None:
         caller = self.caller
         if caller is None:
             return None
+        key = (caller.principal_id, caller.token_project_id, name, include_deleted)
+        if self.cache is not None and self.epoch is not None:
+            hit = self.cache.grant(self.epoch, key)
+            if hit is not None:
+                return hit
+        found = self._load_grant(caller, name, include_deleted=include_deleted)
+        if found is not None and self.cache is not None and self.epoch is not None:
+            self.session.expunge(found[0])  # shared read-only across requests from now on
+            self.cache.put_grant(self.epoch, key, found)
+        return found
+
+    def _load_grant(
+        self, caller: Caller, name: str, *, include_deleted: bool
+    ) -> tuple[Project, str] | None:
+        """One query: the project and every role the caller holds in it."""
+        groups = select(GroupMember.group_id).where(GroupMember.principal_id == caller.principal_id)
+        statement = (
+            select(Project, ProjectMember.role)
+            .outerjoin(
+                ProjectMember,
+                and_(
+                    ProjectMember.project_id == Project.id,
+                    or_(
+                        ProjectMember.principal_id == caller.principal_id,
+                        ProjectMember.group_id.in_(groups),
+                    ),
+                ),
+            )
+            .where(Project.name == name)
+        )
+        if not include_deleted:
+            statement = statement.where(Project.deleted_at.is_(None))
+        rows = self.session.execute(statement).all()
+        if not rows:
+            return None
+        project = rows[0][0]
         if caller.token_project_id is not None and caller.token_project_id != project.id:
             return None
         if caller.is_platform_admin:
-            return PLATFORM_ADMIN
-        groups = select(GroupMember.group_id).where(GroupMember.principal_id == caller.principal_id)
-        roles = self.session.scalars(
-            select(ProjectMember.role).where(
-                ProjectMember.project_id == project.id,
-                or_(
-                    ProjectMember.principal_id == caller.principal_id,
-                    ProjectMember.group_id.in_(groups),
-                ),
-            )
-        ).all()
-        return highest_role(list(roles))
+            return project, PLATFORM_ADMIN
+        role = highest_role([r for _, r in rows if r is not None])
+        return (project, role) if role is not None else None
 
     # --- audit -------------------------------------------------------------------------
 

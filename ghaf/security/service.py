@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,7 @@ from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
 from ghaf.projects.models import Project, ProjectMember
 from ghaf.security import schemas
+from ghaf.security.cache import CachedToken
 from ghaf.security.context import Caller, Context
 from ghaf.security.models import SERVICE, USER, Group, GroupMember, Principal, Token
 from ghaf.security.passwords import hash_password, verify_password
@@ -38,29 +39,54 @@ def authenticate(ctx: Context, authorization: str | None) -> Caller:
         _refuse(ctx, "malformed Authorization header: expected 'Bearer <token>'")
     if not looks_like_token(value):
         _refuse(ctx, "malformed token: a ghaf token is 'ghaf_' followed by 43 characters")
-    row = ctx.session.execute(
-        select(Token, Principal)
-        .join(Principal, Principal.id == Token.principal_id)
-        .where(Token.secret_hash == hash_token(value))
-    ).first()
+    secret_hash = hash_token(value)
+    if ctx.cache is not None:
+        ctx.epoch = ctx.cache.read_epoch(ctx.database)
+        hit = ctx.cache.token(ctx.epoch, secret_hash)
+        if hit is not None and (hit.expires_at is None or hit.expires_at > utcnow()):
+            return hit.caller
+    row = ctx.session.execute(_TOKEN_LOOKUP, {"secret_hash": secret_hash}).first()
     if row is None:
         _refuse(ctx, "unknown token")
-    token, principal = row
-    if token.revoked_at is not None:
-        _refuse(ctx, f"token {token.name!r} has been revoked", principal)
-    if token.expires_at is not None and as_utc(token.expires_at) <= utcnow():
-        _refuse(ctx, f"token {token.name!r} has expired", principal)
-    if principal.deleted_at is not None:
+    principal = Principal(id=row.principal_id, name=row.principal_name, kind=row.kind)
+    if row.revoked_at is not None:
+        _refuse(ctx, f"token {row.token_name!r} has been revoked", principal)
+    expires_at = as_utc(row.expires_at) if row.expires_at is not None else None
+    if expires_at is not None and expires_at <= utcnow():
+        _refuse(ctx, f"token {row.token_name!r} has expired", principal)
+    if row.deleted_at is not None:
         _refuse(ctx, "the token's owner has been deleted", principal)
-    return Caller(
-        principal_id=principal.id,
-        name=principal.name,
-        kind=principal.kind,
-        is_platform_admin=principal.is_platform_admin,
-        token_id=token.id,
-        token_project_id=token.project_id,
-        read_only=token.read_only,
+    caller = Caller(
+        principal_id=row.principal_id,
+        name=row.principal_name,
+        kind=row.kind,
+        is_platform_admin=row.is_platform_admin,
+        token_id=row.token_id,
+        token_project_id=row.project_id,
+        read_only=row.read_only,
     )
+    if ctx.cache is not None and ctx.epoch is not None:
+        ctx.cache.put_token(ctx.epoch, secret_hash, CachedToken(caller, expires_at))
+    return caller
+
+
+_TOKEN_LOOKUP = (
+    select(
+        Token.id.label("token_id"),
+        Token.name.label("token_name"),
+        Token.project_id,
+        Token.read_only,
+        Token.expires_at,
+        Token.revoked_at,
+        Principal.id.label("principal_id"),
+        Principal.name.label("principal_name"),
+        Principal.kind,
+        Principal.is_platform_admin,
+        Principal.deleted_at,
+    )
+    .join(Principal, Principal.id == Token.principal_id)
+    .where(Token.secret_hash == bindparam("secret_hash"))
+)
 
 
 def _refuse(ctx: Context, reason: str, principal: Principal | None = None) -> NoReturn:

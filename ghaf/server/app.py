@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.metrics = RequestMetrics(CollectorRegistry())
     problems.install(app)
     app.include_router(health.router)
-    for router in (security_router, projects_router, audit_router):
+    for router in (projects_router, security_router, audit_router):
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

@@ -15,13 +15,13 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is up and serving."""
     return {"status": "ok", "version": __version__}
 
 
 @router.get("/readyz")
-def readyz(request: Request) -> dict[str, str]:
+def readyz(request: Request) -> dict[str, str]:  # sync: its database ping may block
     """The database answers and its schema matches this code."""
     runtime = get_runtime(request)
     try:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ghaf.core.database import Database
 from ghaf.core.settings import Settings
 from ghaf.security.audit.service import AuditWriter
+from ghaf.security.cache import SecurityCache
 from ghaf.security.context import Caller, Context
 from ghaf.security.keyring import Keyring, LocalKeyring
 
@@ -17,6 +18,7 @@ class Runtime:
     database: Database
     keyring: Keyring
     audit: AuditWriter
+    cache: SecurityCache = field(default_factory=SecurityCache)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -35,14 +37,19 @@ class Runtime:
         client: str | None = None,
         system_actor: str | None = None,
     ) -> Context:
-        """A context with a fresh session; the caller closes ``ctx.session``."""
+        """A context with a fresh session; the caller closes ``ctx.session``.
+
+        Read-only contexts share the runtime's security cache (validated per request).
+        """
         return Context(
+            database=self.database,
             session=self.database.session(write=write),
             audit_writer=self.audit,
             caller=caller,
             request_id=request_id,
             client=client,
             system_actor=system_actor,
+            cache=None if write else self.cache,
         )
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ghaf.core.clock import isoformat, utcnow
+from ghaf.core.clock import as_utc, isoformat, utcnow
 from ghaf.core.ids import new_id
 from ghaf.core.paging import paginate
 from ghaf.security.audit.chain import (
@@ -24,6 +24,7 @@ from ghaf.security.audit.chain import (
     verify_chain,
 )
 from ghaf.security.audit.models import AuditCheckpoint, AuditEvent, AuditHead
+from ghaf.security.audit.schemas import AuditEventOut
 from ghaf.security.keyring import Keyring
 
 if TYPE_CHECKING:
@@ -210,7 +211,7 @@ def list_events(
     actor: str | None,
     limit: int,
     cursor: str | None,
-) -> tuple[list[AuditEvent], str | None]:
+) -> tuple[list[AuditEventOut], str | None]:
     """Events in chain order. Project maintainers read their project's events;
     platform admins read everything."""
     statement = select(AuditEvent)
@@ -226,7 +227,24 @@ def list_events(
     rows, next_cursor = paginate(
         ctx.session, statement, key=AuditEvent.seq, limit=limit, cursor=cursor
     )
-    return list(rows), next_cursor
+    return [event_out(r) for r in rows], next_cursor
+
+
+def event_out(row: AuditEvent) -> AuditEventOut:
+    return AuditEventOut(
+        seq=row.seq,
+        id=row.id,
+        ts=as_utc(row.ts),
+        actor=row.actor,
+        project=row.project,
+        action=row.action,
+        resource=row.resource,
+        outcome=row.outcome,
+        request_id=row.request_id,
+        client=row.client,
+        detail=row.detail,
+        hash=row.hash,
+    )
 
 
 def verify(ctx: Context) -> VerifyReport:

@@ -1,0 +1,225 @@
+"""How much do authentication, authorisation and audit cost a request?
+
+Runs, in one go on this machine:
+  1. an authenticated ``GET /api/v1/projects/{name}`` on ``ghaf server`` (one uvicorn
+     worker, SQLite), and a bare FastAPI endpoint returning the same JSON under the same
+     uvicorn settings, both driven by the same load generator (wrk if installed, else a
+     small Python keep-alive client) at 16 connections;
+  2. sequential authenticated calls over one kept-alive connection (the per-call floor);
+  3. the server's start-up time to healthy and its idle RSS.
+
+Prints a table and, last, one JSON line (see DESIGN.md "Benchmarks").
+Usage: python bench/api_overhead.py [--duration 10] [--connections 16] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ghaf.client import Client
+from ghaf.core.settings import Settings
+from ghaf.server.install import initialise
+from ghaf.server.process import ServerProcess, free_port
+
+BARE_APP = '''
+from fastapi import FastAPI
+app = FastAPI()
+PAYLOAD = json.loads(PAYLOAD_JSON)
+
+@app.get("/api/v1/projects/{name}")
+async def get_project(name: str) -> dict:
+    return PAYLOAD
+'''
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _children_rss_mb(pid: int) -> float:
+    total = _rss_mb(pid)
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"PPid:\t{pid}\n" in (child / "status").read_text():
+                total += _rss_mb(int(child.name))
+        except OSError:
+            continue
+    return total
+
+
+def _parse_wrk(output: str) -> tuple[float, float]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    match = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", output)
+    assert match, output
+    p99 = float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+    return rps, p99
+
+
+def _load_wrk(url: str, token: str | None, connections: int, duration: float) -> tuple[float, float]:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration:.0f}s", "--latency", url]
+    if token:
+        cmd[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return _parse_wrk(out)
+
+
+def _load_python(url: str, token: str | None, connections: int, duration: float) -> tuple[float, float]:
+    host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()  # type: ignore[union-attr]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + duration
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(host, int(port))
+        mine = []
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            conn.getresponse().read()
+            mine.append((time.perf_counter() - started) * 1000)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    begun = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - begun
+    latencies.sort()
+    return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99) - 1]
+
+
+def _sequential_ms(url: str, token: str, calls: int) -> float:
+    host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()  # type: ignore[union-attr]
+    conn = http.client.HTTPConnection(host, int(port))
+    headers = {"Authorization": f"Bearer {token}"}
+    for _ in range(20):  # warm up
+        conn.request("GET", path, headers=headers)
+        conn.getresponse().read()
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        samples.append((time.perf_counter() - started) * 1000)
+    conn.close()
+    return statistics.mean(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="tiny run for CI smoke tests")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.calls = 2.0, 100
+    load = _load_wrk if shutil.which("wrk") else _load_python
+    generator = "wrk" if shutil.which("wrk") else "python threads"
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        env = {"GHAF_HOME": str(home), "GHAF_DATABASE_URL": "", "GHAF_LOG_LEVEL": "warning"}
+        token = initialise(Settings(home=home, database_url="", master_key=None)).token
+        assert token is not None
+        server = ServerProcess(env=env, log_path=Path(tmp) / "server.log").start()
+        try:
+            startup_s = server.started_in or float("nan")
+            time.sleep(1.0)
+            idle_rss = _children_rss_mb(server.process.pid)  # type: ignore[union-attr]
+            with Client(url=server.url, token=token.token) as client:
+                project = client.projects.create("bench")
+                payload = client.request("GET", "/api/v1/projects/bench").json()
+            url = f"{server.url}/api/v1/projects/bench"
+            load(url, token.token, args.connections, min(args.duration, 2))  # warm up
+            ghaf_rps, ghaf_p99 = load(url, token.token, args.connections, args.duration)
+            sequential = _sequential_ms(url, token.token, args.calls)
+        finally:
+            server.stop()
+
+        bare_port = free_port()
+        app_dir = Path(tmp) / "bare"
+        app_dir.mkdir()
+        (app_dir / "bare_app.py").write_text(
+            f"import json\nPAYLOAD_JSON = {json.dumps(json.dumps(payload))}\n" + BARE_APP
+        )
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(app_dir),
+             "--port", str(bare_port), "--log-level", "warning", "--no-access-log"],
+            env={**os.environ},
+        )
+        try:
+            bare_url = f"http://127.0.0.1:{bare_port}/api/v1/projects/bench"
+            deadline = time.time() + 20
+            while True:
+                try:
+                    http.client.HTTPConnection("127.0.0.1", bare_port).request("GET", "/")
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.05)
+            load(bare_url, None, args.connections, min(args.duration, 2))
+            bare_rps, bare_p99 = load(bare_url, None, args.connections, args.duration)
+        finally:
+            bare.terminate()
+            bare.wait()
+    assert project.name == "bench"
+
+    ratio = ghaf_rps / bare_rps
+    cases: list[dict[str, Any]] = [
+        {"case": f"authenticated GET project, {args.connections} conns", "unit": "req/s",
+         "peer": "bare FastAPI", "peer_value": round(bare_rps, 1),
+         "ghaf_value": round(ghaf_rps, 1), "ratio": round(ratio, 3),
+         "goal": ">= 0.40 of bare", "met": ratio >= 0.40},
+        {"case": f"p99 latency, {args.connections} conns", "unit": "ms",
+         "peer": "bare FastAPI", "peer_value": round(bare_p99, 2),
+         "ghaf_value": round(ghaf_p99, 2), "ratio": round(ghaf_p99 / bare_p99, 2),
+         "goal": "< 15 ms", "met": ghaf_p99 < 15},
+        {"case": "sequential call, kept-alive connection", "unit": "ms/call",
+         "peer": "MLflow 3.17 (measured, issue #2)", "peer_value": 44.0,
+         "ghaf_value": round(sequential, 3), "ratio": round(sequential / 44.0, 3),
+         "goal": "< 2 ms", "met": sequential < 2},
+        {"case": "start-up to healthy", "unit": "s",
+         "peer": "MLflow 3.17 (measured, issue #2)", "peer_value": 19.0,
+         "ghaf_value": round(startup_s, 2), "ratio": round(startup_s / 19.0, 3),
+         "goal": "< 3 s", "met": startup_s < 3},
+        {"case": "idle RSS", "unit": "MB", "peer": "MLflow 3.17 (measured, issue #2)",
+         "peer_value": 2600.0, "ghaf_value": round(idle_rss, 1),
+         "ratio": round(idle_rss / 2600.0, 3), "goal": "< 300 MB", "met": idle_rss < 300},
+    ]
+    print(f"load generator: {generator}; {args.duration:.0f}s per run; one uvicorn worker")
+    header = f"{'workload':42} {'unit':8} {'peer':34} {'peer':>10} {'ghaf':>10} {'ratio':>7} {'goal':>16}  met"
+    print(header)
+    print("-" * len(header))
+    for c in cases:
+        print(f"{c['case']:42} {c['unit']:8} {c['peer']:34} {c['peer_value']:>10} "
+              f"{c['ghaf_value']:>10} {c['ratio']:>7} {c['goal']:>16}  {'yes' if c['met'] else 'NO'}")
+    print(json.dumps({"bench": "api_overhead", "cases": cases}))
+
+
+if __name__ == "__main__":
+    main()

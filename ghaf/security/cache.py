@@ -1,0 +1,79 @@
+"""A read-path cache of authentication and project grants, keyed by the audit epoch.
+
+Every change to tokens, principals, groups, grants or projects is audited, and every
+audited write bumps ``audit_head.seq`` in the same transaction. That counter is therefore
+a global "something security-relevant may have changed" epoch, shared by every server
+process through the database. A read request looks up the epoch (one primary-key read) and
+reuses what it resolved before only if the epoch is unchanged, so a revocation, a removed
+member or a deleted user still takes effect on the very next request, in any process.
+Writes never use the cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ghaf.core.database import Database
+from ghaf.security.audit.models import AuditHead
+
+if TYPE_CHECKING:
+    from ghaf.projects.models import Project
+    from ghaf.security.context import Caller
+
+MAX_ENTRIES = 10_000
+_EPOCH_SQL = f"SELECT seq FROM {AuditHead.__tablename__} WHERE id = 1"  # noqa: S608
+
+
+@dataclass(frozen=True)
+class CachedToken:
+    caller: Caller
+    expires_at: datetime | None
+
+
+class SecurityCache:
+    """Thread-safe; entries of an older epoch are dropped wholesale."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epoch: int | None = None
+        self._tokens: dict[str, CachedToken] = {}
+        self._grants: dict[tuple[Any, ...], tuple[Project, str]] = {}
+
+    @staticmethod
+    def read_epoch(database: Database) -> int:
+        # Runs on every read request: plain SQL outside the session, which a cache hit
+        # then never needs to open.
+        return int(database.peek(_EPOCH_SQL))
+
+    def _usable(self, epoch: int) -> bool:
+        """Move to a newer epoch (dropping everything); refuse an older one."""
+        if self._epoch is None or epoch > self._epoch:
+            self._epoch = epoch
+            self._tokens = {}
+            self._grants = {}
+        return epoch == self._epoch
+
+    def token(self, epoch: int, secret_hash: str) -> CachedToken | None:
+        with self._lock:
+            return self._tokens.get(secret_hash) if self._usable(epoch) else None
+
+    def put_token(self, epoch: int, secret_hash: str, entry: CachedToken) -> None:
+        with self._lock:
+            if self._usable(epoch):
+                if len(self._tokens) >= MAX_ENTRIES:
+                    self._tokens.clear()
+                self._tokens[secret_hash] = entry
+
+    def grant(self, epoch: int, key: tuple[Any, ...]) -> tuple[Project, str] | None:
+        with self._lock:
+            return self._grants.get(key) if self._usable(epoch) else None
+
+    def put_grant(self, epoch: int, key: tuple[Any, ...], value: tuple[Project, str]) -> None:
+        with self._lock:
+            if self._usable(epoch):
+                if len(self._grants) >= MAX_ENTRIES:
+                    self._grants.clear()
+                self._grants[key] = value
