@@ -34,7 +34,7 @@ from ghaf.core.settings import Settings
 from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess, free_port
 
-BARE_APP = '''
+BARE_APP = """
 from fastapi import FastAPI
 app = FastAPI()
 PAYLOAD = json.loads(PAYLOAD_JSON)
@@ -42,7 +42,7 @@ PAYLOAD = json.loads(PAYLOAD_JSON)
 @app.get("/api/v1/projects/{name}")
 async def get_project(name: str) -> dict:
     return PAYLOAD
-'''
+"""
 
 
 def _rss_mb(pid: int) -> float:
@@ -71,7 +71,9 @@ def _parse_wrk(output: str) -> tuple[float, float]:
     return rps, p99
 
 
-def _load_wrk(url: str, token: str | None, connections: int, duration: float) -> tuple[float, float]:
+def _load_wrk(
+    url: str, token: str | None, connections: int, duration: float
+) -> tuple[float, float]:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration:.0f}s", "--latency", url]
     if token:
         cmd[1:1] = ["-H", f"Authorization: Bearer {token}"]
@@ -79,7 +81,9 @@ def _load_wrk(url: str, token: str | None, connections: int, duration: float) ->
     return _parse_wrk(out)
 
 
-def _load_python(url: str, token: str | None, connections: int, duration: float) -> tuple[float, float]:
+def _load_python(
+    url: str, token: str | None, connections: int, duration: float
+) -> tuple[float, float]:
     host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()  # type: ignore[union-attr]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     latencies: list[float] = []
@@ -167,8 +171,19 @@ def main() -> None:
             f"import json\nPAYLOAD_JSON = {json.dumps(json.dumps(payload))}\n" + BARE_APP
         )
         bare = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(app_dir),
-             "--port", str(bare_port), "--log-level", "warning", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bare_app:app",
+                "--app-dir",
+                str(app_dir),
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
             env={**os.environ},
         )
         try:
@@ -191,33 +206,69 @@ def main() -> None:
 
     ratio = ghaf_rps / bare_rps
     cases: list[dict[str, Any]] = [
-        {"case": f"authenticated GET project, {args.connections} conns", "unit": "req/s",
-         "peer": "bare FastAPI", "peer_value": round(bare_rps, 1),
-         "ghaf_value": round(ghaf_rps, 1), "ratio": round(ratio, 3),
-         "goal": ">= 0.40 of bare", "met": ratio >= 0.40},
-        {"case": f"p99 latency, {args.connections} conns", "unit": "ms",
-         "peer": "bare FastAPI", "peer_value": round(bare_p99, 2),
-         "ghaf_value": round(ghaf_p99, 2), "ratio": round(ghaf_p99 / bare_p99, 2),
-         "goal": "< 15 ms", "met": ghaf_p99 < 15},
-        {"case": "sequential call, kept-alive connection", "unit": "ms/call",
-         "peer": "MLflow 3.17 (measured, issue #2)", "peer_value": 44.0,
-         "ghaf_value": round(sequential, 3), "ratio": round(sequential / 44.0, 3),
-         "goal": "< 2 ms", "met": sequential < 2},
-        {"case": "start-up to healthy", "unit": "s",
-         "peer": "MLflow 3.17 (measured, issue #2)", "peer_value": 19.0,
-         "ghaf_value": round(startup_s, 2), "ratio": round(startup_s / 19.0, 3),
-         "goal": "< 3 s", "met": startup_s < 3},
-        {"case": "idle RSS", "unit": "MB", "peer": "MLflow 3.17 (measured, issue #2)",
-         "peer_value": 2600.0, "ghaf_value": round(idle_rss, 1),
-         "ratio": round(idle_rss / 2600.0, 3), "goal": "< 300 MB", "met": idle_rss < 300},
+        {
+            "case": f"authenticated GET project, {args.connections} conns",
+            "unit": "req/s",
+            "peer": "bare FastAPI",
+            "peer_value": round(bare_rps, 1),
+            "ghaf_value": round(ghaf_rps, 1),
+            "ratio": round(ratio, 3),
+            "goal": ">= 0.40 of bare",
+            "met": ratio >= 0.40,
+        },
+        {
+            "case": f"p99 latency, {args.connections} conns",
+            "unit": "ms",
+            "peer": "bare FastAPI",
+            "peer_value": round(bare_p99, 2),
+            "ghaf_value": round(ghaf_p99, 2),
+            "ratio": round(ghaf_p99 / bare_p99, 2),
+            "goal": "< 15 ms",
+            "met": ghaf_p99 < 15,
+        },
+        {
+            "case": "sequential call, kept-alive connection",
+            "unit": "ms/call",
+            "peer": "MLflow 3.17 (measured, issue #2)",
+            "peer_value": 44.0,
+            "ghaf_value": round(sequential, 3),
+            "ratio": round(sequential / 44.0, 3),
+            "goal": "< 2 ms",
+            "met": sequential < 2,
+        },
+        {
+            "case": "start-up to healthy",
+            "unit": "s",
+            "peer": "MLflow 3.17 (measured, issue #2)",
+            "peer_value": 19.0,
+            "ghaf_value": round(startup_s, 2),
+            "ratio": round(startup_s / 19.0, 3),
+            "goal": "< 3 s",
+            "met": startup_s < 3,
+        },
+        {
+            "case": "idle RSS",
+            "unit": "MB",
+            "peer": "MLflow 3.17 (measured, issue #2)",
+            "peer_value": 2600.0,
+            "ghaf_value": round(idle_rss, 1),
+            "ratio": round(idle_rss / 2600.0, 3),
+            "goal": "< 300 MB",
+            "met": idle_rss < 300,
+        },
     ]
     print(f"load generator: {generator}; {args.duration:.0f}s per run; one uvicorn worker")
-    header = f"{'workload':42} {'unit':8} {'peer':34} {'peer':>10} {'ghaf':>10} {'ratio':>7} {'goal':>16}  met"
+    header = (
+        f"{'workload':42} {'unit':8} {'peer':34} {'peer':>10} {'ghaf':>10} "
+        f"{'ratio':>7} {'goal':>16}  met"
+    )
     print(header)
     print("-" * len(header))
     for c in cases:
-        print(f"{c['case']:42} {c['unit']:8} {c['peer']:34} {c['peer_value']:>10} "
-              f"{c['ghaf_value']:>10} {c['ratio']:>7} {c['goal']:>16}  {'yes' if c['met'] else 'NO'}")
+        print(
+            f"{c['case']:42} {c['unit']:8} {c['peer']:34} {c['peer_value']:>10} "
+            f"{c['ghaf_value']:>10} {c['ratio']:>7} {c['goal']:>16}  {'yes' if c['met'] else 'NO'}"
+        )
     print(json.dumps({"bench": "api_overhead", "cases": cases}))
 
 

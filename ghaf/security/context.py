@@ -88,9 +88,14 @@ class Context:
 
     @property
     def permissions(self) -> frozenset[str]:
-        """What this context may do: the role's permissions, narrowed by the token."""
+        """What this context may do: the role's permissions, narrowed by the token.
+
+        A context without a caller but with a system actor is ghaf's own in-process work
+        (installation, scheduled purges) and holds platform authority; an anonymous
+        request context holds nothing.
+        """
         if self.caller is None:
-            return frozenset()
+            return ROLE_PERMISSIONS[PLATFORM_ADMIN] if self.system_actor else frozenset()
         if self.project is not None:
             granted = ROLE_PERMISSIONS.get(self.role or "", frozenset())
         elif self.caller.is_platform_admin:

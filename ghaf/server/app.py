@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from ghaf import __version__
 from ghaf.core.migrate import check_schema
 from ghaf.core.settings import Settings
 from ghaf.projects.api import router as projects_router
+from ghaf.projects.service import purge_projects
 from ghaf.security.api import router as security_router
 from ghaf.security.audit.api import router as audit_router
 from ghaf.server import health, problems
@@ -31,7 +33,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("ghaf %s serving, region %s", __version__, settings.region)
+        purger = asyncio.create_task(_purge_periodically(runtime))
         yield
+        purger.cancel()
         # A signed checkpoint at the tip on every clean shutdown bounds what a silent
         # truncation of the trail could remove.
         with runtime.database.transaction() as session:
@@ -55,3 +59,27 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
+
+
+PURGE_INTERVAL_S = 3600.0
+
+
+def purge_due_projects(runtime: Runtime) -> list[str]:
+    """Purge deleted projects past their retention, as ghaf itself (audited)."""
+    ctx = runtime.context(write=True, request_id="scheduled-purge", system_actor="system:purge")
+    try:
+        return purge_projects(ctx)
+    finally:
+        ctx.session.close()
+
+
+async def _purge_periodically(runtime: Runtime) -> None:
+    """At start-up and then hourly; several servers may race, which is harmless."""
+    while True:
+        try:
+            purged = await asyncio.to_thread(purge_due_projects, runtime)
+            if purged:
+                log.info("purged deleted projects past retention: %s", ", ".join(purged))
+        except Exception:  # a failed purge must never take the server down
+            log.exception("scheduled purge failed; retrying in %.0fs", PURGE_INTERVAL_S)
+        await asyncio.sleep(PURGE_INTERVAL_S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,10 +33,16 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         log_path: Path | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
+        scheme = "https" if self.env.get("GHAF_TLS_CERT") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        # A CA file for servers with self-signed certificates (tests, the demo).
+        self.verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        )
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.started_in: float | None = None
@@ -66,7 +73,10 @@ class ServerProcess:
                     + (f"; see {self.log_path}" if self.log_path else "")
                 )
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"{self.url}/readyz", timeout=1, verify=self.verify).status_code
+                    == 200
+                ):
                     self.started_in = time.perf_counter() - started
                     return self
             except httpx.TransportError:

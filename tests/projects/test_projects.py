@@ -71,8 +71,15 @@ def test_purge_removes_only_projects_past_retention(platform: Platform, admin: C
         ctx.session.commit()
     finally:
         ctx.session.close()
-    purged = admin.projects.purge()
+    from ghaf.server.app import purge_due_projects
+
+    purged = purge_due_projects(platform.runtime)  # what the server runs hourly
     assert due in purged and kept not in purged
+    assert admin.projects.purge() == []
+    assert any(
+        e.action == "project:purge" and e.actor == "system:purge" and e.project == due
+        for e in admin.audit.list()
+    )
     assert due not in [p.name for p in admin.projects.list(deleted=True)]
     admin.projects.create(due)  # the name is free again
 

@@ -131,3 +131,59 @@ def test_server_process_starts_fast_and_stops_cleanly(databases: Databases, tmp_
     server.start()
     assert server.stop() == 0
     assert "audit checkpoint written" in (tmp_path / "log").read_text()
+
+
+def test_tls_and_json_logs(databases: Databases, tmp_path: Path) -> None:
+    import datetime
+    import json
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    url, home = databases.new_url(), tmp_path / "h"
+    initialise(Settings(home=home, database_url=url, master_key=None))
+    log = tmp_path / "server.log"
+    env = {
+        "GHAF_HOME": str(home),
+        "GHAF_DATABASE_URL": url,
+        "GHAF_TLS_CERT": str(cert_path),
+        "GHAF_TLS_KEY": str(key_path),
+        "GHAF_LOG_FORMAT": "json",
+    }
+    server = ServerProcess(env=env, log_path=log, ca_file=cert_path)
+    with server:
+        assert server.url.startswith("https://")
+        assert httpx.get(f"{server.url}/healthz", verify=server.verify).status_code == 200
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert any("serving" in r["message"] for r in records)
+    assert all({"ts", "level", "message", "request_id"} <= set(r) for r in records)
