@@ -10,7 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from ghaf.cli.output import JsonOpt, console, done, fail, print_item, reporting_errors
+from ghaf.cli.output import (
+    JsonOpt,
+    console,
+    done,
+    fail,
+    print_item,
+    print_secret,
+    reporting_errors,
+)
 from ghaf.core.settings import Settings, load_settings
 
 admin = typer.Typer(
@@ -107,12 +115,7 @@ def token(
         created = mint_admin_token(
             _settings(), admin_name=admin_name, token_name=name, expires_in_days=expires_in_days
         )
-    if as_json:
-        print_item(created, as_json=True)
-    else:
-        console.print(
-            f"token {created.name} for {admin_name} (shown once):\n{created.token}", highlight=False
-        )
+    print_secret(created, as_json=as_json)
 
 
 @admin.command("audit-key")

@@ -131,7 +131,7 @@ def _lifecycle(url: str, admin_token: str) -> None:
             style=style,
         )
     console.print(table)
-    _ok(f"{len(events)} rows in total; the last 15 are shown")
+    _ok(f"{len(events)} rows in total; showing the last {min(len(events), 15)}")
 
     _step(7, "Verify the hash chain and signed checkpoints")
     report = admin.audit.verify()
@@ -143,6 +143,13 @@ def _lifecycle(url: str, admin_token: str) -> None:
 
     _step(8, "Health and metrics")
     _ok(f"/readyz: {admin.health()}")
+    metrics = admin.request("GET", "/metrics").text
+    served = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("ghaf_http_requests_total{")
+    )
+    _ok(f"/metrics: {served:.0f} requests counted by route and status (Prometheus format)")
     admin.close()
     alice.close()
 

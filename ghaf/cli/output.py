@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ghaf.core.errors import GhafError
+from ghaf.security.schemas import TokenCreated
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -119,6 +120,18 @@ def done(message: str, *, as_json: bool, payload: Any = None) -> None:
         print_json(payload if payload is not None else {"ok": True, "message": message})
     else:
         console.print(message, highlight=False)
+
+
+def print_secret(created: TokenCreated, *, as_json: bool) -> None:
+    """A new token: the only time its secret is ever shown."""
+    if as_json:
+        print_json(created)
+    else:
+        console.print(
+            f"token {created.name} for {created.principal} (shown once, store it now):\n"
+            f"{created.token}",
+            highlight=False,
+        )
 
 
 def with_client(fn: Callable[[Any], T]) -> T:

@@ -73,6 +73,24 @@ def _configure_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def insert_unique(session: Session, row: Base, *, conflict: str, field: str) -> None:
+    """Add ``row`` and flush; a unique-constraint clash becomes ``Conflict(conflict)``.
+
+    Checking first and inserting after races with concurrent requests; letting the
+    database's constraint decide does not. The transaction is rolled back on a clash.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    from ghaf.core.errors import Conflict
+
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(conflict, field=field) from None
+
+
 class Database:
     """An engine plus the two session factories: ``read()`` and ``write()``."""
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ghaf.cli.output import JsonOpt, done, print_item, print_table, with_client
+from ghaf.cli.output import JsonOpt, done, print_item, print_secret, print_table, with_client
 
 projects = typer.Typer(
     help="Create, list, show, delete and restore projects.", no_args_is_help=True
@@ -167,10 +167,4 @@ def sa_token(
             expires_in_days=expires_in_days,
         )
     )
-    if as_json:
-        print_item(created, as_json=True)
-    else:
-        done(
-            f"token {created.name} for {name} (shown once, store it now):\n{created.token}",
-            as_json=False,
-        )
+    print_secret(created, as_json=as_json)

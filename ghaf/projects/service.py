@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
 from ghaf.core.clock import as_utc, utcnow
+from ghaf.core.database import insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from ghaf.core.paging import paginate
 from ghaf.projects import schemas
@@ -50,16 +50,13 @@ def create_project(
         allowed_regions=regions,
         created_by=ctx.caller.principal_id,
     )
-    ctx.session.add(project)
-    try:
-        ctx.session.flush()
-    except IntegrityError:
-        ctx.session.rollback()
-        raise Conflict(
-            f"a project named {request.name!r} already exists "
-            "(names of deleted projects stay reserved until purged)",
-            field="name",
-        ) from None
+    insert_unique(
+        ctx.session,
+        project,
+        field="name",
+        conflict=f"a project named {request.name!r} already exists "
+        "(names of deleted projects stay reserved until purged)",
+    )
     ctx.session.add(
         ProjectMember(project_id=project.id, principal_id=ctx.caller.principal_id, role=OWNER)
     )
@@ -279,14 +276,14 @@ def add_member(ctx: Context, project: str, request: schemas.MemberAdd) -> schema
     resource = f"project/{project}/member/{subject}"
     _check_grant(pctx, resource, old=None, new=request.role)
     column, subject_id, kind = _subject(pctx, subject)
-    if _find_member(pctx, column, subject_id) is not None:
-        raise Conflict(
-            f"{subject!r} is already a member of {project!r}; change the role instead",
-            field="principal" if request.principal else "group",
-        )
     assert pctx.project is not None
     member = ProjectMember(project_id=pctx.project.id, role=request.role, **{column: subject_id})
-    pctx.session.add(member)
+    insert_unique(
+        pctx.session,
+        member,
+        field="principal" if request.principal else "group",
+        conflict=f"{subject!r} is already a member of {project!r}; change the role instead",
+    )
     pctx.audit("member:add", resource, detail={"role": request.role})
     pctx.commit()
     return _member_out(member, subject, kind)
@@ -297,7 +294,7 @@ def set_member_role(
 ) -> schemas.MemberOut:
     pctx = ctx.in_project(project)
     resource = f"project/{project}/member/{subject}"
-    pctx.require("member:write", resource=resource)
+    pctx.require("member:write", resource=resource)  # before revealing who is a member
     column, subject_id, kind = _subject(pctx, subject)
     member = _find_member(pctx, column, subject_id)
     if member is None:

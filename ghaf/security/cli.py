@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ghaf.cli.output import JsonOpt, done, print_item, print_table, with_client
+from ghaf.cli.output import JsonOpt, done, print_item, print_secret, print_table, with_client
 
 users = typer.Typer(help="Users (platform admins manage them).", no_args_is_help=True)
 groups = typer.Typer(
@@ -77,7 +77,7 @@ def users_token(
             expires_in_days=expires_in_days,
         )
     )
-    _print_secret(created, as_json)
+    print_secret(created, as_json=as_json)
 
 
 @groups.command("create")
@@ -122,16 +122,6 @@ def groups_remove_member(name: str, principal: str, as_json: JsonOpt = False) ->
     done(f"{principal} removed from {name}", as_json=as_json, payload=group)
 
 
-def _print_secret(created: object, as_json: bool) -> None:
-    from ghaf.security.schemas import TokenCreated
-
-    assert isinstance(created, TokenCreated)
-    if as_json:
-        print_item(created, as_json=True)
-    else:
-        done(f"token {created.name} (shown once, store it now):\n{created.token}", as_json=False)
-
-
 @tokens.command("create")
 def tokens_create(
     name: str,
@@ -146,7 +136,7 @@ def tokens_create(
             name, project=project, read_only=read_only, expires_in_days=expires_in_days
         )
     )
-    _print_secret(created, as_json)
+    print_secret(created, as_json=as_json)
 
 
 @tokens.command("ls")

@@ -130,10 +130,25 @@ class Context:
     def deny(
         self, action: str, resource: str, error: Exception, *, project: str | None = None
     ) -> NoReturn:
-        """Record a refused attempt durably, then raise ``error``."""
+        """Record a refused attempt durably in its own transaction, then raise ``error``.
+
+        The request's own work is rolled back first: it is refused, and on SQLite its
+        write lock must be released before the audit transaction can take it. A read
+        request's session never writes (see ghaf/core/database.py), hence a new one.
+        """
+        # Read the project's name before the rollback expires the loaded project (a
+        # refresh would re-open a transaction, and on SQLite take the write lock).
+        project = project or (self.project.name if self.project else None)
         self.session.rollback()
-        self.audit(action, resource, outcome=DENIED, detail={"reason": str(error)}, project=project)
-        self.session.commit()
+        with self.database.transaction(write=True) as session:
+            self._append(
+                session,
+                action,
+                resource,
+                outcome=DENIED,
+                detail={"reason": str(error)},
+                project=project,
+            )
         raise error
 
     def in_project(self, name: str, *, include_deleted: bool = False) -> Context:
@@ -224,8 +239,22 @@ class Context:
         project: str | None = None,
     ) -> None:
         """Append an audit row in this context's transaction."""
+        self._append(
+            self.session, action, resource, outcome=outcome, detail=detail, project=project
+        )
+
+    def _append(
+        self,
+        session: Session,
+        action: str,
+        resource: str,
+        *,
+        outcome: str,
+        detail: dict[str, Any] | None,
+        project: str | None,
+    ) -> None:
         self.audit_writer.append(
-            self.session,
+            session,
             action=action,
             resource=resource,
             outcome=outcome,

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
-from ghaf.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from ghaf.core.database import insert_unique
+from ghaf.core.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
 from ghaf.projects.models import Project, ProjectMember
@@ -168,14 +168,12 @@ def add_principal(
         project_id=project_id,
         created_by=ctx.caller.principal_id if ctx.caller else None,
     )
-    ctx.session.add(principal)
-    try:
-        ctx.session.flush()
-    except IntegrityError:
-        ctx.session.rollback()
-        raise Conflict(
-            f"a user or service account named {name!r} already exists", field="name"
-        ) from None
+    insert_unique(
+        ctx.session,
+        principal,
+        field="name",
+        conflict=f"a user or service account named {name!r} already exists",
+    )
     return principal
 
 
@@ -320,14 +318,12 @@ def _issue(
         expires_at=expires_at,
         created_by=caller.principal_id if caller else None,
     )
-    ctx.session.add(token)
-    try:
-        ctx.session.flush()
-    except IntegrityError:
-        ctx.session.rollback()
-        raise Conflict(
-            f"{principal.name} already has a token named {name!r}", field="name"
-        ) from None
+    insert_unique(
+        ctx.session,
+        token,
+        field="name",
+        conflict=f"{principal.name} already has a token named {name!r}",
+    )
     ctx.audit(
         action,
         f"{principal.kind}/{principal.name}/token/{name}",
@@ -472,12 +468,9 @@ def _group_out(session: Session, group: Group) -> schemas.GroupOut:
 def create_group(ctx: Context, request: schemas.GroupCreate) -> schemas.GroupOut:
     ctx.require("group:write", resource=f"group/{request.name}")
     group = Group(name=request.name, description=request.description)
-    ctx.session.add(group)
-    try:
-        ctx.session.flush()
-    except IntegrityError:
-        ctx.session.rollback()
-        raise Conflict(f"a group named {request.name!r} already exists", field="name") from None
+    insert_unique(
+        ctx.session, group, field="name", conflict=f"a group named {request.name!r} already exists"
+    )
     ctx.audit("group:create", f"group/{request.name}")
     ctx.commit()
     return _group_out(ctx.session, group)
