@@ -119,7 +119,9 @@ def token(
 
 
 @admin.command("audit-key")
-def audit_key(output: Annotated[Path, typer.Option("--output", "-o")]) -> None:
+def audit_key(
+    output: Annotated[Path, typer.Option("--output", "-o")], as_json: JsonOpt = False
+) -> None:
     """Write the audit HMAC key versions (0600) for verifying an export elsewhere."""
     from ghaf.security.audit.service import AUDIT_KEY
     from ghaf.security.keyring import LocalKeyring
@@ -134,4 +136,8 @@ def audit_key(output: Annotated[Path, typer.Option("--output", "-o")]) -> None:
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"key": AUDIT_KEY, "versions": versions}, handle)
-    console.print(f"wrote {len(versions)} audit key version(s) to {output}", highlight=False)
+    done(
+        f"wrote {len(versions)} audit key version(s) to {output}",
+        as_json=as_json,
+        payload={"output": str(output), "versions": sorted(versions)},
+    )

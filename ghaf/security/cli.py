@@ -51,6 +51,14 @@ def users_show(name: str, as_json: JsonOpt = False) -> None:
     print_item(with_client(lambda c: c.users.get(name)), as_json=as_json)
 
 
+@users.command("set-password")
+def users_set_password(name: str, as_json: JsonOpt = False) -> None:
+    """Set a user's password (your own, or anyone's as a platform admin); prompts."""
+    secret = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    with_client(lambda c: c.users.set_password(name, secret))
+    done(f"password of {name} changed", as_json=as_json)
+
+
 @users.command("rm")
 def users_rm(name: str, as_json: JsonOpt = False) -> None:
     """Delete a user; every token of theirs stops working on the next request."""

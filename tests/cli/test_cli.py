@@ -121,3 +121,19 @@ def test_token_commands_show_secret_once(
 
 def test_usage_error_exits_2() -> None:
     assert runner.invoke(app, ["projects", "create"]).exit_code == 2
+
+
+def test_set_password_then_login(
+    platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ghaf.client import Client
+
+    user, client = platform.new_user()
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", client.tokens.create("cli").token)
+    secret = "a long enough password"
+    result = runner.invoke(app, ["users", "set-password", user.name], input=f"{secret}\n{secret}\n")
+    assert result.exit_code == 0, result.output
+    assert Client.login(platform.url, user.name, secret).token.startswith("ghaf_")
+    short = runner.invoke(app, ["users", "set-password", user.name], input="short\nshort\n")
+    assert short.exit_code == 2 and "at least 12" in short.output
