@@ -168,3 +168,27 @@ def sa_token(
         )
     )
     print_secret(created, as_json=as_json)
+
+
+@service_accounts.command("tokens")
+def sa_tokens(project: ProjectOpt, name: str, as_json: JsonOpt = False) -> None:
+    """List a service account's tokens (never their secrets)."""
+    rows = with_client(lambda c: c.service_accounts.list_tokens(project, name))
+    print_table(
+        rows,
+        ("name", "hint", "read_only", "expires_at", "created_at"),
+        title=f"tokens of {name}",
+        as_json=as_json,
+    )
+
+
+@service_accounts.command("revoke-token")
+def sa_revoke_token(
+    project: ProjectOpt,
+    name: str,
+    token_name: Annotated[str, typer.Option("--name")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a service account's token; it stops working on the next request."""
+    with_client(lambda c: c.service_accounts.revoke_token(project, name, token_name))
+    done(f"token {token_name} of {name} revoked", as_json=as_json)

@@ -108,9 +108,6 @@ class Context:
             granted = frozenset(p for p in granted if is_read_permission(p))
         return granted
 
-    def has(self, permission: str) -> bool:
-        return permission in self.permissions
-
     # --- authorisation -----------------------------------------------------------------
 
     def require(self, permission: str, *, resource: str) -> None:

@@ -137,3 +137,35 @@ def test_set_password_then_login(
     assert Client.login(platform.url, user.name, secret).token.startswith("ghaf_")
     short = runner.invoke(app, ["users", "set-password", user.name], input="short\nshort\n")
     assert short.exit_code == 2 and "at least 12" in short.output
+
+
+def test_service_account_commands(
+    platform: Platform,
+    admin,
+    cli_env: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    project = admin.projects.create(unique("p")).name
+    assert (
+        runner.invoke(
+            app, ["service-accounts", "create", "-p", project, "ci-bot", "--role", "viewer"]
+        ).exit_code
+        == 0
+    )
+    made = runner.invoke(
+        app, ["service-accounts", "token", "-p", project, "ci-bot", "--name", "deploy", "--json"]
+    )
+    secret = json.loads(made.stdout)["token"]
+    listed = runner.invoke(app, ["service-accounts", "tokens", "-p", project, "ci-bot", "--json"])
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["deploy"]
+    assert secret not in listed.stdout
+    assert (
+        runner.invoke(
+            app, ["service-accounts", "revoke-token", "-p", project, "ci-bot", "--name", "deploy"]
+        ).exit_code
+        == 0
+    )
+    monkeypatch.setenv("GHAF_TOKEN", secret)
+    assert runner.invoke(app, ["whoami"]).exit_code == 2

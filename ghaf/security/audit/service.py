@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 AUDIT_KEY = "audit"
 SUCCESS = "success"
 DENIED = "denied"
-FAILURE = "failure"
 _BATCH = 1000
 
 
