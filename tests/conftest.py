@@ -224,3 +224,39 @@ def member_in(platform: Platform, admin: Client) -> Callable[[str, str], tuple[s
         return user.name, client
 
     return make
+
+
+@dataclass
+class S3Server:
+    """moto's standalone S3-compatible HTTP server on 127.0.0.1."""
+
+    endpoint: str
+
+    def settings(self, bucket: str) -> dict[str, object]:
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        ).create_bucket(Bucket=bucket)
+        return {
+            "storage_url": f"s3://{bucket}/ghaf",
+            "s3_endpoint_url": self.endpoint,
+            "s3_region": "us-east-1",
+            "s3_access_key_id": "test",
+            "s3_secret_access_key": "test",
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield S3Server(f"http://127.0.0.1:{port}")
+    server.stop()

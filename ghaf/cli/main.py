@@ -10,6 +10,7 @@ from ghaf.cli.demo import demo
 from ghaf.projects.cli import members, projects, service_accounts
 from ghaf.security.audit.cli import audit
 from ghaf.security.cli import groups, tokens, users
+from ghaf.storage.cli import artifacts, keys
 
 app = typer.Typer(
     name="ghaf",
@@ -48,6 +49,8 @@ app.add_typer(users, name="users")
 app.add_typer(groups, name="groups")
 app.add_typer(tokens, name="tokens")
 app.add_typer(audit, name="audit")
+app.add_typer(artifacts, name="artifacts")
+app.add_typer(keys, name="keys")
 
 
 def main() -> None:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
 
 from ghaf.client import credentials
-from ghaf.core.errors import GhafError, Unavailable, error_from_problem
+from ghaf.core.errors import GhafError, IntegrityFailure, Unavailable, error_from_problem
 from ghaf.projects.schemas import MemberOut, ProjectOut
 from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
 from ghaf.security.schemas import GroupOut, PrincipalOut, TokenCreated, TokenOut, WhoAmI
+from ghaf.storage.schemas import ArtifactOut, KeysOut, RotationResult, StorageVerifyResult
 
 M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
@@ -50,6 +54,8 @@ class Client:
         self.groups = Groups(self)
         self.tokens = Tokens(self)
         self.audit = Audit(self)
+        self.artifacts = Artifacts(self)
+        self.keys = Keys(self)
 
     @staticmethod
     def login(url: str, name: str, password: str, *, timeout: float = 30.0) -> TokenCreated:
@@ -147,6 +153,22 @@ class Projects(_Resource):
             self._client._paged(
                 ProjectOut, f"{API}/projects", {"deleted": deleted or None}, page_size=page_size
             )
+        )
+
+    def update(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        allowed_regions: builtins.list[str] | None = None,
+    ) -> ProjectOut:
+        """Change the description, or (owners) where the project's data may live."""
+        body = {"description": description, "allowed_regions": allowed_regions}
+        return self._client._model(
+            ProjectOut,
+            "PATCH",
+            f"{API}/projects/{name}",
+            json={k: v for k, v in body.items() if v is not None},
         )
 
     def delete(self, name: str) -> ProjectOut:
@@ -379,3 +401,150 @@ class Audit(_Resource):
                 response.read()
                 raise _error(response)
             yield from response.iter_lines()
+
+
+CHUNK = 1 << 20
+Progress = Callable[[int], None]
+
+
+def file_sha256(path: Path, progress: Progress | None = None) -> str:
+    """SHA-256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while piece := handle.read(CHUNK):
+            digest.update(piece)
+            if progress is not None:
+                progress(len(piece))
+    return digest.hexdigest()
+
+
+def _read_file(path: Path, progress: Progress | None) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while piece := handle.read(CHUNK):
+            if progress is not None:
+                progress(len(piece))
+            yield piece
+
+
+class Artifacts(_Resource):
+    """Encrypted, content-addressed files in a project, streamed both ways."""
+
+    def put(
+        self,
+        project: str,
+        path: str,
+        source: str | Path | bytes,
+        *,
+        overwrite: bool = False,
+        progress: Progress | None = None,
+    ) -> ArtifactOut:
+        """Store a local file (or bytes) at ``path``. Content the project already holds
+        is linked, not uploaded again."""
+        if isinstance(source, bytes):
+            digest = hashlib.sha256(source).hexdigest()
+            body: bytes | Iterator[bytes] = source
+        else:
+            file = Path(source)
+            digest = file_sha256(file)
+            body = _read_file(file, progress)
+        if digest in self.present(project, [digest]):
+            return self._client._model(
+                ArtifactOut,
+                "POST",
+                f"{API}/projects/{project}/artifacts:link",
+                json={"path": path, "sha256": digest, "overwrite": overwrite},
+            )
+        return self._client._model(
+            ArtifactOut,
+            "PUT",
+            f"{API}/projects/{project}/artifacts/{quote(path)}",
+            content=body,
+            params={"overwrite": overwrite},
+            headers={"X-Ghaf-SHA256": digest, "Content-Type": "application/octet-stream"},
+        )
+
+    def present(self, project: str, hashes: builtins.list[str]) -> set[str]:
+        """Which of these SHA-256s the project already stores."""
+        answer = self._client.request(
+            "POST", f"{API}/projects/{project}/blobs:query", json={"sha256": hashes}
+        ).json()
+        return set(answer["present"])
+
+    def get(
+        self, project: str, path: str, destination: str | Path, *, progress: Progress | None = None
+    ) -> ArtifactOut:
+        """Download to ``destination``, checking the SHA-256 before it is moved into place."""
+        target = Path(destination)
+        partial = target.with_name(target.name + ".partial")
+        digest = hashlib.sha256()
+        url = f"{API}/projects/{project}/artifacts/{quote(path)}"
+        with self._client._http.stream("GET", url) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            expected = response.headers.get("x-ghaf-sha256", "")
+            with partial.open("wb") as handle:
+                for piece in response.iter_bytes(CHUNK):
+                    handle.write(piece)
+                    digest.update(piece)
+                    if progress is not None:
+                        progress(len(piece))
+        if digest.hexdigest() != expected:
+            partial.unlink(missing_ok=True)
+            raise IntegrityFailure(f"download of {path!r} does not match its SHA-256")
+        partial.replace(target)
+        return self.info(project, path)
+
+    def read(
+        self, project: str, path: str, *, start: int | None = None, end: int | None = None
+    ) -> bytes:
+        """The content (or bytes ``start``..``end`` inclusive) in memory."""
+        headers = {}
+        if start is not None or end is not None:
+            headers["Range"] = f"bytes={start or 0}-{'' if end is None else end}"
+        return self._client.request(
+            "GET", f"{API}/projects/{project}/artifacts/{quote(path)}", headers=headers
+        ).content
+
+    def info(self, project: str, path: str) -> ArtifactOut:
+        return self._client._model(
+            ArtifactOut,
+            "GET",
+            f"{API}/projects/{project}/artifacts/{quote(path)}",
+            params={"metadata": True},
+        )
+
+    def info_by_id(self, project: str, artifact_id: str) -> ArtifactOut:
+        return self._client._model(
+            ArtifactOut, "GET", f"{API}/projects/{project}/artifact-ids/{artifact_id}"
+        )
+
+    def list(
+        self, project: str, *, prefix: str | None = None, page_size: int = 100
+    ) -> builtins.list[ArtifactOut]:
+        return list(
+            self._client._paged(
+                ArtifactOut,
+                f"{API}/projects/{project}/artifacts",
+                {"prefix": prefix},
+                page_size=page_size,
+            )
+        )
+
+    def delete(self, project: str, path: str) -> None:
+        self._client.request("DELETE", f"{API}/projects/{project}/artifacts/{quote(path)}")
+
+    def verify(self, project: str) -> StorageVerifyResult:
+        return self._client._model(
+            StorageVerifyResult, "POST", f"{API}/projects/{project}/artifacts:verify"
+        )
+
+
+class Keys(_Resource):
+    """A project's key-encryption key versions."""
+
+    def list(self, project: str) -> KeysOut:
+        return self._client._model(KeysOut, "GET", f"{API}/projects/{project}/keys")
+
+    def rotate(self, project: str) -> RotationResult:
+        return self._client._model(RotationResult, "POST", f"{API}/projects/{project}/keys:rotate")

@@ -39,7 +39,8 @@ def _import_all_models() -> None:
     """Register every domain's tables on ``Base.metadata`` (for migrations and checks)."""
     import ghaf.projects.models
     import ghaf.security.audit.models
-    import ghaf.security.models  # noqa: F401
+    import ghaf.security.models
+    import ghaf.storage.models  # noqa: F401
 
 
 def is_sqlite(url: str) -> bool:

@@ -51,6 +51,21 @@ class Settings(BaseSettings):
     project_retention_days: float = Field(
         default=30, ge=0, description="Days a deleted project is kept before purge."
     )
+    storage_url: str = Field(
+        default="", description="file:///path or s3://bucket/prefix; empty means <home>/artifacts."
+    )
+    storage_region: str = Field(
+        default="", description="Region the artifact store keeps data in; empty means region."
+    )
+    storage_chunk_bytes: int = Field(
+        default=1 << 20, ge=4096, le=64 << 20, description="Plaintext bytes per encrypted chunk."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (MinIO, Ceph RGW); unset means AWS."
+    )
+    s3_region: str | None = Field(default=None, description="S3 API region name.")
+    s3_access_key_id: str | None = Field(default=None, description="S3 access key id.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
     login_token_hours: float = Field(
         default=12, gt=0, description="Lifetime of tokens issued by password login."
     )
@@ -70,12 +85,12 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
-    @field_validator("region")
+    @field_validator("region", "storage_region")
     @classmethod
     def _region_is_a_slug(cls, value: str) -> str:
         from ghaf.core.names import validate_name
 
-        return validate_name(value, field="region")
+        return validate_name(value, field="region") if value else value
 
     @model_validator(mode="after")
     def _tls_needs_both(self) -> Settings:
@@ -89,6 +104,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'ghaf.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.artifacts_dir.resolve()}"
 
     @property
     def artifacts_dir(self) -> Path:

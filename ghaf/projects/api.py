@@ -8,6 +8,7 @@ from ghaf.core.paging import Page
 from ghaf.projects import schemas, service
 from ghaf.security import schemas as security_schemas
 from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit
+from ghaf.storage.service import delete_project_objects
 
 router = APIRouter(tags=["projects"])
 
@@ -33,6 +34,12 @@ async def get_project(call: Call, name: str) -> schemas.ProjectOut:
     return await call(service.get_project, name)
 
 
+@router.patch("/projects/{name}")
+async def update_project(call: Call, name: str, body: schemas.ProjectUpdate) -> schemas.ProjectOut:
+    """Change the description, or (owners) the regions where the project's data may live."""
+    return await call(service.update_project, name, body)
+
+
 @router.delete("/projects/{name}")
 async def delete_project(call: Call, name: str) -> schemas.ProjectOut:
     """Soft-delete; restorable until ``purge_after``."""
@@ -49,7 +56,12 @@ async def restore_project(call: Call, name: str) -> schemas.ProjectOut:
 @router.post("/admin/purge")
 async def purge_projects(call: Call) -> dict[str, list[str]]:
     """Remove deleted projects whose retention period has passed (platform admins)."""
-    return {"purged": await call(service.purge_projects)}
+    store = call.runtime.store
+    purged = await call(
+        service.purge_projects,
+        on_purge=lambda project_id: delete_project_objects(store, project_id),
+    )
+    return {"purged": purged}
 
 
 @router.get("/projects/{name}/members")

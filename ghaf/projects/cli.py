@@ -53,6 +53,23 @@ def show(name: str, as_json: JsonOpt = False) -> None:
     print_item(with_client(lambda c: c.projects.get(name)), as_json=as_json)
 
 
+@projects.command("update")
+def update(
+    name: str,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    region: Annotated[
+        list[str] | None,
+        typer.Option("--region", help="Allowed region, repeat for several (owners)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a project's description or its allowed regions."""
+    project = with_client(
+        lambda c: c.projects.update(name, description=description, allowed_regions=region)
+    )
+    print_item(project, as_json=as_json, title=f"project {name} updated")
+
+
 @projects.command("delete")
 def delete(name: str, as_json: JsonOpt = False) -> None:
     """Soft-delete a project (owners); it can be restored until it is purged."""

@@ -27,6 +27,11 @@ class ProjectCreate(_Strict):
     )
 
 
+class ProjectUpdate(_Strict):
+    description: str | None = Field(default=None, max_length=2000)
+    allowed_regions: list[Name] | None = Field(default=None, min_length=1, max_length=50)
+
+
 class ProjectOut(BaseModel):
     id: str
     name: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
@@ -17,6 +18,7 @@ from ghaf.security import service as security
 from ghaf.security.context import Context
 from ghaf.security.models import SERVICE, Group, GroupMember, Principal, Token
 from ghaf.security.permissions import OWNER, PLATFORM_ADMIN, ROLE_RANK
+from ghaf.storage.residency import regions_in_use
 
 GROUP_PREFIX = "group:"
 
@@ -116,6 +118,46 @@ def get_project(ctx: Context, name: str) -> schemas.ProjectOut:
     return project_out(pctx.project, role=pctx.role)
 
 
+def update_project(ctx: Context, name: str, request: schemas.ProjectUpdate) -> schemas.ProjectOut:
+    """Change the description (maintainers) or the allowed regions (owners).
+
+    Narrowing the regions is refused while data still lives outside the new set; the
+    refusal says what lives where.
+    """
+    pctx = ctx.in_project(name)
+    project = pctx.project
+    assert project is not None
+    changes: dict[str, object] = {}
+    if request.description is not None:
+        pctx.require("project:write", resource=f"project/{name}")
+        changes["description"] = request.description
+    if request.allowed_regions is not None:
+        pctx.require("policy:write", resource=f"project/{name}/allowed_regions")
+        regions = sorted(set(request.allowed_regions))
+        stranded = {
+            region: usage
+            for region, usage in regions_in_use(pctx.session, project.id).items()
+            if region not in regions
+        }
+        if stranded:
+            where = "; ".join(
+                f"{region}: {n} object(s), {size} bytes"
+                for region, (n, size) in sorted(stranded.items())
+            )
+            raise Conflict(
+                f"project {name!r} still stores data outside {', '.join(regions)} "
+                f"({where}); move or delete it before narrowing allowed_regions",
+                field="allowed_regions",
+            )
+        changes["allowed_regions"] = regions
+    for key, value in changes.items():
+        setattr(project, key, value)
+    if changes:
+        pctx.audit("project:update", f"project/{name}", detail=changes)
+        pctx.commit()
+    return project_out(project, role=pctx.role)
+
+
 def delete_project(ctx: Context, name: str, *, retention_days: float) -> schemas.ProjectOut:
     """Soft-delete: hidden at once, restorable until ``purge_after``, then purged."""
     pctx = ctx.in_project(name)
@@ -146,14 +188,23 @@ def restore_project(ctx: Context, name: str) -> schemas.ProjectOut:
     return project_out(project, role=pctx.role)
 
 
-def purge_projects(ctx: Context, *, now: datetime | None = None) -> list[str]:
-    """Permanently remove deleted projects whose retention has passed."""
+def purge_projects(
+    ctx: Context,
+    *,
+    now: datetime | None = None,
+    on_purge: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Permanently remove deleted projects whose retention has passed.
+
+    ``on_purge(project_id)`` runs after the rows are gone, to remove stored bytes.
+    """
     ctx.require("platform:admin", resource="projects")
     cutoff = now or utcnow()
     due = ctx.session.scalars(
         select(Project).where(Project.deleted_at.is_not(None), Project.purge_after <= cutoff)
     ).all()
     names = [p.name for p in due]
+    purged_ids = [p.id for p in due]
     for project in due:
         ids = [project.id]
         service_accounts = select(Principal.id).where(Principal.project_id.in_(ids))
@@ -170,6 +221,9 @@ def purge_projects(ctx: Context, *, now: datetime | None = None) -> list[str]:
         ctx.session.delete(project)
         ctx.audit("project:purge", f"project/{project.name}", project=project.name)
     ctx.commit()
+    for project_id in purged_ids:
+        if on_purge is not None:
+            on_purge(project_id)
     return names
 
 

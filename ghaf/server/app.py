@@ -20,6 +20,8 @@ from ghaf.security.audit.api import router as audit_router
 from ghaf.server import health, problems
 from ghaf.server.middleware import RequestContextMiddleware, RequestMetrics
 from ghaf.server.runtime import Runtime
+from ghaf.storage.api import router as storage_router
+from ghaf.storage.service import delete_project_objects
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("ghaf.server")
@@ -55,7 +57,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.metrics = RequestMetrics(CollectorRegistry())
     problems.install(app)
     app.include_router(health.router)
-    for router in (projects_router, security_router, audit_router):
+    for router in (projects_router, storage_router, security_router, audit_router):
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
@@ -68,7 +70,9 @@ def purge_due_projects(runtime: Runtime) -> list[str]:
     """Purge deleted projects past their retention, as ghaf itself (audited)."""
     ctx = runtime.context(write=True, request_id="scheduled-purge", system_actor="system:purge")
     try:
-        return purge_projects(ctx)
+        return purge_projects(
+            ctx, on_purge=lambda project_id: delete_project_objects(runtime.store, project_id)
+        )
     finally:
         ctx.session.close()
 

@@ -9,15 +9,18 @@ from ghaf.core.settings import Settings
 from ghaf.security.audit.service import AuditWriter
 from ghaf.security.cache import SecurityCache
 from ghaf.security.context import Caller, Context
-from ghaf.security.keyring import Keyring, LocalKeyring
+from ghaf.security.keyring import LocalKeyring
+from ghaf.storage.backends import open_backend
+from ghaf.storage.store import Store
 
 
 @dataclass
 class Runtime:
     settings: Settings
     database: Database
-    keyring: Keyring
+    keyring: LocalKeyring
     audit: AuditWriter
+    store: Store
     cache: SecurityCache = field(default_factory=SecurityCache)
 
     @classmethod
@@ -26,7 +29,8 @@ class Runtime:
         database = Database(settings.resolved_database_url)
         keyring = LocalKeyring.from_settings(settings)
         audit = AuditWriter(keyring, checkpoint_every=settings.audit_checkpoint_every)
-        return cls(settings=settings, database=database, keyring=keyring, audit=audit)
+        store = Store(open_backend(settings), keyring, settings.storage_chunk_bytes)
+        return cls(settings=settings, database=database, keyring=keyring, audit=audit, store=store)
 
     def context(
         self,

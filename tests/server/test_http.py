@@ -96,7 +96,8 @@ def test_server_refuses_an_outdated_schema(
     newer = tmp_path / "migrations"
     shutil.copytree(migrate_module.MIGRATIONS_DIR, newer)
     (newer / "versions" / "9999_pending.py").write_text(
-        'revision = "9999"\ndown_revision = "0001"\nbranch_labels = None\n'
+        f'revision = "9999"\ndown_revision = "{migrate_module.head_revision()}"\n'
+        "branch_labels = None\n"
         "depends_on = None\n\n\ndef upgrade() -> None:\n    pass\n"
     )
     monkeypatch.setattr(migrate_module, "MIGRATIONS_DIR", newer)

@@ -1,0 +1,1 @@
+"""The secure artifact store: content-addressed, encrypted, residency-checked blobs."""

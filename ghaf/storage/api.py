@@ -1,0 +1,193 @@
+"""REST routes of the artifact store: streaming uploads and downloads, with HTTP Range."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ghaf.core.errors import GhafError
+from ghaf.core.paging import Page
+from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ServiceCall
+from ghaf.storage import schemas, service
+from ghaf.storage.store import Store
+
+router = APIRouter(tags=["artifacts"])
+PIECE_BYTES = 1 << 20
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class RangeNotSatisfiable(GhafError):
+    status = 416
+    code = "range-not-satisfiable"
+    title = "Range not satisfiable"
+
+
+def _store(call: ServiceCall) -> Store:
+    store: Store = call.runtime.store
+    return store
+
+
+async def _pieces(request: Request) -> AsyncIterator[bytes]:
+    """The request body regrouped into ~1 MiB pieces (one worker-thread hop each)."""
+    buffer = bytearray()
+    async for data in request.stream():
+        buffer += data
+        if len(buffer) >= PIECE_BYTES:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+@router.put("/projects/{name}/artifacts/{path:path}", status_code=status.HTTP_201_CREATED)
+async def put_artifact(
+    call: Call,
+    request: Request,
+    name: str,
+    path: str,
+    overwrite: bool = False,
+    x_ghaf_sha256: Annotated[str | None, Header(description="SHA-256 of the content.")] = None,
+) -> schemas.ArtifactOut:
+    """Upload the request body (streamed) to ``path``; visible only once verified."""
+    store = _store(call)
+    plan = await call(
+        service.plan_put, store, name, path, sha256=x_ghaf_sha256, overwrite=overwrite
+    )
+    handle = store.start_upload(project_id=plan.project_id)
+    try:
+        async for piece in _pieces(request):
+            await run_in_threadpool(handle.write, piece)
+        await run_in_threadpool(service.finish_upload, handle, plan)
+    except BaseException:
+        await run_in_threadpool(handle.abort)
+        raise
+    return await call(service.commit_put, store, plan, handle)
+
+
+@router.post("/projects/{name}/artifacts:link", status_code=status.HTTP_201_CREATED)
+async def link_artifact(call: Call, name: str, body: schemas.ArtifactLink) -> schemas.ArtifactOut:
+    """Name content the project already stores (dedup: no bytes are sent)."""
+    return await call(service.link, _store(call), name, body)
+
+
+@router.post("/projects/{name}/blobs:query")
+async def query_blobs(call: Call, name: str, body: schemas.BlobQuery) -> schemas.BlobPresence:
+    """Which of these SHA-256s the project already stores."""
+    return await call(service.present_blobs, name, body.sha256)
+
+
+@router.get("/projects/{name}/artifacts")
+async def list_artifacts(
+    call: Call,
+    name: str,
+    prefix: str | None = None,
+    limit: Limit = DEFAULT_PAGE,
+    cursor: Cursor = None,
+) -> Page[schemas.ArtifactOut]:
+    items, next_cursor = await call(
+        service.list_artifacts, name, prefix=prefix, limit=limit, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get("/projects/{name}/artifact-ids/{artifact_id}")
+async def get_artifact_by_id(call: Call, name: str, artifact_id: str) -> schemas.ArtifactOut:
+    return await call(service.get_artifact_by_id, name, artifact_id)
+
+
+@router.get("/projects/{name}/artifacts/{path:path}")
+async def get_artifact(
+    call: Call,
+    name: str,
+    path: str,
+    metadata: Annotated[bool, Query(description="Return metadata instead of content.")] = False,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:
+    """The decrypted content, streamed; honours a single ``Range: bytes=a-b``."""
+    if metadata:
+        out = await call(service.get_artifact, name, path)
+        return Response(out.model_dump_json(), media_type="application/json")
+    store = _store(call)
+    opened = await call(service.open_artifact, store, name, path)
+    size = opened.artifact.size
+    start, end = _parse_range(range_header, size)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{opened.artifact.sha256}"',
+        "X-Ghaf-SHA256": opened.artifact.sha256,
+    }
+    partial = range_header is not None and (start, end) != (0, size - 1)
+    if partial:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1 if size else 0)
+
+    pieces = store.read(
+        key=opened.key,
+        object_id=opened.object_id,
+        size=size,
+        data_key=opened.data_key,
+        start=start,
+        end=end if size else None,
+    )
+    # Authenticate the first chunk before any header is sent, so a missing or altered
+    # object is a proper error response; a failure further in aborts the connection
+    # (never wrong bytes), and the SDK's length and SHA-256 checks catch it.
+    first = await run_in_threadpool(next, pieces, b"")
+
+    def body() -> Iterator[bytes]:
+        yield first
+        yield from pieces
+
+    return StreamingResponse(
+        body(),
+        status_code=206 if partial else 200,
+        headers=headers,
+        media_type="application/octet-stream",
+    )
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int]:
+    if header is None or size == 0:
+        return 0, max(size - 1, 0)
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or (not match.group(1) and not match.group(2)):
+        raise RangeNotSatisfiable(
+            f"unsupported Range {header!r}: use one 'bytes=a-b'", field="Range"
+        )
+    first, last = match.group(1), match.group(2)
+    if not first:  # suffix: the last N bytes
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise RangeNotSatisfiable(
+            f"Range {header!r} is outside the {size}-byte artifact", field="Range", size=size
+        )
+    return start, end
+
+
+@router.delete("/projects/{name}/artifacts/{path:path}", status_code=204)
+async def delete_artifact(call: Call, name: str, path: str) -> None:
+    await call(service.delete_artifact, _store(call), name, path)
+
+
+@router.post("/projects/{name}/artifacts:verify")
+async def verify_artifacts(call: Call, name: str) -> schemas.StorageVerifyResult:
+    """Re-read every object, check hashes and tags; report missing/corrupt/orphaned."""
+    return await call(service.verify, _store(call), name)
+
+
+@router.get("/projects/{name}/keys")
+async def list_keys(call: Call, name: str) -> schemas.KeysOut:
+    return await call(service.list_keys, _store(call), name)
+
+
+@router.post("/projects/{name}/keys:rotate")
+async def rotate_key(call: Call, name: str) -> schemas.RotationResult:
+    """New KEK version; re-wraps every data key (resumes an interrupted rotation)."""
+    return await call(service.rotate_key, _store(call), name)

@@ -1,0 +1,592 @@
+"""Artifact store logic: authorisation, residency, metadata, dedup, verify and rotation.
+
+Uploads have three steps so that no database transaction stays open while bytes stream:
+``plan_put`` (authorise and check residency), the upload itself (``Store``), then
+``commit_put`` (authorise again, verify the hash, record metadata atomically). An upload
+that fails or dies leaves no metadata; its bytes are removed, or, if the process died,
+reported by ``verify`` as an orphan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+
+from ghaf.core.clock import as_utc
+from ghaf.core.database import insert_unique
+from ghaf.core.errors import (
+    Conflict,
+    GhafError,
+    IntegrityFailure,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
+from ghaf.core.paging import paginate
+from ghaf.security.context import Context
+from ghaf.security.envelope import wrap_key
+from ghaf.storage import schemas
+from ghaf.storage.backends.base import INCOMPLETE
+from ghaf.storage.models import Artifact, Blob
+from ghaf.storage.paths import normalise_path
+from ghaf.storage.store import Store, Upload, kek_name, project_prefix
+
+log = logging.getLogger("ghaf.storage")
+REWRAP_BATCH = 500
+
+
+class ResidencyViolation(PermissionDenied):
+    code = "residency-violation"
+    title = "Data residency policy violated"
+
+
+def _artifact_out(artifact: Artifact, blob: Blob, project: str) -> schemas.ArtifactOut:
+    return schemas.ArtifactOut(
+        id=artifact.id,
+        project=project,
+        path=artifact.path,
+        size=artifact.size,
+        sha256=artifact.sha256,
+        region=blob.region,
+        created_at=as_utc(artifact.created_at),
+        created_by=artifact.created_by,
+    )
+
+
+def _check_residency(pctx: Context, store: Store, path: str) -> None:
+    project = pctx.project
+    assert project is not None
+    region = store.backend.region
+    if region not in project.allowed_regions:
+        pctx.deny(
+            "artifact:write",
+            f"project/{project.name}/artifact/{path}",
+            ResidencyViolation(
+                f"the artifact store is in region {region!r}, but project {project.name!r} "
+                f"only allows {', '.join(project.allowed_regions)} (its allowed_regions policy)",
+                field="region",
+                region=region,
+                allowed_regions=list(project.allowed_regions),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class PutPlan:
+    project: str
+    project_id: str
+    path: str
+    overwrite: bool
+    declared_sha256: str | None
+
+
+def plan_put(
+    ctx: Context, store: Store, project: str, path: str, *, sha256: str | None, overwrite: bool
+) -> PutPlan:
+    pctx = ctx.in_project(project)
+    path = normalise_path(path)
+    pctx.require("artifact:write", resource=f"project/{project}/artifact/{path}")
+    _check_residency(pctx, store, path)
+    if sha256 is not None and (
+        len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)
+    ):
+        raise InvalidInput("sha256 must be 64 lowercase hex characters", field="sha256")
+    assert pctx.project is not None
+    if not overwrite:
+        _refuse_existing(pctx, pctx.project.id, path)
+    return PutPlan(project, pctx.project.id, path, overwrite, sha256)
+
+
+def _refuse_existing(pctx: Context, project_id: str, path: str) -> None:
+    exists = pctx.session.scalar(
+        select(Artifact.id).where(Artifact.project_id == project_id, Artifact.path == path)
+    )
+    if exists is not None:
+        raise Conflict(
+            f"artifact {path!r} already exists; pass overwrite to replace it", field="path"
+        )
+
+
+def finish_upload(handle: Upload, plan: PutPlan) -> None:
+    """Seal the last chunk, check the declared hash, make the bytes durable (no DB)."""
+    digest = handle.finish()
+    if plan.declared_sha256 is not None and digest != plan.declared_sha256:
+        raise InvalidInput(
+            f"content does not match the declared sha256: declared {plan.declared_sha256}, "
+            f"received {digest} ({handle.size} bytes)",
+            field="sha256",
+        )
+    handle.commit()
+
+
+def put(
+    ctx: Context,
+    store: Store,
+    project: str,
+    path: str,
+    pieces: Iterator[bytes],
+    *,
+    sha256: str | None = None,
+    overwrite: bool = False,
+) -> schemas.ArtifactOut:
+    """All three steps in one call, for in-process callers (the API streams instead)."""
+    plan = plan_put(ctx, store, project, path, sha256=sha256, overwrite=overwrite)
+    ctx.session.rollback()  # no transaction stays open while bytes stream
+    handle = store.start_upload(project_id=plan.project_id)
+    try:
+        for piece in pieces:
+            handle.write(piece)
+        finish_upload(handle, plan)
+    except BaseException:
+        handle.abort()
+        raise
+    return commit_put(ctx, store, plan, handle)
+
+
+def commit_put(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schemas.ArtifactOut:
+    """Record the uploaded object; if the project already had the content, keep one copy."""
+    try:
+        pctx = ctx.in_project(plan.project)
+        pctx.require("artifact:write", resource=f"project/{plan.project}/artifact/{plan.path}")
+        assert done.sha256 is not None and pctx.project is not None
+        blob = _blob_by_hash(pctx, plan.project_id, done.sha256)
+        duplicate = blob is not None
+        if blob is None:
+            blob = Blob(
+                id=done.object_id,
+                project_id=plan.project_id,
+                sha256=done.sha256,
+                size=done.size,
+                object_key=done.key,
+                backend_url=store.backend.url,
+                region=store.backend.region,
+                chunk_size=done.chunk_size,
+                kek_version=done.kek_version,
+                wrapped_key=done.wrapped_key,
+            )
+            insert_unique(
+                pctx.session,
+                blob,
+                field="sha256",
+                conflict="the same content was stored concurrently; retry",
+            )
+        artifact = _bind_path(pctx, plan, blob)
+        pctx.audit(
+            "artifact:put",
+            f"project/{plan.project}/artifact/{plan.path}",
+            detail={
+                "sha256": blob.sha256,
+                "size": blob.size,
+                "dedup": duplicate,
+                "region": blob.region,
+            },
+        )
+        pctx.commit()
+    except BaseException:
+        store.backend.delete(done.key)
+        raise
+    if duplicate:
+        store.backend.delete(done.key)  # the project already stores these bytes
+    return _artifact_out(artifact, blob, plan.project)
+
+
+def _blob_by_hash(pctx: Context, project_id: str, sha256: str) -> Blob | None:
+    return pctx.session.scalar(
+        select(Blob).where(Blob.project_id == project_id, Blob.sha256 == sha256)
+    )
+
+
+def _bind_path(pctx: Context, plan: PutPlan, blob: Blob) -> Artifact:
+    existing = pctx.session.scalar(
+        select(Artifact).where(Artifact.project_id == plan.project_id, Artifact.path == plan.path)
+    )
+    if existing is not None:
+        if not plan.overwrite:
+            raise Conflict(
+                f"artifact {plan.path!r} already exists; pass overwrite to replace it", field="path"
+            )
+        old_blob = existing.blob_id
+        existing.blob_id, existing.size, existing.sha256 = blob.id, blob.size, blob.sha256
+        existing.created_by = pctx.actor
+        pctx.session.flush()
+        _forget_if_unused(pctx, old_blob)
+        return existing
+    artifact = Artifact(
+        project_id=plan.project_id,
+        path=plan.path,
+        blob_id=blob.id,
+        size=blob.size,
+        sha256=blob.sha256,
+        created_by=pctx.actor,
+    )
+    insert_unique(
+        pctx.session,
+        artifact,
+        field="path",
+        conflict=f"artifact {plan.path!r} was created concurrently; retry",
+    )
+    return artifact
+
+
+def _forget_if_unused(pctx: Context, blob_id: str) -> None:
+    """Drop a blob no artifact references; its object is deleted after commit."""
+    still_used = pctx.session.scalar(
+        select(func.count()).select_from(Artifact).where(Artifact.blob_id == blob_id)
+    )
+    if not still_used:
+        blob = pctx.session.get(Blob, blob_id)
+        if blob is not None:
+            pctx.session.delete(blob)
+            pctx.session.info.setdefault("ghaf_deleted_keys", []).append(blob.object_key)
+
+
+def _delete_forgotten(pctx: Context, store: Store) -> None:
+    for key in pctx.session.info.pop("ghaf_deleted_keys", []):
+        try:
+            store.backend.delete(key)
+        except Exception:  # an undeleted object is an orphan that verify reports
+            log.warning("could not delete object %s; verify will report it", key)
+
+
+def link(
+    ctx: Context, store: Store, project: str, request: schemas.ArtifactLink
+) -> schemas.ArtifactOut:
+    """Name content the project already stores, without uploading it again (dedup)."""
+    pctx = ctx.in_project(project)
+    path = normalise_path(request.path)
+    pctx.require("artifact:write", resource=f"project/{project}/artifact/{path}")
+    _check_residency(pctx, store, path)
+    assert pctx.project is not None
+    blob = _blob_by_hash(pctx, pctx.project.id, request.sha256)
+    if blob is None:
+        raise NotFound(
+            f"project {project!r} stores no content with sha256 {request.sha256}; "
+            "upload it instead",
+            field="sha256",
+        )
+    plan = PutPlan(project, pctx.project.id, path, request.overwrite, request.sha256)
+    artifact = _bind_path(pctx, plan, blob)
+    pctx.audit(
+        "artifact:put",
+        f"project/{project}/artifact/{path}",
+        detail={"sha256": blob.sha256, "size": blob.size, "dedup": True, "region": blob.region},
+    )
+    pctx.commit()
+    _delete_forgotten(pctx, store)
+    return _artifact_out(artifact, blob, project)
+
+
+def present_blobs(ctx: Context, project: str, hashes: list[str]) -> schemas.BlobPresence:
+    """Which of these contents the project already stores (for incremental uploads)."""
+    pctx = ctx.in_project(project)
+    pctx.require("artifact:read", resource=f"project/{project}/blobs")
+    assert pctx.project is not None
+    wanted = sorted(set(hashes))
+    present: set[str] = set()
+    for start in range(0, len(wanted), 1000):
+        present.update(
+            pctx.session.scalars(
+                select(Blob.sha256).where(
+                    Blob.project_id == pctx.project.id,
+                    Blob.sha256.in_(wanted[start : start + 1000]),
+                )
+            )
+        )
+    return schemas.BlobPresence(
+        present=sorted(present), missing=[h for h in wanted if h not in present]
+    )
+
+
+@dataclass(frozen=True)
+class OpenArtifact:
+    """What a download needs, resolved and authorised; reading needs no database."""
+
+    artifact: schemas.ArtifactOut
+    key: str
+    object_id: str
+    data_key: bytes
+
+
+def _find(pctx: Context, path: str) -> tuple[Artifact, Blob]:
+    assert pctx.project is not None
+    row = pctx.session.execute(
+        select(Artifact, Blob)
+        .join(Blob, Blob.id == Artifact.blob_id)
+        .where(Artifact.project_id == pctx.project.id, Artifact.path == path)
+    ).first()
+    if row is None:
+        raise NotFound(f"project {pctx.project.name!r} has no artifact {path!r}", field="path")
+    return row[0], row[1]
+
+
+def open_artifact(ctx: Context, store: Store, project: str, path: str) -> OpenArtifact:
+    pctx = ctx.in_project(project)
+    path = normalise_path(path)
+    pctx.require("artifact:read", resource=f"project/{project}/artifact/{path}")
+    artifact, blob = _find(pctx, path)
+    data_key = store.data_key(
+        project_id=blob.project_id,
+        object_id=blob.id,
+        kek_version=blob.kek_version,
+        wrapped_key=blob.wrapped_key,
+    )
+    return OpenArtifact(_artifact_out(artifact, blob, project), blob.object_key, blob.id, data_key)
+
+
+def get_artifact(ctx: Context, project: str, path: str) -> schemas.ArtifactOut:
+    pctx = ctx.in_project(project)
+    path = normalise_path(path)
+    pctx.require("artifact:read", resource=f"project/{project}/artifact/{path}")
+    artifact, blob = _find(pctx, path)
+    return _artifact_out(artifact, blob, project)
+
+
+def get_artifact_by_id(ctx: Context, project: str, artifact_id: str) -> schemas.ArtifactOut:
+    """By id, but only inside the project: another project's id is simply not found."""
+    pctx = ctx.in_project(project)
+    pctx.require("artifact:read", resource=f"project/{project}/artifact-id/{artifact_id}")
+    assert pctx.project is not None
+    row = pctx.session.execute(
+        select(Artifact, Blob)
+        .join(Blob, Blob.id == Artifact.blob_id)
+        .where(Artifact.project_id == pctx.project.id, Artifact.id == artifact_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"project {project!r} has no artifact with id {artifact_id!r}", field="id")
+    return _artifact_out(row[0], row[1], project)
+
+
+def list_artifacts(
+    ctx: Context, project: str, *, prefix: str | None, limit: int, cursor: str | None
+) -> tuple[list[schemas.ArtifactOut], str | None]:
+    pctx = ctx.in_project(project)
+    pctx.require("artifact:read", resource=f"project/{project}/artifacts")
+    assert pctx.project is not None
+    statement = select(Artifact).where(Artifact.project_id == pctx.project.id)
+    if prefix:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        statement = statement.where(Artifact.path.like(escaped + "%", escape="\\"))
+    rows, next_cursor = paginate(
+        pctx.session, statement, key=Artifact.path, limit=limit, cursor=cursor
+    )
+    blobs = {
+        b.id: b
+        for b in pctx.session.scalars(select(Blob).where(Blob.id.in_({a.blob_id for a in rows})))
+    }
+    return [_artifact_out(a, blobs[a.blob_id], project) for a in rows], next_cursor
+
+
+def delete_artifact(ctx: Context, store: Store, project: str, path: str) -> None:
+    pctx = ctx.in_project(project)
+    path = normalise_path(path)
+    pctx.require("artifact:delete", resource=f"project/{project}/artifact/{path}")
+    artifact, blob = _find(pctx, path)
+    pctx.session.delete(artifact)
+    pctx.session.flush()
+    _forget_if_unused(pctx, blob.id)
+    pctx.audit(
+        "artifact:delete", f"project/{project}/artifact/{path}", detail={"sha256": blob.sha256}
+    )
+    pctx.commit()
+    _delete_forgotten(pctx, store)
+
+
+# --- integrity ---------------------------------------------------------------------
+
+
+def verify(
+    ctx: Context, store: Store, project: str, progress: Callable[[int], None] | None = None
+) -> schemas.StorageVerifyResult:
+    """Re-read and authenticate every object; report (never repair) what is wrong."""
+    pctx = ctx.in_project(project)
+    pctx.require("artifact:read", resource=f"project/{project}/verify")
+    assert pctx.project is not None
+    project_id = pctx.project.id
+    blobs = pctx.session.scalars(select(Blob).where(Blob.project_id == project_id)).all()
+    paths: dict[str, list[str]] = {}
+    for blob_id, path in pctx.session.execute(
+        select(Artifact.blob_id, Artifact.path).where(Artifact.project_id == project_id)
+    ):
+        paths.setdefault(blob_id, []).append(path)
+    result = schemas.StorageVerifyResult(ok=True, checked=0, bytes_checked=0)
+    for blob in blobs:
+        problem = schemas.VerifyProblem(
+            object_id=blob.id, key=blob.object_key, paths=sorted(paths.get(blob.id, [])), problem=""
+        )
+        try:
+            data_key = store.data_key(
+                project_id=project_id,
+                object_id=blob.id,
+                kek_version=blob.kek_version,
+                wrapped_key=blob.wrapped_key,
+            )
+            digest = hashlib.sha256()
+            for piece in store.read(
+                key=blob.object_key, object_id=blob.id, size=blob.size, data_key=data_key
+            ):
+                digest.update(piece)
+            if digest.hexdigest() != blob.sha256:
+                raise IntegrityFailure(
+                    f"object {blob.id} decrypts, but its SHA-256 is "
+                    f"{digest.hexdigest()}, not {blob.sha256}"
+                )
+        except IntegrityFailure as exc:
+            problem.problem = exc.detail
+            (result.missing if "missing" in exc.detail else result.corrupt).append(problem)
+        except GhafError as exc:
+            problem.problem = exc.detail
+            result.corrupt.append(problem)
+        result.checked += 1
+        result.bytes_checked += blob.size
+        if progress is not None:
+            progress(blob.size)
+    known = {b.object_key for b in blobs}
+    for key in store.backend.keys(project_prefix(project_id)):
+        if key not in known:
+            what = (
+                "an upload that never completed"
+                if key.endswith(INCOMPLETE)
+                else "no metadata refers to it"
+            )
+            result.orphaned.append(schemas.VerifyProblem(key=key, problem=what))
+    result.ok = not (result.missing or result.corrupt or result.orphaned)
+    pctx.audit(
+        "artifact:verify",
+        f"project/{project}/artifacts",
+        outcome="success" if result.ok else "failure",
+        detail={
+            "checked": result.checked,
+            "missing": len(result.missing),
+            "corrupt": len(result.corrupt),
+            "orphaned": len(result.orphaned),
+        },
+    )
+    return result
+
+
+# --- keys --------------------------------------------------------------------------
+
+
+def list_keys(ctx: Context, store: Store, project: str) -> schemas.KeysOut:
+    pctx = ctx.in_project(project)
+    pctx.require("key:read", resource=f"project/{project}/keys")
+    assert pctx.project is not None
+    counts = dict(
+        pctx.session.execute(
+            select(Blob.kek_version, func.count())
+            .where(Blob.project_id == pctx.project.id)
+            .group_by(Blob.kek_version)
+        ).all()
+    )
+    try:
+        newest = store.keyring.get(kek_name(pctx.project.id)).version
+    except GhafError:
+        newest = 0  # no object stored yet: the key is made on first write
+    versions = [
+        schemas.KeyVersionOut(version=v, objects=int(counts.get(v, 0)), current=v == newest)
+        for v in range(1, newest + 1)
+    ]
+    pending = sum(int(n) for v, n in counts.items() if v != newest)
+    return schemas.KeysOut(project=project, versions=versions, pending_rewrap=pending)
+
+
+def rotate_key(
+    ctx: Context, store: Store, project: str, *, max_batches: int | None = None
+) -> schemas.RotationResult:
+    """New KEK version, then re-wrap every data key to it in committed batches.
+
+    Data is never re-encrypted. If a rotation was interrupted (objects still on an older
+    version), this resumes it instead of starting another. ``max_batches`` exists so
+    tests can interrupt a rotation on purpose.
+    """
+    pctx = ctx.in_project(project)
+    pctx.require("key:rotate", resource=f"project/{project}/keys")
+    assert pctx.project is not None
+    project_id = pctx.project.id
+    name = kek_name(project_id)
+    current = store.keyring.ensure(name)
+
+    def pending() -> int:
+        """Objects whose data key is not yet wrapped by the newest version."""
+        statement = (
+            select(func.count())
+            .select_from(Blob)
+            .where(Blob.project_id == project_id, Blob.kek_version != current.version)
+        )
+        return int(pctx.session.scalar(statement) or 0)
+
+    resumed = pending() > 0
+    if not resumed:
+        current = store.keyring.rotate(name)
+        pctx.audit(
+            "key:rotate",
+            f"project/{project}/keys",
+            detail={"version": current.version, "stage": "new-version"},
+        )
+        pctx.commit()
+    rewrapped, batches = 0, 0
+    while max_batches is None or batches < max_batches:
+        batch = pctx.session.scalars(
+            select(Blob)
+            .where(Blob.project_id == project_id, Blob.kek_version != current.version)
+            .order_by(Blob.id)
+            .limit(REWRAP_BATCH)
+        ).all()
+        if not batch:
+            break
+        for blob in batch:
+            data_key = store.data_key(
+                project_id=project_id,
+                object_id=blob.id,
+                kek_version=blob.kek_version,
+                wrapped_key=blob.wrapped_key,
+            )
+            wrapped = wrap_key(
+                current.material,
+                data_key,
+                project_id=project_id,
+                object_id=blob.id,
+                kek_version=current.version,
+            )
+            # Conditional on the old version, so a concurrent rotation can't be undone.
+            pctx.session.execute(
+                update(Blob)
+                .where(Blob.id == blob.id, Blob.kek_version == blob.kek_version)
+                .values(wrapped_key=wrapped, kek_version=current.version)
+            )
+        pctx.commit()
+        rewrapped += len(batch)
+        batches += 1
+    complete = pending() == 0
+    pctx.audit(
+        "key:rotate",
+        f"project/{project}/keys",
+        detail={
+            "version": current.version,
+            "rewrapped": rewrapped,
+            "complete": complete,
+            "resumed": resumed,
+        },
+    )
+    pctx.commit()
+    return schemas.RotationResult(
+        project=project,
+        version=current.version,
+        rewrapped=rewrapped,
+        resumed=resumed,
+        complete=complete,
+    )
+
+
+# --- lifecycle ---------------------------------------------------------------------
+
+
+def delete_project_objects(store: Store, project_id: str) -> None:
+    """Remove every stored byte of a purged project (its rows cascade)."""
+    for key in list(store.backend.keys(project_prefix(project_id))):
+        if not key.endswith(INCOMPLETE):
+            store.backend.delete(key)
