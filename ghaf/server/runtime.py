@@ -10,6 +10,7 @@ from ghaf.security.audit.service import AuditWriter
 from ghaf.security.cache import SecurityCache
 from ghaf.security.context import Caller, Context
 from ghaf.security.keyring import LocalKeyring
+from ghaf.security.kms import LocalKms
 from ghaf.storage.backends import open_backend
 from ghaf.storage.store import Store
 
@@ -29,7 +30,7 @@ class Runtime:
         database = Database(settings.resolved_database_url)
         keyring = LocalKeyring.from_settings(settings)
         audit = AuditWriter(keyring, checkpoint_every=settings.audit_checkpoint_every)
-        store = Store(open_backend(settings), keyring, settings.storage_chunk_bytes)
+        store = Store(open_backend(settings), LocalKms(keyring), settings.storage_chunk_bytes)
         return cls(settings=settings, database=database, keyring=keyring, audit=audit, store=store)
 
     def context(

@@ -28,12 +28,11 @@ from ghaf.core.errors import (
 )
 from ghaf.core.paging import paginate
 from ghaf.security.context import Context
-from ghaf.security.envelope import wrap_key
 from ghaf.storage import schemas
 from ghaf.storage.backends.base import INCOMPLETE
 from ghaf.storage.models import Artifact, Blob
 from ghaf.storage.paths import normalise_path
-from ghaf.storage.store import Store, Upload, kek_name, project_prefix
+from ghaf.storage.store import Store, Upload, project_prefix
 
 log = logging.getLogger("ghaf.storage")
 REWRAP_BATCH = 500
@@ -482,10 +481,7 @@ def list_keys(ctx: Context, store: Store, project: str) -> schemas.KeysOut:
             .group_by(Blob.kek_version)
         ).all()
     )
-    try:
-        newest = store.keyring.get(kek_name(pctx.project.id)).version
-    except GhafError:
-        newest = 0  # no object stored yet: the key is made on first write
+    newest = store.kms.newest_version(pctx.project.id)
     versions = [
         schemas.KeyVersionOut(version=v, objects=int(counts.get(v, 0)), current=v == newest)
         for v in range(1, newest + 1)
@@ -507,32 +503,31 @@ def rotate_key(
     pctx.require("key:rotate", resource=f"project/{project}/keys")
     assert pctx.project is not None
     project_id = pctx.project.id
-    name = kek_name(project_id)
-    current = store.keyring.ensure(name)
+    current = store.kms.newest_version(project_id)
 
     def pending() -> int:
         """Objects whose data key is not yet wrapped by the newest version."""
         statement = (
             select(func.count())
             .select_from(Blob)
-            .where(Blob.project_id == project_id, Blob.kek_version != current.version)
+            .where(Blob.project_id == project_id, Blob.kek_version != current)
         )
         return int(pctx.session.scalar(statement) or 0)
 
     resumed = pending() > 0
     if not resumed:
-        current = store.keyring.rotate(name)
+        current = store.kms.rotate(project_id)
         pctx.audit(
             "key:rotate",
             f"project/{project}/keys",
-            detail={"version": current.version, "stage": "new-version"},
+            detail={"version": current, "stage": "new-version"},
         )
         pctx.commit()
     rewrapped, batches = 0, 0
     while max_batches is None or batches < max_batches:
         batch = pctx.session.scalars(
             select(Blob)
-            .where(Blob.project_id == project_id, Blob.kek_version != current.version)
+            .where(Blob.project_id == project_id, Blob.kek_version != current)
             .order_by(Blob.id)
             .limit(REWRAP_BATCH)
         ).all()
@@ -545,18 +540,12 @@ def rotate_key(
                 kek_version=blob.kek_version,
                 wrapped_key=blob.wrapped_key,
             )
-            wrapped = wrap_key(
-                current.material,
-                data_key,
-                project_id=project_id,
-                object_id=blob.id,
-                kek_version=current.version,
-            )
+            version, wrapped = store.kms.wrap(project_id, blob.id, data_key)
             # Conditional on the old version, so a concurrent rotation can't be undone.
             pctx.session.execute(
                 update(Blob)
                 .where(Blob.id == blob.id, Blob.kek_version == blob.kek_version)
-                .values(wrapped_key=wrapped, kek_version=current.version)
+                .values(wrapped_key=wrapped, kek_version=version)
             )
         pctx.commit()
         rewrapped += len(batch)
@@ -566,7 +555,7 @@ def rotate_key(
         "key:rotate",
         f"project/{project}/keys",
         detail={
-            "version": current.version,
+            "version": current,
             "rewrapped": rewrapped,
             "complete": complete,
             "resumed": resumed,
@@ -575,7 +564,7 @@ def rotate_key(
     pctx.commit()
     return schemas.RotationResult(
         project=project,
-        version=current.version,
+        version=current,
         rewrapped=rewrapped,
         resumed=resumed,
         complete=complete,

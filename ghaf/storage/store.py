@@ -9,19 +9,9 @@ from dataclasses import dataclass
 
 from ghaf.core.errors import IntegrityFailure
 from ghaf.core.ids import new_id
-from ghaf.security.envelope import (
-    ChunkEncryptor,
-    EncryptedObject,
-    new_data_key,
-    unwrap_key,
-    wrap_key,
-)
-from ghaf.security.keyring import LocalKeyring
+from ghaf.security.envelope import ChunkEncryptor, EncryptedObject, new_data_key
+from ghaf.security.kms import Kms
 from ghaf.storage.backends.base import Backend, ObjectMissing, ObjectWriter
-
-
-def kek_name(project_id: str) -> str:
-    return f"project:{project_id}"
 
 
 def object_key(project_id: str, object_id: str) -> str:
@@ -34,30 +24,23 @@ def project_prefix(project_id: str) -> str:
 
 @dataclass
 class Store:
-    """An installation's object backend, keyring and chunk size."""
+    """An installation's object backend, key management and chunk size."""
 
     backend: Backend
-    keyring: LocalKeyring
+    kms: Kms
     chunk_size: int
 
     def start_upload(self, *, project_id: str) -> Upload:
         object_id = new_id()
-        kek = self.keyring.ensure(kek_name(project_id))
         data_key = new_data_key()
-        wrapped = wrap_key(
-            kek.material,
-            data_key,
-            project_id=project_id,
-            object_id=object_id,
-            kek_version=kek.version,
-        )
+        version, wrapped = self.kms.wrap(project_id, object_id, data_key)
         key = object_key(project_id, object_id)
         return Upload(
             self.backend.writer(key),
             data_key,
             object_id=object_id,
             key=key,
-            kek_version=kek.version,
+            kek_version=version,
             wrapped_key=wrapped,
             chunk_size=self.chunk_size,
         )
@@ -65,14 +48,7 @@ class Store:
     def data_key(
         self, *, project_id: str, object_id: str, kek_version: int, wrapped_key: str
     ) -> bytes:
-        kek = self.keyring.get(kek_name(project_id), kek_version)
-        return unwrap_key(
-            kek.material,
-            wrapped_key,
-            project_id=project_id,
-            object_id=object_id,
-            kek_version=kek_version,
-        )
+        return self.kms.unwrap(project_id, object_id, kek_version, wrapped_key)
 
     def read(
         self,

@@ -306,3 +306,22 @@ def test_purge_removes_stored_bytes(fresh_platform: MakePlatform) -> None:
         session.execute(update(Project).values(purge_after=utcnow() - timedelta(seconds=1)))
     assert purge_due_projects(live.runtime) == [project]
     assert _object_files(live) == []
+
+
+@pytest.mark.parametrize("wrong_version", [1, 7])
+def test_wrong_kek_version_is_an_integrity_error(
+    fresh_platform: MakePlatform, wrong_version: int
+) -> None:
+    from sqlalchemy import update
+
+    live = fresh_platform()
+    admin = live.admin
+    project = admin.projects.create("kv").name
+    admin.artifacts.put(project, "w.bin", b"weights")
+    admin.keys.rotate(project)  # now wrapped under version 2
+    with live.runtime.database.transaction() as session:
+        session.execute(update(Blob).values(kek_version=wrong_version))
+    with pytest.raises(IntegrityFailure, match="version"):
+        admin.artifacts.read(project, "w.bin")
+    report = admin.artifacts.verify(project)
+    assert not report.ok and report.corrupt[0].paths == ["w.bin"]
