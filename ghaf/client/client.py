@@ -18,6 +18,7 @@ from ghaf.core.errors import GhafError, IntegrityFailure, Unavailable, error_fro
 from ghaf.projects.schemas import MemberOut, ProjectOut
 from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
 from ghaf.security.schemas import GroupOut, PrincipalOut, TokenCreated, TokenOut, WhoAmI
+from ghaf.storage.paths import normalise_path
 from ghaf.storage.schemas import ArtifactOut, KeysOut, RotationResult, StorageVerifyResult
 
 M = TypeVar("M", bound=BaseModel)
@@ -426,6 +427,11 @@ def _read_file(path: Path, progress: Progress | None) -> Iterator[bytes]:
             yield piece
 
 
+def _artifact_url(project: str, path: str) -> str:
+    # Checked here too: an HTTP client would otherwise resolve '..' in the URL itself.
+    return f"{API}/projects/{project}/artifacts/{quote(normalise_path(path))}"
+
+
 class Artifacts(_Resource):
     """Encrypted, content-addressed files in a project, streamed both ways."""
 
@@ -457,7 +463,7 @@ class Artifacts(_Resource):
         return self._client._model(
             ArtifactOut,
             "PUT",
-            f"{API}/projects/{project}/artifacts/{quote(path)}",
+            _artifact_url(project, path),
             content=body,
             params={"overwrite": overwrite},
             headers={"X-Ghaf-SHA256": digest, "Content-Type": "application/octet-stream"},
@@ -477,7 +483,7 @@ class Artifacts(_Resource):
         target = Path(destination)
         partial = target.with_name(target.name + ".partial")
         digest = hashlib.sha256()
-        url = f"{API}/projects/{project}/artifacts/{quote(path)}"
+        url = _artifact_url(project, path)
         with self._client._http.stream("GET", url) as response:
             if response.status_code >= 400:
                 response.read()
@@ -502,15 +508,13 @@ class Artifacts(_Resource):
         headers = {}
         if start is not None or end is not None:
             headers["Range"] = f"bytes={start or 0}-{'' if end is None else end}"
-        return self._client.request(
-            "GET", f"{API}/projects/{project}/artifacts/{quote(path)}", headers=headers
-        ).content
+        return self._client.request("GET", _artifact_url(project, path), headers=headers).content
 
     def info(self, project: str, path: str) -> ArtifactOut:
         return self._client._model(
             ArtifactOut,
             "GET",
-            f"{API}/projects/{project}/artifacts/{quote(path)}",
+            _artifact_url(project, path),
             params={"metadata": True},
         )
 
@@ -532,7 +536,7 @@ class Artifacts(_Resource):
         )
 
     def delete(self, project: str, path: str) -> None:
-        self._client.request("DELETE", f"{API}/projects/{project}/artifacts/{quote(path)}")
+        self._client.request("DELETE", _artifact_url(project, path))
 
     def verify(self, project: str) -> StorageVerifyResult:
         return self._client._model(

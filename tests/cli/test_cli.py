@@ -169,3 +169,45 @@ def test_service_account_commands(
     )
     monkeypatch.setenv("GHAF_TOKEN", secret)
     assert runner.invoke(app, ["whoami"]).exit_code == 2
+
+
+def test_artifact_and_key_commands(
+    platform: Platform,
+    admin,
+    cli_env: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    project = admin.projects.create(unique("p")).name
+    source = tmp_path / "model.bin"
+    source.write_bytes(b"weights" * 1000)
+    put = runner.invoke(
+        app, ["artifacts", "put", str(source), "models/m.bin", "-p", project, "--json"]
+    )
+    assert put.exit_code == 0, put.output
+    assert json.loads(put.stdout)["size"] == 7000
+    assert (
+        runner.invoke(
+            app, ["artifacts", "put", str(tmp_path / "nope"), "x", "-p", project]
+        ).exit_code
+        == 2
+    )
+    target = tmp_path / "back.bin"
+    got = runner.invoke(
+        app, ["artifacts", "get", "models/m.bin", "-p", project, "-o", str(target), "--json"]
+    )
+    assert got.exit_code == 0, got.output
+    assert target.read_bytes() == source.read_bytes()
+    listed = json.loads(runner.invoke(app, ["artifacts", "ls", "-p", project, "--json"]).stdout)
+    assert [a["path"] for a in listed] == ["models/m.bin"]
+    assert runner.invoke(app, ["artifacts", "verify", "-p", project]).exit_code == 0
+    rotated = json.loads(runner.invoke(app, ["keys", "rotate", "-p", project, "--json"]).stdout)
+    assert rotated["version"] == 2 and rotated["rewrapped"] == 1
+    keys = json.loads(runner.invoke(app, ["keys", "ls", "-p", project, "--json"]).stdout)
+    assert [(v["version"], v["objects"]) for v in keys["versions"]] == [(1, 0), (2, 1)]
+    assert runner.invoke(app, ["artifacts", "rm", "models/m.bin", "-p", project]).exit_code == 0
+    assert runner.invoke(app, ["artifacts", "get", "models/m.bin", "-p", project]).exit_code == 2
+    bad = runner.invoke(app, ["artifacts", "put", str(source), "../x", "-p", project])
+    assert bad.exit_code == 2 and "'..'" in bad.output

@@ -325,3 +325,13 @@ def test_wrong_kek_version_is_an_integrity_error(
         admin.artifacts.read(project, "w.bin")
     report = admin.artifacts.verify(project)
     assert not report.ok and report.corrupt[0].paths == ["w.bin"]
+
+
+@pytest.mark.parametrize("raw", ["%2E%2E/%2E%2E/etc/passwd", "a/%2E%2E/b", "a%5Cb", "a%00b"])
+def test_server_refuses_encoded_traversal(platform: Platform, project: str, raw: str) -> None:
+    before = len(_object_files(platform))
+    response = httpx.put(f"{platform.url}/api/v1/projects/{project}/artifacts/{raw}",
+                         content=b"x", headers={"Authorization": f"Bearer {platform.admin_token}"})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "path"
+    assert len(_object_files(platform)) == before
