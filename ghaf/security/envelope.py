@@ -94,22 +94,40 @@ class ChunkEncryptor:
         self._sink = sink
         self._chunk_size = chunk_size
         self._buffer = bytearray()
+        # A full chunk waits here until more data proves it is not the last one.
+        self._held: bytes | None = None
         self._index = 0
         self.plaintext_bytes = 0
         sink(self._header)
 
     def write(self, data: bytes) -> None:
         self.plaintext_bytes += len(data)
-        self._buffer += data
-        # Emit only while more than a chunk is buffered: the final chunk must be known
-        # to be final when it is sealed.
-        while len(self._buffer) > self._chunk_size:
-            self._seal(bytes(self._buffer[: self._chunk_size]), last=False)
-            del self._buffer[: self._chunk_size]
+        size = self._chunk_size
+        view = memoryview(data)
+        while view:
+            if self._held is not None:
+                self._seal(self._held, last=False)
+                self._held = None
+            if not self._buffer and len(view) >= size:
+                # Whole chunks straight from the caller's bytes: no copy when aligned.
+                aligned = len(view) == len(data) == size and isinstance(data, bytes)
+                self._held = data if aligned else bytes(view[:size])
+                view = view[size:]
+                continue
+            take = size - len(self._buffer)
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == size:
+                self._held = bytes(self._buffer)
+                self._buffer.clear()
 
     def finish(self) -> None:
-        self._seal(bytes(self._buffer), last=True)
-        self._buffer = bytearray()
+        if self._held is not None:
+            self._seal(self._held, last=True)
+            self._held = None
+        else:
+            self._seal(bytes(self._buffer), last=True)
+            self._buffer.clear()
 
     def _seal(self, plaintext: bytes, *, last: bool) -> None:
         aad = self._header + _INDEX.pack(self._index, last)
