@@ -124,7 +124,8 @@ def verify(project: ProjectOpt, as_json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-@keys.command("ls")
+@keys.command("list")
+@keys.command("ls", hidden=True)
 def keys_ls(project: ProjectOpt, as_json: JsonOpt = False) -> None:
     """KEK versions and how many objects each still wraps."""
     result = with_client(lambda c: c.keys.list(project))

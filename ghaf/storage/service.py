@@ -1,17 +1,17 @@
 """Artifact store logic: authorisation, residency, metadata, dedup, verify and rotation.
 
 Uploads have three steps so that no database transaction stays open while bytes stream:
-``plan_put`` (authorise and check residency), the upload itself (``Store``), then
-``commit_put`` (authorise again, verify the hash, record metadata atomically). An upload
-that fails or dies leaves no metadata; its bytes are removed, or, if the process died,
-reported by ``verify`` as an orphan.
+``plan_put`` (authorise and check residency), the upload itself (``Store.start_upload``
+then ``finish_upload``), then ``commit_put`` (authorise again, verify the hash, record
+metadata atomically). An upload that fails or dies leaves no metadata; its bytes are
+removed, or, if the process died, reported by ``verify`` as an orphan.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -80,7 +80,7 @@ class PutPlan:
     project_id: str
     path: str
     overwrite: bool
-    declared_sha256: str | None
+    declared_sha256: str
 
 
 def plan_put(
@@ -90,10 +90,16 @@ def plan_put(
     path = normalise_path(path)
     pctx.require("artifact:write", resource=f"project/{project}/artifact/{path}")
     _check_residency(pctx, store, path)
-    if sha256 is not None and (
-        len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)
-    ):
-        raise InvalidInput("sha256 must be 64 lowercase hex characters", field="sha256")
+    # The client states what it sends; the bytes are checked against it before they
+    # become visible, so corruption in transit can never be stored as the artifact.
+    if sha256 is None:
+        raise InvalidInput(
+            "the X-Ghaf-SHA256 header (SHA-256 of the content) is required", field="X-Ghaf-SHA256"
+        )
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise InvalidInput(
+            "X-Ghaf-SHA256 must be 64 lowercase hex characters", field="X-Ghaf-SHA256"
+        )
     assert pctx.project is not None
     if not overwrite:
         _refuse_existing(pctx, pctx.project.id, path)
@@ -113,37 +119,13 @@ def _refuse_existing(pctx: Context, project_id: str, path: str) -> None:
 def finish_upload(handle: Upload, plan: PutPlan) -> None:
     """Seal the last chunk, check the declared hash, make the bytes durable (no DB)."""
     digest = handle.finish()
-    if plan.declared_sha256 is not None and digest != plan.declared_sha256:
+    if digest != plan.declared_sha256:
         raise InvalidInput(
             f"content does not match the declared sha256: declared {plan.declared_sha256}, "
             f"received {digest} ({handle.size} bytes)",
-            field="sha256",
+            field="X-Ghaf-SHA256",
         )
     handle.commit()
-
-
-def put(
-    ctx: Context,
-    store: Store,
-    project: str,
-    path: str,
-    pieces: Iterator[bytes],
-    *,
-    sha256: str | None = None,
-    overwrite: bool = False,
-) -> schemas.ArtifactOut:
-    """All three steps in one call, for in-process callers (the API streams instead)."""
-    plan = plan_put(ctx, store, project, path, sha256=sha256, overwrite=overwrite)
-    ctx.session.rollback()  # no transaction stays open while bytes stream
-    handle = store.start_upload(project_id=plan.project_id)
-    try:
-        for piece in pieces:
-            handle.write(piece)
-        finish_upload(handle, plan)
-    except BaseException:
-        handle.abort()
-        raise
-    return commit_put(ctx, store, plan, handle)
 
 
 def commit_put(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schemas.ArtifactOut:

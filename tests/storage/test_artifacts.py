@@ -102,17 +102,19 @@ def test_wrong_declared_hash_stores_nothing(
             content=b"abc",
             headers={"X-Ghaf-SHA256": "0" * 64},
         )
-    assert info.value.field == "sha256"
+    assert info.value.field == "X-Ghaf-SHA256"
     with pytest.raises(NotFound):
         admin.artifacts.info(project, "x.bin")
     assert len(_object_files(platform)) == before
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="64 lowercase hex"):
         admin.request(
             "PUT",
             f"/api/v1/projects/{project}/artifacts/y.bin",
             content=b"abc",
             headers={"X-Ghaf-SHA256": "not-hex"},
         )
+    with pytest.raises(InvalidInput, match="is required"):
+        admin.request("PUT", f"/api/v1/projects/{project}/artifacts/y.bin", content=b"abc")
 
 
 def test_interrupted_upload_leaves_nothing(platform: Platform, admin: Client, project: str) -> None:
@@ -330,8 +332,11 @@ def test_wrong_kek_version_is_an_integrity_error(
 @pytest.mark.parametrize("raw", ["%2E%2E/%2E%2E/etc/passwd", "a/%2E%2E/b", "a%5Cb", "a%00b"])
 def test_server_refuses_encoded_traversal(platform: Platform, project: str, raw: str) -> None:
     before = len(_object_files(platform))
-    response = httpx.put(f"{platform.url}/api/v1/projects/{project}/artifacts/{raw}",
-                         content=b"x", headers={"Authorization": f"Bearer {platform.admin_token}"})
+    response = httpx.put(
+        f"{platform.url}/api/v1/projects/{project}/artifacts/{raw}",
+        content=b"x",
+        headers={"Authorization": f"Bearer {platform.admin_token}"},
+    )
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "path"
     assert len(_object_files(platform)) == before
