@@ -27,5 +27,7 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     out = result.stdout
     assert "refused (403)" in out and "answers 404" in out
     assert "intact:" in out and "exited with code 0" in out
+    assert "none containing the plaintext" in out and "residency:" in out
+    assert "linked, not stored again" in out and "ok=True" in out
     assert (tmp_path / "home" / "ghaf.db").exists()
     assert (tmp_path / "home" / "keyring.json").exists()
