@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from ghaf.core.errors import InvalidInput
 
 # Keys are made by the store (ids, never user paths), so they are checked, not escaped.
+Bytes = bytes | bytearray | memoryview
+"""What writers accept; they must consume it before returning (buffers get reused)."""
+
 INCOMPLETE = "#incomplete-upload"
 """Suffix ``keys`` adds to the key of an upload that never completed."""
 _KEY = re.compile(r"[a-z0-9][a-z0-9/_.-]{0,511}")
@@ -24,7 +27,7 @@ class ObjectWriter(abc.ABC):
     """Receives an object's bytes in order; nothing is visible until ``commit``."""
 
     @abc.abstractmethod
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: Bytes) -> None: ...
 
     @abc.abstractmethod
     def commit(self) -> int:

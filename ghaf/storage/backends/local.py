@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlparse
 from ghaf.storage.backends.base import (
     INCOMPLETE,
     Backend,
+    Bytes,
     ObjectMissing,
     ObjectReader,
     ObjectWriter,
@@ -67,7 +68,7 @@ class _LocalWriter(ObjectWriter):
         self._file = open(tmp, "wb", buffering=0)  # noqa: SIM115 - closed in commit/abort
         self._size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Bytes) -> None:
         self._file.write(data)
         self._size += len(data)
 

@@ -14,6 +14,7 @@ from ghaf.core.settings import Settings
 from ghaf.storage.backends.base import (
     INCOMPLETE,
     Backend,
+    Bytes,
     ObjectMissing,
     ObjectReader,
     ObjectWriter,
@@ -93,7 +94,7 @@ class _S3Writer(ObjectWriter):
         self._upload_id: str | None = None
         self._size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: Bytes) -> None:
         self._buffer += data
         self._size += len(data)
         while len(self._buffer) >= PART_BYTES:
