@@ -7,6 +7,7 @@ import typer
 from ghaf import __version__
 from ghaf.cli import admin, session
 from ghaf.cli.demo import demo
+from ghaf.datasets.cli import data
 from ghaf.projects.cli import members, projects, service_accounts
 from ghaf.security.audit.cli import audit
 from ghaf.security.cli import groups, tokens, users
@@ -51,6 +52,7 @@ app.add_typer(tokens, name="tokens")
 app.add_typer(audit, name="audit")
 app.add_typer(artifacts, name="artifacts")
 app.add_typer(keys, name="keys")
+app.add_typer(data, name="data")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import httpx
 from pydantic import BaseModel
 
 from ghaf.client import credentials
+from ghaf.client.datasets import Datasets
 from ghaf.core.errors import GhafError, IntegrityFailure, Unavailable, error_from_problem
 from ghaf.projects.schemas import MemberOut, ProjectOut
 from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
@@ -57,6 +58,7 @@ class Client:
         self.audit = Audit(self)
         self.artifacts = Artifacts(self)
         self.keys = Keys(self)
+        self.datasets = Datasets(self)
 
     @staticmethod
     def login(url: str, name: str, password: str, *, timeout: float = 30.0) -> TokenCreated:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from ghaf import __version__
 from ghaf.core.migrate import check_schema
 from ghaf.core.settings import Settings
+from ghaf.datasets.api import router as datasets_router
 from ghaf.projects.api import router as projects_router
 from ghaf.projects.service import purge_projects
 from ghaf.security.api import router as security_router
@@ -57,7 +58,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.metrics = RequestMetrics(CollectorRegistry())
     problems.install(app)
     app.include_router(health.router)
-    for router in (projects_router, storage_router, security_router, audit_router):
+    for router in (projects_router, storage_router, datasets_router, security_router, audit_router):
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

@@ -69,6 +69,30 @@ async def put_artifact(
     return await call(service.commit_put, store, plan, handle)
 
 
+@router.put("/projects/{name}/blobs/{sha256}", status_code=status.HTTP_201_CREATED)
+async def put_blob(call: Call, request: Request, name: str, sha256: str) -> schemas.BlobOut:
+    """Upload content addressed only by its SHA-256 (for manifests such as datasets)."""
+    store = _store(call)
+    plan = await call(service.plan_blob_put, store, name, sha256)
+    handle = store.start_upload(project_id=plan.project_id)
+    try:
+        async for piece in _pieces(request):
+            await run_in_threadpool(handle.write, piece)
+        await run_in_threadpool(service.finish_upload, handle, plan)
+    except BaseException:
+        await run_in_threadpool(handle.abort)
+        raise
+    return await call(service.commit_blob, store, plan, handle)
+
+
+@router.get("/projects/{name}/blobs/{sha256}")
+async def get_blob(call: Call, name: str, sha256: str) -> Response:
+    """Content by SHA-256, streamed and authenticated chunk by chunk."""
+    store = _store(call)
+    opened = await call(service.open_blob, store, name, sha256)
+    return await _stream(store, opened, None)
+
+
 @router.post("/projects/{name}/artifacts:link", status_code=status.HTTP_201_CREATED)
 async def link_artifact(call: Call, name: str, body: schemas.ArtifactLink) -> schemas.ArtifactOut:
     """Name content the project already stores (dedup: no bytes are sent)."""
@@ -114,6 +138,10 @@ async def get_artifact(
         return Response(out.model_dump_json(), media_type="application/json")
     store = _store(call)
     opened = await call(service.open_artifact, store, name, path)
+    return await _stream(store, opened, range_header)
+
+
+async def _stream(store: Store, opened: service.OpenArtifact, range_header: str | None) -> Response:
     size = opened.artifact.size
     start, end = _parse_range(range_header, size)
     headers = {
@@ -125,7 +153,6 @@ async def get_artifact(
     if partial:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
-
     pieces = store.read(
         key=opened.key,
         object_id=opened.object_id,

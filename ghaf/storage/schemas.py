@@ -29,6 +29,12 @@ class ArtifactLink(BaseModel):
     overwrite: bool = False
 
 
+class BlobOut(BaseModel):
+    sha256: str
+    size: int
+    region: str
+
+
 class BlobQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sha256: list[str] = Field(max_length=100_000)

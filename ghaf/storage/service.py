@@ -28,7 +28,7 @@ from ghaf.core.errors import (
 )
 from ghaf.core.paging import paginate
 from ghaf.security.context import Context
-from ghaf.storage import schemas
+from ghaf.storage import references, schemas
 from ghaf.storage.backends.base import INCOMPLETE
 from ghaf.storage.models import Artifact, Blob
 from ghaf.storage.paths import normalise_path
@@ -74,11 +74,25 @@ def _check_residency(pctx: Context, store: Store, path: str) -> None:
         )
 
 
+def _check_sha256(sha256: str | None) -> str:
+    # The client states what it sends; the bytes are checked against it before they
+    # become visible, so corruption in transit can never be stored.
+    if sha256 is None:
+        raise InvalidInput(
+            "the X-Ghaf-SHA256 header (SHA-256 of the content) is required", field="X-Ghaf-SHA256"
+        )
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise InvalidInput(
+            "X-Ghaf-SHA256 must be 64 lowercase hex characters", field="X-Ghaf-SHA256"
+        )
+    return sha256
+
+
 @dataclass(frozen=True)
 class PutPlan:
     project: str
     project_id: str
-    path: str
+    path: str | None  # None: content addressed only by its hash
     overwrite: bool
     declared_sha256: str
 
@@ -90,16 +104,7 @@ def plan_put(
     path = normalise_path(path)
     pctx.require("artifact:write", resource=f"project/{project}/artifact/{path}")
     _check_residency(pctx, store, path)
-    # The client states what it sends; the bytes are checked against it before they
-    # become visible, so corruption in transit can never be stored as the artifact.
-    if sha256 is None:
-        raise InvalidInput(
-            "the X-Ghaf-SHA256 header (SHA-256 of the content) is required", field="X-Ghaf-SHA256"
-        )
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise InvalidInput(
-            "X-Ghaf-SHA256 must be 64 lowercase hex characters", field="X-Ghaf-SHA256"
-        )
+    sha256 = _check_sha256(sha256)
     assert pctx.project is not None
     if not overwrite:
         _refuse_existing(pctx, pctx.project.id, path)
@@ -129,10 +134,39 @@ def finish_upload(handle: Upload, plan: PutPlan) -> None:
 
 
 def commit_put(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schemas.ArtifactOut:
-    """Record the uploaded object; if the project already had the content, keep one copy."""
+    """Record the uploaded object under its path; content the project has is kept once."""
+    assert plan.path is not None
+    blob, artifact = _commit(
+        ctx,
+        store,
+        plan,
+        done,
+        action="artifact:put",
+        resource=f"project/{plan.project}/artifact/{plan.path}",
+    )
+    assert artifact is not None
+    return _artifact_out(artifact, blob, plan.project)
+
+
+def commit_blob(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schemas.BlobOut:
+    """Record uploaded content without a path (datasets name it in their manifests)."""
+    blob, _ = _commit(
+        ctx,
+        store,
+        plan,
+        done,
+        action="blob:put",
+        resource=f"project/{plan.project}/blob/{plan.declared_sha256}",
+    )
+    return schemas.BlobOut(sha256=blob.sha256, size=blob.size, region=blob.region)
+
+
+def _commit(
+    ctx: Context, store: Store, plan: PutPlan, done: Upload, *, action: str, resource: str
+) -> tuple[Blob, Artifact | None]:
     try:
         pctx = ctx.in_project(plan.project)
-        pctx.require("artifact:write", resource=f"project/{plan.project}/artifact/{plan.path}")
+        pctx.require("artifact:write", resource=resource)
         assert done.sha256 is not None and pctx.project is not None
         blob = _blob_by_hash(pctx, plan.project_id, done.sha256)
         duplicate = blob is not None
@@ -155,10 +189,10 @@ def commit_put(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schem
                 field="sha256",
                 conflict="the same content was stored concurrently; retry",
             )
-        artifact = _bind_path(pctx, plan, blob)
+        artifact = _bind_path(pctx, plan, blob) if plan.path is not None else None
         pctx.audit(
-            "artifact:put",
-            f"project/{plan.project}/artifact/{plan.path}",
+            action,
+            resource,
             detail={
                 "sha256": blob.sha256,
                 "size": blob.size,
@@ -172,7 +206,17 @@ def commit_put(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schem
         raise
     if duplicate:
         store.backend.delete(done.key)  # the project already stores these bytes
-    return _artifact_out(artifact, blob, plan.project)
+    return blob, artifact
+
+
+def plan_blob_put(ctx: Context, store: Store, project: str, sha256: str) -> PutPlan:
+    """Authorise an upload of content addressed only by its SHA-256."""
+    pctx = ctx.in_project(project)
+    pctx.require("artifact:write", resource=f"project/{project}/blob/{sha256}")
+    _check_residency(pctx, store, f"blob/{sha256}")
+    _check_sha256(sha256)
+    assert pctx.project is not None
+    return PutPlan(project, pctx.project.id, None, False, sha256)
 
 
 def _blob_by_hash(pctx: Context, project_id: str, sha256: str) -> Blob | None:
@@ -214,10 +258,10 @@ def _bind_path(pctx: Context, plan: PutPlan, blob: Blob) -> Artifact:
 
 
 def _forget_if_unused(pctx: Context, blob_id: str) -> None:
-    """Drop a blob no artifact references; its object is deleted after commit."""
+    """Drop a blob nothing references; its object is deleted after commit."""
     still_used = pctx.session.scalar(
         select(func.count()).select_from(Artifact).where(Artifact.blob_id == blob_id)
-    )
+    ) or references.is_referenced(pctx.session, blob_id)
     if not still_used:
         blob = pctx.session.get(Blob, blob_id)
         if blob is not None:
@@ -316,6 +360,35 @@ def open_artifact(ctx: Context, store: Store, project: str, path: str) -> OpenAr
         wrapped_key=blob.wrapped_key,
     )
     return OpenArtifact(_artifact_out(artifact, blob, project), blob.object_key, blob.id, data_key)
+
+
+def open_blob(ctx: Context, store: Store, project: str, sha256: str) -> OpenArtifact:
+    """Content by hash, for readers of manifests (datasets)."""
+    pctx = ctx.in_project(project)
+    pctx.require("artifact:read", resource=f"project/{project}/blob/{sha256}")
+    _check_sha256(sha256)
+    assert pctx.project is not None
+    blob = _blob_by_hash(pctx, pctx.project.id, sha256)
+    if blob is None:
+        raise NotFound(
+            f"project {project!r} stores no content with sha256 {sha256}", field="sha256"
+        )
+    data_key = store.data_key(
+        project_id=blob.project_id,
+        object_id=blob.id,
+        kek_version=blob.kek_version,
+        wrapped_key=blob.wrapped_key,
+    )
+    info = schemas.ArtifactOut(
+        id=blob.id,
+        project=project,
+        path="",
+        size=blob.size,
+        sha256=blob.sha256,
+        region=blob.region,
+        created_at=as_utc(blob.created_at),
+    )
+    return OpenArtifact(info, blob.object_key, blob.id, data_key)
 
 
 def get_artifact(ctx: Context, project: str, path: str) -> schemas.ArtifactOut:

@@ -211,3 +211,39 @@ def test_artifact_and_key_commands(
     assert runner.invoke(app, ["artifacts", "get", "models/m.bin", "-p", project]).exit_code == 2
     bad = runner.invoke(app, ["artifacts", "put", str(source), "../x", "-p", project])
     assert bad.exit_code == 2 and "'..'" in bad.output
+
+
+def test_data_commands(
+    platform: Platform,
+    admin,
+    cli_env: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    project = admin.projects.create(unique("p")).name
+    folder = tmp_path / "imgs"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "1.txt").write_text("one")
+    (folder / "2.txt").write_text("two")
+    assert runner.invoke(app, ["data", "create", "imgs", "-p", project]).exit_code == 0
+    added = runner.invoke(
+        app, ["data", "add", "imgs", str(folder), "-p", project, "-m", "first", "--json"]
+    )
+    assert added.exit_code == 0, added.output
+    version = json.loads(added.stdout)
+    assert (version["version"], version["file_count"]) == (1, 2)
+    assert "data add imgs" in version["provenance"]["command"] or version["provenance"]
+    shown = json.loads(runner.invoke(app, ["data", "show", "imgs", "-p", project, "--json"]).stdout)
+    assert shown[0]["tags"] == ["latest"]
+    tagged = runner.invoke(app, ["data", "tag", "imgs", "prod", "1", "-p", project, "--json"])
+    assert tagged.exit_code == 0 and "prod" in json.loads(tagged.stdout)["tags"]
+    out = tmp_path / "out"
+    got = runner.invoke(app, ["data", "get", "imgs", "prod", "-p", project, "-o", str(out)])
+    assert got.exit_code == 0, got.output
+    assert (out / "a" / "1.txt").read_text() == "one"
+    listed = json.loads(runner.invoke(app, ["data", "ls", "-p", project, "--json"]).stdout)
+    assert [(d["name"], d["latest"]) for d in listed] == [("imgs", 1)]
+    missing = runner.invoke(app, ["data", "add", "imgs", str(tmp_path / "nope"), "-p", project])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -1,0 +1,230 @@
+"""SDK side of datasets: scan and hash locally, upload only missing content, then
+create the version from the manifest."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ghaf.core.errors import IntegrityFailure, InvalidInput
+from ghaf.datasets.schemas import DatasetOut, ManifestEntry, VersionOut
+from ghaf.storage.paths import normalise_path
+
+if TYPE_CHECKING:
+    from ghaf.client.client import Client
+
+API = "/api/v1"
+CHUNK = 1 << 20
+QUERY_BATCH = 10_000
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: str  # inside the dataset, '/'-separated
+    location: Path
+    size: int
+    sha256: str
+
+
+def _walk(source: Path) -> list[tuple[str, Path]]:
+    if source.is_symlink():
+        raise InvalidInput(f"{source} is a symbolic link; give the real path", field="path")
+    if not source.exists():
+        raise InvalidInput(f"{source} does not exist", field="path")
+    if source.is_file():
+        return [(source.name, source)]
+    found: list[tuple[str, Path]] = []
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        for name in sorted(dirs + files):
+            location = Path(folder, name)
+            if location.is_symlink():
+                target = os.path.realpath(location)
+                where = (
+                    "outside" if not Path(target).is_relative_to(source.resolve()) else ("inside")
+                )
+                raise InvalidInput(
+                    f"{location} is a symbolic link to {target} ({where} the folder); links "
+                    "are not followed: replace it with the file or remove it",
+                    field="path",
+                )
+        for name in files:
+            location = Path(folder, name)
+            if not stat.S_ISREG(location.lstat().st_mode):
+                raise InvalidInput(f"{location} is not a regular file", field="path")
+            found.append((location.relative_to(source).as_posix(), location))
+    if not found:
+        raise InvalidInput(f"{source} is an empty folder: nothing to version", field="path")
+    return sorted(found)
+
+
+def _hash(location: Path, progress: Progress | None) -> tuple[int, str]:
+    try:
+        before = location.stat()
+        digest = hashlib.sha256()
+        with location.open("rb") as handle:
+            while piece := handle.read(CHUNK):
+                digest.update(piece)
+                if progress is not None:
+                    progress(len(piece))
+        after = location.stat()
+    except PermissionError:
+        raise InvalidInput(f"{location} cannot be read (permission denied)", field="path") from None
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise InvalidInput(
+            f"{location} changed while it was being hashed; no version was created", field="path"
+        )
+    return after.st_size, digest.hexdigest()
+
+
+def scan(source: str | Path, *, progress: Progress | None = None) -> list[LocalFile]:
+    """Every file under ``source`` (or ``source`` itself) with its size and SHA-256."""
+    files = []
+    for path, location in _walk(Path(source)):
+        size, sha256 = _hash(location, progress)
+        files.append(LocalFile(normalise_path(path), location, size, sha256))
+    return files
+
+
+class Datasets:
+    """Immutable, versioned files and folders in a project."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def _base(self, project: str) -> str:
+        return f"{API}/projects/{project}/datasets"
+
+    def create(self, project: str, name: str, *, description: str = "") -> DatasetOut:
+        return self._client._model(
+            DatasetOut, "POST", self._base(project), json={"name": name, "description": description}
+        )
+
+    def get(self, project: str, name: str) -> DatasetOut:
+        return self._client._model(DatasetOut, "GET", f"{self._base(project)}/{name}")
+
+    def list(self, project: str, *, page_size: int = 100) -> builtins.list[DatasetOut]:
+        return builtins.list(
+            self._client._paged(DatasetOut, self._base(project), page_size=page_size)
+        )
+
+    def add_version(
+        self,
+        project: str,
+        name: str,
+        source: str | Path,
+        *,
+        description: str = "",
+        provenance: dict[str, Any] | None = None,
+        hash_progress: Progress | None = None,
+        upload_progress: Progress | None = None,
+    ) -> VersionOut:
+        """Hash locally, upload only the content the project lacks, create the version."""
+        files = scan(source, progress=hash_progress)
+        present: set[str] = set()
+        hashes = sorted({f.sha256 for f in files})
+        for start in range(0, len(hashes), QUERY_BATCH):
+            present |= self._client.artifacts.present(project, hashes[start : start + QUERY_BATCH])
+        uploaded: set[str] = set()
+        for file in files:
+            if file.sha256 in present or file.sha256 in uploaded:
+                continue
+            self._upload(project, file, upload_progress)
+            uploaded.add(file.sha256)
+        manifest = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files]
+        return self._client._model(
+            VersionOut,
+            "POST",
+            f"{self._base(project)}/{name}/versions",
+            json={"files": manifest, "description": description, "provenance": provenance or {}},
+        )
+
+    def _upload(self, project: str, file: LocalFile, progress: Progress | None) -> None:
+        def pieces() -> Any:
+            with file.location.open("rb") as handle:
+                while piece := handle.read(CHUNK):
+                    if progress is not None:
+                        progress(len(piece))
+                    yield piece
+
+        self._client.request(
+            "PUT",
+            f"{API}/projects/{project}/blobs/{file.sha256}",
+            content=pieces(),
+            headers={"X-Ghaf-SHA256": file.sha256, "Content-Type": "application/octet-stream"},
+        )
+
+    def versions(self, project: str, name: str) -> builtins.list[VersionOut]:
+        return self._client._models(VersionOut, "GET", f"{self._base(project)}/{name}/versions")
+
+    def version(self, project: str, name: str, ref: str | int = "latest") -> VersionOut:
+        return self._client._model(
+            VersionOut, "GET", f"{self._base(project)}/{name}/versions/{ref}"
+        )
+
+    def files(
+        self, project: str, name: str, ref: str | int = "latest", *, page_size: int = 1000
+    ) -> builtins.list[ManifestEntry]:
+        return builtins.list(
+            self._client._paged(
+                ManifestEntry,
+                f"{self._base(project)}/{name}/versions/{ref}/files",
+                page_size=page_size,
+            )
+        )
+
+    def tag(self, project: str, name: str, tag: str, version: int) -> VersionOut:
+        return self._client._model(
+            VersionOut, "PUT", f"{self._base(project)}/{name}/tags/{tag}", json={"version": version}
+        )
+
+    def untag(self, project: str, name: str, tag: str) -> None:
+        self._client.request("DELETE", f"{self._base(project)}/{name}/tags/{tag}")
+
+    def download(
+        self,
+        project: str,
+        name: str,
+        destination: str | Path,
+        ref: str | int = "latest",
+        *,
+        progress: Progress | None = None,
+    ) -> VersionOut:
+        """Write every file of a version under ``destination``, each verified by SHA-256."""
+        version = self.version(project, name, ref)
+        root = Path(destination)
+        for entry in self.files(project, name, version.version):
+            target = root / normalise_path(entry.path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._download(project, entry, target, progress)
+        return version
+
+    def _download(
+        self, project: str, entry: ManifestEntry, target: Path, progress: Progress | None
+    ) -> None:
+        from ghaf.client.client import _error
+
+        partial = target.with_name(target.name + ".partial")
+        digest = hashlib.sha256()
+        with self._client._http.stream(
+            "GET", f"{API}/projects/{project}/blobs/{entry.sha256}"
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            with partial.open("wb") as handle:
+                for piece in response.iter_bytes(CHUNK):
+                    handle.write(piece)
+                    digest.update(piece)
+                    if progress is not None:
+                        progress(len(piece))
+        if digest.hexdigest() != entry.sha256:
+            partial.unlink(missing_ok=True)
+            raise IntegrityFailure(f"{entry.path} does not match its SHA-256 after download")
+        partial.replace(target)

@@ -1,0 +1,1 @@
+"""Dataset versioning: immutable versions of files and folders, tags, lineage."""

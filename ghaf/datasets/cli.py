@@ -1,0 +1,147 @@
+"""``ghaf data``: create datasets, add versions, show, download and tag them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from ghaf.cli.output import JsonOpt, console, done, print_item, print_table, with_client
+
+data = typer.Typer(help="Immutable, versioned datasets of files and folders.", no_args_is_help=True)
+ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name.")]
+
+
+def _bars(quiet: bool) -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
+
+
+def _source_bytes(source: Path) -> int | None:
+    if source.is_file():
+        return source.stat().st_size
+    if source.is_dir():
+        return sum(
+            p.stat().st_size for p in source.rglob("*") if p.is_file() and not p.is_symlink()
+        )
+    return None
+
+
+@data.command("create")
+def create(name: str, project: ProjectOpt, description: str = "", as_json: JsonOpt = False) -> None:
+    print_item(
+        with_client(lambda c: c.datasets.create(project, name, description=description)),
+        as_json=as_json,
+        title=f"dataset {name} created",
+    )
+
+
+@data.command("add")
+def add(
+    name: str,
+    source: Path,
+    project: ProjectOpt,
+    description: Annotated[str, typer.Option("--description", "-m")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a version from a file or folder; only content the project lacks is uploaded."""
+    import shlex
+    import sys
+
+    total = _source_bytes(source)
+    with _bars(as_json) as bars:
+        hashing = bars.add_task("hash", total=total)
+        uploading = bars.add_task("upload", total=None)
+        version = with_client(
+            lambda c: c.datasets.add_version(
+                project,
+                name,
+                source,
+                description=description,
+                provenance={"command": shlex.join(sys.argv)},
+                hash_progress=lambda n: bars.advance(hashing, n),
+                upload_progress=lambda n: bars.advance(uploading, n),
+            )
+        )
+    print_item(version, as_json=as_json, title=f"{name} version {version.version}")
+
+
+@data.command("ls")
+def ls(project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    rows = with_client(lambda c: c.datasets.list(project))
+    print_table(
+        rows,
+        ("name", "latest", "description", "created_by", "created_at"),
+        title=f"datasets of {project}",
+        as_json=as_json,
+    )
+
+
+@data.command("show")
+def show(
+    name: str,
+    project: ProjectOpt,
+    version: Annotated[str | None, typer.Argument(help="Number, tag or latest.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A dataset's versions, or one version in detail."""
+    if version is None:
+        rows = with_client(lambda c: c.datasets.versions(project, name))
+        print_table(
+            rows,
+            (
+                "version",
+                "tags",
+                "file_count",
+                "total_bytes",
+                "description",
+                "created_by",
+                "created_at",
+            ),
+            title=f"versions of {name}",
+            as_json=as_json,
+        )
+        return
+    print_item(with_client(lambda c: c.datasets.version(project, name, version)), as_json=as_json)
+
+
+@data.command("get")
+def get(
+    name: str,
+    project: ProjectOpt,
+    version: Annotated[str, typer.Argument(help="Number, tag or latest.")] = "latest",
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a version into a folder; every file is checked against its SHA-256."""
+    info = with_client(lambda c: c.datasets.version(project, name, version))
+    with _bars(as_json) as bars:
+        task = bars.add_task("download", total=info.total_bytes)
+        with_client(
+            lambda c: c.datasets.download(
+                project, name, output, info.version, progress=lambda n: bars.advance(task, n)
+            )
+        )
+    done(
+        f"wrote {info.file_count} file(s) of {name} v{info.version} to {output}",
+        as_json=as_json,
+        payload=info,
+    )
+
+
+@data.command("tag")
+def tag(
+    name: str, tag_name: str, version: int, project: ProjectOpt, as_json: JsonOpt = False
+) -> None:
+    """Point TAG at VERSION (moving it if it exists; every move is audited)."""
+    moved = with_client(lambda c: c.datasets.tag(project, name, tag_name, version))
+    done(f"{name}:{tag_name} -> v{moved.version}", as_json=as_json, payload=moved)

@@ -1,0 +1,275 @@
+"""Dataset versions from files and folders: incremental uploads, tags, downloads, bad input."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from ghaf.client import Client
+from ghaf.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from tests.conftest import Platform, unique
+
+
+def _folder(root: Path, files: int, size: int = 200) -> Path:
+    for i in range(files):
+        path = root / f"part-{i // 10}" / f"file-{i}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+    return root
+
+
+def _counting(client: Client) -> list[str]:
+    """Record the SHA-256 of every blob the client uploads."""
+    uploads: list[str] = []
+    original = client.datasets._upload
+
+    def spy(project, file, progress):  # type: ignore[no-untyped-def]
+        uploads.append(file.sha256)
+        original(project, file, progress)
+
+    client.datasets._upload = spy  # type: ignore[method-assign]
+    return uploads
+
+
+def test_folder_versions_upload_only_what_changed(
+    admin: Client, project: str, tmp_path: Path
+) -> None:
+    data = _folder(tmp_path / "data", 100)
+    admin.datasets.create(project, "images", description="training images")
+    uploads = _counting(admin)
+    first = admin.datasets.add_version(project, "images", data, description="initial")
+    assert (first.version, first.file_count, first.parent) == (1, 100, None)
+    assert len(uploads) == 100
+    for i in range(10):
+        (data / f"part-{i}" / f"file-{i * 10}.bin").write_bytes(os.urandom(300))
+    uploads.clear()
+    second = admin.datasets.add_version(project, "images", data)
+    assert (second.version, second.parent) == (2, 1)
+    assert len(uploads) == 10
+    assert second.total_bytes == first.total_bytes + 10 * 100
+    assert [v.version for v in admin.datasets.versions(project, "images")] == [1, 2]
+    assert "latest" in admin.datasets.version(project, "images").tags
+    assert admin.datasets.get(project, "images").latest == 2
+
+
+def test_single_file_and_download(admin: Client, project: str, tmp_path: Path) -> None:
+    source = tmp_path / "credit.csv"
+    source.write_bytes(b"id,income\n1,100\n2,200\n")
+    admin.datasets.create(project, "credit")
+    admin.datasets.add_version(project, "credit", source)
+    assert [f.path for f in admin.datasets.files(project, "credit", 1)] == ["credit.csv"]
+    out = tmp_path / "out"
+    admin.datasets.download(project, "credit", out, "latest")
+    assert (out / "credit.csv").read_bytes() == source.read_bytes()
+
+
+def test_download_folder_round_trip(admin: Client, project: str, tmp_path: Path) -> None:
+    data = _folder(tmp_path / "d", 25, size=5000)
+    admin.datasets.create(project, "d")
+    admin.datasets.add_version(project, "d", data)
+    out = tmp_path / "out"
+    admin.datasets.download(project, "d", out, 1)
+    for original in data.rglob("*.bin"):
+        assert (out / original.relative_to(data)).read_bytes() == original.read_bytes()
+
+
+def test_tags_move_and_are_audited(admin: Client, project: str, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("one")
+    b.write_text("two")
+    admin.datasets.create(project, "t")
+    admin.datasets.add_version(project, "t", a)
+    admin.datasets.add_version(project, "t", b)
+    assert admin.datasets.tag(project, "t", "prod-training", 1).version == 1
+    assert admin.datasets.version(project, "t", "prod-training").version == 1
+    admin.datasets.tag(project, "t", "prod-training", 2)
+    assert admin.datasets.version(project, "t", "prod-training").version == 2
+    moves = [e.detail for e in admin.audit.list(project=project) if e.action == "dataset:tag"]
+    assert moves[-1] == {"from": 1, "to": 2}
+    with pytest.raises(InvalidInput, match="reserved"):
+        admin.datasets.tag(project, "t", "latest", 1)
+    with pytest.raises(NotFound):
+        admin.datasets.tag(project, "t", "x", 9)
+    admin.datasets.untag(project, "t", "prod-training")
+    with pytest.raises(NotFound):
+        admin.datasets.version(project, "t", "prod-training")
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "symlink-out", "symlink-in"])
+def test_bad_sources(admin: Client, project: str, tmp_path: Path, case: str) -> None:
+    admin.datasets.create(project, "bad")
+    source = tmp_path / "src"
+    source.mkdir()
+    if case == "missing":
+        source = tmp_path / "nope"
+        match = "does not exist"
+    elif case == "empty":
+        match = "empty folder"
+    elif case == "symlink-out":
+        (source / "f.txt").write_text("x")
+        (source / "link").symlink_to("/etc/hostname")
+        match = "outside the folder"
+    else:
+        (source / "f.txt").write_text("x")
+        (source / "link").symlink_to(source / "f.txt")
+        match = "inside the folder"
+    with pytest.raises(InvalidInput, match=match):
+        admin.datasets.add_version(project, "bad", source)
+    assert admin.datasets.versions(project, "bad") == []
+
+
+def test_unreadable_file(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tests run as root in CI, where chmod 000 still reads: simulate the refusal instead.
+    source = tmp_path / "secret.bin"
+    source.write_bytes(b"x")
+    real_open = Path.open
+
+    def refusing_open(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self == source:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refusing_open)
+    admin.datasets.create(project, "u")
+    with pytest.raises(InvalidInput, match="cannot be read"):
+        admin.datasets.add_version(project, "u", source)
+
+
+def test_file_changing_while_hashed(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ghaf.client import datasets as sdk
+
+    source = tmp_path / "growing.log"
+    source.write_bytes(b"a" * 1000)
+    real_open = Path.open
+
+    def appending_open(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        handle = real_open(self, *args, **kwargs)
+        if self == source and "b" in (args[0] if args else kwargs.get("mode", "")):
+            with real_open(self, "ab") as writer:
+                writer.write(b"more")
+        return handle
+
+    monkeypatch.setattr(Path, "open", appending_open)
+    admin.datasets.create(project, "g")
+    with pytest.raises(InvalidInput, match="changed while it was being hashed"):
+        admin.datasets.add_version(project, "g", source)
+    monkeypatch.undo()
+    assert admin.datasets.versions(project, "g") == []
+    assert sdk.CHUNK > 0
+
+
+def test_manifest_with_unuploaded_or_bad_entries(admin: Client, project: str) -> None:
+    admin.datasets.create(project, "m")
+    base = f"/api/v1/projects/{project}/datasets/m/versions"
+    ghost = {"path": "a.bin", "size": 1, "sha256": "b" * 64}
+    with pytest.raises(Conflict, match="not uploaded") as info:
+        admin.request("POST", base, json={"files": [ghost]})
+    assert info.value.field == "files"
+    stored = admin.artifacts.put(project, "x.bin", b"abc")
+    good = {"path": "x.bin", "size": 3, "sha256": stored.sha256}
+    with pytest.raises(InvalidInput, match="appears twice"):
+        admin.request("POST", base, json={"files": [good, good]})
+    with pytest.raises(InvalidInput, match="3 bytes"):
+        admin.request("POST", base, json={"files": [{**good, "size": 4}]})
+    with pytest.raises(InvalidInput, match=r"'\.\.'"):
+        admin.request("POST", base, json={"files": [{**good, "path": "../x"}]})
+    with pytest.raises(InvalidInput):
+        admin.request("POST", base, json={"files": []})
+    assert admin.datasets.versions(project, "m") == []
+
+
+def test_concurrent_adds_get_distinct_versions(
+    platform: Platform, project: str, tmp_path: Path
+) -> None:
+    admin = platform.admin
+    admin.datasets.create(project, "c")
+    sources = []
+    for i in range(4):
+        path = tmp_path / f"s{i}.txt"
+        path.write_text(f"content {i}")
+        sources.append(path)
+    results: list[int] = []
+    errors: list[Exception] = []
+
+    def add(path: Path) -> None:
+        try:
+            results.append(platform.client().datasets.add_version(project, "c", path).version)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(p,)) for p in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(results) == [1, 2, 3, 4]
+
+
+def test_content_named_by_a_version_is_never_deleted(
+    admin: Client, project: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "shared.bin"
+    source.write_bytes(os.urandom(2000))
+    admin.artifacts.put(project, "shared.bin", source)
+    admin.datasets.create(project, "keep")
+    admin.datasets.add_version(project, "keep", source)
+    admin.artifacts.delete(project, "shared.bin")  # the dataset still names the content
+    out = tmp_path / "out"
+    admin.datasets.download(project, "keep", out)
+    assert (out / "shared.bin").read_bytes() == source.read_bytes()
+    assert admin.artifacts.verify(project).ok
+
+
+def test_roles_and_isolation(
+    platform: Platform,
+    project: str,
+    member_in,  # type: ignore[no-untyped-def]
+    admin: Client,
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "f.txt"
+    source.write_text("data")
+    admin.datasets.create(project, "r")
+    _, viewer = member_in(project, "viewer")
+    with pytest.raises(PermissionDenied, match="artifact:write"):
+        viewer.datasets.add_version(project, "r", source)
+    admin.datasets.add_version(project, "r", source)
+    assert viewer.datasets.version(project, "r").file_count == 1
+    _, outsider = platform.new_user()
+    with pytest.raises(NotFound):
+        outsider.datasets.get(project, "r")
+    with pytest.raises(Conflict):
+        admin.datasets.create(project, "r")
+    other = admin.projects.create(unique("p")).name
+    with pytest.raises(NotFound):
+        admin.datasets.get(other, "r")
+
+
+def test_purging_a_project_removes_its_datasets(fresh_platform, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from ghaf.core.clock import utcnow
+    from ghaf.projects.models import Project
+    from ghaf.server.app import purge_due_projects
+
+    live = fresh_platform()
+    project = live.admin.projects.create("gone").name
+    data = _folder(tmp_path / "d", 5)
+    live.admin.datasets.create(project, "d")
+    live.admin.datasets.add_version(project, "d", data)
+    live.admin.projects.delete(project)
+    with live.runtime.database.transaction() as session:
+        session.execute(update(Project).values(purge_after=utcnow() - timedelta(seconds=1)))
+    assert purge_due_projects(live.runtime) == [project]
+    root = live.settings.artifacts_dir
+    assert [p for p in root.rglob("*") if p.is_file()] == []
