@@ -69,7 +69,7 @@ def _run() -> None:
         _lifecycle(server.url, admin_token, settings.home)
     finally:
         code = server.stop()
-    _step(10, "Stop the server cleanly")
+    _step(11, "Stop the server cleanly")
     if code != 0:
         raise GhafError(f"the server exited with code {code}; see {log_path}")
     _ok("server exited with code 0; a signed audit checkpoint was written on shutdown")
@@ -116,6 +116,35 @@ def _artifacts(admin: Client, alice: Client, home: Path) -> None:
         raise GhafError("a write outside the project's regions was accepted")
     except PermissionDenied as refused:
         _ok(f"residency: [yellow]{refused.detail}[/yellow]")
+
+
+def _datasets(alice: Client, home: Path) -> None:
+    shards = home / "demo-data" / "credit-shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    lines = _demo_table().decode().splitlines()
+    header, rows = lines[0], lines[1:]
+    for index in range(20):
+        part = rows[index * 100 : (index + 1) * 100]
+        (shards / f"part-{index:02d}.csv").write_text("\n".join([header, *part]) + "\n")
+    _existing(
+        lambda: alice.datasets.create("risk", "credit-shards"),
+        lambda: alice.datasets.get("risk", "credit-shards"),
+    )
+    first = alice.datasets.add_version("risk", "credit-shards", shards, description="20 shards")
+    _ok(f"version {first.version}: {first.file_count} files, {first.total_bytes} bytes")
+    (shards / "part-07.csv").write_text(header + "\n7,1,0.5,0\n")
+    uploaded: list[int] = []
+    second = alice.datasets.add_version(
+        "risk", "credit-shards", shards, description="fix part 7", upload_progress=uploaded.append
+    )
+    _ok(
+        f"version {second.version} (parent {second.parent}): changed 1 of 20 files, "
+        f"uploaded {sum(uploaded)} bytes"
+    )
+    alice.datasets.tag("risk", "credit-shards", "prod-training", first.version)
+    target = home / "demo-data" / "download"
+    alice.datasets.download("risk", "credit-shards", target, "prod-training")
+    _ok(f"tag prod-training -> v{first.version}; downloaded and verified into {target}")
 
 
 def _demo_table() -> bytes:
@@ -170,7 +199,10 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     _step(6, "Encrypted, content-addressed artifacts")
     _artifacts(admin, alice, home)
 
-    _step(7, "The audit trail")
+    _step(7, "Versioned datasets with incremental upload")
+    _datasets(alice, home)
+
+    _step(8, "The audit trail")
     events = admin.audit.list()
     table = Table(show_lines=False)
     for column in ("seq", "actor", "project", "action", "resource", "outcome"):
@@ -189,7 +221,7 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     console.print(table)
     _ok(f"{len(events)} rows in total; showing the last {min(len(events), 15)}")
 
-    _step(8, "Verify the hash chain and signed checkpoints")
+    _step(9, "Verify the hash chain and signed checkpoints")
     report = admin.audit.verify()
     if not report.ok:
         raise GhafError(
@@ -197,7 +229,7 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
         )
     _ok(f"intact: {report.rows} rows, {report.checkpoints} signed checkpoints")
 
-    _step(9, "Health and metrics")
+    _step(10, "Health and metrics")
     _ok(f"/readyz: {admin.health()}")
     metrics = admin.request("GET", "/metrics").text
     served = sum(

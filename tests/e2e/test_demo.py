@@ -29,5 +29,6 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     assert "intact:" in out and "exited with code 0" in out
     assert "none containing the plaintext" in out and "residency:" in out
     assert "linked, not stored again" in out and "ok=True" in out
+    assert "changed 1 of 20 files" in out and "downloaded and verified" in out
     assert (tmp_path / "home" / "ghaf.db").exists()
     assert (tmp_path / "home" / "keyring.json").exists()
