@@ -7,13 +7,15 @@ import builtins
 import hashlib
 import os
 import stat
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghaf.core.errors import IntegrityFailure, InvalidInput
-from ghaf.datasets.schemas import DatasetOut, ManifestEntry, VersionOut
+from ghaf.datasets import tables
+from ghaf.datasets.schemas import DatasetOut, Lineage, ManifestEntry, VersionDiff, VersionOut
 from ghaf.storage.paths import normalise_path
 
 if TYPE_CHECKING:
@@ -118,14 +120,51 @@ class Datasets:
         self,
         project: str,
         name: str,
-        source: str | Path,
+        source: Any,
         *,
         description: str = "",
         provenance: dict[str, Any] | None = None,
         hash_progress: Progress | None = None,
         upload_progress: Progress | None = None,
     ) -> VersionOut:
-        """Hash locally, upload only the content the project lacks, create the version."""
+        """A new version from a file, a folder, a ``.parquet`` file, or a pandas/polars
+        DataFrame or pyarrow Table (stored as Parquet, with schema and profile).
+
+        Hashes locally and uploads only the content the project lacks.
+        """
+        if not isinstance(source, str | Path):
+            with tempfile.TemporaryDirectory(prefix="ghaf-") as folder:
+                parquet = Path(folder) / "data.parquet"
+                table = tables.to_arrow(source)
+                tables.write_parquet(table, parquet)
+                return self._add(
+                    project,
+                    name,
+                    parquet,
+                    tables.table_info(table),
+                    description,
+                    provenance,
+                    hash_progress,
+                    upload_progress,
+                )
+        path = Path(source)
+        parquet_file = path.suffix == ".parquet" and path.is_file()
+        info = tables.parquet_info(path) if parquet_file else None
+        return self._add(
+            project, name, path, info, description, provenance, hash_progress, upload_progress
+        )
+
+    def _add(
+        self,
+        project: str,
+        name: str,
+        source: Path,
+        table: dict[str, Any] | None,
+        description: str,
+        provenance: dict[str, Any] | None,
+        hash_progress: Progress | None,
+        upload_progress: Progress | None,
+    ) -> VersionOut:
         files = scan(source, progress=hash_progress)
         present: set[str] = set()
         hashes = sorted({f.sha256 for f in files})
@@ -142,7 +181,12 @@ class Datasets:
             VersionOut,
             "POST",
             f"{self._base(project)}/{name}/versions",
-            json={"files": manifest, "description": description, "provenance": provenance or {}},
+            json={
+                "files": manifest,
+                "description": description,
+                "provenance": provenance or {},
+                "table": table,
+            },
         )
 
     def _upload(self, project: str, file: LocalFile, progress: Progress | None) -> None:
@@ -178,6 +222,84 @@ class Datasets:
                 page_size=page_size,
             )
         )
+
+    def classify(self, project: str, name: str, column: str, classification: str) -> VersionOut:
+        """Mark a column public, internal, pii or sensitive (later versions inherit it)."""
+        return self._client._model(
+            VersionOut,
+            "PUT",
+            f"{self._base(project)}/{name}/columns/{column}/classification",
+            json={"classification": classification},
+        )
+
+    def diff(self, project: str, name: str, before: str | int, after: str | int) -> VersionDiff:
+        return self._client._model(
+            VersionDiff,
+            "GET",
+            f"{self._base(project)}/{name}/diff",
+            params={"before": before, "after": after},
+        )
+
+    def lineage(self, project: str, name: str, ref: str | int = "latest") -> Lineage:
+        return self._client._model(
+            Lineage, "GET", f"{self._base(project)}/{name}/versions/{ref}/lineage"
+        )
+
+    def local_files(
+        self, project: str, name: str, ref: str | int = "latest", *, cache: str | Path | None = None
+    ) -> builtins.list[Path]:
+        """The version's files in a local cache (downloaded and verified once)."""
+        version = self.version(project, name, ref)
+        base = (
+            Path(cache)
+            if cache
+            else Path(os.environ.get("GHAF_CACHE", Path.home() / ".cache" / "ghaf"))
+        )
+        # Keyed by the manifest's hash: the same bytes wherever they came from.
+        root = base / "datasets" / version.manifest_sha256
+        entries = self.files(project, name, version.version)
+        missing = [
+            e
+            for e in entries
+            if not (root / e.path).is_file() or (root / e.path).stat().st_size != e.size
+        ]
+        for entry in missing:
+            target = root / normalise_path(entry.path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._download(project, entry, target, None)
+        return [root / e.path for e in entries]
+
+    def to_arrow(self, project: str, name: str, ref: str | int = "latest") -> Any:
+        """The version's Parquet files as one pyarrow Table."""
+        import pyarrow.parquet as pq
+
+        return pq.read_table([str(p) for p in self._parquet(project, name, ref)])
+
+    def to_pandas(self, project: str, name: str, ref: str | int = "latest") -> Any:
+        return self.to_arrow(project, name, ref).to_pandas()
+
+    def to_polars(self, project: str, name: str, ref: str | int = "latest") -> Any:
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow(project, name, ref))
+
+    def duckdb(
+        self, project: str, name: str, ref: str | int = "latest", connection: Any = None
+    ) -> Any:
+        """A DuckDB relation reading the cached Parquet files in place (no second copy)."""
+        import duckdb
+
+        con = connection or duckdb.connect()
+        return con.read_parquet([str(p) for p in self._parquet(project, name, ref)])
+
+    def _parquet(self, project: str, name: str, ref: str | int) -> builtins.list[Path]:
+        files = [p for p in self.local_files(project, name, ref) if p.suffix == ".parquet"]
+        if not files:
+            raise InvalidInput(
+                f"version {ref} of {name!r} holds no Parquet files; use download() for other files",
+                field="version",
+            )
+        return files
 
     def tag(self, project: str, name: str, tag: str, version: int) -> VersionOut:
         return self._client._model(

@@ -76,3 +76,22 @@ async def set_tag(
 @router.delete(BASE + "/{name}/tags/{tag}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_tag(call: Call, project: str, name: str, tag: str) -> None:
     await call(service.delete_tag, project, name, tag)
+
+
+@router.put(BASE + "/{name}/columns/{column}/classification")
+async def classify(
+    call: Call, project: str, name: str, column: str, body: schemas.ClassificationSet
+) -> schemas.VersionOut:
+    """Classify a column (public, internal, pii, sensitive); later versions inherit it."""
+    return await call(service.classify, project, name, column, body)
+
+
+@router.get(BASE + "/{name}/diff")
+async def diff(call: Call, project: str, name: str, before: str, after: str) -> schemas.VersionDiff:
+    """What changed between two versions (numbers, tags or latest)."""
+    return await call(service.diff, project, name, before, after)
+
+
+@router.get(BASE + "/{name}/versions/{ref}/lineage")
+async def lineage(call: Call, project: str, name: str, ref: str) -> schemas.Lineage:
+    return await call(service.lineage, project, name, ref)

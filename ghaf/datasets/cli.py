@@ -145,3 +145,66 @@ def tag(
     """Point TAG at VERSION (moving it if it exists; every move is audited)."""
     moved = with_client(lambda c: c.datasets.tag(project, name, tag_name, version))
     done(f"{name}:{tag_name} -> v{moved.version}", as_json=as_json, payload=moved)
+
+
+@data.command("classify")
+def classify(
+    name: str, column: str, classification: str, project: ProjectOpt, as_json: JsonOpt = False
+) -> None:
+    """Mark COLUMN public, internal, pii or sensitive (later versions inherit it)."""
+    version = with_client(lambda c: c.datasets.classify(project, name, column, classification))
+    done(
+        f"{name}.{column} is {classification} from version {version.version} on",
+        as_json=as_json,
+        payload=version,
+    )
+
+
+@data.command("diff")
+def diff(name: str, before: str, after: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """Files added/removed/changed and, for tables, schema, rows and moved statistics."""
+    result = with_client(lambda c: c.datasets.diff(project, name, before, after))
+    if as_json:
+        print_item(result, as_json=True)
+        return
+    console.print(f"{name}: v{result.before} -> v{result.after}", highlight=False)
+    for label, paths, style in (
+        ("+", result.added, "green"),
+        ("-", result.removed, "red"),
+        ("~", result.changed, "yellow"),
+    ):
+        for path in paths:
+            console.print(f"  [{style}]{label} {path}[/{style}]", highlight=False)
+    for change in result.schema_changes:
+        console.print(
+            f"  column {change.column}: {change.change} "
+            f"({change.before or ''} -> {change.after or ''})",
+            highlight=False,
+        )
+    if result.rows_before is not None or result.rows_after is not None:
+        console.print(f"  rows: {result.rows_before} -> {result.rows_after}", highlight=False)
+    for shift in result.moved_columns:
+        console.print(
+            f"  moved: {shift.column} (score {shift.score:.3f}) {shift.before} -> {shift.after}",
+            highlight=False,
+        )
+
+
+@data.command("lineage")
+def lineage(
+    name: str,
+    project: ProjectOpt,
+    version: Annotated[str, typer.Argument()] = "latest",
+    as_json: JsonOpt = False,
+) -> None:
+    """Parent versions and what consumed this version."""
+    result = with_client(lambda c: c.datasets.lineage(project, name, version))
+    if as_json:
+        print_item(result, as_json=True)
+        return
+    chain = " <- ".join(f"v{v}" for v in [result.version, *result.parents])
+    console.print(f"{name}: {chain}", highlight=False)
+    if not result.consumers:
+        console.print("  no recorded consumers yet", highlight=False)
+    for consumer in result.consumers:
+        console.print(f"  read by {consumer['kind']} {consumer['id']}", highlight=False)

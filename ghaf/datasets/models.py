@@ -47,6 +47,10 @@ class DatasetVersion(Base):
     file_count: Mapped[int] = mapped_column(Integer)
     total_bytes: Mapped[int] = mapped_column(BigInteger)
     manifest_sha256: Mapped[str] = mapped_column(String(64))
+    # Tabular versions (one Parquet file) also keep their Arrow schema and profile.
+    row_count: Mapped[int | None] = mapped_column(BigInteger)
+    table_schema: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(64))
@@ -83,3 +87,33 @@ class DatasetTag(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+CLASSIFICATIONS = ("public", "internal", "pii", "sensitive")
+
+
+class DatasetColumnClass(Base):
+    """A column's classification from ``since_version`` on (inherited until changed)."""
+
+    __tablename__ = "dataset_column_classes"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    column: Mapped[str] = mapped_column(String(256), primary_key=True)
+    since_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    classification: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetVersionConsumer(Base):
+    """Lineage: what read a version (runs, once tracking exists; later jobs, monitors)."""
+
+    __tablename__ = "dataset_version_consumers"
+
+    version_id: Mapped[str] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    consumer_kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    consumer_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,8 +38,16 @@ class ManifestEntry(_Strict):
     sha256: str = Field(pattern=SHA256_PATTERN)
 
 
+class TableInfo(_Strict):
+    """For a tabular version: its Arrow schema and statistics profile."""
+
+    table_schema: list[dict[str, Any]] = Field(max_length=10_000)
+    profile: dict[str, Any]
+
+
 class VersionCreate(_Strict):
     files: list[ManifestEntry] = Field(min_length=1, max_length=MAX_MANIFEST)
+    table: TableInfo | None = None
     description: str = Field(default="", max_length=2000)
     provenance: dict[str, Any] = Field(default_factory=dict)
 
@@ -53,6 +61,10 @@ class VersionOut(BaseModel):
     total_bytes: int
     manifest_sha256: str
     provenance: dict[str, Any]
+    row_count: int | None = None
+    table_schema: list[dict[str, Any]] | None = None
+    profile: dict[str, Any] | None = None
+    classifications: dict[str, str] = {}
     tags: list[str] = []
     created_at: datetime
     created_by: str | None = None
@@ -60,3 +72,46 @@ class VersionOut(BaseModel):
 
 class TagSet(_Strict):
     version: int = Field(ge=1)
+
+
+Classification = Literal["public", "internal", "pii", "sensitive"]
+
+
+class ClassificationSet(_Strict):
+    classification: Classification
+
+
+class SchemaChange(BaseModel):
+    column: str
+    change: Literal["added", "removed", "retyped"]
+    before: str | None = None
+    after: str | None = None
+
+
+class StatShift(BaseModel):
+    column: str
+    score: float = Field(
+        description="Mean shift in old standard deviations, plus the change in null rate."
+    )
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+class VersionDiff(BaseModel):
+    dataset: str
+    before: int
+    after: int
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    schema_changes: list[SchemaChange] = []
+    rows_before: int | None = None
+    rows_after: int | None = None
+    moved_columns: list[StatShift] = []
+
+
+class Lineage(BaseModel):
+    dataset: str
+    version: int
+    parents: list[int]
+    consumers: list[dict[str, str]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
@@ -15,7 +16,14 @@ from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
 from ghaf.datasets import schemas
-from ghaf.datasets.models import Dataset, DatasetFile, DatasetTag, DatasetVersion
+from ghaf.datasets.models import (
+    Dataset,
+    DatasetColumnClass,
+    DatasetFile,
+    DatasetTag,
+    DatasetVersion,
+    DatasetVersionConsumer,
+)
 from ghaf.security.context import Context
 from ghaf.storage import references
 from ghaf.storage.models import Blob
@@ -172,6 +180,7 @@ def create_version(
         blobs = _blobs_for(pctx, files)
         latest = _latest(pctx.session, dataset.id)
         number = (latest or 0) + 1
+        table = request.table
         version = DatasetVersion(
             dataset_id=dataset.id,
             version=number,
@@ -182,6 +191,9 @@ def create_version(
             manifest_sha256=manifest_sha256(files),
             provenance=request.provenance,
             created_by=pctx.actor,
+            table_schema=table.table_schema if table else None,
+            profile=table.profile if table else None,
+            row_count=int(table.profile.get("rows", 0)) if table else None,
         )
         try:
             insert_unique(
@@ -217,12 +229,21 @@ def create_version(
             },
         )
         pctx.commit()
-        return _version_out(version, name, [])
+        return _version_out(version, name, [], _classes(pctx.session, dataset.id, number))
     raise AssertionError("unreachable")
 
 
-def _version_out(version: DatasetVersion, dataset: str, tags: list[str]) -> schemas.VersionOut:
+def _version_out(
+    version: DatasetVersion,
+    dataset: str,
+    tags: list[str],
+    classifications: dict[str, str] | None = None,
+) -> schemas.VersionOut:
     return schemas.VersionOut(
+        row_count=version.row_count,
+        table_schema=version.table_schema,
+        profile=version.profile,
+        classifications=classifications or {},
         dataset=dataset,
         version=version.version,
         parent=version.parent,
@@ -298,7 +319,7 @@ def get_version(ctx: Context, project: str, name: str, ref: str) -> schemas.Vers
     tags = _tags(pctx.session, dataset.id).get(version.version, [])
     if version.version == _latest(pctx.session, dataset.id):
         tags = [*tags, LATEST]
-    return _version_out(version, name, tags)
+    return _version_out(version, name, tags, _classes(pctx.session, dataset.id, version.version))
 
 
 def list_files(
@@ -361,3 +382,154 @@ def delete_tag(ctx: Context, project: str, name: str, tag: str) -> None:
         detail={"was": existing.version},
     )
     pctx.commit()
+
+
+# --- classification, diff, lineage --------------------------------------------------
+
+
+def _classes(session: Session, dataset_id: str, version: int) -> dict[str, str]:
+    """Each column's classification as of ``version`` (the newest setting at or before)."""
+    out: dict[str, tuple[int, str]] = {}
+    for row in session.scalars(
+        select(DatasetColumnClass).where(
+            DatasetColumnClass.dataset_id == dataset_id, DatasetColumnClass.since_version <= version
+        )
+    ):
+        if row.column not in out or row.since_version > out[row.column][0]:
+            out[row.column] = (row.since_version, row.classification)
+    return {column: cls for column, (_, cls) in sorted(out.items())}
+
+
+def classify(
+    ctx: Context, project: str, name: str, column: str, request: schemas.ClassificationSet
+) -> schemas.VersionOut:
+    """Classify a column from the latest version on; later versions inherit it."""
+    pctx = ctx.in_project(project)
+    pctx.require("dataset:write", resource=f"project/{project}/dataset/{name}/column/{column}")
+    dataset = _dataset(pctx, name)
+    latest = _resolve(pctx, dataset, LATEST)
+    names = [c["name"] for c in latest.table_schema or []]
+    if column not in names:
+        raise NotFound(
+            f"version {latest.version} of {name!r} has no column {column!r}"
+            + (f"; columns: {', '.join(names)}" if names else " (it is not tabular)"),
+            field="column",
+        )
+    before = _classes(pctx.session, dataset.id, latest.version).get(column)
+    row = pctx.session.get(DatasetColumnClass, (dataset.id, column, latest.version))
+    if row is None:
+        pctx.session.add(
+            DatasetColumnClass(
+                dataset_id=dataset.id,
+                column=column,
+                since_version=latest.version,
+                classification=request.classification,
+            )
+        )
+    else:
+        row.classification, row.updated_at = request.classification, utcnow()
+    pctx.audit(
+        "dataset:classify",
+        f"project/{project}/dataset/{name}/column/{column}",
+        detail={"from": before, "to": request.classification, "since_version": latest.version},
+    )
+    pctx.commit()
+    return get_version(ctx, project, name, str(latest.version))
+
+
+def _manifest(session: Session, version_id: str) -> dict[str, str]:
+    return dict(
+        session.execute(
+            select(DatasetFile.path, DatasetFile.sha256).where(DatasetFile.version_id == version_id)
+        ).all()
+    )
+
+
+def _shift(before: dict[str, Any], after: dict[str, Any]) -> float:
+    score = abs(float(after.get("null_rate", 0)) - float(before.get("null_rate", 0)))
+    mean_b, mean_a, std_b = before.get("mean"), after.get("mean"), before.get("std")
+    if all(isinstance(v, int | float) for v in (mean_b, mean_a, std_b)):
+        score += abs(float(mean_a) - float(mean_b)) / (float(std_b) or 1.0)  # type: ignore[arg-type]
+    return round(score, 6)
+
+
+def diff(ctx: Context, project: str, name: str, before: str, after: str) -> schemas.VersionDiff:
+    """Files added, removed and changed; for tables also schema, rows and moved stats."""
+    pctx = ctx.in_project(project)
+    pctx.require("dataset:read", resource=f"project/{project}/dataset/{name}")
+    dataset = _dataset(pctx, name)
+    old, new = _resolve(pctx, dataset, before), _resolve(pctx, dataset, after)
+    files_old, files_new = _manifest(pctx.session, old.id), _manifest(pctx.session, new.id)
+    result = schemas.VersionDiff(
+        dataset=name,
+        before=old.version,
+        after=new.version,
+        added=sorted(set(files_new) - set(files_old)),
+        removed=sorted(set(files_old) - set(files_new)),
+        changed=sorted(p for p in set(files_old) & set(files_new) if files_old[p] != files_new[p]),
+        rows_before=old.row_count,
+        rows_after=new.row_count,
+    )
+    types_old = {c["name"]: c["type"] for c in old.table_schema or []}
+    types_new = {c["name"]: c["type"] for c in new.table_schema or []}
+    for column in sorted(set(types_old) | set(types_new)):
+        if column not in types_old:
+            result.schema_changes.append(
+                schemas.SchemaChange(column=column, change="added", after=types_new[column])
+            )
+        elif column not in types_new:
+            result.schema_changes.append(
+                schemas.SchemaChange(column=column, change="removed", before=types_old[column])
+            )
+        elif types_old[column] != types_new[column]:
+            result.schema_changes.append(
+                schemas.SchemaChange(
+                    column=column,
+                    change="retyped",
+                    before=types_old[column],
+                    after=types_new[column],
+                )
+            )
+    stats_old = (old.profile or {}).get("columns", {})
+    stats_new = (new.profile or {}).get("columns", {})
+    shifts = [
+        schemas.StatShift(
+            column=c,
+            score=_shift(stats_old[c], stats_new[c]),
+            before=_brief(stats_old[c]),
+            after=_brief(stats_new[c]),
+        )
+        for c in set(stats_old) & set(stats_new)
+    ]
+    result.moved_columns = sorted((s for s in shifts if s.score > 0), key=lambda s: -s.score)[:10]
+    return result
+
+
+def _brief(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: stats[k] for k in ("null_rate", "mean", "std", "min", "max") if k in stats}
+
+
+def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.Lineage:
+    """Parents of a version (back to version 1) and what consumed it."""
+    pctx = ctx.in_project(project)
+    pctx.require("dataset:read", resource=f"project/{project}/dataset/{name}")
+    dataset = _dataset(pctx, name)
+    version = _resolve(pctx, dataset, ref)
+    parents: list[int] = []
+    parent = version.parent
+    while parent is not None:
+        parents.append(parent)
+        parent = pctx.session.scalar(
+            select(DatasetVersion.parent).where(
+                DatasetVersion.dataset_id == dataset.id, DatasetVersion.version == parent
+            )
+        )
+    consumers = [
+        {"kind": c.consumer_kind, "id": c.consumer_id}
+        for c in pctx.session.scalars(
+            select(DatasetVersionConsumer).where(DatasetVersionConsumer.version_id == version.id)
+        )
+    ]
+    return schemas.Lineage(
+        dataset=name, version=version.version, parents=parents, consumers=consumers
+    )

@@ -247,3 +247,45 @@ def test_data_commands(
     assert [(d["name"], d["latest"]) for d in listed] == [("imgs", 1)]
     missing = runner.invoke(app, ["data", "add", "imgs", str(tmp_path / "nope"), "-p", project])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_data_diff_classify_lineage_commands(
+    platform: Platform,
+    admin,
+    cli_env: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    project = admin.projects.create(unique("p")).name
+    first, second = tmp_path / "v1.parquet", tmp_path / "v2.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "email": ["a", "b", "c"]}), first)
+    pq.write_table(pa.table({"id": [1, 2, 3, 4]}), second)
+    runner.invoke(app, ["data", "create", "people", "-p", project])
+    assert runner.invoke(app, ["data", "add", "people", str(first), "-p", project]).exit_code == 0
+    classified = runner.invoke(app, ["data", "classify", "people", "email", "pii", "-p", project])
+    assert classified.exit_code == 0, classified.output
+    runner.invoke(app, ["data", "add", "people", str(second), "-p", project])
+    diffed = runner.invoke(app, ["data", "diff", "people", "1", "2", "-p", project])
+    assert diffed.exit_code == 0 and "email: removed" in diffed.output
+    assert "rows: 3 -> 4" in diffed.output
+    as_json = json.loads(
+        runner.invoke(
+            app, ["data", "diff", "people", "1", "latest", "-p", project, "--json"]
+        ).stdout
+    )
+    assert as_json["removed"] == ["v1.parquet"] and as_json["added"] == ["v2.parquet"]
+    shown = json.loads(
+        runner.invoke(app, ["data", "show", "people", "1", "-p", project, "--json"]).stdout
+    )
+    assert shown["classifications"] == {"email": "pii"}
+    lineage = runner.invoke(app, ["data", "lineage", "people", "-p", project])
+    assert "v2 <- v1" in lineage.output
+    assert (
+        runner.invoke(app, ["data", "classify", "people", "id", "secret", "-p", project]).exit_code
+        == 2
+    )
