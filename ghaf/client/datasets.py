@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ghaf.client.provenance import capture
 from ghaf.core.errors import IntegrityFailure, InvalidInput
 from ghaf.datasets import tables
 from ghaf.datasets.schemas import DatasetOut, Lineage, ManifestEntry, VersionDiff, VersionOut
@@ -184,7 +185,7 @@ class Datasets:
             json={
                 "files": manifest,
                 "description": description,
-                "provenance": provenance or {},
+                "provenance": {**capture(source), **(provenance or {})},
                 "table": table,
             },
         )

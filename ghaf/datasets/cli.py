@@ -54,9 +54,6 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a version from a file or folder; only content the project lacks is uploaded."""
-    import shlex
-    import sys
-
     total = _source_bytes(source)
     with _bars(as_json) as bars:
         hashing = bars.add_task("hash", total=total)
@@ -67,7 +64,6 @@ def add(
                 name,
                 source,
                 description=description,
-                provenance={"command": shlex.join(sys.argv)},
                 hash_progress=lambda n: bars.advance(hashing, n),
                 upload_progress=lambda n: bars.advance(uploading, n),
             )

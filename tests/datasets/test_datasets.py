@@ -273,3 +273,27 @@ def test_purging_a_project_removes_its_datasets(fresh_platform, tmp_path: Path) 
     assert purge_due_projects(live.runtime) == [project]
     root = live.settings.artifacts_dir
     assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+def test_provenance_records_git_commit_and_dirty_flag(
+    admin: Client, project: str, tmp_path: Path
+) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    (repo / "data.csv").write_text("a\n1\n")
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "data"], cwd=repo, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    admin.datasets.create(project, "prov")
+    clean = admin.datasets.add_version(project, "prov", repo / "data.csv")
+    assert clean.provenance["git_commit"] == head and clean.provenance["git_dirty"] is False
+    assert clean.provenance["command"] and clean.provenance["host"]
+    (repo / "data.csv").write_text("a\n2\n")
+    dirty = admin.datasets.add_version(project, "prov", repo / "data.csv")
+    assert dirty.provenance["git_dirty"] is True
