@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
 from ghaf.core.errors import GhafError
@@ -132,6 +133,19 @@ def print_secret(created: TokenCreated, *, as_json: bool) -> None:
             f"{created.token}",
             highlight=False,
         )
+
+
+def transfer_progress(*, quiet: bool) -> Progress:
+    """Rich bars for byte transfers (hash, upload, download); silent with ``--json``."""
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        disable=quiet,
+        transient=True,
+    )
 
 
 def with_client(fn: Callable[[Any], T]) -> T:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from ghaf.client import credentials
 from ghaf.client.datasets import Datasets
+from ghaf.client.files import CHUNK, Progress, file_sha256, read_file
 from ghaf.core.errors import GhafError, IntegrityFailure, Unavailable, error_from_problem
 from ghaf.projects.schemas import MemberOut, ProjectOut
 from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
@@ -406,29 +407,6 @@ class Audit(_Resource):
             yield from response.iter_lines()
 
 
-CHUNK = 1 << 20
-Progress = Callable[[int], None]
-
-
-def file_sha256(path: Path, progress: Progress | None = None) -> str:
-    """SHA-256 of a file, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while piece := handle.read(CHUNK):
-            digest.update(piece)
-            if progress is not None:
-                progress(len(piece))
-    return digest.hexdigest()
-
-
-def _read_file(path: Path, progress: Progress | None) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while piece := handle.read(CHUNK):
-            if progress is not None:
-                progress(len(piece))
-            yield piece
-
-
 def _artifact_url(project: str, path: str) -> str:
     # Checked here too: an HTTP client would otherwise resolve '..' in the URL itself.
     return f"{API}/projects/{project}/artifacts/{quote(normalise_path(path))}"
@@ -454,7 +432,7 @@ class Artifacts(_Resource):
         else:
             file = Path(source)
             digest = file_sha256(file)
-            body = _read_file(file, progress)
+            body = read_file(file, progress)
         if digest in self.present(project, [digest]):
             return self._client._model(
                 ArtifactOut,

@@ -8,11 +8,11 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ghaf.client.files import CHUNK, Progress, file_sha256, read_file
 from ghaf.client.provenance import capture
 from ghaf.core.errors import IntegrityFailure, InvalidInput
 from ghaf.datasets import tables
@@ -23,9 +23,7 @@ if TYPE_CHECKING:
     from ghaf.client.client import Client
 
 API = "/api/v1"
-CHUNK = 1 << 20
 QUERY_BATCH = 10_000
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -70,12 +68,7 @@ def _walk(source: Path) -> list[tuple[str, Path]]:
 def _hash(location: Path, progress: Progress | None) -> tuple[int, str]:
     try:
         before = location.stat()
-        digest = hashlib.sha256()
-        with location.open("rb") as handle:
-            while piece := handle.read(CHUNK):
-                digest.update(piece)
-                if progress is not None:
-                    progress(len(piece))
+        sha256 = file_sha256(location, progress)
         after = location.stat()
     except PermissionError:
         raise InvalidInput(f"{location} cannot be read (permission denied)", field="path") from None
@@ -83,7 +76,7 @@ def _hash(location: Path, progress: Progress | None) -> tuple[int, str]:
         raise InvalidInput(
             f"{location} changed while it was being hashed; no version was created", field="path"
         )
-    return after.st_size, digest.hexdigest()
+    return after.st_size, sha256
 
 
 def scan(source: str | Path, *, progress: Progress | None = None) -> list[LocalFile]:
@@ -191,17 +184,10 @@ class Datasets:
         )
 
     def _upload(self, project: str, file: LocalFile, progress: Progress | None) -> None:
-        def pieces() -> Any:
-            with file.location.open("rb") as handle:
-                while piece := handle.read(CHUNK):
-                    if progress is not None:
-                        progress(len(piece))
-                    yield piece
-
         self._client.request(
             "PUT",
             f"{API}/projects/{project}/blobs/{file.sha256}",
-            content=pieces(),
+            content=read_file(file.location, progress),
             headers={"X-Ghaf-SHA256": file.sha256, "Content-Type": "application/octet-stream"},
         )
 

@@ -6,24 +6,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from ghaf.cli.output import JsonOpt, console, done, print_item, print_table, with_client
+from ghaf.cli.output import (
+    JsonOpt,
+    console,
+    done,
+    print_item,
+    print_table,
+    transfer_progress,
+    with_client,
+)
 
 data = typer.Typer(help="Immutable, versioned datasets of files and folders.", no_args_is_help=True)
 ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name.")]
-
-
-def _bars(quiet: bool) -> Progress:
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        disable=quiet,
-        transient=True,
-    )
 
 
 def _source_bytes(source: Path) -> int | None:
@@ -55,7 +50,7 @@ def add(
 ) -> None:
     """Add a version from a file or folder; only content the project lacks is uploaded."""
     total = _source_bytes(source)
-    with _bars(as_json) as bars:
+    with transfer_progress(quiet=as_json) as bars:
         hashing = bars.add_task("hash", total=total)
         uploading = bars.add_task("upload", total=None)
         version = with_client(
@@ -120,7 +115,7 @@ def get(
 ) -> None:
     """Download a version into a folder; every file is checked against its SHA-256."""
     info = with_client(lambda c: c.datasets.version(project, name, version))
-    with _bars(as_json) as bars:
+    with transfer_progress(quiet=as_json) as bars:
         task = bars.add_task("download", total=info.total_bytes)
         with_client(
             lambda c: c.datasets.download(

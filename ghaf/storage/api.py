@@ -14,7 +14,7 @@ from ghaf.core.errors import GhafError
 from ghaf.core.paging import Page
 from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ServiceCall
 from ghaf.storage import schemas, service
-from ghaf.storage.store import Store
+from ghaf.storage.store import Store, Upload
 
 router = APIRouter(tags=["artifacts"])
 PIECE_BYTES = 1 << 20
@@ -44,6 +44,19 @@ async def _pieces(request: Request) -> AsyncIterator[bytes]:
         yield bytes(buffer)
 
 
+async def _receive(request: Request, store: Store, plan: service.PutPlan) -> Upload:
+    """Stream the body into an encrypted upload; abort it on any failure or disconnect."""
+    handle = store.start_upload(project_id=plan.project_id)
+    try:
+        async for piece in _pieces(request):
+            await run_in_threadpool(handle.write, piece)
+        await run_in_threadpool(service.finish_upload, handle, plan)
+    except BaseException:
+        await run_in_threadpool(handle.abort)
+        raise
+    return handle
+
+
 @router.put("/projects/{name}/artifacts/{path:path}", status_code=status.HTTP_201_CREATED)
 async def put_artifact(
     call: Call,
@@ -58,14 +71,7 @@ async def put_artifact(
     plan = await call(
         service.plan_put, store, name, path, sha256=x_ghaf_sha256, overwrite=overwrite
     )
-    handle = store.start_upload(project_id=plan.project_id)
-    try:
-        async for piece in _pieces(request):
-            await run_in_threadpool(handle.write, piece)
-        await run_in_threadpool(service.finish_upload, handle, plan)
-    except BaseException:
-        await run_in_threadpool(handle.abort)
-        raise
+    handle = await _receive(request, store, plan)
     return await call(service.commit_put, store, plan, handle)
 
 
@@ -74,14 +80,7 @@ async def put_blob(call: Call, request: Request, name: str, sha256: str) -> sche
     """Upload content addressed only by its SHA-256 (for manifests such as datasets)."""
     store = _store(call)
     plan = await call(service.plan_blob_put, store, name, sha256)
-    handle = store.start_upload(project_id=plan.project_id)
-    try:
-        async for piece in _pieces(request):
-            await run_in_threadpool(handle.write, piece)
-        await run_in_threadpool(service.finish_upload, handle, plan)
-    except BaseException:
-        await run_in_threadpool(handle.abort)
-        raise
+    handle = await _receive(request, store, plan)
     return await call(service.commit_blob, store, plan, handle)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import Progress
 
 from ghaf.cli.output import (
     EXIT_CHECK_FAILED,
@@ -17,6 +17,7 @@ from ghaf.cli.output import (
     print_item,
     print_json,
     print_table,
+    transfer_progress,
     with_client,
 )
 
@@ -32,15 +33,7 @@ COLUMNS = ("path", "size", "sha256", "region", "created_by", "created_at")
 
 
 def _bar(description: str, total: int | None, quiet: bool) -> Progress:
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        disable=quiet,
-        transient=True,
-    )
+    progress = transfer_progress(quiet=quiet)
     progress.add_task(description, total=total)
     return progress
 
