@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,9 +30,10 @@ QUERY_BATCH = 10_000
 @dataclass(frozen=True)
 class LocalFile:
     path: str  # inside the dataset, '/'-separated
-    location: Path
+    location: Path | None
     size: int
     sha256: str
+    uri: str | None = None  # set for external references
 
 
 def _walk(source: Path) -> list[tuple[str, Path]]:
@@ -88,6 +90,74 @@ def scan(source: str | Path, *, progress: Progress | None = None) -> list[LocalF
     return files
 
 
+def _s3_client() -> Any:
+    """boto3 for external s3:// references, configured like the server's S3 settings."""
+    try:
+        import boto3
+    except ImportError:
+        raise InvalidInput(
+            "s3:// references need boto3: pip install 'ghaf[s3]'", field="source"
+        ) from None
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ.get("GHAF_S3_ENDPOINT_URL") or None,
+        region_name=os.environ.get("GHAF_S3_REGION") or None,
+        aws_access_key_id=os.environ.get("GHAF_S3_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=os.environ.get("GHAF_S3_SECRET_ACCESS_KEY") or None,
+    )
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise InvalidInput(f"{uri!r} names no bucket", field="source")
+    return bucket, key
+
+
+def _s3_pieces(uri: str) -> Iterator[bytes]:
+    bucket, key = _split_s3(uri)
+    body = _s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+    while piece := body.read(CHUNK):
+        yield piece
+
+
+def scan_s3(uri: str, *, progress: Progress | None = None) -> list[LocalFile]:
+    """Every object under an s3:// prefix, hashed by streaming it (nothing is stored)."""
+    bucket, prefix = _split_s3(uri)
+    client = _s3_client()
+    files = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            name = key[len(prefix) :].lstrip("/") or key.rsplit("/", 1)[-1]
+            digest, size = hashlib.sha256(), 0
+            for piece in _s3_pieces(f"s3://{bucket}/{key}"):
+                digest.update(piece)
+                size += len(piece)
+                if progress is not None:
+                    progress(len(piece))
+            files.append(
+                LocalFile(
+                    normalise_path(name), None, size, digest.hexdigest(), uri=f"s3://{bucket}/{key}"
+                )
+            )
+    if not files:
+        raise InvalidInput(f"{uri} holds no objects: nothing to version", field="source")
+    return files
+
+
+def _external_pieces(uri: str) -> Iterator[bytes]:
+    if uri.startswith("s3://"):
+        yield from _s3_pieces(uri)
+        return
+    from urllib.parse import unquote, urlparse
+
+    path = Path(unquote(urlparse(uri).path))
+    if not path.is_file():
+        raise IntegrityFailure(f"the referenced file {path} is gone")
+    yield from read_file(path)
+
+
 class Datasets:
     """Immutable, versioned files and folders in a project."""
 
@@ -120,12 +190,17 @@ class Datasets:
         provenance: dict[str, Any] | None = None,
         hash_progress: Progress | None = None,
         upload_progress: Progress | None = None,
+        reference: bool = False,
     ) -> VersionOut:
         """A new version from a file, a folder, a ``.parquet`` file, or a pandas/polars
         DataFrame or pyarrow Table (stored as Parquet, with schema and profile).
 
-        Hashes locally and uploads only the content the project lacks.
+        Hashes locally and uploads only the content the project lacks. With
+        ``reference=True`` a local path or an ``s3://`` prefix is recorded with its
+        checksums but not copied; readers verify the bytes against them.
         """
+        if reference:
+            return self._reference(project, name, source, description, provenance, hash_progress)
         if not isinstance(source, str | Path):
             with tempfile.TemporaryDirectory(prefix="ghaf-") as folder:
                 parquet = Path(folder) / "data.parquet"
@@ -146,6 +221,65 @@ class Datasets:
         info = tables.parquet_info(path) if parquet_file else None
         return self._add(
             project, name, path, info, description, provenance, hash_progress, upload_progress
+        )
+
+    def _reference(
+        self,
+        project: str,
+        name: str,
+        source: Any,
+        description: str,
+        provenance: dict[str, Any] | None,
+        hash_progress: Progress | None,
+    ) -> VersionOut:
+        if isinstance(source, str) and source.startswith("s3://"):
+            files = scan_s3(source, progress=hash_progress)
+            where = None
+        elif isinstance(source, str | Path):
+            files = [
+                LocalFile(
+                    f.path,
+                    f.location,
+                    f.size,
+                    f.sha256,
+                    uri=f.location.resolve().as_uri() if f.location else None,
+                )
+                for f in scan(source, progress=hash_progress)
+            ]
+            where = Path(source)
+        else:
+            raise InvalidInput("only a path or an s3:// prefix can be referenced", field="source")
+        return self._create(
+            project,
+            name,
+            files,
+            None,
+            description,
+            {**capture(where), "reference": str(source), **(provenance or {})},
+        )
+
+    def _create(
+        self,
+        project: str,
+        name: str,
+        files: builtins.list[LocalFile],
+        table: dict[str, Any] | None,
+        description: str,
+        provenance: dict[str, Any],
+    ) -> VersionOut:
+        manifest = [
+            {"path": f.path, "size": f.size, "sha256": f.sha256, "uri": f.uri} for f in files
+        ]
+        return self._client._model(
+            VersionOut,
+            "POST",
+            f"{self._base(project)}/{name}/versions",
+            json={
+                "files": manifest,
+                "description": description,
+                "provenance": provenance,
+                "table": table,
+            },
         )
 
     def _add(
@@ -170,24 +304,15 @@ class Datasets:
                 continue
             self._upload(project, file, upload_progress)
             uploaded.add(file.sha256)
-        manifest = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files]
-        return self._client._model(
-            VersionOut,
-            "POST",
-            f"{self._base(project)}/{name}/versions",
-            json={
-                "files": manifest,
-                "description": description,
-                "provenance": {**capture(source), **(provenance or {})},
-                "table": table,
-            },
+        return self._create(
+            project, name, files, table, description, {**capture(source), **(provenance or {})}
         )
 
     def _upload(self, project: str, file: LocalFile, progress: Progress | None) -> None:
         self._client.request(
             "PUT",
             f"{API}/projects/{project}/blobs/{file.sha256}",
-            content=read_file(file.location, progress),
+            content=read_file(file.location, progress) if file.location else b"",
             headers={"X-Ghaf-SHA256": file.sha256, "Content-Type": "application/octet-stream"},
         )
 
@@ -317,23 +442,34 @@ class Datasets:
     def _download(
         self, project: str, entry: ManifestEntry, target: Path, progress: Progress | None
     ) -> None:
-        from ghaf.client.client import _error
-
         partial = target.with_name(target.name + ".partial")
         digest = hashlib.sha256()
+        with partial.open("wb") as handle:
+            for piece in self._pieces(project, entry):
+                handle.write(piece)
+                digest.update(piece)
+                if progress is not None:
+                    progress(len(piece))
+        if digest.hexdigest() != entry.sha256:
+            partial.unlink(missing_ok=True)
+            where = (
+                f"the referenced data at {entry.uri} changed since the version was recorded"
+                if entry.uri
+                else "it was corrupted in transit"
+            )
+            raise IntegrityFailure(f"{entry.path} does not match its SHA-256: {where}")
+        partial.replace(target)
+
+    def _pieces(self, project: str, entry: ManifestEntry) -> Iterator[bytes]:
+        if entry.uri is not None:
+            yield from _external_pieces(entry.uri)
+            return
+        from ghaf.client.client import _error
+
         with self._client._http.stream(
             "GET", f"{API}/projects/{project}/blobs/{entry.sha256}"
         ) as response:
             if response.status_code >= 400:
                 response.read()
                 raise _error(response)
-            with partial.open("wb") as handle:
-                for piece in response.iter_bytes(CHUNK):
-                    handle.write(piece)
-                    digest.update(piece)
-                    if progress is not None:
-                        progress(len(piece))
-        if digest.hexdigest() != entry.sha256:
-            partial.unlink(missing_ok=True)
-            raise IntegrityFailure(f"{entry.path} does not match its SHA-256 after download")
-        partial.replace(target)
+            yield from response.iter_bytes(CHUNK)

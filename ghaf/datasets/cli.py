@@ -43,22 +43,29 @@ def create(name: str, project: ProjectOpt, description: str = "", as_json: JsonO
 @data.command("add")
 def add(
     name: str,
-    source: Path,
+    source: str,
     project: ProjectOpt,
     description: Annotated[str, typer.Option("--description", "-m")] = "",
+    reference: Annotated[
+        bool,
+        typer.Option(
+            help="Record SOURCE (a path or s3:// prefix) with checksums, without copying it."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a version from a file or folder; only content the project lacks is uploaded."""
-    total = _source_bytes(source)
+    total = None if source.startswith("s3://") else _source_bytes(Path(source))
     with transfer_progress(quiet=as_json) as bars:
         hashing = bars.add_task("hash", total=total)
-        uploading = bars.add_task("upload", total=None)
+        uploading = bars.add_task("upload", total=None, visible=not reference)
         version = with_client(
             lambda c: c.datasets.add_version(
                 project,
                 name,
                 source,
                 description=description,
+                reference=reference,
                 hash_progress=lambda n: bars.advance(hashing, n),
                 upload_progress=lambda n: bars.advance(uploading, n),
             )

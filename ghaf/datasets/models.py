@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Integer,
@@ -49,6 +51,7 @@ class DatasetVersion(Base):
     manifest_sha256: Mapped[str] = mapped_column(String(64))
     # Tabular versions (one Parquet file) also keep their Arrow schema and profile.
     row_count: Mapped[int | None] = mapped_column(BigInteger)
+    external: Mapped[bool] = mapped_column(Boolean, default=False)
     table_schema: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     profile: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -71,8 +74,15 @@ class DatasetFile(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     # No cascade: storage can never drop content a version still names. Checked at
     # commit, so purging a whole project (which cascades to both) can finish first.
-    blob_id: Mapped[str] = mapped_column(
+    blob_id: Mapped[str | None] = mapped_column(
         ForeignKey("blobs.id", deferrable=True, initially="DEFERRED"), index=True
+    )
+    # External references (s3://..., file:///...) are recorded, not copied; readers check
+    # the bytes against ``sha256``.
+    uri: Mapped[str | None] = mapped_column(String(2048))
+
+    __table_args__ = (
+        CheckConstraint("(blob_id IS NULL) <> (uri IS NULL)", name="stored_or_referenced"),
     )
 
 

@@ -36,6 +36,11 @@ class ManifestEntry(_Strict):
     path: str = Field(min_length=1, max_length=1024)
     size: int = Field(ge=0)
     sha256: str = Field(pattern=SHA256_PATTERN)
+    uri: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="For external references: s3://... or file:///...",
+    )
 
 
 class TableInfo(_Strict):
@@ -61,6 +66,7 @@ class VersionOut(BaseModel):
     total_bytes: int
     manifest_sha256: str
     provenance: dict[str, Any]
+    external: bool = Field(default=False, description="Files are referenced, not stored.")
     row_count: int | None = None
     table_schema: list[dict[str, Any]] | None = None
     profile: dict[str, Any] | None = None

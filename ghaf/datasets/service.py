@@ -134,6 +134,10 @@ def _checked_manifest(files: list[schemas.ManifestEntry]) -> list[schemas.Manife
                 f"files.{index}.path {path!r} appears twice", field=f"files.{index}.path"
             )
         seen.add(path)
+        if entry.uri is not None and not entry.uri.startswith(("s3://", "file:///")):
+            raise InvalidInput(
+                f"files.{index}.uri must be an s3:// or file:/// URI", field=f"files.{index}.uri"
+            )
         checked.append(entry.model_copy(update={"path": path}))
     return checked
 
@@ -141,6 +145,7 @@ def _checked_manifest(files: list[schemas.ManifestEntry]) -> list[schemas.Manife
 def _blobs_for(pctx: Context, files: list[schemas.ManifestEntry]) -> dict[str, str]:
     """sha256 -> blob id, refusing content the project does not hold or of another size."""
     assert pctx.project is not None
+    files = [f for f in files if f.uri is None]  # external references hold no blob
     wanted = sorted({f.sha256 for f in files})
     found: dict[str, tuple[str, int]] = {}
     for start in range(0, len(wanted), _BATCH):
@@ -194,6 +199,7 @@ def create_version(
             table_schema=table.table_schema if table else None,
             profile=table.profile if table else None,
             row_count=int(table.profile.get("rows", 0)) if table else None,
+            external=any(f.uri for f in files),
         )
         try:
             insert_unique(
@@ -214,7 +220,8 @@ def create_version(
                     "path": f.path,
                     "size": f.size,
                     "sha256": f.sha256,
-                    "blob_id": blobs[f.sha256],
+                    "blob_id": None if f.uri else blobs[f.sha256],
+                    "uri": f.uri,
                 }
                 for f in files
             ],
@@ -240,6 +247,7 @@ def _version_out(
     classifications: dict[str, str] | None = None,
 ) -> schemas.VersionOut:
     return schemas.VersionOut(
+        external=version.external,
         row_count=version.row_count,
         table_schema=version.table_schema,
         profile=version.profile,
@@ -336,7 +344,7 @@ def list_files(
         cursor=cursor,
     )
     return [
-        schemas.ManifestEntry(path=f.path, size=f.size, sha256=f.sha256) for f in rows
+        schemas.ManifestEntry(path=f.path, size=f.size, sha256=f.sha256, uri=f.uri) for f in rows
     ], next_cursor
 
 

@@ -289,3 +289,24 @@ def test_data_diff_classify_lineage_commands(
         runner.invoke(app, ["data", "classify", "people", "id", "secret", "-p", project]).exit_code
         == 2
     )
+
+
+def test_data_add_reference(
+    platform: Platform,
+    admin,
+    cli_env: Path,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    project = admin.projects.create(unique("p")).name
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "x.csv").write_text("a\n1\n")
+    runner.invoke(app, ["data", "create", "ext", "-p", project])
+    added = runner.invoke(
+        app, ["data", "add", "ext", str(shared), "-p", project, "--reference", "--json"]
+    )
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["external"] is True

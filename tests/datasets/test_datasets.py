@@ -297,3 +297,74 @@ def test_provenance_records_git_commit_and_dirty_flag(
     (repo / "data.csv").write_text("a\n2\n")
     dirty = admin.datasets.add_version(project, "prov", repo / "data.csv")
     assert dirty.provenance["git_dirty"] is True
+
+
+def test_external_reference_to_a_shared_path(admin: Client, project: str, tmp_path: Path) -> None:
+    from ghaf.core.errors import IntegrityFailure
+
+    shared = _folder(tmp_path / "shared", 5)
+    admin.datasets.create(project, "ext")
+    uploads = _counting(admin)
+    version = admin.datasets.add_version(project, "ext", shared, reference=True)
+    assert version.external and version.file_count == 5 and uploads == []
+    assert all(f.uri and f.uri.startswith("file:///") for f in admin.datasets.files(project, "ext"))
+    out = tmp_path / "out"
+    admin.datasets.download(project, "ext", out)
+    assert (out / "part-0" / "file-3.bin").read_bytes() == (
+        shared / "part-0" / "file-3.bin"
+    ).read_bytes()
+    (shared / "part-0" / "file-3.bin").write_bytes(b"changed behind our back")
+    with pytest.raises(IntegrityFailure, match="changed since the version was recorded"):
+        admin.datasets.download(project, "ext", tmp_path / "again")
+    (shared / "part-0" / "file-3.bin").unlink()
+    with pytest.raises(IntegrityFailure, match="gone"):
+        admin.datasets.download(project, "ext", tmp_path / "third")
+
+
+def test_external_reference_to_s3(
+    admin: Client, project: str, tmp_path: Path, s3_server, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import boto3
+
+    from ghaf.core.errors import IntegrityFailure
+
+    bucket = unique("lake")
+    s3_server.settings(bucket)  # creates the bucket
+    monkeypatch.setenv("GHAF_S3_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("GHAF_S3_REGION", "us-east-1")
+    monkeypatch.setenv("GHAF_S3_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("GHAF_S3_SECRET_ACCESS_KEY", "test")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    for i in range(3):
+        s3.put_object(Bucket=bucket, Key=f"raw/2026/part-{i}.csv", Body=f"a,b\n{i},{i}\n")
+    admin.datasets.create(project, "lake")
+    version = admin.datasets.add_version(project, "lake", f"s3://{bucket}/raw/", reference=True)
+    assert version.external and version.file_count == 3
+    assert [f.path for f in admin.datasets.files(project, "lake")] == [
+        "2026/part-0.csv",
+        "2026/part-1.csv",
+        "2026/part-2.csv",
+    ]
+    out = tmp_path / "out"
+    admin.datasets.download(project, "lake", out)
+    assert (out / "2026" / "part-1.csv").read_text() == "a,b\n1,1\n"
+    s3.put_object(Bucket=bucket, Key="raw/2026/part-1.csv", Body="tampered")
+    with pytest.raises(IntegrityFailure, match="changed since"):
+        admin.datasets.download(project, "lake", tmp_path / "again")
+    with pytest.raises(InvalidInput, match="no objects"):
+        admin.datasets.add_version(project, "lake", f"s3://{bucket}/empty/", reference=True)
+
+
+def test_bad_external_uris_are_refused(admin: Client, project: str) -> None:
+    admin.datasets.create(project, "u2")
+    entry = {"path": "a", "size": 1, "sha256": "c" * 64, "uri": "http://evil.example/x"}
+    with pytest.raises(InvalidInput, match="s3:// or file:///"):
+        admin.request(
+            "POST", f"/api/v1/projects/{project}/datasets/u2/versions", json={"files": [entry]}
+        )

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-27 04:10:10.834087
+Create Date: 2026-11-27 04:21:55.268320
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def upgrade() -> None:
         sa.Column("total_bytes", sa.BigInteger(), nullable=False),
         sa.Column("manifest_sha256", sa.String(length=64), nullable=False),
         sa.Column("row_count", sa.BigInteger(), nullable=True),
+        sa.Column("external", sa.Boolean(), nullable=False),
         sa.Column("table_schema", sa.JSON(), nullable=True),
         sa.Column("profile", sa.JSON(), nullable=True),
         sa.Column("provenance", sa.JSON(), nullable=False),
@@ -97,7 +98,11 @@ def upgrade() -> None:
         sa.Column("path", sa.String(length=1024), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
-        sa.Column("blob_id", sa.String(length=36), nullable=False),
+        sa.Column("blob_id", sa.String(length=36), nullable=True),
+        sa.Column("uri", sa.String(length=2048), nullable=True),
+        sa.CheckConstraint(
+            "(blob_id IS NULL) <> (uri IS NULL)", name=op.f("ck_dataset_files_stored_or_referenced")
+        ),
         sa.ForeignKeyConstraint(
             ["blob_id"],
             ["blobs.id"],
