@@ -85,10 +85,7 @@ def list_projects(
         statement = statement.where(Project.id == caller.token_project_id)
     roles: dict[str, str] = {}
     if not caller.is_platform_admin:
-        grants = _grants_of(ctx, caller.principal_id)
-        for project_id, role in grants:
-            if ROLE_RANK[role] > ROLE_RANK.get(roles.get(project_id, ""), -1):
-                roles[project_id] = role
+        roles = ctx.project_roles()
         statement = statement.where(Project.id.in_(list(roles)))
         if deleted:  # only owners see what they can restore
             statement = statement.where(Project.id.in_([p for p, r in roles.items() if r == OWNER]))
@@ -99,16 +96,6 @@ def list_projects(
         project_out(p, role=PLATFORM_ADMIN if caller.is_platform_admin else roles.get(p.id))
         for p in rows
     ], next_cursor
-
-
-def _grants_of(ctx: Context, principal_id: str) -> list[tuple[str, str]]:
-    groups = select(GroupMember.group_id).where(GroupMember.principal_id == principal_id)
-    rows = ctx.session.execute(
-        select(ProjectMember.project_id, ProjectMember.role).where(
-            or_(ProjectMember.principal_id == principal_id, ProjectMember.group_id.in_(groups))
-        )
-    ).all()
-    return [(project_id, role) for project_id, role in rows]
 
 
 def get_project(ctx: Context, name: str) -> schemas.ProjectOut:

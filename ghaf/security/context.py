@@ -202,6 +202,34 @@ class Context:
         project = self.session.scalar(statement)
         return (project, PLATFORM_ADMIN) if project is not None else None
 
+    def project_roles(self) -> dict[str, str]:
+        """The caller's strongest role in each project, by project id, counting direct
+        and group grants and honouring a project-limited token. Deleted projects are
+        included; callers filter what they show."""
+        caller = self.caller
+        if caller is None:
+            return {}
+        statement = select(ProjectMember.project_id, ProjectMember.role).where(
+            or_(
+                ProjectMember.principal_id == caller.principal_id,
+                ProjectMember.group_id.in_(
+                    select(GroupMember.group_id).where(
+                        GroupMember.principal_id == caller.principal_id
+                    )
+                ),
+            )
+        )
+        if caller.token_project_id is not None:
+            statement = statement.where(ProjectMember.project_id == caller.token_project_id)
+        roles: dict[str, list[str]] = {}
+        for project_id, role in self.session.execute(statement):
+            roles.setdefault(project_id, []).append(role)
+        return {
+            project_id: strongest
+            for project_id, granted in roles.items()
+            if (strongest := highest_role(granted)) is not None
+        }
+
     def _load_grant(
         self, caller: Caller, name: str, *, include_deleted: bool
     ) -> tuple[Project, str] | None:

@@ -15,7 +15,7 @@ from ghaf.core.database import insert_unique
 from ghaf.core.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
-from ghaf.projects.models import Project, ProjectMember
+from ghaf.projects.models import Project
 from ghaf.security import schemas
 from ghaf.security.cache import CachedToken
 from ghaf.security.context import Caller, Context
@@ -254,24 +254,15 @@ def whoami(ctx: Context) -> schemas.WhoAmI:
     token_project = (
         ctx.session.get(Project, caller.token_project_id) if (caller.token_project_id) else None
     )
-    groups = select(GroupMember.group_id).where(GroupMember.principal_id == caller.principal_id)
-    grants = ctx.session.execute(
-        select(Project.name, ProjectMember.role)
-        .join(ProjectMember, ProjectMember.project_id == Project.id)
-        .where(
-            Project.deleted_at.is_(None),
-            (ProjectMember.principal_id == caller.principal_id)
-            | ProjectMember.group_id.in_(groups),
-        )
-    ).all()
-    from ghaf.security.permissions import ROLE_RANK
-
-    projects: dict[str, str] = {}
-    for project_name, role in grants:
-        if ROLE_RANK[role] > ROLE_RANK.get(projects.get(project_name, ""), -1):
-            projects[project_name] = role
-    if token_project is not None:
-        projects = {k: v for k, v in projects.items() if k == token_project.name}
+    roles = ctx.project_roles()
+    names = dict(
+        ctx.session.execute(
+            select(Project.id, Project.name).where(
+                Project.id.in_(list(roles)), Project.deleted_at.is_(None)
+            )
+        ).all()
+    )
+    projects = {names[pid]: role for pid, role in roles.items() if pid in names}
     return schemas.WhoAmI(
         id=caller.principal_id,
         name=caller.name,
@@ -437,16 +428,12 @@ def revoke_own_token(ctx: Context, name: str) -> None:
 # --- groups ------------------------------------------------------------------------
 
 
-def _get_group(session: Session, name: str) -> Group:
+def get_group_by_name(session: Session, name: str) -> Group:
     validate_name(name, field="group")
     group = session.scalar(select(Group).where(Group.name == name))
     if group is None:
         raise NotFound(f"no group named {name!r}", field="group")
     return group
-
-
-def get_group_by_name(session: Session, name: str) -> Group:
-    return _get_group(session, name)
 
 
 def _group_out(session: Session, group: Group) -> schemas.GroupOut:
@@ -488,12 +475,12 @@ def list_groups(
 
 def get_group(ctx: Context, name: str) -> schemas.GroupOut:
     ctx.require("group:read", resource=f"group/{name}")
-    return _group_out(ctx.session, _get_group(ctx.session, name))
+    return _group_out(ctx.session, get_group_by_name(ctx.session, name))
 
 
 def delete_group(ctx: Context, name: str) -> None:
     ctx.require("group:write", resource=f"group/{name}")
-    group = _get_group(ctx.session, name)
+    group = get_group_by_name(ctx.session, name)
     ctx.session.delete(group)
     ctx.audit("group:delete", f"group/{name}")
     ctx.commit()
@@ -501,7 +488,7 @@ def delete_group(ctx: Context, name: str) -> None:
 
 def add_group_member(ctx: Context, name: str, principal_name: str) -> schemas.GroupOut:
     ctx.require("group:write", resource=f"group/{name}/member/{principal_name}")
-    group = _get_group(ctx.session, name)
+    group = get_group_by_name(ctx.session, name)
     principal = get_principal(ctx.session, principal_name)
     if ctx.session.get(GroupMember, (group.id, principal.id)) is None:
         ctx.session.add(GroupMember(group_id=group.id, principal_id=principal.id))
@@ -512,7 +499,7 @@ def add_group_member(ctx: Context, name: str, principal_name: str) -> schemas.Gr
 
 def remove_group_member(ctx: Context, name: str, principal_name: str) -> schemas.GroupOut:
     ctx.require("group:write", resource=f"group/{name}/member/{principal_name}")
-    group = _get_group(ctx.session, name)
+    group = get_group_by_name(ctx.session, name)
     principal = get_principal(ctx.session, principal_name)
     member = ctx.session.get(GroupMember, (group.id, principal.id))
     if member is None:
