@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _report import case, print_report
+
 from ghaf.client import Client
 from ghaf.core.settings import Settings
 from ghaf.server.install import initialise
@@ -206,70 +208,65 @@ def main() -> None:
 
     ratio = ghaf_rps / bare_rps
     cases: list[dict[str, Any]] = [
-        {
-            "case": f"authenticated GET project, {args.connections} conns",
-            "unit": "req/s",
-            "peer": "bare FastAPI",
-            "peer_value": round(bare_rps, 1),
-            "ghaf_value": round(ghaf_rps, 1),
-            "ratio": round(ratio, 3),
-            "goal": ">= 0.40 of bare",
-            "met": ratio >= 0.40,
-        },
-        {
-            "case": f"p99 latency, {args.connections} conns",
-            "unit": "ms",
-            "peer": "bare FastAPI",
-            "peer_value": round(bare_p99, 2),
-            "ghaf_value": round(ghaf_p99, 2),
-            "ratio": round(ghaf_p99 / bare_p99, 2),
-            "goal": "< 15 ms",
-            "met": ghaf_p99 < 15,
-        },
-        {
-            "case": "sequential call, kept-alive connection",
-            "unit": "ms/call",
-            "peer": "MLflow 3.17 (measured, issue #2)",
-            "peer_value": 44.0,
-            "ghaf_value": round(sequential, 3),
-            "ratio": round(sequential / 44.0, 3),
-            "goal": "< 2 ms",
-            "met": sequential < 2,
-        },
-        {
-            "case": "start-up to healthy",
-            "unit": "s",
-            "peer": "MLflow 3.17 (measured, issue #2)",
-            "peer_value": 19.0,
-            "ghaf_value": round(startup_s, 2),
-            "ratio": round(startup_s / 19.0, 3),
-            "goal": "< 3 s",
-            "met": startup_s < 3,
-        },
-        {
-            "case": "idle RSS",
-            "unit": "MB",
-            "peer": "MLflow 3.17 (measured, issue #2)",
-            "peer_value": 2600.0,
-            "ghaf_value": round(idle_rss, 1),
-            "ratio": round(idle_rss / 2600.0, 3),
-            "goal": "< 300 MB",
-            "met": idle_rss < 300,
-        },
+        case(
+            f"authenticated GET project, {args.connections} conns",
+            "req/s",
+            "bare FastAPI",
+            bare_rps,
+            ghaf_rps,
+            ratio,
+            ">= 0.40 of bare",
+            ratio >= 0.40,
+        ),
+        case(
+            f"p99 latency, {args.connections} conns",
+            "ms",
+            "bare FastAPI",
+            bare_p99,
+            ghaf_p99,
+            ghaf_p99 / bare_p99,
+            "< 15 ms",
+            ghaf_p99 < 15,
+            digits=2,
+        ),
+        case(
+            "sequential call, kept-alive connection",
+            "ms/call",
+            "MLflow 3.17 (measured, issue #2)",
+            44.0,
+            sequential,
+            sequential / 44.0,
+            "< 2 ms",
+            sequential < 2,
+            digits=3,
+        ),
+        case(
+            "start-up to healthy",
+            "s",
+            "MLflow 3.17 (measured, issue #2)",
+            19.0,
+            startup_s,
+            startup_s / 19.0,
+            "< 3 s",
+            startup_s < 3,
+            digits=2,
+        ),
+        case(
+            "idle RSS",
+            "MB",
+            "MLflow 3.17 (measured, issue #2)",
+            2600.0,
+            idle_rss,
+            idle_rss / 2600.0,
+            "< 300 MB",
+            idle_rss < 300,
+        ),
     ]
-    print(f"load generator: {generator}; {args.duration:.0f}s per run; one uvicorn worker")
-    header = (
-        f"{'workload':42} {'unit':8} {'peer':34} {'peer':>10} {'ghaf':>10} "
-        f"{'ratio':>7} {'goal':>16}  met"
+    print_report(
+        "api_overhead",
+        cases,
+        note=f"load generator: {generator}; {args.duration:.0f}s per run; one uvicorn worker",
     )
-    print(header)
-    print("-" * len(header))
-    for c in cases:
-        print(
-            f"{c['case']:42} {c['unit']:8} {c['peer']:34} {c['peer_value']:>10} "
-            f"{c['ghaf_value']:>10} {c['ratio']:>7} {c['goal']:>16}  {'yes' if c['met'] else 'NO'}"
-        )
-    print(json.dumps({"bench": "api_overhead", "cases": cases}))
 
 
 if __name__ == "__main__":

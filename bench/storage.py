@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _report import case, print_report
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ghaf.client import Client
@@ -169,28 +170,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def case(
-    name: str,
-    unit: str,
-    peer: str,
-    peer_value: float,
-    ghaf_value: float,
-    ratio: float,
-    goal: str,
-    met: bool | None,
-) -> dict[str, Any]:
-    return {
-        "case": name,
-        "unit": unit,
-        "peer": peer,
-        "peer_value": round(peer_value, 1),
-        "ghaf_value": round(ghaf_value, 1),
-        "ratio": round(ratio, 3),
-        "goal": goal,
-        "met": met,
-    }
 
 
 def main() -> None:
@@ -407,20 +386,11 @@ def main() -> None:
                 ),
             ]
 
-    print(f"files in {args.dir or tempfile.gettempdir()}; chunk 1 MiB; one server process")
-    header = (
-        f"{'workload':44} {'unit':6} {'peer':26} {'peer':>9} {'ghaf':>9} {'ratio':>7} "
-        f"{'goal':>24}  met"
+    print_report(
+        "storage",
+        cases,
+        note=f"files in {args.dir or tempfile.gettempdir()}; chunk 1 MiB; one server process",
     )
-    print(header)
-    print("-" * len(header))
-    for c in cases:
-        met = "-" if c["met"] is None else ("yes" if c["met"] else "NO")
-        print(
-            f"{c['case']:44} {c['unit']:6} {c['peer']:26} {c['peer_value']:>9} "
-            f"{c['ghaf_value']:>9} {c['ratio']:>7} {c['goal']:>24}  {met}"
-        )
-    print(json.dumps({"bench": "storage", "cases": cases}))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ BENCH = Path(__file__).parents[2] / "bench"
 
 
 @pytest.mark.embedded
-@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("*.py")))
+@pytest.mark.parametrize(
+    "script", sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+)
 def test_bench_quick(script: str) -> None:
     result = subprocess.run(
         [sys.executable, str(BENCH / script), "--quick"],

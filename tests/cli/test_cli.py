@@ -24,6 +24,14 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def admin_cli(platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI pointed at the test server as the platform admin (via GHAF_URL/TOKEN)."""
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    return cli_env
+
+
 def test_login_stores_0600_credentials_and_whoami(platform: Platform, cli_env: Path) -> None:
     result = runner.invoke(app, ["login", "--url", platform.url, "--token", platform.admin_token])
     assert result.exit_code == 0, result.output
@@ -62,10 +70,8 @@ def test_unreachable_server_exits_1(cli_env: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_project_and_member_commands(
-    platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch
+    platform: Platform, admin_cli: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GHAF_URL", platform.url)
-    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
     name = unique("p")
     created = runner.invoke(app, ["projects", "create", name, "--json"])
     assert created.exit_code == 0, created.output
@@ -142,11 +148,9 @@ def test_set_password_then_login(
 def test_service_account_commands(
     platform: Platform,
     admin,
-    cli_env: Path,  # type: ignore[no-untyped-def]
+    admin_cli: Path,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("GHAF_URL", platform.url)
-    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
     project = admin.projects.create(unique("p")).name
     assert (
         runner.invoke(
@@ -174,12 +178,10 @@ def test_service_account_commands(
 def test_artifact_and_key_commands(
     platform: Platform,
     admin,
-    cli_env: Path,  # type: ignore[no-untyped-def]
+    admin_cli: Path,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("GHAF_URL", platform.url)
-    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
     project = admin.projects.create(unique("p")).name
     source = tmp_path / "model.bin"
     source.write_bytes(b"weights" * 1000)
@@ -216,12 +218,10 @@ def test_artifact_and_key_commands(
 def test_data_commands(
     platform: Platform,
     admin,
-    cli_env: Path,  # type: ignore[no-untyped-def]
+    admin_cli: Path,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("GHAF_URL", platform.url)
-    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
     project = admin.projects.create(unique("p")).name
     folder = tmp_path / "imgs"
     (folder / "a").mkdir(parents=True)
@@ -252,15 +252,13 @@ def test_data_commands(
 def test_data_diff_classify_lineage_commands(
     platform: Platform,
     admin,
-    cli_env: Path,  # type: ignore[no-untyped-def]
+    admin_cli: Path,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    monkeypatch.setenv("GHAF_URL", platform.url)
-    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
     project = admin.projects.create(unique("p")).name
     first, second = tmp_path / "v1.parquet", tmp_path / "v2.parquet"
     pq.write_table(pa.table({"id": [1, 2, 3], "email": ["a", "b", "c"]}), first)
@@ -294,12 +292,10 @@ def test_data_diff_classify_lineage_commands(
 def test_data_add_reference(
     platform: Platform,
     admin,
-    cli_env: Path,  # type: ignore[no-untyped-def]
+    admin_cli: Path,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("GHAF_URL", platform.url)
-    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
     project = admin.projects.create(unique("p")).name
     shared = tmp_path / "shared"
     shared.mkdir()
