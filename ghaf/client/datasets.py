@@ -375,10 +375,7 @@ class Datasets:
             for e in entries
             if not (root / e.path).is_file() or (root / e.path).stat().st_size != e.size
         ]
-        for entry in missing:
-            target = root / normalise_path(entry.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._download(project, entry, target, None)
+        self._fetch(project, missing, root, None)
         return [root / e.path for e in entries]
 
     def to_arrow(self, project: str, name: str, ref: str | int = "latest") -> Any:
@@ -432,12 +429,22 @@ class Datasets:
     ) -> VersionOut:
         """Write every file of a version under ``destination``, each verified by SHA-256."""
         version = self.version(project, name, ref)
-        root = Path(destination)
-        for entry in self.files(project, name, version.version):
+        self._fetch(
+            project, self.files(project, name, version.version), Path(destination), progress
+        )
+        return version
+
+    def _fetch(
+        self,
+        project: str,
+        entries: builtins.list[ManifestEntry],
+        root: Path,
+        progress: Progress | None,
+    ) -> None:
+        for entry in entries:
             target = root / normalise_path(entry.path)
             target.parent.mkdir(parents=True, exist_ok=True)
             self._download(project, entry, target, progress)
-        return version
 
     def _download(
         self, project: str, entry: ManifestEntry, target: Path, progress: Progress | None
