@@ -38,7 +38,7 @@ from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess
 from ghaf.storage.backends.base import ObjectWriter
 from ghaf.storage.backends.local import LocalBackend
-from ghaf.storage.store import Store, Upload
+from ghaf.storage.store import ObjectName, Slice, Store, Upload
 
 MB = 1 << 20
 CHUNK = 1 << 20
@@ -123,13 +123,7 @@ class NullWriter(ObjectWriter):
 
 def write_path_only(src: Path) -> None:
     handle = Upload(
-        NullWriter(),
-        new_data_key(),
-        object_id=new_id(),
-        key="objects/x/y",
-        kek_version=1,
-        wrapped_key="",
-        chunk_size=CHUNK,
+        NullWriter(), new_data_key(), ObjectName(new_id(), "objects/x/y", 1, ""), chunk_size=CHUNK
     )
     for piece in read_pieces(src):
         handle.write(piece)
@@ -143,7 +137,7 @@ def store_get(store: Store, handle: Any, size: int) -> None:
         kek_version=handle.kek_version,
         wrapped_key=handle.wrapped_key,
     )
-    for _ in store.read(key=handle.key, object_id=handle.object_id, size=size, data_key=data_key):
+    for _ in store.read(Slice(handle.key, handle.object_id, size, 0, size), data_key=data_key):
         pass
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,13 +15,20 @@ from pydantic import BaseModel
 
 from ghaf.client import credentials
 from ghaf.client.datasets import Datasets
-from ghaf.client.files import CHUNK, Progress, file_sha256, read_file
+from ghaf.client.files import CHUNK, LocalFile, Progress, file_sha256, pack_body, read_file
 from ghaf.core.errors import GhafError, IntegrityFailure, Unavailable, error_from_problem
 from ghaf.projects.schemas import MemberOut, ProjectOut
 from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
 from ghaf.security.schemas import GroupOut, PrincipalOut, TokenCreated, TokenOut, WhoAmI
+from ghaf.storage import packs
 from ghaf.storage.paths import normalise_path
-from ghaf.storage.schemas import ArtifactOut, KeysOut, RotationResult, StorageVerifyResult
+from ghaf.storage.schemas import (
+    ArtifactOut,
+    KeysOut,
+    PackOut,
+    RotationResult,
+    StorageVerifyResult,
+)
 
 M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
@@ -448,6 +455,47 @@ class Artifacts(_Resource):
             params={"overwrite": overwrite},
             headers={"X-Ghaf-SHA256": digest, "Content-Type": "application/octet-stream"},
         )
+
+    def put_pack(
+        self,
+        project: str,
+        files: Sequence[LocalFile],
+        *,
+        progress: Progress | None = None,
+    ) -> PackOut:
+        """Upload many small files (each at most 16 MiB) in one request, addressed by hash."""
+        return self._client._model(
+            PackOut,
+            "POST",
+            f"{API}/projects/{project}/blobs:pack",
+            content=pack_body(files, progress),
+            headers={"Content-Type": packs.MEDIA_TYPE},
+        )
+
+    def fetch_pack(self, project: str, hashes: Sequence[str]) -> Iterator[tuple[str, bytes]]:
+        """Contents by SHA-256 in one streamed response, each checked against its hash."""
+        wanted = set(hashes)
+        frames = packs.FrameReader(members_max=len(wanted))
+        with self._client._http.stream(
+            "POST", f"{API}/projects/{project}/blobs:fetch", json={"sha256": sorted(wanted)}
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            for piece in response.iter_bytes(CHUNK):
+                for sha256, content in frames.feed(piece):
+                    if sha256 == packs.ERROR_SHA256:
+                        packs.raise_error_frame(content)
+                    if sha256 not in wanted or hashlib.sha256(content).hexdigest() != sha256:
+                        raise IntegrityFailure(
+                            f"content {sha256} does not match its SHA-256: corrupted in transit"
+                        )
+                    yield sha256, content
+        if frames.count != len(wanted) or not frames.empty:
+            raise IntegrityFailure(
+                f"the server sent {frames.count} of {len(wanted)} contents: the response "
+                "was cut short"
+            )
 
     def present(self, project: str, hashes: builtins.list[str]) -> set[str]:
         """Which of these SHA-256s the project already stores."""

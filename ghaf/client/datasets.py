@@ -8,12 +8,16 @@ import hashlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ghaf.client.files import CHUNK, Progress, file_sha256, read_file
+from ghaf.client.files import CHUNK, LocalFile, Progress, file_sha256, read_file
+from ghaf.client.local_cache import HashCache, cache_root
 from ghaf.client.provenance import capture
 from ghaf.core.errors import IntegrityFailure, InvalidInput
 from ghaf.datasets import tables
@@ -24,70 +28,132 @@ if TYPE_CHECKING:
     from ghaf.client.client import Client
 
 API = "/api/v1"
-QUERY_BATCH = 10_000
+UPLOAD_THREADS = 2
+GROUP_FILES = 5_000  # files hashed, queried and uploaded as one step
+GROUP_BYTES = 256 << 20
+PACK_MEMBER_BYTES = 4 << 20  # larger files stream on their own
+PACK_BYTES = 64 << 20
+PACK_FILES = 10_000
+T = TypeVar("T")
+
+
+def _batches(
+    items: Iterable[T],
+    size: Callable[[T], int],
+    *,
+    max_bytes: int = PACK_BYTES,
+    max_items: int = PACK_FILES,
+) -> Iterator[builtins.list[T]]:
+    """Consecutive runs of ``items`` of at most ``max_items`` and about ``max_bytes``."""
+    batch: builtins.list[T] = []
+    total = 0
+    for item in items:
+        batch.append(item)
+        total += size(item)
+        if len(batch) >= max_items or total >= max_bytes:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
 
 
 @dataclass(frozen=True)
-class LocalFile:
-    path: str  # inside the dataset, '/'-separated
-    location: Path | None
-    size: int
-    sha256: str
-    uri: str | None = None  # set for external references
+class Found:
+    """A regular file under the source, with the lstat it had when found."""
+
+    path: str  # relative to the source, '/'-separated
+    location: str  # strings, not Paths: a folder may hold 100,000 files
+    info: os.stat_result
 
 
-def _walk(source: Path) -> list[tuple[str, Path]]:
+def _walk(source: Path) -> list[Found]:
     if source.is_symlink():
         raise InvalidInput(f"{source} is a symbolic link; give the real path", field="path")
     if not source.exists():
         raise InvalidInput(f"{source} does not exist", field="path")
-    if source.is_file():
-        return [(source.name, source)]
-    found: list[tuple[str, Path]] = []
-    for folder, dirs, files in os.walk(source, followlinks=False):
-        for name in sorted(dirs + files):
-            location = Path(folder, name)
-            if location.is_symlink():
-                target = os.path.realpath(location)
-                where = (
-                    "outside" if not Path(target).is_relative_to(source.resolve()) else ("inside")
-                )
-                raise InvalidInput(
-                    f"{location} is a symbolic link to {target} ({where} the folder); links "
-                    "are not followed: replace it with the file or remove it",
-                    field="path",
-                )
-        for name in files:
-            location = Path(folder, name)
-            if not stat.S_ISREG(location.lstat().st_mode):
-                raise InvalidInput(f"{location} is not a regular file", field="path")
-            found.append((location.relative_to(source).as_posix(), location))
+    root = source.resolve()
+    if root.is_file():
+        return [Found(root.name, str(root), root.lstat())]
+    found: list[Found] = []
+    folders = [str(root)]
+    skip = len(str(root).rstrip(os.sep)) + 1
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    _refuse_link(entry.path, root)
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode):
+                    raise InvalidInput(f"{entry.path} is not a regular file", field="path")
+                relative = entry.path[skip:]
+                found.append(Found(relative.replace(os.sep, "/"), entry.path, info))
     if not found:
         raise InvalidInput(f"{source} is an empty folder: nothing to version", field="path")
-    return sorted(found)
+    found.sort(key=lambda f: f.path)
+    return found
 
 
-def _hash(location: Path, progress: Progress | None) -> tuple[int, str]:
+def _refuse_link(location: str, root: Path) -> None:
+    target = os.path.realpath(location)
+    where = "inside" if Path(target).is_relative_to(root) else "outside"
+    raise InvalidInput(
+        f"{location} is a symbolic link to {target} ({where} the folder); links are not "
+        "followed: replace it with the file or remove it",
+        field="path",
+    )
+
+
+def _hash(found: Found, progress: Progress | None) -> LocalFile:
+    location = found.location
     try:
-        before = location.stat()
         sha256 = file_sha256(location, progress)
-        after = location.stat()
+        after = os.stat(location)
     except PermissionError:
         raise InvalidInput(f"{location} cannot be read (permission denied)", field="path") from None
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+    if (found.info.st_size, found.info.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
         raise InvalidInput(
             f"{location} changed while it was being hashed; no version was created", field="path"
         )
-    return after.st_size, sha256
+    return LocalFile(normalise_path(found.path), location, after.st_size, sha256)
+
+
+def _hashed(found: list[Found], progress: Progress | None, cache: HashCache) -> Iterator[LocalFile]:
+    """Each file with its SHA-256: from the cache where its stat is unchanged, else read.
+
+    Hashing stays on the calling thread: for many small files a worker pool costs more
+    in GIL hand-offs than it gains, while uploads overlap with it on their own threads.
+    """
+    for item in found:
+        known = cache.get(item.location, item.info)
+        if known is not None:
+            if progress is not None:
+                progress(item.info.st_size)
+            yield LocalFile(normalise_path(item.path), item.location, item.info.st_size, known)
+            continue
+        file = _hash(item, progress)
+        cache.put(item.location, item.info, file.sha256)
+        yield file
+
+
+@contextmanager
+def _hash_cache(source: Path) -> Iterator[HashCache]:
+    cache = HashCache()
+    try:
+        if source.is_dir():
+            cache.load(source)
+        yield cache
+        cache.save()
+    finally:
+        cache.close()
 
 
 def scan(source: str | Path, *, progress: Progress | None = None) -> list[LocalFile]:
     """Every file under ``source`` (or ``source`` itself) with its size and SHA-256."""
-    files = []
-    for path, location in _walk(Path(source)):
-        size, sha256 = _hash(location, progress)
-        files.append(LocalFile(normalise_path(path), location, size, sha256))
-    return files
+    with _hash_cache(Path(source)) as cache:
+        return list(_hashed(_walk(Path(source)), progress, cache))
 
 
 def _s3_client() -> Any:
@@ -242,7 +308,7 @@ class Datasets:
                     f.location,
                     f.size,
                     f.sha256,
-                    uri=f.location.resolve().as_uri() if f.location else None,
+                    uri=Path(f.location).resolve().as_uri() if f.location else None,
                 )
                 for f in scan(source, progress=hash_progress)
             ]
@@ -293,20 +359,50 @@ class Datasets:
         hash_progress: Progress | None,
         upload_progress: Progress | None,
     ) -> VersionOut:
-        files = scan(source, progress=hash_progress)
-        present: set[str] = set()
-        hashes = sorted({f.sha256 for f in files})
-        for start in range(0, len(hashes), QUERY_BATCH):
-            present |= self._client.artifacts.present(project, hashes[start : start + QUERY_BATCH])
-        uploaded: set[str] = set()
-        for file in files:
-            if file.sha256 in present or file.sha256 in uploaded:
-                continue
-            self._upload(project, file, upload_progress)
-            uploaded.add(file.sha256)
+        files: builtins.list[LocalFile] = []
+        sent: set[str] = set()
+        uploads = ThreadPoolExecutor(UPLOAD_THREADS, "ghaf-upload")
+        running: deque[Future[None]] = deque()
+        try:
+            # Hash here while upload threads send the groups already hashed: on the
+            # server, one pack is being sealed while the previous one is made durable.
+            with _hash_cache(source) as cache:
+                hashed = _hashed(_walk(source), hash_progress, cache)
+                for group in _batches(
+                    hashed, lambda f: f.size, max_bytes=GROUP_BYTES, max_items=GROUP_FILES
+                ):
+                    files += group
+                    fresh = [
+                        f for f in {f.sha256: f for f in group}.values() if f.sha256 not in sent
+                    ]
+                    sent.update(f.sha256 for f in fresh)
+                    if len(running) >= 2 * UPLOAD_THREADS:
+                        running.popleft().result()
+                    running.append(
+                        uploads.submit(self._upload_missing, project, fresh, upload_progress)
+                    )
+            for upload in running:
+                upload.result()
+        finally:
+            uploads.shutdown(cancel_futures=True)
         return self._create(
             project, name, files, table, description, {**capture(source), **(provenance or {})}
         )
+
+    def _upload_missing(
+        self, project: str, group: builtins.list[LocalFile], progress: Progress | None
+    ) -> None:
+        """Upload the contents of ``group`` the project lacks: small ones in packs."""
+        present = self._client.artifacts.present(project, [f.sha256 for f in group])
+        missing = [f for f in group if f.sha256 not in present]
+        small = []
+        for file in missing:
+            if file.size > PACK_MEMBER_BYTES:
+                self._upload(project, file, progress)
+            else:
+                small.append(file)
+        for pack in _batches(small, lambda f: f.size):
+            self._client.artifacts.put_pack(project, pack, progress=progress)
 
     def _upload(self, project: str, file: LocalFile, progress: Progress | None) -> None:
         self._client.request(
@@ -362,11 +458,7 @@ class Datasets:
     ) -> builtins.list[Path]:
         """The version's files in a local cache (downloaded and verified once)."""
         version = self.version(project, name, ref)
-        base = (
-            Path(cache)
-            if cache
-            else Path(os.environ.get("GHAF_CACHE", Path.home() / ".cache" / "ghaf"))
-        )
+        base = Path(cache) if cache else cache_root()
         # Keyed by the manifest's hash: the same bytes wherever they came from.
         root = base / "datasets" / version.manifest_sha256
         entries = self.files(project, name, version.version)
@@ -441,10 +533,37 @@ class Datasets:
         root: Path,
         progress: Progress | None,
     ) -> None:
+        packed: dict[str, builtins.list[Path]] = {}
+        folders: set[Path] = set()
         for entry in entries:
             target = root / normalise_path(entry.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._download(project, entry, target, progress)
+            if target.parent not in folders:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                folders.add(target.parent)
+            if entry.uri is None and entry.size <= PACK_MEMBER_BYTES:
+                packed.setdefault(entry.sha256, []).append(target)
+            else:
+                self._download(project, entry, target, progress)
+        sizes = {e.sha256: e.size for e in entries}
+        for batch in _batches(builtins.list(packed), sizes.__getitem__):
+            self._download_pack(project, batch, packed, progress)
+
+    def _download_pack(
+        self,
+        project: str,
+        hashes: builtins.list[str],
+        targets: dict[str, builtins.list[Path]],
+        progress: Progress | None,
+    ) -> None:
+        """Small files in one streamed response; each is verified before it lands."""
+        for sha256, content in self._client.artifacts.fetch_pack(project, hashes):
+            for target in targets[sha256]:
+                # Verified in memory already, so written in place: no rename per file.
+                # An interrupted write leaves a short file, which the cache re-fetches.
+                with open(target, "wb") as handle:
+                    handle.write(content)
+                if progress is not None:
+                    progress(len(content))
 
     def _download(
         self, project: str, entry: ManifestEntry, target: Path, progress: Progress | None

@@ -93,6 +93,42 @@ def insert_unique(session: Session, row: Base, *, conflict: str, field: str) -> 
         raise Conflict(conflict, field=field) from None
 
 
+def insert_new(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``, skipping each that clashes with a unique constraint.
+
+    For content-addressed rows, where a clash means a concurrent writer stored the same
+    thing first: that is success, not a conflict.
+    """
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
+
+
+def among(session: Session, column: Any, values: list[str]) -> Any:
+    """``column IN values`` with the values bound as one parameter.
+
+    A manifest may name 100,000 hashes. One bound list per value would hit the
+    databases' parameter limits and cost a compile step per value; one JSON array
+    (SQLite's ``json_each``) or one array (PostgreSQL's ``= ANY``) costs neither.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+        from sqlalchemy.types import String
+
+        return column == any_(bindparam("among", values, type_=ARRAY(String)))
+    import json
+
+    from sqlalchemy import func, literal_column, select
+
+    return column.in_(
+        select(literal_column("value")).select_from(func.json_each(json.dumps(values)))
+    )
+
+
 class Database:
     """An engine plus the two session factories: ``read()`` and ``write()``."""
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
-from ghaf.core.database import insert_unique
+from ghaf.core.database import among, insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
@@ -30,7 +30,6 @@ from ghaf.storage.models import Blob
 from ghaf.storage.paths import normalise_path
 
 LATEST = "latest"
-_BATCH = 1000
 
 
 @references.register
@@ -138,7 +137,7 @@ def _checked_manifest(files: list[schemas.ManifestEntry]) -> list[schemas.Manife
             raise InvalidInput(
                 f"files.{index}.uri must be an s3:// or file:/// URI", field=f"files.{index}.uri"
             )
-        checked.append(entry.model_copy(update={"path": path}))
+        checked.append(entry if path == entry.path else entry.model_copy(update={"path": path}))
     return checked
 
 
@@ -147,14 +146,14 @@ def _blobs_for(pctx: Context, files: list[schemas.ManifestEntry]) -> dict[str, s
     assert pctx.project is not None
     files = [f for f in files if f.uri is None]  # external references hold no blob
     wanted = sorted({f.sha256 for f in files})
-    found: dict[str, tuple[str, int]] = {}
-    for start in range(0, len(wanted), _BATCH):
+    found: dict[str, tuple[str, int]] = {
+        sha: (blob_id, size)
         for blob_id, sha, size in pctx.session.execute(
             select(Blob.id, Blob.sha256, Blob.size).where(
-                Blob.project_id == pctx.project.id, Blob.sha256.in_(wanted[start : start + _BATCH])
+                Blob.project_id == pctx.project.id, among(pctx.session, Blob.sha256, wanted)
             )
-        ):
-            found[sha] = (blob_id, size)
+        )
+    }
     missing = [f for f in files if f.sha256 not in found]
     if missing:
         raise Conflict(
@@ -212,8 +211,9 @@ def create_version(
             if attempt == 9:
                 raise
             continue
+        # Core, not ORM, insert: a version may list 100,000 files.
         pctx.session.execute(
-            insert(DatasetFile),
+            insert(DatasetFile.__table__),  # type: ignore[arg-type]
             [
                 {
                     "version_id": version.id,

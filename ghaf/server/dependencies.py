@@ -30,9 +30,9 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class ServiceCall:
     """Runs service functions for one request, as its authenticated caller."""
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: Request, *, write: bool | None = None) -> None:
         self.runtime: Runtime = request.app.state.runtime
-        self._write = request.method not in _READ_METHODS
+        self._write = request.method not in _READ_METHODS if write is None else write
         # Reads on SQLite run on the event loop: they are sub-millisecond local-file reads
         # that never wait for writers (WAL), and a thread hop under the GIL costs more
         # than the query. Writes (which may wait for the write lock or hash a password)
@@ -117,7 +117,14 @@ async def service_call(request: Request) -> ServiceCall:
     return ServiceCall(request)
 
 
+async def read_service_call(request: Request) -> ServiceCall:
+    return ServiceCall(request, write=False)
+
+
 Call = Annotated[ServiceCall, Depends(service_call)]
+# For POST routes that only read (queries with bodies too big for a URL): on SQLite
+# they then neither take nor wait for the write lock.
+ReadCall = Annotated[ServiceCall, Depends(read_service_call)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
 DEFAULT_PAGE = DEFAULT_LIMIT

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, status
@@ -12,11 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from ghaf.core.errors import GhafError
 from ghaf.core.paging import Page
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ServiceCall
-from ghaf.storage import schemas, service
-from ghaf.storage.store import Store, Upload
+from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
+from ghaf.storage import packs, schemas, service
+from ghaf.storage.store import Sealing, Store, Upload
 
 router = APIRouter(tags=["artifacts"])
+log = logging.getLogger("ghaf.storage")
 PIECE_BYTES = 1 << 20
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -44,16 +47,22 @@ async def _pieces(request: Request) -> AsyncIterator[bytes]:
         yield bytes(buffer)
 
 
-async def _receive(request: Request, store: Store, plan: service.PutPlan) -> Upload:
-    """Stream the body into an encrypted upload; abort it on any failure or disconnect."""
-    handle = store.start_upload(project_id=plan.project_id)
+async def _receive(
+    request: Request, handle: Sealing, write: Callable[[bytes], None], finish: Callable[[], None]
+) -> None:
+    """Stream the body into an encrypted object; abort it on any failure or disconnect."""
     try:
         async for piece in _pieces(request):
-            await run_in_threadpool(handle.write, piece)
-        await run_in_threadpool(service.finish_upload, handle, plan)
+            await run_in_threadpool(write, piece)
+        await run_in_threadpool(finish)
     except BaseException:
         await run_in_threadpool(handle.abort)
         raise
+
+
+async def _receive_one(request: Request, store: Store, plan: service.PutPlan) -> Upload:
+    handle = store.start_upload(project_id=plan.project_id)
+    await _receive(request, handle, handle.write, partial(service.finish_upload, handle, plan))
     return handle
 
 
@@ -71,7 +80,7 @@ async def put_artifact(
     plan = await call(
         service.plan_put, store, name, path, sha256=x_ghaf_sha256, overwrite=overwrite
     )
-    handle = await _receive(request, store, plan)
+    handle = await _receive_one(request, store, plan)
     return await call(service.commit_put, store, plan, handle)
 
 
@@ -80,8 +89,60 @@ async def put_blob(call: Call, request: Request, name: str, sha256: str) -> sche
     """Upload content addressed only by its SHA-256 (for manifests such as datasets)."""
     store = _store(call)
     plan = await call(service.plan_blob_put, store, name, sha256)
-    handle = await _receive(request, store, plan)
+    handle = await _receive_one(request, store, plan)
     return await call(service.commit_blob, store, plan, handle)
+
+
+@router.post("/projects/{name}/blobs:pack", status_code=status.HTTP_201_CREATED)
+async def put_pack(call: Call, request: Request, name: str) -> schemas.PackOut:
+    """Upload many small contents in one body of ``application/x-ghaf-pack`` frames
+    (see docs/storage.md); each is checked against its declared SHA-256."""
+    store = _store(call)
+    plan = await call(service.plan_pack, store, name)
+    pack = store.start_pack(project_id=plan.project_id)
+    frames = packs.FrameReader()
+    await _receive(
+        request,
+        pack,
+        partial(service.add_frames, pack, frames),
+        partial(service.finish_pack, pack, frames),
+    )
+    return await call(service.commit_pack, store, plan, pack)
+
+
+@router.post("/projects/{name}/blobs:fetch")
+async def fetch_blobs(call: ReadCall, name: str, body: schemas.BlobQuery) -> Response:
+    """Many contents by SHA-256 as one stream of pack frames (in storage order)."""
+    store = _store(call)
+    opened = await call(service.open_blobs, store, name, body.sha256)
+
+    def frames() -> Iterator[bytes]:
+        for found in opened:
+            members = store.read_many(found.slices, data_key=found.data_key)
+            for sha256, where in zip(found.hashes, found.slices, strict=True):
+                try:
+                    # Whole members only: a failure is then reported in-band, never
+                    # as a response cut off halfway through a member.
+                    content = next(members)
+                except GhafError as exc:
+                    log.error("fetch of %s failed: %s", sha256, exc.detail)
+                    yield packs.error_frame(exc)
+                    return
+                yield packs.frame_header(sha256, where.size) + content
+
+    return StreamingResponse(_regroup(frames()), media_type=packs.MEDIA_TYPE)
+
+
+def _regroup(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """~1 MiB pieces: each one the server sends costs a worker-thread hop."""
+    buffer = bytearray()
+    for piece in pieces:
+        buffer += piece
+        if len(buffer) >= PIECE_BYTES:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 @router.get("/projects/{name}/blobs/{sha256}")
@@ -99,7 +160,7 @@ async def link_artifact(call: Call, name: str, body: schemas.ArtifactLink) -> sc
 
 
 @router.post("/projects/{name}/blobs:query")
-async def query_blobs(call: Call, name: str, body: schemas.BlobQuery) -> schemas.BlobPresence:
+async def query_blobs(call: ReadCall, name: str, body: schemas.BlobQuery) -> schemas.BlobPresence:
     """Which of these SHA-256s the project already stores."""
     return await call(service.present_blobs, name, body.sha256)
 
@@ -153,12 +214,7 @@ async def _stream(store: Store, opened: service.OpenArtifact, range_header: str 
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
     pieces = store.read(
-        key=opened.key,
-        object_id=opened.object_id,
-        size=size,
-        data_key=opened.data_key,
-        start=start,
-        end=end if size else None,
+        opened.where, data_key=opened.data_key, start=start, end=end if size else None
     )
     # Authenticate the first chunk before any header is sent, so a missing or altered
     # object is a proper error response; a failure further in aborts the connection

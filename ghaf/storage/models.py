@@ -13,7 +13,12 @@ from ghaf.core.ids import new_id
 
 
 class Blob(Base):
-    """One encrypted object, shared by every artifact in the project with this content."""
+    """Content shared by every artifact and manifest in the project with this SHA-256.
+
+    Its bytes are the slice ``object_offset`` .. ``+ size`` of one encrypted object: a
+    whole object of its own (``object_id == id``), or a member of a pack that holds many
+    small blobs under one data key (ADR 0009).
+    """
 
     __tablename__ = "blobs"
 
@@ -22,6 +27,9 @@ class Blob(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
     object_key: Mapped[str] = mapped_column(String(512))
+    object_id: Mapped[str] = mapped_column(String(36), index=True)
+    object_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    object_size: Mapped[int] = mapped_column(BigInteger)
     backend_url: Mapped[str] = mapped_column(String(512))
     region: Mapped[str] = mapped_column(String(64))
     chunk_size: Mapped[int] = mapped_column(Integer)

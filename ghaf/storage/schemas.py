@@ -35,6 +35,16 @@ class BlobOut(BaseModel):
     region: str
 
 
+class PackOut(BaseModel):
+    """What one pack upload stored."""
+
+    members: int
+    stored: int = Field(description="Members the project did not hold before.")
+    deduplicated: int = Field(description="Members it already held (stored once).")
+    bytes: int
+    region: str
+
+
 class BlobQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sha256: list[str] = Field(max_length=100_000)

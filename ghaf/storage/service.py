@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from ghaf.core.clock import as_utc
-from ghaf.core.database import insert_unique
+from ghaf.core.clock import as_utc, utcnow
+from ghaf.core.database import among, insert_new, insert_unique
 from ghaf.core.errors import (
     Conflict,
     GhafError,
@@ -26,13 +26,14 @@ from ghaf.core.errors import (
     NotFound,
     PermissionDenied,
 )
+from ghaf.core.ids import new_id
 from ghaf.core.paging import paginate
 from ghaf.security.context import Context
-from ghaf.storage import references, schemas
+from ghaf.storage import packs, references, schemas
 from ghaf.storage.backends.base import INCOMPLETE
 from ghaf.storage.models import Artifact, Blob
 from ghaf.storage.paths import normalise_path
-from ghaf.storage.store import Store, Upload, project_prefix
+from ghaf.storage.store import PackUpload, Slice, Store, Upload, project_prefix
 
 log = logging.getLogger("ghaf.storage")
 REWRAP_BATCH = 500
@@ -177,6 +178,9 @@ def _commit(
                 sha256=done.sha256,
                 size=done.size,
                 object_key=done.key,
+                object_id=done.object_id,
+                object_offset=0,
+                object_size=done.size,
                 backend_url=store.backend.url,
                 region=store.backend.region,
                 chunk_size=done.chunk_size,
@@ -207,6 +211,110 @@ def _commit(
     if duplicate:
         store.backend.delete(done.key)  # the project already stores these bytes
     return blob, artifact
+
+
+@dataclass(frozen=True)
+class PackPlan:
+    project: str
+    project_id: str
+
+
+def plan_pack(ctx: Context, store: Store, project: str) -> PackPlan:
+    """Authorise an upload of many small contents in one pack."""
+    pctx = ctx.in_project(project)
+    pctx.require("artifact:write", resource=f"project/{project}/blobs")
+    _check_residency(pctx, store, "blobs")
+    assert pctx.project is not None
+    return PackPlan(project, pctx.project.id)
+
+
+def add_frames(pack: PackUpload, frames: packs.FrameReader, piece: bytes) -> None:
+    """Seal each complete frame of ``piece`` into the pack, checking its declared hash."""
+    for declared, content in frames.feed(piece):
+        member = pack.add(content)
+        if member.sha256 != declared:
+            raise InvalidInput(
+                f"pack member {frames.count - 1} does not match its declared sha256: "
+                f"declared {declared}, received {member.sha256} ({member.size} bytes)",
+                field="body",
+            )
+
+
+def finish_pack(pack: PackUpload, frames: packs.FrameReader) -> None:
+    """The body is complete and well formed: seal and make the bytes durable (no DB)."""
+    frames.close()
+    pack.finish()
+    pack.commit()
+
+
+def commit_pack(ctx: Context, store: Store, plan: PackPlan, done: PackUpload) -> schemas.PackOut:
+    """Record the members the project did not already hold; all in one transaction."""
+    try:
+        pctx = ctx.in_project(plan.project)
+        pctx.require("artifact:write", resource=f"project/{plan.project}/blobs")
+        first = {m.sha256: m for m in reversed(done.members)}
+        held = _held(pctx, plan.project_id, sorted(first))
+        now = utcnow()
+        insert_new(
+            pctx.session,
+            Blob,
+            [
+                {
+                    "id": new_id(),
+                    "project_id": plan.project_id,
+                    "sha256": m.sha256,
+                    "size": m.size,
+                    "object_key": done.key,
+                    "object_id": done.object_id,
+                    "object_offset": m.offset,
+                    "object_size": done.size,
+                    "backend_url": store.backend.url,
+                    "region": store.backend.region,
+                    "chunk_size": done.chunk_size,
+                    "kek_version": done.kek_version,
+                    "wrapped_key": done.wrapped_key,
+                    "created_at": now,
+                }
+                for m in first.values()
+                if m.sha256 not in held
+            ],
+        )
+        stored = int(
+            pctx.session.scalar(
+                select(func.count()).select_from(Blob).where(Blob.object_id == done.object_id)
+            )
+            or 0
+        )
+        out = schemas.PackOut(
+            members=len(done.members),
+            stored=stored,
+            deduplicated=len(done.members) - stored,
+            bytes=done.size,
+            region=store.backend.region,
+        )
+        # One row for the pack: its members are the blobs whose object_id it names.
+        pctx.audit(
+            "blob:put",
+            f"project/{plan.project}/blobs",
+            detail={"object": done.object_id, **out.model_dump()},
+        )
+        pctx.commit()
+    except BaseException:
+        store.backend.delete(done.key)
+        raise
+    if stored == 0:
+        store.backend.delete(done.key)  # every member was already stored
+    return out
+
+
+def _held(pctx: Context, project_id: str, hashes: list[str]) -> set[str]:
+    return set(
+        pctx.session.scalars(
+            select(Blob.sha256).where(
+                Blob.project_id == project_id, among(pctx.session, Blob.sha256, hashes)
+            )
+        )
+    )
 
 
 def plan_blob_put(ctx: Context, store: Store, project: str, sha256: str) -> PutPlan:
@@ -266,7 +374,10 @@ def _forget_if_unused(pctx: Context, blob_id: str) -> None:
         blob = pctx.session.get(Blob, blob_id)
         if blob is not None:
             pctx.session.delete(blob)
-            pctx.session.info.setdefault("ghaf_deleted_keys", []).append(blob.object_key)
+            pctx.session.flush()
+            # A pack's object goes only with its last member (no repacking: ADR 0009).
+            if pctx.session.scalar(select(Blob.id).where(Blob.object_id == blob.object_id)) is None:
+                pctx.session.info.setdefault("ghaf_deleted_keys", []).append(blob.object_key)
 
 
 def _delete_forgotten(pctx: Context, store: Store) -> None:
@@ -311,16 +422,7 @@ def present_blobs(ctx: Context, project: str, hashes: list[str]) -> schemas.Blob
     pctx.require("artifact:read", resource=f"project/{project}/blobs")
     assert pctx.project is not None
     wanted = sorted(set(hashes))
-    present: set[str] = set()
-    for start in range(0, len(wanted), 1000):
-        present.update(
-            pctx.session.scalars(
-                select(Blob.sha256).where(
-                    Blob.project_id == pctx.project.id,
-                    Blob.sha256.in_(wanted[start : start + 1000]),
-                )
-            )
-        )
+    present = _held(pctx, pctx.project.id, wanted)
     return schemas.BlobPresence(
         present=sorted(present), missing=[h for h in wanted if h not in present]
     )
@@ -331,9 +433,21 @@ class OpenArtifact:
     """What a download needs, resolved and authorised; reading needs no database."""
 
     artifact: schemas.ArtifactOut
-    key: str
-    object_id: str
+    where: Slice
     data_key: bytes
+
+
+def _slice(blob: Blob) -> Slice:
+    return Slice(blob.object_key, blob.object_id, blob.object_size, blob.object_offset, blob.size)
+
+
+def _data_key(store: Store, blob: Blob) -> bytes:
+    return store.data_key(
+        project_id=blob.project_id,
+        object_id=blob.object_id,
+        kek_version=blob.kek_version,
+        wrapped_key=blob.wrapped_key,
+    )
 
 
 def _find(pctx: Context, path: str) -> tuple[Artifact, Blob]:
@@ -353,13 +467,9 @@ def open_artifact(ctx: Context, store: Store, project: str, path: str) -> OpenAr
     path = normalise_path(path)
     pctx.require("artifact:read", resource=f"project/{project}/artifact/{path}")
     artifact, blob = _find(pctx, path)
-    data_key = store.data_key(
-        project_id=blob.project_id,
-        object_id=blob.id,
-        kek_version=blob.kek_version,
-        wrapped_key=blob.wrapped_key,
+    return OpenArtifact(
+        _artifact_out(artifact, blob, project), _slice(blob), _data_key(store, blob)
     )
-    return OpenArtifact(_artifact_out(artifact, blob, project), blob.object_key, blob.id, data_key)
 
 
 def open_blob(ctx: Context, store: Store, project: str, sha256: str) -> OpenArtifact:
@@ -373,12 +483,6 @@ def open_blob(ctx: Context, store: Store, project: str, sha256: str) -> OpenArti
         raise NotFound(
             f"project {project!r} stores no content with sha256 {sha256}", field="sha256"
         )
-    data_key = store.data_key(
-        project_id=blob.project_id,
-        object_id=blob.id,
-        kek_version=blob.kek_version,
-        wrapped_key=blob.wrapped_key,
-    )
     info = schemas.ArtifactOut(
         id=blob.id,
         project=project,
@@ -388,7 +492,71 @@ def open_blob(ctx: Context, store: Store, project: str, sha256: str) -> OpenArti
         region=blob.region,
         created_at=as_utc(blob.created_at),
     )
-    return OpenArtifact(info, blob.object_key, blob.id, data_key)
+    return OpenArtifact(info, _slice(blob), _data_key(store, blob))
+
+
+@dataclass(frozen=True)
+class OpenObject:
+    """Members of one stored object to stream, in offset order, and its data key."""
+
+    data_key: bytes
+    hashes: list[str]
+    slices: list[Slice]
+
+
+def open_blobs(ctx: Context, store: Store, project: str, hashes: list[str]) -> list[OpenObject]:
+    """Many contents by hash, for one streamed pack; all must exist (none is skipped)."""
+    pctx = ctx.in_project(project)
+    pctx.require("artifact:read", resource=f"project/{project}/blobs")
+    assert pctx.project is not None
+    wanted = list(dict.fromkeys(hashes))
+    # Plain rows, not ORM objects: a version may name 100,000 small files.
+    rows = pctx.session.execute(
+        select(
+            Blob.sha256,
+            Blob.size,
+            Blob.object_key,
+            Blob.object_id,
+            Blob.object_size,
+            Blob.object_offset,
+            Blob.kek_version,
+            Blob.wrapped_key,
+        )
+        .where(Blob.project_id == pctx.project.id, among(pctx.session, Blob.sha256, wanted))
+        .order_by(Blob.object_id, Blob.object_offset)
+    ).all()
+    found = {row.sha256 for row in rows}
+    missing = [h for h in wanted if h not in found]
+    if missing:
+        raise NotFound(
+            f"project {project!r} stores no content with sha256 {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            field="sha256",
+            missing=missing[:100],
+        )
+    large = [row.sha256 for row in rows if row.size > packs.MEMBER_MAX]
+    if large:
+        raise InvalidInput(
+            f"content {large[0]} is over {packs.MEMBER_MAX} bytes; fetch it on its own "
+            "with GET blobs/{sha256}",
+            field="sha256",
+        )
+    objects: dict[str, OpenObject] = {}
+    for row in rows:
+        opened = objects.get(row.object_id)
+        if opened is None:  # a pack's members share one data key: unwrap it once
+            data_key = store.data_key(
+                project_id=pctx.project.id,
+                object_id=row.object_id,
+                kek_version=row.kek_version,
+                wrapped_key=row.wrapped_key,
+            )
+            opened = objects[row.object_id] = OpenObject(data_key, [], [])
+        opened.hashes.append(row.sha256)
+        opened.slices.append(
+            Slice(row.object_key, row.object_id, row.object_size, row.object_offset, row.size)
+        )
+    return list(objects.values())
 
 
 def get_artifact(ctx: Context, project: str, path: str) -> schemas.ArtifactOut:
@@ -469,23 +637,18 @@ def verify(
     result = schemas.StorageVerifyResult(ok=True, checked=0, bytes_checked=0)
     for blob in blobs:
         problem = schemas.VerifyProblem(
-            object_id=blob.id, key=blob.object_key, paths=sorted(paths.get(blob.id, [])), problem=""
+            object_id=blob.object_id,
+            key=blob.object_key,
+            paths=sorted(paths.get(blob.id, [])),
+            problem="",
         )
         try:
-            data_key = store.data_key(
-                project_id=project_id,
-                object_id=blob.id,
-                kek_version=blob.kek_version,
-                wrapped_key=blob.wrapped_key,
-            )
             digest = hashlib.sha256()
-            for piece in store.read(
-                key=blob.object_key, object_id=blob.id, size=blob.size, data_key=data_key
-            ):
+            for piece in store.read(_slice(blob), data_key=_data_key(store, blob)):
                 digest.update(piece)
             if digest.hexdigest() != blob.sha256:
                 raise IntegrityFailure(
-                    f"object {blob.id} decrypts, but its SHA-256 is "
+                    f"object {blob.object_id} decrypts, but its SHA-256 is "
                     f"{digest.hexdigest()}, not {blob.sha256}"
                 )
         except IntegrityFailure as exc:
@@ -531,7 +694,8 @@ def list_keys(ctx: Context, store: Store, project: str) -> schemas.KeysOut:
     assert pctx.project is not None
     counts = dict(
         pctx.session.execute(
-            select(Blob.kek_version, func.count())
+            # Objects, not blobs: the members of a pack share one wrapped data key.
+            select(Blob.kek_version, func.count(func.distinct(Blob.object_id)))
             .where(Blob.project_id == pctx.project.id)
             .group_by(Blob.kek_version)
         ).all()
@@ -589,13 +753,8 @@ def rotate_key(
         if not batch:
             break
         for blob in batch:
-            data_key = store.data_key(
-                project_id=project_id,
-                object_id=blob.id,
-                kek_version=blob.kek_version,
-                wrapped_key=blob.wrapped_key,
-            )
-            version, wrapped = store.kms.wrap(project_id, blob.id, data_key)
+            # Each member of a pack holds its own copy of the pack's wrapped data key.
+            version, wrapped = store.kms.wrap(project_id, blob.object_id, _data_key(store, blob))
             # Conditional on the old version, so a concurrent rotation can't be undone.
             pctx.session.execute(
                 update(Blob)

@@ -22,15 +22,20 @@ def _folder(root: Path, files: int, size: int = 200) -> Path:
 
 
 def _counting(client: Client) -> list[str]:
-    """Record the SHA-256 of every blob the client uploads."""
+    """Record the SHA-256 of every content the client uploads, packed or on its own."""
     uploads: list[str] = []
-    original = client.datasets._upload
+    upload_one, upload_pack = client.datasets._upload, client.artifacts.put_pack
 
-    def spy(project, file, progress):  # type: ignore[no-untyped-def]
+    def one(project, file, progress):  # type: ignore[no-untyped-def]
         uploads.append(file.sha256)
-        original(project, file, progress)
+        upload_one(project, file, progress)
 
-    client.datasets._upload = spy  # type: ignore[method-assign]
+    def pack(project, files, *, progress=None):  # type: ignore[no-untyped-def]
+        uploads.extend(f.sha256 for f in files)
+        return upload_pack(project, files, progress=progress)
+
+    client.datasets._upload = one  # type: ignore[method-assign]
+    client.artifacts.put_pack = pack  # type: ignore[method-assign]
     return uploads
 
 

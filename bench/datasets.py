@@ -1,0 +1,230 @@
+"""Dataset versioning against DVC: first add, incremental add, and one large file.
+
+In one run, on the same generated random data:
+  1. a folder of 10,000 files of 100 KB (about 1 GB): `dvc add` + `dvc push` to a local
+     remote, against ghaf's `add_version` (SDK -> HTTP -> server on SQLite, every byte
+     encrypted at rest and checked by the server);
+  2. the same folder again after 10 of its files changed;
+  3. one 1 GB file, first add;
+  4. raw SHA-256 over the same bytes (read + hash, one pass), the floor for any tool
+     that content-addresses its input.
+
+DVC runs from its own virtual environment, `.bench/dvc`, created on first use
+(`pip install dvc`). Both tools start with empty caches for the first add and keep them
+for the incremental one (DVC's state database, ghaf's hash cache). The data is left to
+settle for 2 s after it is written, as data on disk normally is.
+
+Prints a table and, last, one JSON line (DESIGN.md "Benchmarks").
+Usage: python bench/datasets.py [--files 10000] [--file-kb 100] [--big-mb 1024] [--quick]
+       (--quick: tiny sizes, and DVC only if .bench/dvc already exists)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _report import case, print_report
+
+from ghaf.client import Client
+from ghaf.core.settings import Settings
+from ghaf.server.install import initialise
+from ghaf.server.process import ServerProcess
+
+MB = 1 << 20
+ROOT = Path(__file__).resolve().parents[1]
+DVC_VENV = ROOT / ".bench" / "dvc"
+DVC = DVC_VENV / "bin" / "dvc"
+CHANGED = 10
+
+
+def make_folder(root: Path, files: int, size: int) -> list[Path]:
+    paths = []
+    for i in range(files):
+        path = root / f"part-{i % 100:02d}" / f"file-{i:06d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+        paths.append(path)
+    return paths
+
+
+def make_file(path: Path, size_mb: int) -> Path:
+    with path.open("wb") as handle:
+        for _ in range(size_mb):
+            handle.write(os.urandom(MB))
+    return path
+
+
+def raw_sha256(paths: list[Path]) -> float:
+    start = time.perf_counter()
+    for path in paths:
+        digest = hashlib.sha256()
+        with path.open("rb", buffering=0) as handle:
+            while piece := handle.read(MB):
+                digest.update(piece)
+    return time.perf_counter() - start
+
+
+def ensure_dvc(*, install: bool) -> bool:
+    if DVC.exists():
+        return True
+    if not install:
+        return False
+    print(f"installing DVC into {DVC_VENV} (once)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(DVC_VENV)], check=True)
+    pip = [str(DVC_VENV / "bin" / "pip"), "install", "--quiet", "dvc"]
+    subprocess.run(pip, check=True)
+    return True
+
+
+class DvcRepo:
+    """A git + DVC repository (in an existing folder) pushing to a local remote."""
+
+    def __init__(self, root: Path, remote: Path) -> None:
+        self.root = root
+        self._run("git", "init", "-q")
+        self._run(str(DVC), "init", "-q")
+        self._run(str(DVC), "remote", "add", "-d", "local", str(remote))
+
+    def _run(self, *command: str) -> None:
+        subprocess.run(command, cwd=self.root, check=True, capture_output=True)
+
+    def add_and_push(self, target: str) -> float:
+        start = time.perf_counter()
+        self._run(str(DVC), "add", "-q", target)
+        self._run(str(DVC), "push", "-q")
+        return time.perf_counter() - start
+
+
+def timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def settle(started: float) -> None:
+    """Wait until data written at ``started`` is 2 s old (see docs/datasets.md)."""
+    time.sleep(max(0.0, started + 2.5 - time.monotonic()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--file-kb", type=int, default=100)
+    parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for CI smoke tests")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the test data")
+    args = parser.parse_args()
+    if args.quick:
+        args.files, args.file_kb, args.big_mb = 200, 4, 8
+    with_dvc = ensure_dvc(install=not args.quick)
+    size = args.file_kb * 1024
+    cases: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp_name:
+        tmp = Path(tmp_name)
+        written = time.monotonic()
+        folder_paths = make_folder(tmp / "dvc" / "data", args.files, size)
+        big = make_file(tmp / "dvc" / "big.bin", args.big_mb)
+        data = tmp / "dvc" / "data"
+        folder_mb = args.files * size / MB
+        settle(written)
+
+        sha_folder = raw_sha256(folder_paths)
+        sha_big = raw_sha256([big])
+        dvc_first = dvc_incremental = dvc_big = float("nan")
+        if with_dvc:
+            # The data lives inside the DVC repository, where `dvc add` expects it.
+            repo = DvcRepo(tmp / "dvc", tmp / "dvc-remote")
+            dvc_first = repo.add_and_push("data")
+            dvc_big = repo.add_and_push("big.bin")
+
+        home = tmp / "home"
+        token = initialise(Settings(home=home, database_url="", master_key=None)).token
+        assert token is not None
+        env = {"GHAF_HOME": str(home), "GHAF_DATABASE_URL": "", "GHAF_LOG_LEVEL": "warning"}
+        os.environ["GHAF_CACHE"] = str(tmp / "ghaf-cache")  # empty: a true first add
+        uploaded: list[int] = []
+        with (
+            ServerProcess(env=env) as server,
+            Client(url=server.url, token=token.token, timeout=600) as client,
+        ):
+            client.projects.create("bench")
+            client.datasets.create("bench", "folder")
+            client.datasets.create("bench", "big")
+            ghaf_first = timed(lambda: client.datasets.add_version("bench", "folder", data))
+            ghaf_big = timed(lambda: client.datasets.add_version("bench", "big", big))
+
+            changed = folder_paths[:: max(1, len(folder_paths) // CHANGED)][:CHANGED]
+            for path in changed:
+                path.write_bytes(os.urandom(size))
+            if with_dvc:
+                dvc_incremental = repo.add_and_push("data")
+            ghaf_incremental = timed(
+                lambda: client.datasets.add_version(
+                    "bench", "folder", data, upload_progress=uploaded.append
+                )
+            )
+            version = client.datasets.version("bench", "folder")
+            assert version.file_count == args.files and version.version == 2
+
+    assert sum(uploaded) == CHANGED * size, f"incremental add uploaded {sum(uploaded)} bytes"
+    peer = "DVC add+push" if with_dvc else "DVC (not installed)"
+
+    def versus_dvc(name: str, dvc_s: float, ghaf_s: float, goal: float) -> dict[str, Any]:
+        ratio = dvc_s / ghaf_s if with_dvc else float("nan")
+        return case(
+            name,
+            "s",
+            peer,
+            dvc_s,
+            ghaf_s,
+            ratio,
+            f">= {goal:g}x faster",
+            ratio >= goal if with_dvc else None,
+            digits=2,
+        )
+
+    def versus_sha(name: str, sha_s: float, ghaf_s: float) -> dict[str, Any]:
+        ratio = sha_s / ghaf_s
+        return case(
+            name,
+            "s",
+            "raw SHA-256",
+            sha_s,
+            ghaf_s,
+            ratio,
+            ">= 0.5 (within 2x)",
+            ratio >= 0.5,
+            digits=2,
+        )
+
+    files = f"{args.files:,} files"
+    cases += [
+        versus_dvc(f"first add, {folder_mb:.0f} MB in {files}", dvc_first, ghaf_first, 3),
+        versus_dvc(
+            f"incremental add, {CHANGED} of {files} changed", dvc_incremental, ghaf_incremental, 10
+        ),
+        versus_dvc(f"first add, one {args.big_mb} MB file", dvc_big, ghaf_big, 3),
+        versus_sha(f"first add, {folder_mb:.0f} MB in {files}", sha_folder, ghaf_first),
+        versus_sha(f"first add, one {args.big_mb} MB file", sha_big, ghaf_big),
+    ]
+    print_report(
+        "datasets",
+        cases,
+        note=(
+            f"ratio = peer time / ghaf time (higher is better); ghaf server on SQLite, "
+            f"encrypting; incremental add uploaded {sum(uploaded) // 1024} KiB "
+            f"({CHANGED} files); {os.cpu_count()} CPUs"
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()

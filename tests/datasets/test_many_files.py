@@ -1,0 +1,127 @@
+"""Folders of many files: packs, the local hash cache, and 100,000 tiny files."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ghaf.client import Client, local_cache
+from ghaf.client import datasets as sdk
+from ghaf.core.settings import Settings
+from ghaf.server.install import initialise
+from ghaf.server.process import ServerProcess
+from tests.conftest import Databases
+
+SETTLED = time.time() - 3600  # an hour ago
+
+
+def _settle(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the files look long unchanged. Their change time (which nothing can set)
+    stays recent, so the cache is also told to trust fresh timestamps."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (SETTLED, SETTLED))
+    monkeypatch.setattr(local_cache, "SETTLED_NS", 0)
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    real = sdk.file_sha256
+
+    def counting(path, progress=None):  # type: ignore[no-untyped-def]
+        reads.append(str(path))
+        return real(path, progress)
+
+    monkeypatch.setattr(sdk, "file_sha256", counting)
+    return reads
+
+
+def test_unchanged_files_are_not_read_again(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    for i in range(20):
+        (data / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (data / f"d{i % 3}" / f"f{i}.txt").write_text(f"file {i}")
+    _settle(data, monkeypatch)
+    reads = _count_reads(monkeypatch)
+    admin.datasets.create(project, "cached")
+    admin.datasets.add_version(project, "cached", data)
+    assert len(reads) == 20
+    reads.clear()
+    # Same size, timestamps put back: the change time still gives it away.
+    target = data / "d1" / "f1.txt"
+    target.write_text("FILE 1")
+    os.utime(target, (SETTLED, SETTLED))
+    second = admin.datasets.add_version(project, "cached", data)
+    assert reads == [str(target.resolve())]
+    assert second.file_count == 20
+    out = tmp_path / "out"
+    admin.datasets.download(project, "cached", out)
+    assert (out / "d1" / "f1.txt").read_text() == "FILE 1"
+
+
+def test_recently_written_files_are_always_hashed(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "fresh"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    reads = _count_reads(monkeypatch)
+    admin.datasets.create(project, "fresh")
+    admin.datasets.add_version(project, "fresh", data)
+    admin.datasets.add_version(project, "fresh", data)
+    assert len(reads) == 2  # too fresh to trust its timestamps on coarse clocks
+
+
+def test_a_broken_hash_cache_only_costs_time(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "hashes.sqlite").write_bytes(b"this is not a database")
+    monkeypatch.setenv("GHAF_CACHE", str(cache))
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "x.txt").write_text("x")
+    _settle(data, monkeypatch)
+    admin.datasets.create(project, "broken-cache")
+    version = admin.datasets.add_version(project, "broken-cache", data)
+    assert version.file_count == 1
+
+
+@pytest.mark.timeout(400)
+def test_one_hundred_thousand_tiny_files(databases: Databases, tmp_path: Path) -> None:
+    # A server process of its own, as deployed: in the test process, client and
+    # server would take turns on one GIL.
+    home, url = tmp_path / "home", databases.new_url()
+    token = initialise(Settings(home=home, database_url=url, master_key=None)).token
+    assert token is not None
+    data = tmp_path / "tiny"
+    for folder in range(100):
+        (data / f"{folder:03d}").mkdir(parents=True)
+        for i in range(1000):
+            (data / f"{folder:03d}" / f"{i:04d}.txt").write_bytes(b"%d-%d" % (folder, i))
+    env = {"GHAF_HOME": str(home), "GHAF_DATABASE_URL": url}
+    with (
+        ServerProcess(env=env, log_path=tmp_path / "server.log") as server,
+        Client(url=server.url, token=token.token, timeout=300) as admin,
+    ):
+        project = admin.projects.create("many").name
+        admin.datasets.create(project, "tiny")
+        first = admin.datasets.add_version(project, "tiny", data)
+        expected = sum(len(b"%d-%d" % (f, i)) for f in range(100) for i in range(1000))
+        assert (first.file_count, first.total_bytes) == (100_000, expected)
+        assert len(admin.datasets.files(project, "tiny", 1, page_size=1000)) == 100_000
+        (data / "042" / "0042.txt").write_bytes(b"changed")
+        second = admin.datasets.add_version(project, "tiny", data)
+        assert admin.datasets.diff(project, "tiny", 1, 2).changed == ["042/0042.txt"]
+        assert second.total_bytes == first.total_bytes + len(b"changed") - len(b"42-42")
+        out = tmp_path / "out"
+        admin.datasets.download(project, "tiny", out, 2)
+    assert (out / "042" / "0042.txt").read_bytes() == b"changed"
+    assert (out / "099" / "0999.txt").read_bytes() == b"99-999"
+    assert sum(1 for _ in out.rglob("*.txt")) == 100_000
