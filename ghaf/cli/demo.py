@@ -145,6 +145,45 @@ def _datasets(alice: Client, home: Path) -> None:
     target = home / "demo-data" / "download"
     alice.datasets.download("risk", "credit-shards", target, "prod-training")
     _ok(f"tag prod-training -> v{first.version}; downloaded and verified into {target}")
+    _table_versions(alice)
+
+
+def _table_versions(alice: Client) -> None:
+    """A table as a dataset: schema, profile, classification, diff, DuckDB."""
+    import pyarrow as pa
+
+    def customers(count: int, shift: int) -> pa.Table:
+        ids = list(range(1, count + 1))
+        return pa.table(
+            {
+                "customer_id": ids,
+                "email": [f"user{i}@example.ae" for i in ids],
+                "income": [30_000.0 + shift + (i * 7919) % 90_000 for i in ids],
+            }
+        )
+
+    _existing(
+        lambda: alice.datasets.create("risk", "customers"),
+        lambda: alice.datasets.get("risk", "customers"),
+    )
+    first = alice.datasets.add_version("risk", "customers", customers(1000, 0))
+    income = (first.profile or {})["columns"]["income"]
+    _ok(
+        f"table version {first.version}: {first.row_count} rows, income mean "
+        f"{income['mean']:,.0f}, p95 {income['quantiles']['0.95']:,.0f} (profiled on ingest)"
+    )
+    alice.datasets.classify("risk", "customers", "email", "pii")
+    second = alice.datasets.add_version("risk", "customers", customers(1200, 25_000))
+    diff = alice.datasets.diff("risk", "customers", first.version, second.version)
+    moved = diff.moved_columns[0] if diff.moved_columns else None
+    _ok(
+        f"v{second.version} inherits email={second.classifications.get('email')}; diff: rows "
+        f"{diff.rows_before} -> {diff.rows_after}"
+        + (f", most moved column {moved.column} ({moved.score:.2f} std)" if moved else "")
+    )
+    relation = alice.datasets.duckdb("risk", "customers")
+    high = relation.filter("income > 100000").count("*").fetchone()
+    _ok(f"DuckDB over the cached Parquet: {high[0] if high else 0} customers earn over 100,000")
 
 
 def _demo_table() -> bytes:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ghaf.client.files import CHUNK, LocalFile, Progress, file_sha256, read_file
-from ghaf.client.local_cache import HashCache, cache_root
+from ghaf.client.local_cache import HashCache, Manifest, cache_root
 from ghaf.client.provenance import capture
-from ghaf.core.errors import IntegrityFailure, InvalidInput
+from ghaf.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
 from ghaf.datasets import tables
 from ghaf.datasets.schemas import DatasetOut, Lineage, ManifestEntry, VersionDiff, VersionOut
 from ghaf.storage.paths import normalise_path
@@ -29,12 +29,17 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 UPLOAD_THREADS = 2
+QUERY_HASHES = 50_000  # the server takes up to 100,000 per query
 GROUP_FILES = 5_000  # files hashed, queried and uploaded as one step
 GROUP_BYTES = 256 << 20
 PACK_MEMBER_BYTES = 4 << 20  # larger files stream on their own
 PACK_BYTES = 64 << 20
 PACK_FILES = 10_000
 T = TypeVar("T")
+
+
+def _entries(files: Iterable[LocalFile]) -> dict[str, builtins.list[Any]]:
+    return {f.path: [f.size, f.sha256, f.uri] for f in files}
 
 
 def _batches(
@@ -332,20 +337,23 @@ class Datasets:
         table: dict[str, Any] | None,
         description: str,
         provenance: dict[str, Any],
+        *,
+        base: int | None = None,
+        removed: builtins.list[str] | None = None,
     ) -> VersionOut:
         manifest = [
             {"path": f.path, "size": f.size, "sha256": f.sha256, "uri": f.uri} for f in files
         ]
+        body: dict[str, Any] = {
+            "files": manifest,
+            "description": description,
+            "provenance": provenance,
+            "table": table,
+        }
+        if base is not None:
+            body |= {"base": base, "removed": removed or []}
         return self._client._model(
-            VersionOut,
-            "POST",
-            f"{self._base(project)}/{name}/versions",
-            json={
-                "files": manifest,
-                "description": description,
-                "provenance": provenance,
-                "table": table,
-            },
+            VersionOut, "POST", f"{self._base(project)}/{name}/versions", json=body
         )
 
     def _add(
@@ -359,42 +367,103 @@ class Datasets:
         hash_progress: Progress | None,
         upload_progress: Progress | None,
     ) -> VersionOut:
+        place = f"{self._client.url}|{project}"
+        with _hash_cache(source) as cache:
+            stored = cache.stored(place)
+            files = self._hash_and_upload(
+                project, source, cache, stored, hash_progress, upload_progress
+            )
+            meta = {
+                "table": table,
+                "description": description,
+                "provenance": {**capture(source), **(provenance or {})},
+            }
+            base = cache.manifest(place, name)
+            try:
+                version = self._submit(project, name, files, base, meta)
+            except Conflict as exc:
+                if "missing" not in exc.extra:
+                    raise
+                # The server lost content this machine saw stored (a purged project of
+                # the same name, say): forget the hint, ask about everything, retry.
+                cache.forget_stored(place)
+                stored = set()
+                self._upload_missing(project, files, upload_progress)
+                version = self._submit(project, name, files, base, meta)
+            cache.remember_stored(place, {f.sha256 for f in files} - stored)
+            cache.remember_manifest(place, name, Manifest(version.version, _entries(files)))
+        return version
+
+    def _submit(
+        self,
+        project: str,
+        name: str,
+        files: builtins.list[LocalFile],
+        base: Manifest | None,
+        meta: dict[str, Any],
+    ) -> VersionOut:
+        """Create the version; when this machine remembers an earlier one, send only
+        the changes since it."""
+        if base is not None:
+            current = _entries(files)
+            try:
+                return self._create(
+                    project,
+                    name,
+                    [f for f in files if base.entries.get(f.path) != current[f.path]],
+                    **meta,
+                    base=base.version,
+                    removed=[path for path in base.entries if path not in current],
+                )
+            except (NotFound, InvalidInput):
+                pass  # the server's versions are not what this machine remembers
+        return self._create(project, name, files, **meta)
+
+    def _hash_and_upload(
+        self,
+        project: str,
+        source: Path,
+        cache: HashCache,
+        stored: set[str],
+        hash_progress: Progress | None,
+        upload_progress: Progress | None,
+    ) -> builtins.list[LocalFile]:
+        """Hash here while upload threads send the groups already hashed: the server
+        then seals one pack while the previous one is made durable."""
         files: builtins.list[LocalFile] = []
-        sent: set[str] = set()
+        sent = set(stored)
         uploads = ThreadPoolExecutor(UPLOAD_THREADS, "ghaf-upload")
         running: deque[Future[None]] = deque()
         try:
-            # Hash here while upload threads send the groups already hashed: on the
-            # server, one pack is being sealed while the previous one is made durable.
-            with _hash_cache(source) as cache:
-                hashed = _hashed(_walk(source), hash_progress, cache)
-                for group in _batches(
-                    hashed, lambda f: f.size, max_bytes=GROUP_BYTES, max_items=GROUP_FILES
-                ):
-                    files += group
-                    fresh = [
-                        f for f in {f.sha256: f for f in group}.values() if f.sha256 not in sent
-                    ]
-                    sent.update(f.sha256 for f in fresh)
-                    if len(running) >= 2 * UPLOAD_THREADS:
-                        running.popleft().result()
-                    running.append(
-                        uploads.submit(self._upload_missing, project, fresh, upload_progress)
-                    )
+            hashed = _hashed(_walk(source), hash_progress, cache)
+            for group in _batches(
+                hashed, lambda f: f.size, max_bytes=GROUP_BYTES, max_items=GROUP_FILES
+            ):
+                files += group
+                fresh = [f for f in {f.sha256: f for f in group}.values() if f.sha256 not in sent]
+                if not fresh:
+                    continue
+                sent.update(f.sha256 for f in fresh)
+                if len(running) >= 2 * UPLOAD_THREADS:
+                    running.popleft().result()
+                running.append(
+                    uploads.submit(self._upload_missing, project, fresh, upload_progress)
+                )
             for upload in running:
                 upload.result()
         finally:
             uploads.shutdown(cancel_futures=True)
-        return self._create(
-            project, name, files, table, description, {**capture(source), **(provenance or {})}
-        )
+        return files
 
     def _upload_missing(
         self, project: str, group: builtins.list[LocalFile], progress: Progress | None
     ) -> None:
         """Upload the contents of ``group`` the project lacks: small ones in packs."""
-        present = self._client.artifacts.present(project, [f.sha256 for f in group])
-        missing = [f for f in group if f.sha256 not in present]
+        unique = builtins.list({f.sha256: f for f in group}.values())
+        present: set[str] = set()
+        for batch in _batches(unique, lambda f: 0, max_items=QUERY_HASHES):
+            present |= self._client.artifacts.present(project, [f.sha256 for f in batch])
+        missing = [f for f in unique if f.sha256 not in present]
         small = []
         for file in missing:
             if file.size > PACK_MEMBER_BYTES:

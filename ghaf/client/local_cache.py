@@ -3,21 +3,35 @@ downloaded dataset versions, and the hashes of files it has already read.
 
 The hash cache is what makes re-adding a large folder cheap: a file whose path, size,
 modification and change times and inode are as they were when it was hashed is not
-read again (git's index and DVC's state database do the same).
+read again (git's index and DVC's state database do the same). It also remembers which
+contents a server holds and the last manifest added to each dataset, so that a new
+version sends only what changed. All of it is a hint: when the server disagrees, the
+SDK forgets it and sends everything.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("ghaf.client")
 # A file modified within this long of being hashed could be modified again without its
 # timestamps changing on coarse-clock filesystems, so such hashes are not remembered.
 SETTLED_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A version's files as ``{path: [size, sha256, uri]}``."""
+
+    version: int
+    entries: dict[str, list[Any]]
 
 
 def cache_root() -> Path:
@@ -38,7 +52,7 @@ class HashCache:
     def __init__(self, path: Path | None = None) -> None:
         self._path = path or cache_root() / "hashes.sqlite"
         self._known: dict[str, tuple[tuple[int, ...], str]] = {}
-        self._new: list[tuple[str, int, int, int, int, int, str]] = []
+        self._new: list[tuple[Any, ...]] = []
         self._connection: sqlite3.Connection | None = None
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +61,14 @@ class HashCache:
                 "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
                 "mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, device INTEGER, "
                 "sha256 TEXT)"
+            )
+            self._connection.execute(
+                "CREATE TABLE IF NOT EXISTS stored (place TEXT, sha256 TEXT, "
+                "PRIMARY KEY (place, sha256)) WITHOUT ROWID"
+            )
+            self._connection.execute(
+                "CREATE TABLE IF NOT EXISTS manifests (place TEXT, dataset TEXT, "
+                "version INTEGER, entries TEXT, PRIMARY KEY (place, dataset))"
             )
         except (OSError, sqlite3.Error) as exc:
             log.warning(
@@ -80,14 +102,59 @@ class HashCache:
             self._new.append((location, *_signature(info), sha256))
 
     def save(self) -> None:
-        if self._connection is None or not self._new:
+        self._write("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?)", self._new)
+        self._new = []
+
+    def stored(self, place: str) -> set[str]:
+        """Contents this machine has seen stored at ``place`` (a server and project).
+
+        A hint that saves asking the server again, never a promise: the server still
+        refuses a manifest naming content it lacks, and the SDK then forgets the hint.
+        """
+        if self._connection is None:
+            return set()
+        try:
+            rows = self._connection.execute(
+                "SELECT sha256 FROM stored WHERE place = ?", (place,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            log.warning("could not read the hash cache (%s)", exc)
+            return set()
+        return {row[0] for row in rows}
+
+    def remember_stored(self, place: str, hashes: set[str]) -> None:
+        self._write("INSERT OR IGNORE INTO stored VALUES (?, ?)", [(place, sha) for sha in hashes])
+
+    def forget_stored(self, place: str) -> None:
+        self._write("DELETE FROM stored WHERE place = ?", [(place,)])
+
+    def manifest(self, place: str, dataset: str) -> Manifest | None:
+        """The last version this machine added to ``dataset`` at ``place``, if any."""
+        if self._connection is None:
+            return None
+        try:
+            row = self._connection.execute(
+                "SELECT version, entries FROM manifests WHERE place = ? AND dataset = ?",
+                (place, dataset),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("could not read the hash cache (%s)", exc)
+            return None
+        return None if row is None else Manifest(row[0], json.loads(row[1]))
+
+    def remember_manifest(self, place: str, dataset: str, manifest: Manifest) -> None:
+        entries = json.dumps(manifest.entries, separators=(",", ":"))
+        self._write(
+            "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?)",
+            [(place, dataset, manifest.version, entries)],
+        )
+
+    def _write(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        if self._connection is None or not rows:
             return
         try:
             with self._connection:
-                self._connection.executemany(
-                    "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?, ?)", self._new
-                )
-            self._new.clear()
+                self._connection.executemany(statement, rows)
         except sqlite3.Error as exc:
             log.warning("could not update the hash cache (%s)", exc)
 

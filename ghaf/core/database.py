@@ -107,6 +107,31 @@ def insert_new(session: Session, model: type[Base], rows: list[dict[str, Any]]) 
     session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
 
 
+def insert_many(
+    session: Session, table: Any, columns: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert plain tuples straight through the driver's ``executemany``.
+
+    For the largest writes (100,000 manifest rows): SQLAlchemy's per-row parameter
+    processing costs about as much as the database's own insert. Values must already be
+    in the column's database form (strings, numbers, ``None``).
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    unknown = set(columns) - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no columns {sorted(unknown)}")
+    quote = dialect.identifier_preparer.quote
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}[dialect.paramstyle]
+    # Identifiers come from the Table and are checked and quoted; every value is bound.
+    statement = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
+        f"VALUES ({', '.join(mark for _ in columns)})"
+    )
+    session.connection().exec_driver_sql(statement, rows)
+
+
 def among(session: Session, column: Any, values: list[str]) -> Any:
     """``column IN values`` with the values bound as one parameter.
 

@@ -51,7 +51,22 @@ class TableInfo(_Strict):
 
 
 class VersionCreate(_Strict):
-    files: list[ManifestEntry] = Field(min_length=1, max_length=MAX_MANIFEST)
+    files: list[ManifestEntry] = Field(
+        default_factory=list,
+        max_length=MAX_MANIFEST,
+        description="Every file of the version; with `base`, only those added or changed.",
+    )
+    base: int | None = Field(
+        default=None,
+        ge=1,
+        description="Send the changes since this version instead of the whole manifest: "
+        "it becomes the new version's parent.",
+    )
+    removed: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_MANIFEST,
+        description="With `base`: paths of the base version that the new one drops.",
+    )
     table: TableInfo | None = None
     description: str = Field(default="", max_length=2000)
     provenance: dict[str, Any] = Field(default_factory=dict)

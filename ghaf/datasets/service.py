@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
-from ghaf.core.database import among, insert_unique
+from ghaf.core.database import among, insert_many, insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
@@ -115,8 +115,18 @@ def get_dataset(ctx: Context, project: str, name: str) -> schemas.DatasetOut:
     return _dataset_out(dataset, project, _latest(pctx.session, dataset.id))
 
 
-def manifest_sha256(files: Sequence[schemas.ManifestEntry]) -> str:
-    """SHA-256 over ``path\\tsize\\tsha256\\n`` lines in path order: the version's identity."""
+class Row(NamedTuple):
+    """A manifest entry as stored: the blob it names, or the URI it references."""
+
+    path: str
+    size: int
+    sha256: str
+    blob_id: str | None
+    uri: str | None
+
+
+def manifest_sha256(files: Sequence[Row | schemas.ManifestEntry]) -> str:
+    """SHA-256 over ``path\tsize\tsha256\n`` lines in path order: the version's identity."""
     digest = hashlib.sha256()
     for entry in sorted(files, key=lambda e: e.path):
         digest.update(f"{entry.path}\t{entry.size}\t{entry.sha256}\n".encode())
@@ -175,30 +185,43 @@ def _blobs_for(pctx: Context, files: list[schemas.ManifestEntry]) -> dict[str, s
 def create_version(
     ctx: Context, project: str, name: str, request: schemas.VersionCreate
 ) -> schemas.VersionOut:
-    """A new immutable version; concurrent adds get distinct numbers."""
+    """A new immutable version; concurrent adds get distinct numbers.
+
+    The request lists every file, or (with ``base``) only the changes since an earlier
+    version, whose unchanged entries are then carried over without being sent again.
+    """
     pctx = ctx.in_project(project)
     pctx.require("dataset:write", resource=f"project/{project}/dataset/{name}")
-    files = _checked_manifest(request.files)
+    changed = _checked_manifest(request.files)
+    removed = _checked_removals(request, changed)
     for attempt in range(10):
         dataset = _dataset(pctx, name)
-        blobs = _blobs_for(pctx, files)
+        blobs = _blobs_for(pctx, changed)
+        rows = [
+            Row(f.path, f.size, f.sha256, None if f.uri else blobs[f.sha256], f.uri)
+            for f in changed
+        ]
         latest = _latest(pctx.session, dataset.id)
+        if request.base is not None:
+            rows = _apply_changes(pctx, dataset, request.base, rows, removed)
+        if not rows:
+            raise InvalidInput("a version needs at least one file", field="files")
         number = (latest or 0) + 1
         table = request.table
         version = DatasetVersion(
             dataset_id=dataset.id,
             version=number,
-            parent=latest,
+            parent=request.base or latest,
             description=request.description,
-            file_count=len(files),
-            total_bytes=sum(f.size for f in files),
-            manifest_sha256=manifest_sha256(files),
+            file_count=len(rows),
+            total_bytes=sum(r.size for r in rows),
+            manifest_sha256=manifest_sha256(rows),
             provenance=request.provenance,
             created_by=pctx.actor,
             table_schema=table.table_schema if table else None,
             profile=table.profile if table else None,
             row_count=int(table.profile.get("rows", 0)) if table else None,
-            external=any(f.uri for f in files),
+            external=any(r.uri for r in rows),
         )
         try:
             insert_unique(
@@ -211,33 +234,77 @@ def create_version(
             if attempt == 9:
                 raise
             continue
-        # Core, not ORM, insert: a version may list 100,000 files.
-        pctx.session.execute(
-            insert(DatasetFile.__table__),  # type: ignore[arg-type]
-            [
-                {
-                    "version_id": version.id,
-                    "path": f.path,
-                    "size": f.size,
-                    "sha256": f.sha256,
-                    "blob_id": None if f.uri else blobs[f.sha256],
-                    "uri": f.uri,
-                }
-                for f in files
-            ],
+        # Straight through the driver: a version may list 100,000 files.
+        insert_many(
+            pctx.session,
+            DatasetFile.__table__,
+            ["version_id", *Row._fields],
+            [(version.id, *row) for row in rows],
         )
         pctx.audit(
             "dataset:add-version",
             f"project/{project}/dataset/{name}/v{number}",
             detail={
-                "files": len(files),
+                "files": len(rows),
                 "bytes": version.total_bytes,
                 "manifest_sha256": version.manifest_sha256,
+                **(
+                    {"base": request.base, "changed": len(changed), "removed": len(removed)}
+                    if request.base is not None
+                    else {}
+                ),
             },
         )
         pctx.commit()
         return _version_out(version, name, [], _classes(pctx.session, dataset.id, number))
     raise AssertionError("unreachable")
+
+
+def _checked_removals(
+    request: schemas.VersionCreate, changed: list[schemas.ManifestEntry]
+) -> set[str]:
+    if request.base is None:
+        if request.removed:
+            raise InvalidInput(
+                "removed needs base: the version the paths are removed from", field="removed"
+            )
+        if not changed:
+            raise InvalidInput("a version needs at least one file", field="files")
+        return set()
+    removed = {normalise_path(p, field=f"removed.{i}") for i, p in enumerate(request.removed)}
+    both = removed & {f.path for f in changed}
+    if both:
+        raise InvalidInput(f"{sorted(both)[0]!r} is both changed and removed", field="removed")
+    return removed
+
+
+def _apply_changes(
+    pctx: Context, dataset: Dataset, base: int, changed: list[Row], removed: set[str]
+) -> list[Row]:
+    """The base version's manifest with ``changed`` put in and ``removed`` taken out."""
+    version = _resolve(pctx, dataset, str(base))
+    merged = {
+        row.path: row
+        for row in map(
+            Row._make,
+            pctx.session.execute(
+                select(
+                    DatasetFile.path,
+                    DatasetFile.size,
+                    DatasetFile.sha256,
+                    DatasetFile.blob_id,
+                    DatasetFile.uri,
+                ).where(DatasetFile.version_id == version.id)
+            ),
+        )
+    }
+    absent = sorted(removed - merged.keys())
+    if absent:
+        raise InvalidInput(f"removed path {absent[0]!r} is not in version {base}", field="removed")
+    for path in removed:
+        del merged[path]
+    merged.update((row.path, row) for row in changed)
+    return list(merged.values())
 
 
 def _version_out(

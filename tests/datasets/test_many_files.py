@@ -10,6 +10,7 @@ import pytest
 
 from ghaf.client import Client, local_cache
 from ghaf.client import datasets as sdk
+from ghaf.core.errors import InvalidInput, NotFound
 from ghaf.core.settings import Settings
 from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess
@@ -125,3 +126,84 @@ def test_one_hundred_thousand_tiny_files(databases: Databases, tmp_path: Path) -
     assert (out / "042" / "0042.txt").read_bytes() == b"changed"
     assert (out / "099" / "0999.txt").read_bytes() == b"99-999"
     assert sum(1 for _ in out.rglob("*.txt")) == 100_000
+
+
+def test_a_stale_stored_hint_falls_back_to_asking_the_server(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "hinted"
+    data.mkdir()
+    (data / "new.txt").write_text("never uploaded anywhere")
+    files = sdk.scan(data)
+    # This machine wrongly believes the server holds the content (say the project was
+    # purged and made again under the same name).
+    monkeypatch.setattr(local_cache.HashCache, "stored", lambda self, place: {files[0].sha256})
+    admin.datasets.create(project, "hinted")
+    version = admin.datasets.add_version(project, "hinted", data)
+    assert version.file_count == 1
+    out = tmp_path / "out"
+    admin.datasets.download(project, "hinted", out)
+    assert (out / "new.txt").read_text() == "never uploaded anywhere"
+
+
+def test_a_new_version_sends_only_what_changed(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "delta"
+    for i in range(30):
+        (data / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (data / f"d{i % 3}" / f"f{i}.txt").write_text(f"file {i}")
+    admin.datasets.create(project, "delta")
+    first = admin.datasets.add_version(project, "delta", data)
+    sent: list[dict] = []  # type: ignore[type-arg]
+    real_create = admin.datasets._create
+
+    def spy(project, name, files, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(
+            {"files": [f.path for f in files], "base": kwargs["base"], "removed": kwargs["removed"]}
+        )
+        return real_create(project, name, files, *args, **kwargs)
+
+    monkeypatch.setattr(admin.datasets, "_create", spy)
+    (data / "d0" / "f0.txt").write_text("changed")
+    (data / "d1" / "f1.txt").unlink()
+    (data / "d2" / "new.txt").write_text("new")
+    second = admin.datasets.add_version(project, "delta", data)
+    assert sent == [
+        {"files": ["d0/f0.txt", "d2/new.txt"], "base": first.version, "removed": ["d1/f1.txt"]}
+    ]
+    assert (second.file_count, second.parent) == (30, first.version)
+    diff = admin.datasets.diff(project, "delta", first.version, second.version)
+    assert (diff.added, diff.removed, diff.changed) == (
+        ["d2/new.txt"],
+        ["d1/f1.txt"],
+        ["d0/f0.txt"],
+    )
+    # The same manifest, sent whole, has the same identity.
+    whole = admin.request(
+        "POST",
+        f"/api/v1/projects/{project}/datasets/delta/versions",
+        json={"files": [f.model_dump() for f in admin.datasets.files(project, "delta", 2)]},
+    ).json()
+    assert whole["manifest_sha256"] == second.manifest_sha256
+
+
+def test_bad_change_lists_are_refused(admin: Client, project: str, tmp_path: Path) -> None:
+    admin.datasets.create(project, "changes")
+    source = tmp_path / "one.txt"
+    source.write_text("one")
+    first = admin.datasets.add_version(project, "changes", source)
+    entry = admin.datasets.files(project, "changes", 1)[0].model_dump()
+    url = f"/api/v1/projects/{project}/datasets/changes/versions"
+    cases = [
+        ({"files": [entry], "removed": ["one.txt"]}, InvalidInput, "removed needs base"),
+        ({"base": 1, "files": [entry], "removed": ["one.txt"]}, InvalidInput, "both changed"),
+        ({"base": 1, "removed": ["ghost.txt"]}, InvalidInput, "not in version 1"),
+        ({"base": 1, "removed": ["one.txt"]}, InvalidInput, "at least one file"),
+        ({"base": 9, "files": [entry]}, NotFound, "no version or tag '9'"),
+        ({"files": []}, InvalidInput, "at least one file"),
+    ]
+    for body, error, match in cases:
+        with pytest.raises(error, match=match):
+            admin.request("POST", url, json=body)
+    assert [v.version for v in admin.datasets.versions(project, "changes")] == [first.version]
