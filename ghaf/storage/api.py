@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -50,12 +51,23 @@ async def _pieces(request: Request) -> AsyncIterator[bytes]:
 async def _receive(
     request: Request, handle: Sealing, write: Callable[[bytes], None], finish: Callable[[], None]
 ) -> None:
-    """Stream the body into an encrypted object; abort it on any failure or disconnect."""
+    """Stream the body into an encrypted object; abort it on any failure or disconnect.
+
+    One piece is written on a worker thread while the next is received, so the network
+    and the disk work at the same time; pieces are still written in order.
+    """
+    writing: asyncio.Future[None] | None = None
     try:
         async for piece in _pieces(request):
-            await run_in_threadpool(write, piece)
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(run_in_threadpool(write, piece))
+        if writing is not None:
+            await writing
         await run_in_threadpool(finish)
     except BaseException:
+        if writing is not None:
+            await asyncio.gather(writing, return_exceptions=True)
         await run_in_threadpool(handle.abort)
         raise
 
