@@ -45,6 +45,7 @@ DVC_VENV = ROOT / ".bench" / "dvc"
 DVC = DVC_VENV / "bin" / "dvc"
 CHANGED = 10
 ROUNDS = 3
+COOL_DOWN_S = 5.0
 
 
 def make_folder(root: Path, files: int, size: int) -> list[Path]:
@@ -113,9 +114,10 @@ class DvcRepo:
 
 
 def timed(fn: Any) -> float:
-    # Each timed step starts with no dirty pages left by the step before it, so neither
-    # tool pays for the other's writes when it makes its own durable.
+    # Each timed step starts with no dirty pages left by the step before it and after a
+    # pause for the disk to catch up, so neither tool pays for the other's writes.
     os.sync()
+    time.sleep(COOL_DOWN_S)
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -136,6 +138,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.files, args.file_kb, args.big_mb = 200, 4, 8
+        global COOL_DOWN_S
+        COOL_DOWN_S = 0.0
     with_dvc = ensure_dvc(install=not args.quick)
     size = args.file_kb * 1024
     cases: list[dict[str, Any]] = []

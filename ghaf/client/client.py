@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -462,13 +462,17 @@ class Artifacts(_Resource):
         files: Sequence[LocalFile],
         *,
         progress: Progress | None = None,
+        contents: Mapping[str, bytes] | None = None,
     ) -> PackOut:
-        """Upload many small files (each at most 16 MiB) in one request, addressed by hash."""
+        """Upload many small files (each at most 16 MiB) in one request, addressed by hash.
+
+        ``contents`` maps SHA-256 to bytes already in memory, which are sent instead of
+        reading those files again."""
         return self._client._model(
             PackOut,
             "POST",
             f"{API}/projects/{project}/blobs:pack",
-            content=pack_body(files, progress),
+            content=pack_body(files, progress, contents),
             headers={"Content-Type": packs.MEDIA_TYPE},
         )
 

@@ -31,7 +31,8 @@ API = "/api/v1"
 UPLOAD_THREADS = 2
 QUERY_HASHES = 50_000  # the server takes up to 100,000 per query
 GROUP_FILES = 5_000  # files hashed, queried and uploaded as one step
-GROUP_BYTES = 256 << 20
+GROUP_BYTES = 32 << 20  # also what hashing may hold in memory per group
+KEEP_BYTES = 1 << 20  # files this small are read once, for hashing and upload
 PACK_MEMBER_BYTES = 4 << 20  # larger files stream on their own
 PACK_BYTES = 64 << 20
 PACK_FILES = 10_000
@@ -111,10 +112,19 @@ def _refuse_link(location: str, root: Path) -> None:
     )
 
 
-def _hash(found: Found, progress: Progress | None) -> LocalFile:
+def _hash(found: Found, progress: Progress | None) -> tuple[LocalFile, bytes | None]:
+    """The file hashed, and its bytes when it is small enough to keep for the upload."""
     location = found.location
+    content = None
     try:
-        sha256 = file_sha256(location, progress)
+        if found.info.st_size <= KEEP_BYTES:
+            with Path(location).open("rb") as handle:
+                content = handle.read()
+            sha256 = hashlib.sha256(content).hexdigest()
+            if progress is not None:
+                progress(len(content))
+        else:
+            sha256 = file_sha256(location, progress)
         after = os.stat(location)
     except PermissionError:
         raise InvalidInput(f"{location} cannot be read (permission denied)", field="path") from None
@@ -122,11 +132,18 @@ def _hash(found: Found, progress: Progress | None) -> LocalFile:
         raise InvalidInput(
             f"{location} changed while it was being hashed; no version was created", field="path"
         )
-    return LocalFile(normalise_path(found.path), location, after.st_size, sha256)
+    if content is not None and len(content) != after.st_size:
+        raise InvalidInput(
+            f"{location} changed while it was being hashed; no version was created", field="path"
+        )
+    return LocalFile(normalise_path(found.path), location, after.st_size, sha256), content
 
 
-def _hashed(found: list[Found], progress: Progress | None, cache: HashCache) -> Iterator[LocalFile]:
-    """Each file with its SHA-256: from the cache where its stat is unchanged, else read.
+def _hashed(
+    found: list[Found], progress: Progress | None, cache: HashCache
+) -> Iterator[tuple[LocalFile, bytes | None]]:
+    """Each file with its SHA-256 (and its bytes, if small and read): from the cache
+    where its stat is unchanged, else read.
 
     Hashing stays on the calling thread: for many small files a worker pool costs more
     in GIL hand-offs than it gains, while uploads overlap with it on their own threads.
@@ -136,19 +153,19 @@ def _hashed(found: list[Found], progress: Progress | None, cache: HashCache) -> 
         if known is not None:
             if progress is not None:
                 progress(item.info.st_size)
-            yield LocalFile(normalise_path(item.path), item.location, item.info.st_size, known)
+            path = normalise_path(item.path)
+            yield LocalFile(path, item.location, item.info.st_size, known), None
             continue
-        file = _hash(item, progress)
+        file, content = _hash(item, progress)
         cache.put(item.location, item.info, file.sha256)
-        yield file
+        yield file, content
 
 
 @contextmanager
 def _hash_cache(source: Path) -> Iterator[HashCache]:
     cache = HashCache()
     try:
-        if source.is_dir():
-            cache.load(source)
+        cache.load(source)  # a folder's entries, or a single file's own
         yield cache
         cache.save()
     finally:
@@ -158,7 +175,7 @@ def _hash_cache(source: Path) -> Iterator[HashCache]:
 def scan(source: str | Path, *, progress: Progress | None = None) -> list[LocalFile]:
     """Every file under ``source`` (or ``source`` itself) with its size and SHA-256."""
     with _hash_cache(Path(source)) as cache:
-        return list(_hashed(_walk(Path(source)), progress, cache))
+        return [file for file, _ in _hashed(_walk(Path(source)), progress, cache)]
 
 
 def _s3_client() -> Any:
@@ -437,17 +454,25 @@ class Datasets:
         try:
             hashed = _hashed(_walk(source), hash_progress, cache)
             for group in _batches(
-                hashed, lambda f: f.size, max_bytes=GROUP_BYTES, max_items=GROUP_FILES
+                hashed, lambda pair: pair[0].size, max_bytes=GROUP_BYTES, max_items=GROUP_FILES
             ):
-                files += group
-                fresh = [f for f in {f.sha256: f for f in group}.values() if f.sha256 not in sent]
+                files += (file for file, _ in group)
+                fresh = {file.sha256: (file, content) for file, content in group}
+                for sha256 in sent.intersection(fresh):
+                    del fresh[sha256]
                 if not fresh:
                     continue
-                sent.update(f.sha256 for f in fresh)
-                if len(running) >= 2 * UPLOAD_THREADS:
+                sent.update(fresh)
+                if len(running) > UPLOAD_THREADS:  # bounds the bytes held in memory
                     running.popleft().result()
                 running.append(
-                    uploads.submit(self._upload_missing, project, fresh, upload_progress)
+                    uploads.submit(
+                        self._upload_missing,
+                        project,
+                        [file for file, _ in fresh.values()],
+                        upload_progress,
+                        {sha: content for sha, (_, content) in fresh.items() if content},
+                    )
                 )
             for upload in running:
                 upload.result()
@@ -456,9 +481,14 @@ class Datasets:
         return files
 
     def _upload_missing(
-        self, project: str, group: builtins.list[LocalFile], progress: Progress | None
+        self,
+        project: str,
+        group: builtins.list[LocalFile],
+        progress: Progress | None,
+        contents: dict[str, bytes] | None = None,
     ) -> None:
-        """Upload the contents of ``group`` the project lacks: small ones in packs."""
+        """Upload the contents of ``group`` the project lacks: small ones in packs,
+        from ``contents`` where hashing already read them."""
         unique = builtins.list({f.sha256: f for f in group}.values())
         present: set[str] = set()
         for batch in _batches(unique, lambda f: 0, max_items=QUERY_HASHES):
@@ -471,7 +501,7 @@ class Datasets:
             else:
                 small.append(file)
         for pack in _batches(small, lambda f: f.size):
-            self._client.artifacts.put_pack(project, pack, progress=progress)
+            self._client.artifacts.put_pack(project, pack, progress=progress, contents=contents)
 
     def _upload(self, project: str, file: LocalFile, progress: Progress | None) -> None:
         self._client.request(

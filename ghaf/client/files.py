@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +42,20 @@ def read_file(path: str | Path, progress: Progress | None = None) -> Iterator[by
             yield piece
 
 
-def pack_body(files: Iterable[LocalFile], progress: Progress | None = None) -> Iterator[bytes]:
-    """Pack frames of small files (docs/storage.md), grouped into ~1 MiB pieces."""
+def pack_body(
+    files: Iterable[LocalFile],
+    progress: Progress | None = None,
+    contents: Mapping[str, bytes] | None = None,
+) -> Iterator[bytes]:
+    """Pack frames of small files (docs/storage.md), grouped into ~1 MiB pieces; the
+    bytes come from ``contents`` (by SHA-256) where given, else from the file."""
     buffer = bytearray()
     for file in files:
-        assert file.location is not None
-        with open(file.location, "rb") as handle:
-            content = handle.read()
+        content = (contents or {}).get(file.sha256)
+        if content is None:
+            assert file.location is not None
+            with open(file.location, "rb") as handle:
+                content = handle.read()
         if len(content) != file.size:
             raise InvalidInput(
                 f"{file.location} changed since it was hashed ({file.size} bytes then, "

@@ -57,6 +57,10 @@ class HashCache:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._connection = sqlite3.connect(self._path, timeout=10)
+            # A cache: commits need not wait for the disk. WAL keeps it consistent
+            # through a crash; at worst the last additions are lost and files rehashed.
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
             self._connection.execute(
                 "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
                 "mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, device INTEGER, "
@@ -76,11 +80,12 @@ class HashCache:
             )
             self._connection = None
 
-    def load(self, folder: Path) -> None:
-        """Read the entries under ``folder`` in one query."""
-        if self._connection is None:
+    def load(self, source: Path) -> None:
+        """Read the entries for ``source`` (a file, or every file under a folder) in one
+        query."""
+        if self._connection is None or not source.exists():
             return
-        prefix = str(folder.resolve())
+        prefix = str(source.resolve())
         try:
             rows = self._connection.execute(
                 "SELECT path, size, mtime_ns, ctime_ns, inode, device, sha256 FROM hashes "

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
@@ -202,8 +202,9 @@ def create_version(
             for f in changed
         ]
         latest = _latest(pctx.session, dataset.id)
+        changed_rows, base_id = rows, None
         if request.base is not None:
-            rows = _apply_changes(pctx, dataset, request.base, rows, removed)
+            base_id, rows = _apply_changes(pctx, dataset, request.base, rows, removed)
         if not rows:
             raise InvalidInput("a version needs at least one file", field="files")
         number = (latest or 0) + 1
@@ -234,12 +235,14 @@ def create_version(
             if attempt == 9:
                 raise
             continue
+        if base_id is not None:
+            _carry_over(pctx, base_id, version.id, [r.path for r in changed_rows] + [*removed])
         # Straight through the driver: a version may list 100,000 files.
         insert_many(
             pctx.session,
             DatasetFile.__table__,
             ["version_id", *Row._fields],
-            [(version.id, *row) for row in rows],
+            [(version.id, *row) for row in (rows if base_id is None else changed_rows)],
         )
         pctx.audit(
             "dataset:add-version",
@@ -280,8 +283,9 @@ def _checked_removals(
 
 def _apply_changes(
     pctx: Context, dataset: Dataset, base: int, changed: list[Row], removed: set[str]
-) -> list[Row]:
-    """The base version's manifest with ``changed`` put in and ``removed`` taken out."""
+) -> tuple[str, list[Row]]:
+    """The base version's id, and its manifest with ``changed`` put in and ``removed``
+    taken out."""
     version = _resolve(pctx, dataset, str(base))
     merged = {
         row.path: row
@@ -304,7 +308,28 @@ def _apply_changes(
     for path in removed:
         del merged[path]
     merged.update((row.path, row) for row in changed)
-    return list(merged.values())
+    return version.id, list(merged.values())
+
+
+def _carry_over(pctx: Context, base_id: str, version_id: str, excluded: list[str]) -> None:
+    """Copy the base version's entries, except ``excluded`` paths, inside the database."""
+    columns = ["version_id", *Row._fields]
+    pctx.session.execute(
+        insert(DatasetFile.__table__).from_select(  # type: ignore[arg-type]
+            columns,
+            select(
+                literal(version_id),
+                DatasetFile.path,
+                DatasetFile.size,
+                DatasetFile.sha256,
+                DatasetFile.blob_id,
+                DatasetFile.uri,
+            ).where(
+                DatasetFile.version_id == base_id,
+                ~among(pctx.session, DatasetFile.path, excluded),
+            ),
+        )
+    )
 
 
 def _version_out(

@@ -103,7 +103,7 @@ class ChunkEncryptor:
         self.plaintext_bytes = 0
         sink(self._header)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         self.plaintext_bytes += len(data)
         size = self._chunk_size
         view = memoryview(data)
@@ -113,8 +113,11 @@ class ChunkEncryptor:
                 self._held = None
             if not self._buffer and len(view) >= size:
                 # Whole chunks straight from the caller's bytes: no copy when aligned.
-                aligned = len(view) == len(data) == size and isinstance(data, bytes)
-                self._held = data if aligned else bytes(view[:size])
+                # (bytes only: a caller may reuse a bytearray once this returns)
+                if isinstance(data, bytes) and len(view) == len(data) == size:
+                    self._held = data
+                else:
+                    self._held = bytes(view[:size])
                 view = view[size:]
                 continue
             take = size - len(self._buffer)

@@ -36,20 +36,26 @@ def _store(call: ServiceCall) -> Store:
     return store
 
 
-async def _pieces(request: Request) -> AsyncIterator[bytes]:
-    """The request body regrouped into ~1 MiB pieces (one worker-thread hop each)."""
+async def _pieces(request: Request) -> AsyncIterator[bytearray]:
+    """The request body regrouped into ~1 MiB pieces (one worker-thread hop each).
+
+    Each piece is handed over as is and a new buffer started, rather than copied.
+    """
     buffer = bytearray()
     async for data in request.stream():
         buffer += data
         if len(buffer) >= PIECE_BYTES:
-            yield bytes(buffer)
-            buffer.clear()
+            yield buffer
+            buffer = bytearray()
     if buffer:
-        yield bytes(buffer)
+        yield buffer
 
 
 async def _receive(
-    request: Request, handle: Sealing, write: Callable[[bytes], None], finish: Callable[[], None]
+    request: Request,
+    handle: Sealing,
+    write: Callable[[bytearray], None],
+    finish: Callable[[], None],
 ) -> None:
     """Stream the body into an encrypted object; abort it on any failure or disconnect.
 

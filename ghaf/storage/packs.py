@@ -50,28 +50,30 @@ class FrameReader:
         self._members_max = members_max
         self.count = 0
 
-    def feed(self, piece: bytes) -> Iterator[tuple[str, bytes]]:
+    def feed(self, piece: bytes | bytearray) -> Iterator[tuple[str, bytes]]:
         self._buffer += piece
         at = 0
-        while len(self._buffer) - at >= _HEADER.size:
-            digest, size = _HEADER.unpack_from(self._buffer, at)
-            if size > self._member_max:
-                raise InvalidInput(
-                    f"pack member {self.count} declares {size} bytes; members are at most "
-                    f"{self._member_max} bytes: upload larger content with PUT blobs/{{sha256}}",
-                    field="body",
-                )
-            end = at + _HEADER.size + size
-            if len(self._buffer) < end:
-                break
-            if self.count == self._members_max:
-                raise InvalidInput(
-                    f"a pack holds at most {self._members_max} members; split the upload",
-                    field="body",
-                )
-            self.count += 1
-            yield digest.hex(), bytes(self._buffer[at + _HEADER.size : end])
-            at = end
+        with memoryview(self._buffer) as view:  # slices of a view copy once, not twice
+            while len(view) - at >= _HEADER.size:
+                digest, size = _HEADER.unpack_from(view, at)
+                if size > self._member_max:
+                    raise InvalidInput(
+                        f"pack member {self.count} declares {size} bytes; members are at "
+                        f"most {self._member_max} bytes: upload larger content with "
+                        "PUT blobs/{sha256}",
+                        field="body",
+                    )
+                end = at + _HEADER.size + size
+                if len(view) < end:
+                    break
+                if self.count == self._members_max:
+                    raise InvalidInput(
+                        f"a pack holds at most {self._members_max} members; split the upload",
+                        field="body",
+                    )
+                self.count += 1
+                yield digest.hex(), bytes(view[at + _HEADER.size : end])
+                at = end
         del self._buffer[:at]
 
     @property

@@ -168,7 +168,7 @@ class Upload(Sealing):
         self._pending: Future[None] | None = None
         self.sha256: str | None = None
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         if self._pending is not None:
             self._pending.result()
         self._pending = self._hasher.submit(self._hash.update, data)

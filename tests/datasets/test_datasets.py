@@ -30,9 +30,9 @@ def _counting(client: Client) -> list[str]:
         uploads.append(file.sha256)
         upload_one(project, file, progress)
 
-    def pack(project, files, *, progress=None):  # type: ignore[no-untyped-def]
+    def pack(project, files, **options):  # type: ignore[no-untyped-def]
         uploads.extend(f.sha256 for f in files)
-        return upload_pack(project, files, progress=progress)
+        return upload_pack(project, files, **options)
 
     client.datasets._upload = one  # type: ignore[method-assign]
     client.artifacts.put_pack = pack  # type: ignore[method-assign]

@@ -29,14 +29,15 @@ def _settle(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every file the SDK reads to hash it."""
     reads: list[str] = []
-    real = sdk.file_sha256
+    real = sdk._hash
 
-    def counting(path, progress=None):  # type: ignore[no-untyped-def]
-        reads.append(str(path))
-        return real(path, progress)
+    def counting(found, progress):  # type: ignore[no-untyped-def]
+        reads.append(found.location)
+        return real(found, progress)
 
-    monkeypatch.setattr(sdk, "file_sha256", counting)
+    monkeypatch.setattr(sdk, "_hash", counting)
     return reads
 
 
@@ -63,6 +64,19 @@ def test_unchanged_files_are_not_read_again(
     out = tmp_path / "out"
     admin.datasets.download(project, "cached", out)
     assert (out / "d1" / "f1.txt").read_text() == "FILE 1"
+
+
+def test_an_unchanged_single_file_is_not_read_again(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "model-input.csv"
+    source.write_text("a,b\n1,2\n")
+    _settle(tmp_path, monkeypatch)
+    reads = _count_reads(monkeypatch)
+    admin.datasets.create(project, "single")
+    admin.datasets.add_version(project, "single", source)
+    admin.datasets.add_version(project, "single", source)
+    assert len(reads) == 1
 
 
 def test_recently_written_files_are_always_hashed(
