@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ghaf.core.errors import IntegrityFailure
@@ -74,20 +75,13 @@ class Store:
         was truncated or extended is refused even where its chunks still authenticate.
         """
         end = where.size - 1 if end is None else end
-        try:
-            reader = self.backend.reader(where.key)
-        except ObjectMissing:
-            raise IntegrityFailure(f"object {where.object_id} is missing from the store") from None
-        try:
-            encrypted = EncryptedObject(where.object_id, where.object_size, data_key, reader.read)
+        with self._open(where, data_key) as (encrypted, stored_bytes):
             if start == 0 and end == where.size - 1:
-                encrypted.check_length(reader.size)
+                encrypted.check_length(stored_bytes)
             if where.object_size == 0:
                 yield from encrypted.iter_range()  # authenticates the empty object
             elif where.size > 0:
                 yield from encrypted.iter_range(where.offset + start, where.offset + end)
-        finally:
-            reader.close()
 
     def read_many(self, slices: list[Slice], *, data_key: bytes) -> Iterator[bytes]:
         """The whole content of each slice of one object, in the order given.
@@ -97,19 +91,26 @@ class Store:
         """
         if not slices:
             return
-        where = slices[0]
+        with self._open(slices[0], data_key) as (encrypted, stored_bytes):
+            encrypted.check_length(stored_bytes)
+            if slices[0].object_size == 0:
+                list(encrypted.iter_range())  # authenticates the empty object
+                yield from (b"" for _ in slices)
+                return
+            yield from encrypted.read_ranges((s.offset, s.offset + s.size - 1) for s in slices)
+
+    @contextmanager
+    def _open(self, where: Slice, data_key: bytes) -> Iterator[tuple[EncryptedObject, int]]:
+        """The object holding ``where``, and how many bytes it takes in the backend."""
         try:
             reader = self.backend.reader(where.key)
         except ObjectMissing:
             raise IntegrityFailure(f"object {where.object_id} is missing from the store") from None
         try:
-            encrypted = EncryptedObject(where.object_id, where.object_size, data_key, reader.read)
-            encrypted.check_length(reader.size)
-            if where.object_size == 0:
-                list(encrypted.iter_range())  # authenticates the empty object
-                yield from (b"" for _ in slices)
-                return
-            yield from encrypted.read_ranges((s.offset, s.offset + s.size - 1) for s in slices)
+            yield (
+                EncryptedObject(where.object_id, where.object_size, data_key, reader.read),
+                reader.size,
+            )
         finally:
             reader.close()
 

@@ -28,6 +28,14 @@ def _settle(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local_cache, "SETTLED_NS", 0)
 
 
+def _folder(root: Path, files: int) -> Path:
+    """``files`` small text files spread over three subfolders d0, d1 and d2."""
+    for i in range(files):
+        (root / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 3}" / f"f{i}.txt").write_text(f"file {i}")
+    return root
+
+
 def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every file the SDK reads to hash it."""
     reads: list[str] = []
@@ -44,10 +52,7 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_unchanged_files_are_not_read_again(
     admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = tmp_path / "data"
-    for i in range(20):
-        (data / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
-        (data / f"d{i % 3}" / f"f{i}.txt").write_text(f"file {i}")
+    data = _folder(tmp_path / "data", 20)
     _settle(data, monkeypatch)
     reads = _count_reads(monkeypatch)
     admin.datasets.create(project, "cached")
@@ -163,10 +168,7 @@ def test_a_stale_stored_hint_falls_back_to_asking_the_server(
 def test_a_new_version_sends_only_what_changed(
     admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = tmp_path / "delta"
-    for i in range(30):
-        (data / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
-        (data / f"d{i % 3}" / f"f{i}.txt").write_text(f"file {i}")
+    data = _folder(tmp_path / "delta", 30)
     admin.datasets.create(project, "delta")
     first = admin.datasets.add_version(project, "delta", data)
     sent: list[dict] = []  # type: ignore[type-arg]
