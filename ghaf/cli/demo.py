@@ -139,7 +139,7 @@ def _datasets(alice: Client, home: Path) -> None:
     )
     _ok(
         f"version {second.version} (parent {second.parent}): changed 1 of 20 files, "
-        f"uploaded {sum(uploaded)} bytes"
+        f"uploaded {sum(uploaded)} bytes of content the project did not hold yet"
     )
     alice.datasets.tag("risk", "credit-shards", "prod-training", first.version)
     target = home / "demo-data" / "download"
@@ -182,8 +182,8 @@ def _table_versions(alice: Client) -> None:
         + (f", most moved column {moved.column} ({moved.score:.2f} std)" if moved else "")
     )
     relation = alice.datasets.duckdb("risk", "customers")
-    high = relation.filter("income > 100000").count("*").fetchone()
-    _ok(f"DuckDB over the cached Parquet: {high[0] if high else 0} customers earn over 100,000")
+    ((high,),) = relation.filter("income > 100000").count("*").fetchall()
+    _ok(f"DuckDB over the cached Parquet: {high} customers earn over 100,000")
 
 
 def _demo_table() -> bytes:
