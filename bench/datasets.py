@@ -69,14 +69,17 @@ def make_file(path: Path, size_mb: int) -> Path:
     return path
 
 
-def raw_sha256(paths: list[Path]) -> float:
+def raw_sha256(paths: list[Path]) -> tuple[float, list[str]]:
+    """Seconds to read and hash every file once, and the hashes (to check ghaf's)."""
+    hashes = []
     start = time.perf_counter()
     for path in paths:
         digest = hashlib.sha256()
         with path.open("rb", buffering=0) as handle:
             while piece := handle.read(MB):
                 digest.update(piece)
-    return time.perf_counter() - start
+        hashes.append(digest.hexdigest())
+    return time.perf_counter() - start, hashes
 
 
 def ensure_dvc(*, install: bool) -> bool:
@@ -164,8 +167,8 @@ def main() -> None:
         folder_mb = args.files * size / MB
         settle(written)
 
-        sha_folder = raw_sha256(folder_paths)
-        sha_big = raw_sha256([work / "big.bin"])
+        sha_folder, folder_hashes = raw_sha256(folder_paths)
+        sha_big, big_hashes = raw_sha256([work / "big.bin"])
         nan = float("nan")
         dvc_first = dvc_big = (nan, nan)
         dvc_incremental = nan
@@ -211,6 +214,10 @@ def main() -> None:
                 ghaf_firsts.append(timed(partial(add, project, "folder", data)))
                 ghaf_bigs.append(timed(partial(add, project, "big", big)))
             ghaf_first, ghaf_big = statistics.median(ghaf_firsts), statistics.median(ghaf_bigs)
+            # Same answer: ghaf recorded exactly the SHA-256s computed here.
+            recorded = {f.path: f.sha256 for f in client.datasets.files(project, "folder", 1)}
+            assert recorded == {n.as_posix(): h for n, h in zip(names, folder_hashes, strict=True)}
+            assert [f.sha256 for f in client.datasets.files(project, "big", 1)] == big_hashes
 
             # Incremental adds are short and this machine is noisy: median of 3 rounds,
             # each changing 10 other files.

@@ -7,7 +7,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
@@ -84,7 +84,17 @@ async def _receive_one(request: Request, store: Store, plan: service.PutPlan) ->
     return handle
 
 
-@router.put("/projects/{name}/artifacts/{path:path}", status_code=status.HTTP_201_CREATED)
+def _binary_body(media_type: str, description: str) -> dict[str, Any]:
+    """OpenAPI for a streamed body the route reads itself."""
+    schema = {"type": "string", "format": "binary", "description": description}
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
+
+
+@router.put(
+    "/projects/{name}/artifacts/{path:path}",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_binary_body("application/octet-stream", "The content, streamed."),
+)
 async def put_artifact(
     call: Call,
     request: Request,
@@ -102,7 +112,11 @@ async def put_artifact(
     return await call(service.commit_put, store, plan, handle)
 
 
-@router.put("/projects/{name}/blobs/{sha256}", status_code=status.HTTP_201_CREATED)
+@router.put(
+    "/projects/{name}/blobs/{sha256}",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_binary_body("application/octet-stream", "The content, streamed."),
+)
 async def put_blob(call: Call, request: Request, name: str, sha256: str) -> schemas.BlobOut:
     """Upload content addressed only by its SHA-256 (for manifests such as datasets)."""
     store = _store(call)
@@ -111,7 +125,14 @@ async def put_blob(call: Call, request: Request, name: str, sha256: str) -> sche
     return await call(service.commit_blob, store, plan, handle)
 
 
-@router.post("/projects/{name}/blobs:pack", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/projects/{name}/blobs:pack",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=_binary_body(
+        packs.MEDIA_TYPE,
+        "Frames of 32-byte SHA-256, 8-byte big-endian size, then the bytes (docs/storage.md).",
+    ),
+)
 async def put_pack(call: Call, request: Request, name: str) -> schemas.PackOut:
     """Upload many small contents in one body of ``application/x-ghaf-pack`` frames
     (see docs/storage.md); each is checked against its declared SHA-256."""

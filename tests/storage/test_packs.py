@@ -214,3 +214,12 @@ def test_large_content_is_not_fetched_in_a_pack(
     monkeypatch.setattr(packs, "MEMBER_MAX", 1000)  # the server runs in this process
     with pytest.raises(InvalidInput, match="fetch it on its own"):
         list(admin.artifacts.fetch_pack(project, [stored.sha256]))
+
+
+def test_openapi_documents_the_binary_bodies(platform: Platform) -> None:
+    spec = httpx.get(f"{platform.url}/api/v1/openapi.json").json()
+    pack = spec["paths"]["/api/v1/projects/{name}/blobs:pack"]["post"]
+    assert packs.MEDIA_TYPE in pack["requestBody"]["content"]
+    blob = spec["paths"]["/api/v1/projects/{name}/blobs/{sha256}"]["put"]
+    assert "application/octet-stream" in blob["requestBody"]["content"]
+    assert "/api/v1/projects/{name}/blobs:fetch" in spec["paths"]
