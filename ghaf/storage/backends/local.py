@@ -77,6 +77,12 @@ class _LocalWriter(ObjectWriter):
         self._file.close()
         self._final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._tmp, self._final)
+        # The rename is durable only once its folder is: metadata is committed next.
+        folder = os.open(self._final.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         return self._size
 
     def abort(self) -> None:
