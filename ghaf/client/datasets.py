@@ -356,6 +356,7 @@ class Datasets:
         provenance: dict[str, Any],
         *,
         base: int | None = None,
+        base_manifest_sha256: str | None = None,
         removed: builtins.list[str] | None = None,
     ) -> VersionOut:
         manifest = [
@@ -368,7 +369,11 @@ class Datasets:
             "table": table,
         }
         if base is not None:
-            body |= {"base": base, "removed": removed or []}
+            body |= {
+                "base": base,
+                "base_manifest_sha256": base_manifest_sha256,
+                "removed": removed or [],
+            }
         return self._client._model(
             VersionOut, "POST", f"{self._base(project)}/{name}/versions", json=body
         )
@@ -408,7 +413,8 @@ class Datasets:
                 self._upload_missing(project, files, upload_progress)
                 version = self._submit(project, name, files, base, meta)
             cache.remember_stored(place, {f.sha256 for f in files} - stored)
-            cache.remember_manifest(place, name, Manifest(version.version, _entries(files)))
+            remembered = Manifest(version.version, version.manifest_sha256, _entries(files))
+            cache.remember_manifest(place, name, remembered)
         return version
 
     def _submit(
@@ -430,10 +436,13 @@ class Datasets:
                     [f for f in files if base.entries.get(f.path) != current[f.path]],
                     **meta,
                     base=base.version,
+                    base_manifest_sha256=base.sha256,
                     removed=[path for path in base.entries if path not in current],
                 )
-            except (NotFound, InvalidInput):
-                pass  # the server's versions are not what this machine remembers
+            except (NotFound, InvalidInput, Conflict) as exc:
+                if isinstance(exc, Conflict) and exc.field != "base_manifest_sha256":
+                    raise  # e.g. content not uploaded: the caller handles that
+                # The server's versions are not what this machine remembers.
         return self._create(project, name, files, **meta)
 
     def _hash_and_upload(

@@ -24,13 +24,15 @@ log = logging.getLogger("ghaf.client")
 # A file modified within this long of being hashed could be modified again without its
 # timestamps changing on coarse-clock filesystems, so such hashes are not remembered.
 SETTLED_NS = 2_000_000_000
+SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A version's files as ``{path: [size, sha256, uri]}``."""
+    """A version's number, manifest hash and files as ``{path: [size, sha256, uri]}``."""
 
     version: int
+    sha256: str
     entries: dict[str, list[Any]]
 
 
@@ -61,6 +63,7 @@ class HashCache:
             # through a crash; at worst the last additions are lost and files rehashed.
             self._connection.execute("PRAGMA journal_mode=WAL")
             self._connection.execute("PRAGMA synchronous=NORMAL")
+            self._reset_if_older()
             self._connection.execute(
                 "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
                 "mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, device INTEGER, "
@@ -72,13 +75,23 @@ class HashCache:
             )
             self._connection.execute(
                 "CREATE TABLE IF NOT EXISTS manifests (place TEXT, dataset TEXT, "
-                "version INTEGER, entries TEXT, PRIMARY KEY (place, dataset))"
+                "version INTEGER, sha256 TEXT, entries TEXT, PRIMARY KEY (place, dataset))"
             )
         except (OSError, sqlite3.Error) as exc:
             log.warning(
                 "the hash cache at %s is unusable (%s); hashing every file", self._path, exc
             )
             self._connection = None
+
+    def _reset_if_older(self) -> None:
+        """A cache written by another version of ghaf is dropped, not migrated."""
+        assert self._connection is not None
+        (version,) = self._connection.execute("PRAGMA user_version").fetchone()
+        if version != SCHEMA_VERSION:
+            with self._connection:
+                for table in ("hashes", "stored", "manifests"):
+                    self._connection.execute(f"DROP TABLE IF EXISTS {table}")
+                self._connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def load(self, source: Path) -> None:
         """Read the entries for ``source`` (a file, or every file under a folder) in one
@@ -139,19 +152,19 @@ class HashCache:
             return None
         try:
             row = self._connection.execute(
-                "SELECT version, entries FROM manifests WHERE place = ? AND dataset = ?",
+                "SELECT version, sha256, entries FROM manifests WHERE place = ? AND dataset = ?",
                 (place, dataset),
             ).fetchone()
         except sqlite3.Error as exc:
             log.warning("could not read the hash cache (%s)", exc)
             return None
-        return None if row is None else Manifest(row[0], json.loads(row[1]))
+        return None if row is None else Manifest(row[0], row[1], json.loads(row[2]))
 
     def remember_manifest(self, place: str, dataset: str, manifest: Manifest) -> None:
         entries = json.dumps(manifest.entries, separators=(",", ":"))
         self._write(
-            "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?)",
-            [(place, dataset, manifest.version, entries)],
+            "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
+            [(place, dataset, manifest.version, manifest.sha256, entries)],
         )
 
     def _write(self, statement: str, rows: list[tuple[Any, ...]]) -> None:

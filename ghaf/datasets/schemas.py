@@ -67,6 +67,12 @@ class VersionCreate(_Strict):
         max_length=MAX_MANIFEST,
         description="With `base`: paths of the base version that the new one drops.",
     )
+    base_manifest_sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="With `base`, required: the base version's manifest hash as the "
+        "sender knows it, so changes never land on a different version of that number.",
+    )
     table: TableInfo | None = None
     description: str = Field(default="", max_length=2000)
     provenance: dict[str, Any] = Field(default_factory=dict)

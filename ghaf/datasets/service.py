@@ -204,7 +204,7 @@ def create_version(
         latest = _latest(pctx.session, dataset.id)
         changed_rows, base_id = rows, None
         if request.base is not None:
-            base_id, rows = _apply_changes(pctx, dataset, request.base, rows, removed)
+            base_id, rows = _apply_changes(pctx, dataset, request, rows, removed)
         if not rows:
             raise InvalidInput("a version needs at least one file", field="files")
         number = (latest or 0) + 1
@@ -274,6 +274,10 @@ def _checked_removals(
         if not changed:
             raise InvalidInput("a version needs at least one file", field="files")
         return set()
+    if request.base_manifest_sha256 is None:
+        raise InvalidInput(
+            "base_manifest_sha256 is required with base", field="base_manifest_sha256"
+        )
     removed = {normalise_path(p, field=f"removed.{i}") for i, p in enumerate(request.removed)}
     both = removed & {f.path for f in changed}
     if both:
@@ -282,11 +286,22 @@ def _checked_removals(
 
 
 def _apply_changes(
-    pctx: Context, dataset: Dataset, base: int, changed: list[Row], removed: set[str]
+    pctx: Context,
+    dataset: Dataset,
+    request: schemas.VersionCreate,
+    changed: list[Row],
+    removed: set[str],
 ) -> tuple[str, list[Row]]:
     """The base version's id, and its manifest with ``changed`` put in and ``removed``
     taken out."""
+    base = request.base
     version = _resolve(pctx, dataset, str(base))
+    if version.manifest_sha256 != request.base_manifest_sha256:
+        raise Conflict(
+            f"version {base} of {dataset.name!r} is not the one these changes were made "
+            f"against (its manifest is {version.manifest_sha256}); send the whole manifest",
+            field="base_manifest_sha256",
+        )
     merged = {
         row.path: row
         for row in map(

@@ -10,7 +10,7 @@ import pytest
 
 from ghaf.client import Client, local_cache
 from ghaf.client import datasets as sdk
-from ghaf.core.errors import InvalidInput, NotFound
+from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.settings import Settings
 from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess
@@ -178,6 +178,7 @@ def test_a_new_version_sends_only_what_changed(
         sent.append(
             {"files": [f.path for f in files], "base": kwargs["base"], "removed": kwargs["removed"]}
         )
+        assert kwargs["base_manifest_sha256"] == first.manifest_sha256
         return real_create(project, name, files, *args, **kwargs)
 
     monkeypatch.setattr(admin.datasets, "_create", spy)
@@ -211,15 +212,35 @@ def test_bad_change_lists_are_refused(admin: Client, project: str, tmp_path: Pat
     first = admin.datasets.add_version(project, "changes", source)
     entry = admin.datasets.files(project, "changes", 1)[0].model_dump()
     url = f"/api/v1/projects/{project}/datasets/changes/versions"
+    known = {"base_manifest_sha256": first.manifest_sha256}
     cases = [
         ({"files": [entry], "removed": ["one.txt"]}, InvalidInput, "removed needs base"),
-        ({"base": 1, "files": [entry], "removed": ["one.txt"]}, InvalidInput, "both changed"),
-        ({"base": 1, "removed": ["ghost.txt"]}, InvalidInput, "not in version 1"),
-        ({"base": 1, "removed": ["one.txt"]}, InvalidInput, "at least one file"),
-        ({"base": 9, "files": [entry]}, NotFound, "no version or tag '9'"),
+        ({"base": 1, "files": [entry]}, InvalidInput, "base_manifest_sha256 is required"),
+        ({"base": 1, "base_manifest_sha256": "0" * 64, "files": [entry]}, Conflict, "not the one"),
+        ({"base": 1, "files": [entry], "removed": ["one.txt"], **known}, InvalidInput, "both"),
+        ({"base": 1, "removed": ["ghost.txt"], **known}, InvalidInput, "not in version 1"),
+        ({"base": 1, "removed": ["one.txt"], **known}, InvalidInput, "at least one file"),
+        ({"base": 9, "files": [entry], **known}, NotFound, "no version or tag '9'"),
         ({"files": []}, InvalidInput, "at least one file"),
     ]
     for body, error, match in cases:
         with pytest.raises(error, match=match):
             admin.request("POST", url, json=body)
     assert [v.version for v in admin.datasets.versions(project, "changes")] == [first.version]
+
+
+def test_changes_never_land_on_a_different_version_of_the_same_number(
+    admin: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _folder(tmp_path / "d", 6)
+    admin.datasets.create(project, "remembered")
+    first = admin.datasets.add_version(project, "remembered", data)
+    # This machine remembers a version 1 whose manifest differs from the server's (the
+    # project was purged and made again under the same name, say).
+    stale = local_cache.Manifest(first.version, "a" * 64, {"d0/f0.txt": [1, "b" * 64, None]})
+    monkeypatch.setattr(local_cache.HashCache, "manifest", lambda self, place, name: stale)
+    (data / "d1" / "f1.txt").write_text("changed")
+    second = admin.datasets.add_version(project, "remembered", data)
+    assert second.file_count == 6
+    diff = admin.datasets.diff(project, "remembered", first.version, second.version)
+    assert (diff.added, diff.removed, diff.changed) == ([], [], ["d1/f1.txt"])
