@@ -400,9 +400,9 @@ class Datasets:
                 "description": description,
                 "provenance": {**capture(source), **(provenance or {})},
             }
-            base = cache.manifest(place, name)
+            base, current = cache.manifest(place, name), _entries(files)
             try:
-                version = self._submit(project, name, files, base, meta)
+                version = self._submit(project, name, files, current, base, meta)
             except Conflict as exc:
                 if "missing" not in exc.extra:
                     raise
@@ -411,9 +411,9 @@ class Datasets:
                 cache.forget_stored(place)
                 stored = set()
                 self._upload_missing(project, files, upload_progress)
-                version = self._submit(project, name, files, base, meta)
+                version = self._submit(project, name, files, current, base, meta)
             cache.remember_stored(place, {f.sha256 for f in files} - stored)
-            remembered = Manifest(version.version, version.manifest_sha256, _entries(files))
+            remembered = Manifest(version.version, version.manifest_sha256, current)
             cache.remember_manifest(place, name, remembered)
         return version
 
@@ -422,13 +422,13 @@ class Datasets:
         project: str,
         name: str,
         files: builtins.list[LocalFile],
+        current: dict[str, builtins.list[Any]],
         base: Manifest | None,
         meta: dict[str, Any],
     ) -> VersionOut:
         """Create the version; when this machine remembers an earlier one, send only
-        the changes since it."""
+        the changes since it (``current`` is ``files`` as the cache keeps manifests)."""
         if base is not None:
-            current = _entries(files)
             try:
                 return self._create(
                     project,
