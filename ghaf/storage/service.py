@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select, update
 
@@ -33,7 +34,15 @@ from ghaf.storage import packs, references, schemas
 from ghaf.storage.backends.base import INCOMPLETE
 from ghaf.storage.models import Artifact, Blob
 from ghaf.storage.paths import normalise_path
-from ghaf.storage.store import PackUpload, Slice, Store, Upload, project_prefix
+from ghaf.storage.store import (
+    Member,
+    PackUpload,
+    Sealing,
+    Slice,
+    Store,
+    Upload,
+    project_prefix,
+)
 
 log = logging.getLogger("ghaf.storage")
 REWRAP_BATCH = 500
@@ -173,19 +182,9 @@ def _commit(
         duplicate = blob is not None
         if blob is None:
             blob = Blob(
-                id=done.object_id,
-                project_id=plan.project_id,
-                sha256=done.sha256,
-                size=done.size,
-                object_key=done.key,
-                object_id=done.object_id,
-                object_offset=0,
-                object_size=done.size,
-                backend_url=store.backend.url,
-                region=store.backend.region,
-                chunk_size=done.chunk_size,
-                kek_version=done.kek_version,
-                wrapped_key=done.wrapped_key,
+                **_blob_row(
+                    store, plan.project_id, done, Member(done.sha256, 0, done.size), done.object_id
+                )
             )
             insert_unique(
                 pctx.session,
@@ -259,22 +258,7 @@ def commit_pack(ctx: Context, store: Store, plan: PackPlan, done: PackUpload) ->
             pctx.session,
             Blob,
             [
-                {
-                    "id": new_id(),
-                    "project_id": plan.project_id,
-                    "sha256": m.sha256,
-                    "size": m.size,
-                    "object_key": done.key,
-                    "object_id": done.object_id,
-                    "object_offset": m.offset,
-                    "object_size": done.size,
-                    "backend_url": store.backend.url,
-                    "region": store.backend.region,
-                    "chunk_size": done.chunk_size,
-                    "kek_version": done.kek_version,
-                    "wrapped_key": done.wrapped_key,
-                    "created_at": now,
-                }
+                {**_blob_row(store, plan.project_id, done, m, new_id()), "created_at": now}
                 for m in first.values()
                 if m.sha256 not in held
             ],
@@ -305,6 +289,27 @@ def commit_pack(ctx: Context, store: Store, plan: PackPlan, done: PackUpload) ->
     if stored == 0:
         store.backend.delete(done.key)  # every member was already stored
     return out
+
+
+def _blob_row(
+    store: Store, project_id: str, done: Sealing, member: Member, blob_id: str
+) -> dict[str, Any]:
+    """The ``blobs`` columns for content ``member`` inside the object ``done`` wrote."""
+    return {
+        "id": blob_id,
+        "project_id": project_id,
+        "sha256": member.sha256,
+        "size": member.size,
+        "object_key": done.key,
+        "object_id": done.object_id,
+        "object_offset": member.offset,
+        "object_size": done.size,
+        "backend_url": store.backend.url,
+        "region": store.backend.region,
+        "chunk_size": done.chunk_size,
+        "kek_version": done.kek_version,
+        "wrapped_key": done.wrapped_key,
+    }
 
 
 def _held(pctx: Context, project_id: str, hashes: list[str]) -> set[str]:
