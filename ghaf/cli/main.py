@@ -12,6 +12,7 @@ from ghaf.projects.cli import members, projects, service_accounts
 from ghaf.security.audit.cli import audit
 from ghaf.security.cli import groups, tokens, users
 from ghaf.storage.cli import artifacts, keys
+from ghaf.tracking.cli import experiments, runs
 
 app = typer.Typer(
     name="ghaf",
@@ -53,6 +54,8 @@ app.add_typer(audit, name="audit")
 app.add_typer(artifacts, name="artifacts")
 app.add_typer(keys, name="keys")
 app.add_typer(data, name="data")
+app.add_typer(experiments, name="experiments")
+app.add_typer(runs, name="runs")
 
 
 def main() -> None:

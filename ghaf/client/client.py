@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from ghaf.client import credentials
 from ghaf.client.datasets import Datasets
 from ghaf.client.files import CHUNK, LocalFile, Progress, file_sha256, pack_body, read_file
+from ghaf.client.tracking import Experiments, Runs
 from ghaf.core.errors import GhafError, IntegrityFailure, Unavailable, error_from_problem
 from ghaf.projects.schemas import MemberOut, ProjectOut
 from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
@@ -67,6 +68,8 @@ class Client:
         self.artifacts = Artifacts(self)
         self.keys = Keys(self)
         self.datasets = Datasets(self)
+        self.experiments = Experiments(self)
+        self.runs = Runs(self)
 
     @staticmethod
     def login(url: str, name: str, password: str, *, timeout: float = 30.0) -> TokenCreated:

@@ -41,7 +41,8 @@ def _import_all_models() -> None:
     import ghaf.projects.models
     import ghaf.security.audit.models
     import ghaf.security.models
-    import ghaf.storage.models  # noqa: F401
+    import ghaf.storage.models
+    import ghaf.tracking.models  # noqa: F401
 
 
 def is_sqlite(url: str) -> bool:
@@ -67,6 +68,8 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # LIKE is case-sensitive on PostgreSQL; make SQLite agree (ILIKE is the other).
+        cursor.execute("PRAGMA case_sensitive_like=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -101,10 +104,15 @@ def insert_new(session: Session, model: type[Base], rows: list[dict[str, Any]]) 
     """
     if not rows:
         return
+    session.execute(dialect_insert(session, model).on_conflict_do_nothing(), rows)
+
+
+def dialect_insert(session: Session, model: type[Base]) -> Any:
+    """The dialect's own INSERT, which has ``on_conflict_do_nothing/do_update``."""
     from sqlalchemy.dialects import postgresql, sqlite
 
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    session.execute(dialect.insert(model).on_conflict_do_nothing(), rows)
+    return dialect.insert(model)
 
 
 def insert_many(

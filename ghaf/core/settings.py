@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     s3_region: str | None = Field(default=None, description="S3 API region name.")
     s3_access_key_id: str | None = Field(default=None, description="S3 access key id.")
     s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    run_heartbeat_timeout_s: float = Field(
+        default=120,
+        ge=1,
+        description="A running run not heard from for this long is marked failed.",
+    )
     login_token_hours: float = Field(
         default=12, gt=0, description="Lifetime of tokens issued by password login."
     )

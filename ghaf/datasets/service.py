@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
-from ghaf.core.database import among, insert_many, insert_unique
+from ghaf.core.database import among, insert_many, insert_new, insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
@@ -648,3 +648,38 @@ def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.Lineage:
     return schemas.Lineage(
         dataset=name, version=version.version, parents=parents, consumers=consumers
     )
+
+
+def record_consumer(pctx: Context, name: str, ref: str, *, kind: str, consumer_id: str) -> int:
+    """Lineage from a domain above: ``consumer_id`` (a run, a job) read this version.
+
+    ``pctx`` is already narrowed to the project; reading the version needs
+    ``dataset:read``. Recording it twice is harmless. Returns the version number.
+    """
+    assert pctx.project is not None
+    pctx.require("dataset:read", resource=f"project/{pctx.project.name}/dataset/{name}")
+    version = _resolve(pctx, _dataset(pctx, name), ref)
+    insert_new(
+        pctx.session,
+        DatasetVersionConsumer,
+        [{"version_id": version.id, "consumer_kind": kind, "consumer_id": consumer_id}],
+    )
+    return version.version
+
+
+def consumed_by(session: Session, kind: str, consumer_ids: list[str]) -> dict[str, list[Any]]:
+    """For each consumer id, the (dataset name, version) pairs it read."""
+    rows = session.execute(
+        select(DatasetVersionConsumer.consumer_id, Dataset.name, DatasetVersion.version)
+        .join(DatasetVersion, DatasetVersion.id == DatasetVersionConsumer.version_id)
+        .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+        .where(
+            DatasetVersionConsumer.consumer_kind == kind,
+            among(session, DatasetVersionConsumer.consumer_id, consumer_ids),
+        )
+        .order_by(Dataset.name, DatasetVersion.version)
+    )
+    found: dict[str, list[Any]] = {}
+    for consumer_id, dataset, version in rows:
+        found.setdefault(consumer_id, []).append((dataset, version))
+    return found

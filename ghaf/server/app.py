@@ -23,6 +23,8 @@ from ghaf.server.middleware import RequestContextMiddleware, RequestMetrics
 from ghaf.server.runtime import Runtime
 from ghaf.storage.api import router as storage_router
 from ghaf.storage.service import delete_project_objects
+from ghaf.tracking.api import router as tracking_router
+from ghaf.tracking.service import fail_stale_runs
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("ghaf.server")
@@ -37,8 +39,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         log.info("ghaf %s serving, region %s", __version__, settings.region)
         purger = asyncio.create_task(_purge_periodically(runtime))
+        reaper = asyncio.create_task(_fail_stale_runs_periodically(runtime))
         yield
         purger.cancel()
+        reaper.cancel()
         # A signed checkpoint at the tip on every clean shutdown bounds what a silent
         # truncation of the trail could remove.
         with runtime.database.transaction() as session:
@@ -58,7 +62,14 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.metrics = RequestMetrics(CollectorRegistry())
     problems.install(app)
     app.include_router(health.router)
-    for router in (projects_router, storage_router, datasets_router, security_router, audit_router):
+    for router in (
+        projects_router,
+        storage_router,
+        datasets_router,
+        tracking_router,
+        security_router,
+        audit_router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
@@ -88,3 +99,25 @@ async def _purge_periodically(runtime: Runtime) -> None:
         except Exception:  # a failed purge must never take the server down
             log.exception("scheduled purge failed; retrying in %.0fs", PURGE_INTERVAL_S)
         await asyncio.sleep(PURGE_INTERVAL_S)
+
+
+def fail_stale(runtime: Runtime) -> list[str]:
+    """Mark failed the runs whose heartbeat stopped, as ghaf itself (audited)."""
+    ctx = runtime.context(write=True, request_id="run-heartbeats", system_actor="system:runs")
+    try:
+        return fail_stale_runs(ctx, timeout_s=runtime.settings.run_heartbeat_timeout_s)
+    finally:
+        ctx.session.close()
+
+
+async def _fail_stale_runs_periodically(runtime: Runtime) -> None:
+    """Every quarter of the heartbeat timeout (at most every 30 s)."""
+    interval = min(runtime.settings.run_heartbeat_timeout_s / 4, 30.0)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            ended = await asyncio.to_thread(fail_stale, runtime)
+            if ended:
+                log.warning("runs marked failed after a lost heartbeat: %s", ", ".join(ended))
+        except Exception:  # never take the server down
+            log.exception("checking run heartbeats failed")

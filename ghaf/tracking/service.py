@@ -1,0 +1,750 @@
+"""Tracking logic: experiments, runs, their logs, search, artifacts and inputs.
+
+Every call authorises through the context and writes audit rows in its own transaction.
+A log batch (params, tags, metric points, an end status) is applied in one transaction:
+all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ghaf.core.clock import as_utc, utcnow
+from ghaf.core.database import among, dialect_insert, insert_many, insert_unique
+from ghaf.core.errors import Conflict, InvalidInput, NotFound
+from ghaf.core.names import validate_name
+from ghaf.core.paging import check_limit, decode_cursor, encode_cursor, paginate
+from ghaf.datasets import service as datasets
+from ghaf.projects.models import Project
+from ghaf.security.context import Context
+from ghaf.storage import references
+from ghaf.storage.models import Blob
+from ghaf.storage.paths import normalise_path
+from ghaf.tracking import batches, filters, query, schemas
+from ghaf.tracking.batches import LogBatch
+from ghaf.tracking.keys import validate_key
+from ghaf.tracking.models import (
+    ENDED,
+    FAILED,
+    RUNNING,
+    Experiment,
+    LatestMetric,
+    Metric,
+    Run,
+    RunArtifact,
+    RunBatch,
+    RunParam,
+    RunTag,
+)
+
+HEARTBEAT_LOST = "heartbeat lost"
+_RUN_ID = re.compile(r"[0-9a-f-]{8,36}")
+_MAX_PROVENANCE_BYTES = 64 * 1024
+# Milliseconds since the epoch between 1970 and 9999: anything else is a unit mistake.
+_MAX_TIMESTAMP_MS = 253_402_300_799_999
+
+
+@references.register
+def _names_blob(session: Session, blob_id: str) -> bool:
+    return (
+        session.scalar(select(RunArtifact.blob_id).where(RunArtifact.blob_id == blob_id).limit(1))
+        is not None
+    )
+
+
+# --- experiments -----------------------------------------------------------------------
+
+
+def _experiment_out(experiment: Experiment, project: str) -> schemas.ExperimentOut:
+    return schemas.ExperimentOut(
+        id=experiment.id,
+        project=project,
+        name=experiment.name,
+        description=experiment.description,
+        created_at=as_utc(experiment.created_at),
+        created_by=experiment.created_by,
+    )
+
+
+def _find_experiment(pctx: Context, name: str) -> Experiment | None:
+    validate_name(name, field="experiment")
+    assert pctx.project is not None
+    return pctx.session.scalar(
+        select(Experiment).where(Experiment.project_id == pctx.project.id, Experiment.name == name)
+    )
+
+
+def _experiment(pctx: Context, name: str) -> Experiment:
+    experiment = _find_experiment(pctx, name)
+    if experiment is None:
+        assert pctx.project is not None
+        raise NotFound(
+            f"project {pctx.project.name!r} has no experiment {name!r}", field="experiment"
+        )
+    return experiment
+
+
+def _new_experiment(pctx: Context, name: str, description: str) -> Experiment:
+    assert pctx.project is not None
+    project = pctx.project.name
+    pctx.require("experiment:write", resource=f"project/{project}/experiment/{name}")
+    experiment = Experiment(
+        project_id=pctx.project.id, name=name, description=description, created_by=pctx.actor
+    )
+    insert_unique(
+        pctx.session,
+        experiment,
+        field="name",
+        conflict=f"experiment {name!r} already exists in {project!r}",
+    )
+    pctx.audit("experiment:create", f"project/{project}/experiment/{name}")
+    return experiment
+
+
+def create_experiment(
+    ctx: Context, project: str, request: schemas.ExperimentCreate
+) -> schemas.ExperimentOut:
+    pctx = ctx.in_project(project)
+    experiment = _new_experiment(pctx, request.name, request.description)
+    pctx.commit()
+    return _experiment_out(experiment, project)
+
+
+def list_experiments(
+    ctx: Context, project: str, *, limit: int, cursor: str | None
+) -> tuple[list[schemas.ExperimentOut], str | None]:
+    pctx = ctx.in_project(project)
+    pctx.require("experiment:read", resource=f"project/{project}/experiments")
+    assert pctx.project is not None
+    rows, next_cursor = paginate(
+        pctx.session,
+        select(Experiment).where(Experiment.project_id == pctx.project.id),
+        key=Experiment.name,
+        limit=limit,
+        cursor=cursor,
+    )
+    return [_experiment_out(e, project) for e in rows], next_cursor
+
+
+def get_experiment(ctx: Context, project: str, name: str) -> schemas.ExperimentOut:
+    pctx = ctx.in_project(project)
+    pctx.require("experiment:read", resource=f"project/{project}/experiment/{name}")
+    return _experiment_out(_experiment(pctx, name), project)
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+def _run(pctx: Context, ref: str, *, include_deleted: bool = True) -> Run:
+    """A run by id, or by a unique prefix of at least 8 characters of its id."""
+    assert pctx.project is not None
+    if not _RUN_ID.fullmatch(ref):
+        raise InvalidInput(
+            f"run {ref!r} is not a run id (or a prefix of one, at least 8 characters)",
+            field="run",
+        )
+    statement = select(Run).where(Run.project_id == pctx.project.id)
+    if len(ref) == 36:
+        found = pctx.session.scalars(statement.where(Run.id == ref)).all()
+    else:
+        found = pctx.session.scalars(
+            statement.where(Run.id.like(ref + "%")).order_by(Run.id).limit(2)
+        ).all()
+    if len(found) > 1:
+        raise InvalidInput(f"run prefix {ref!r} matches more than one run", field="run")
+    if not found or (found[0].deleted_at is not None and not include_deleted):
+        raise NotFound(f"project {pctx.project.name!r} has no run {ref!r}", field="run")
+    return found[0]
+
+
+def _resource(project: str, run: Run) -> str:
+    return f"project/{project}/run/{run.id}"
+
+
+def _details(session: Session, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Params, latest metrics, tags and inputs of many runs in four queries."""
+    found: dict[str, dict[str, Any]] = {
+        run_id: {"params": {}, "metrics": {}, "tags": {}, "inputs": []} for run_id in run_ids
+    }
+    if not run_ids:
+        return found
+    for table, name in ((RunParam, "params"), (RunTag, "tags")):
+        for run_id, key, value in session.execute(
+            select(table.run_id, table.key, table.value).where(
+                among(session, table.run_id, run_ids)
+            )
+        ):
+            found[run_id][name][key] = value
+    for run_id, key, number in session.execute(
+        select(LatestMetric.run_id, LatestMetric.key, LatestMetric.value).where(
+            among(session, LatestMetric.run_id, run_ids)
+        )
+    ):
+        found[run_id]["metrics"][key] = float("nan") if number is None else number
+    for run_id, pairs in datasets.consumed_by(session, "run", run_ids).items():
+        found[run_id]["inputs"] = [
+            schemas.RunInputOut(dataset=name, version=version) for name, version in pairs
+        ]
+    return found
+
+
+def _run_out(
+    run: Run,
+    project: str,
+    experiment: str,
+    details: dict[str, Any],
+    *,
+    heartbeat_timeout_s: float | None = None,
+) -> schemas.RunOut:
+    return schemas.RunOut(
+        id=run.id,
+        project=project,
+        experiment=experiment,
+        name=run.name,
+        status=run.status,
+        status_reason=run.status_reason,
+        note=run.note,
+        start_time=as_utc(run.start_time),
+        end_time=as_utc(run.end_time) if run.end_time else None,
+        heartbeat_at=as_utc(run.heartbeat_at),
+        created_by=run.created_by,
+        provenance=run.provenance,
+        deleted=run.deleted_at is not None,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+        **details,
+    )
+
+
+def _one_out(
+    pctx: Context, run: Run, *, heartbeat_timeout_s: float | None = None
+) -> schemas.RunOut:
+    assert pctx.project is not None
+    experiment = pctx.session.scalar(
+        select(Experiment.name).where(Experiment.id == run.experiment_id)
+    )
+    return _run_out(
+        run,
+        pctx.project.name,
+        experiment or "",
+        _details(pctx.session, [run.id])[run.id],
+        heartbeat_timeout_s=heartbeat_timeout_s,
+    )
+
+
+def _checked_strings(values: dict[str, str], *, kind: str) -> dict[str, str]:
+    for key, value in values.items():
+        validate_key(key, kind=kind)
+        if len(value) > schemas.MAX_PARAM_VALUE:
+            raise InvalidInput(
+                f"{kind} {key!r} is {len(value):,} characters long; the limit is "
+                f"{schemas.MAX_PARAM_VALUE:,}. Log long values as an artifact "
+                "(run.log_text or run.log_artifact).",
+                field=f"{kind}s.{key}",
+            )
+        if "\x00" in value:
+            raise InvalidInput(f"{kind} {key!r} contains a NUL byte", field=f"{kind}s.{key}")
+    return values
+
+
+def create_run(
+    ctx: Context,
+    project: str,
+    experiment_name: str,
+    request: schemas.RunCreate,
+    *,
+    heartbeat_timeout_s: float | None = None,
+) -> schemas.RunOut:
+    """Start a run. With a client-chosen ``id`` that exists already, answer that run."""
+    pctx = ctx.in_project(project)
+    pctx.require("run:write", resource=f"project/{project}/experiment/{experiment_name}")
+    assert pctx.project is not None
+    experiment = _find_experiment(pctx, experiment_name)
+    if experiment is None:
+        if not request.create_experiment:
+            _experiment(pctx, experiment_name)  # raises NotFound
+        experiment = _new_experiment(pctx, experiment_name, "")
+    if request.id is not None:
+        existing = pctx.session.get(Run, request.id)
+        if existing is not None:
+            if existing.project_id != pctx.project.id or existing.experiment_id != experiment.id:
+                raise Conflict(f"run id {request.id} is taken", field="id")
+            return _one_out(pctx, existing, heartbeat_timeout_s=heartbeat_timeout_s)
+    tags = _checked_strings(request.tags, kind="tag")
+    if len(repr(request.provenance)) > _MAX_PROVENANCE_BYTES:
+        raise InvalidInput("provenance is larger than 64 KiB", field="provenance")
+    run_id = request.id or new_run_id()
+    now = utcnow()
+    run = Run(
+        id=run_id,
+        project_id=pctx.project.id,
+        experiment_id=experiment.id,
+        name=request.name or f"run-{run_id[-6:]}",
+        note=request.note,
+        status=RUNNING,
+        start_time=as_utc(request.start_time) if request.start_time else now,
+        heartbeat_at=now,
+        created_by=pctx.actor,
+        provenance=request.provenance,
+    )
+    insert_unique(pctx.session, run, field="id", conflict=f"run id {run_id} is taken")
+    _upsert_tags(pctx.session, run.id, tags)
+    pctx.audit("run:create", _resource(project, run), detail={"experiment": experiment_name})
+    pctx.commit()
+    return _run_out(
+        run,
+        project,
+        experiment_name,
+        {"params": {}, "metrics": {}, "tags": tags, "inputs": []},
+        heartbeat_timeout_s=heartbeat_timeout_s,
+    )
+
+
+def new_run_id() -> str:
+    from ghaf.core.ids import new_id
+
+    return new_id()
+
+
+def get_run(ctx: Context, project: str, ref: str) -> schemas.RunOut:
+    pctx = ctx.in_project(project)
+    pctx.require("run:read", resource=f"project/{project}/run/{ref}")
+    return _one_out(pctx, _run(pctx, ref))
+
+
+def _end(pctx: Context, run: Run, status: str, end_time: datetime | None) -> None:
+    assert pctx.project is not None
+    run.status = status
+    run.status_reason = None
+    run.end_time = as_utc(end_time) if end_time else utcnow()
+    pctx.audit("run:end", _resource(pctx.project.name, run), detail={"status": status})
+
+
+def _check_open(run: Run, project: str) -> None:
+    """Refuse to change an ended or deleted run, except to revive one that ghaf ended
+    only because its heartbeat stopped: its client is evidently alive."""
+    if run.deleted_at is not None:
+        raise Conflict(f"run {run.id} is deleted; restore it first", field="run")
+    if run.status == RUNNING:
+        return
+    if run.status == FAILED and (run.status_reason or "").startswith(HEARTBEAT_LOST):
+        run.status, run.status_reason, run.end_time = RUNNING, None, None
+        return
+    raise Conflict(
+        f"run {run.id} in {project!r} is {run.status}: nothing more can be logged to it",
+        field="run",
+        status_now=run.status,
+    )
+
+
+def update_run(ctx: Context, project: str, ref: str, request: schemas.RunUpdate) -> schemas.RunOut:
+    """Rename, change the note, or end the run (ending it twice the same way is a no-op)."""
+    pctx = ctx.in_project(project)
+    pctx.require("run:write", resource=f"project/{project}/run/{ref}")
+    run = _run(pctx, ref)
+    if request.status is not None and request.status == run.status:
+        request = request.model_copy(update={"status": None})
+    if request.status is not None:
+        _check_open(run, project)
+        _end(pctx, run, request.status, request.end_time)
+    if request.name is not None or request.note is not None:
+        if run.deleted_at is not None:
+            raise Conflict(f"run {run.id} is deleted; restore it first", field="run")
+        run.name = request.name if request.name is not None else run.name
+        run.note = request.note if request.note is not None else run.note
+        pctx.audit("run:update", _resource(project, run))
+    pctx.commit()
+    return _one_out(pctx, run)
+
+
+def _set_deleted(ctx: Context, project: str, ref: str, *, deleted: bool) -> schemas.RunOut:
+    pctx = ctx.in_project(project)
+    pctx.require("run:write", resource=f"project/{project}/run/{ref}")
+    run = _run(pctx, ref)
+    if (run.deleted_at is not None) != deleted:
+        run.deleted_at = utcnow() if deleted else None
+        pctx.audit("run:delete" if deleted else "run:restore", _resource(project, run))
+        pctx.commit()
+    return _one_out(pctx, run)
+
+
+def delete_run(ctx: Context, project: str, ref: str) -> schemas.RunOut:
+    """Hide the run from searches and lists; ``restore_run`` brings it back."""
+    return _set_deleted(ctx, project, ref, deleted=True)
+
+
+def restore_run(ctx: Context, project: str, ref: str) -> schemas.RunOut:
+    return _set_deleted(ctx, project, ref, deleted=False)
+
+
+# --- logging ---------------------------------------------------------------------------
+
+
+def _claim_batch(session: Session, run_id: str, seq: int) -> bool:
+    """Record batch ``seq`` as applied; False if it was applied before."""
+    statement = dialect_insert(session, RunBatch).values(run_id=run_id, seq=seq)
+    result = session.execute(statement.on_conflict_do_nothing())
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _apply_params(session: Session, run: Run, params: dict[str, str]) -> None:
+    """Params are immutable: the same value again is fine, another value is a conflict."""
+    if not params:
+        return
+    _checked_strings(params, kind="param")
+    stored = dict(
+        session.execute(
+            select(RunParam.key, RunParam.value).where(
+                RunParam.run_id == run.id, among(session, RunParam.key, list(params))
+            )
+        ).all()
+    )
+    for key, value in params.items():
+        if key in stored and stored[key] != value:
+            raise Conflict(
+                f"param {key!r} of run {run.id} is already {_clip(stored[key])!r}; params "
+                f"cannot change (got {_clip(value)!r}). Use a tag or a metric for values "
+                "that change.",
+                field=f"params.{key}",
+            )
+    fresh = [(run.id, k, v) for k, v in params.items() if k not in stored]
+    insert_many(session, RunParam.__table__, ["run_id", "key", "value"], fresh)
+
+
+def _clip(value: str) -> str:
+    return value if len(value) <= 60 else value[:57] + "..."
+
+
+def _upsert_tags(session: Session, run_id: str, tags: dict[str, str]) -> None:
+    if not tags:
+        return
+    statement = dialect_insert(session, RunTag)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[RunTag.run_id, RunTag.key], set_={"value": statement.excluded.value}
+        ),
+        [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+    )
+
+
+def _checked_metrics(table: pa.Table) -> list[str]:
+    """Validate keys and ranges; returns the distinct keys."""
+    keys = table["key"].combine_chunks()
+    distinct = [str(k) for k in keys.dictionary.to_pylist()] if table.num_rows else []
+    for key in distinct:
+        validate_key(key, kind="metric")
+    if table.num_rows:
+        timestamps = table["timestamp"]
+        low, high = pc.min(timestamps).as_py(), pc.max(timestamps).as_py()
+        if low < 0 or high > _MAX_TIMESTAMP_MS:
+            raise InvalidInput(
+                "metrics.timestamp must be milliseconds since the epoch (0 to year 9999)",
+                field="metrics.timestamp",
+            )
+    return distinct
+
+
+def _insert_points(session: Session, run_id: str, table: pa.Table) -> None:
+    values = table["value"]
+    # NaN is stored as NULL (see models); +-inf are stored as themselves.
+    values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+    rows = list(
+        zip(
+            [run_id] * table.num_rows,
+            table["key"].cast(pa.string()).to_pylist(),
+            table["step"].to_pylist(),
+            table["timestamp"].to_pylist(),
+            values.to_pylist(),
+            strict=True,
+        )
+    )
+    insert_many(session, Metric.__table__, ["run_id", "key", "step", "timestamp", "value"], rows)
+
+
+def _latest_points(table: pa.Table) -> list[dict[str, Any]]:
+    """Each key's latest point in the batch: highest step, then timestamp, then last logged."""
+    keys = table["key"].combine_chunks()
+    index = keys.indices.to_numpy(zero_copy_only=False)
+    steps = table["step"].to_numpy()
+    stamps = table["timestamp"].to_numpy()
+    order = np.lexsort((np.arange(len(index)), stamps, steps, index))
+    sorted_index = index[order]
+    last = order[np.r_[sorted_index[1:] != sorted_index[:-1], True]]
+    names = keys.dictionary.to_pylist()
+    values = table["value"].to_numpy()
+    return [
+        {
+            "key": names[index[i]],
+            "value": None if np.isnan(values[i]) else float(values[i]),
+            "step": int(steps[i]),
+            "timestamp": int(stamps[i]),
+        }
+        for i in last
+    ]
+
+
+def _update_latest(session: Session, run_id: str, table: pa.Table) -> None:
+    rows = [{"run_id": run_id, **point} for point in _latest_points(table)]
+    statement = dialect_insert(session, LatestMetric)
+    excluded = statement.excluded
+    newer = (excluded.step > LatestMetric.step) | (
+        (excluded.step == LatestMetric.step) & (excluded.timestamp >= LatestMetric.timestamp)
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[LatestMetric.run_id, LatestMetric.key],
+            set_={"value": excluded.value, "step": excluded.step, "timestamp": excluded.timestamp},
+            where=newer,
+        ),
+        rows,
+    )
+
+
+def log_batch(ctx: Context, project: str, ref: str, batch: LogBatch) -> schemas.LogResult:
+    """Apply one batch of a run's log atomically; an empty batch is a heartbeat."""
+    pctx = ctx.in_project(project)
+    pctx.require("run:write", resource=f"project/{project}/run/{ref}")
+    run = _run(pctx, ref)
+    if batch.points > batches.MAX_POINTS:
+        raise InvalidInput(
+            f"a batch holds at most {batches.MAX_POINTS:,} points; got {batch.points:,}",
+            field="metrics",
+        )
+    session = pctx.session
+    if batch.seq is not None and not _claim_batch(session, run.id, batch.seq):
+        pctx.commit()
+        return schemas.LogResult(
+            run_id=run.id,
+            seq=batch.seq,
+            applied=False,
+            points=0,
+            status=run.status,
+        )
+    if batch.empty and run.status in ENDED:
+        pctx.commit()  # a late heartbeat of an ended run changes nothing
+        return schemas.LogResult(
+            run_id=run.id,
+            seq=batch.seq,
+            applied=True,
+            points=0,
+            status=run.status,
+        )
+    _check_open(run, project)
+    _apply_params(session, run, batch.params)
+    _upsert_tags(session, run.id, _checked_strings(batch.tags, kind="tag"))
+    if batch.points:
+        _checked_metrics(batch.metrics)
+        _insert_points(session, run.id, batch.metrics)
+        _update_latest(session, run.id, batch.metrics)
+    run.heartbeat_at = utcnow()
+    if batch.params or batch.tags or batch.points:
+        pctx.audit(
+            "run:log",
+            _resource(project, run),
+            detail={
+                "seq": batch.seq,
+                "points": batch.points,
+                "params": len(batch.params),
+                "tags": len(batch.tags),
+            },
+        )
+    if batch.status is not None:
+        _end(pctx, run, batch.status, batch.end_time)
+    pctx.commit()
+    return schemas.LogResult(
+        run_id=run.id,
+        seq=batch.seq,
+        applied=True,
+        points=batch.points,
+        status=run.status,
+    )
+
+
+def metric_history(
+    ctx: Context, project: str, ref: str, *, keys: list[str] | None = None
+) -> schemas.MetricHistory:
+    """Every point of the run's metrics (or of ``keys``), by key, step and time."""
+    pctx = ctx.in_project(project)
+    pctx.require("run:read", resource=f"project/{project}/run/{ref}")
+    run = _run(pctx, ref)
+    statement = select(Metric.key, Metric.step, Metric.value, Metric.timestamp).where(
+        Metric.run_id == run.id
+    )
+    if keys:
+        for key in keys:
+            validate_key(key, kind="metric")
+        statement = statement.where(among(pctx.session, Metric.key, keys))
+    rows = pctx.session.execute(
+        statement.order_by(Metric.key, Metric.step, Metric.timestamp, Metric.id)
+    ).all()
+    return schemas.MetricHistory(
+        run_id=run.id,
+        key=[r[0] for r in rows],
+        step=[r[1] for r in rows],
+        value=[float("nan") if r[2] is None else r[2] for r in rows],
+        timestamp=[r[3] for r in rows],
+    )
+
+
+# --- search ----------------------------------------------------------------------------
+
+
+def search_runs(
+    ctx: Context, project: str, request: schemas.SearchRequest
+) -> tuple[list[schemas.RunOut], str | None]:
+    """Runs matching ``request.filter``, in ``request.order_by`` order, one page."""
+    pctx = ctx.in_project(project)
+    pctx.require("run:read", resource=f"project/{project}/runs")
+    assert pctx.project is not None
+    node = filters.parse_filter(request.filter)
+    order = [filters.parse_order_by(entry) for entry in request.order_by]
+    experiment_ids: list[str] | None = None
+    if request.experiments:
+        experiment_ids = [_experiment(pctx, name).id for name in request.experiments]
+    offset = 0
+    if request.cursor:
+        offset = decode_cursor(request.cursor)
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidInput("cursor is not one this server issued", field="cursor")
+    check_limit(min(request.max_results, 1000))
+    rows = pctx.session.execute(
+        query.search_statement(
+            project_id=pctx.project.id,
+            experiment_ids=experiment_ids,
+            node=node,
+            order=order,
+            include_deleted=request.include_deleted,
+            offset=offset,
+            limit=request.max_results + 1,
+        )
+    ).all()
+    more = len(rows) > request.max_results
+    rows = rows[: request.max_results]
+    details = _details(pctx.session, [run.id for run, _ in rows])
+    items = [_run_out(run, project, name, details[run.id]) for run, name in rows]
+    return items, encode_cursor(offset + len(rows)) if more else None
+
+
+# --- artifacts and inputs --------------------------------------------------------------
+
+
+def add_artifact(
+    ctx: Context, project: str, ref: str, request: schemas.ArtifactAdd
+) -> schemas.RunArtifactOut:
+    """Name content the project already stores (uploaded by hash) as the run's ``path``."""
+    pctx = ctx.in_project(project)
+    pctx.require("run:write", resource=f"project/{project}/run/{ref}")
+    assert pctx.project is not None
+    run = _run(pctx, ref)
+    if run.deleted_at is not None:
+        raise Conflict(f"run {run.id} is deleted; restore it first", field="run")
+    path = normalise_path(request.path)
+    blob = pctx.session.scalar(
+        select(Blob).where(Blob.project_id == pctx.project.id, Blob.sha256 == request.sha256)
+    )
+    if blob is None or blob.size != request.size:
+        raise NotFound(
+            f"project {project!r} holds no content {request.sha256} of {request.size} bytes; "
+            "upload it (PUT .../blobs/{sha256}) first",
+            field="sha256",
+        )
+    existing = pctx.session.get(RunArtifact, (run.id, path))
+    if existing is not None:
+        if existing.sha256 != request.sha256:
+            raise Conflict(
+                f"run {run.id} already has a different artifact at {path!r}", field="path"
+            )
+        return _artifact_out(existing)
+    artifact = RunArtifact(
+        run_id=run.id, path=path, size=blob.size, sha256=blob.sha256, blob_id=blob.id
+    )
+    pctx.session.add(artifact)
+    pctx.audit(
+        "run:artifact",
+        _resource(project, run),
+        detail={"path": path, "sha256": blob.sha256, "size": blob.size},
+    )
+    pctx.commit()
+    return _artifact_out(artifact)
+
+
+def _artifact_out(artifact: RunArtifact) -> schemas.RunArtifactOut:
+    return schemas.RunArtifactOut(
+        path=artifact.path,
+        size=artifact.size,
+        sha256=artifact.sha256,
+        created_at=as_utc(artifact.created_at),
+    )
+
+
+def list_artifacts(ctx: Context, project: str, ref: str) -> list[schemas.RunArtifactOut]:
+    pctx = ctx.in_project(project)
+    pctx.require("run:read", resource=f"project/{project}/run/{ref}")
+    run = _run(pctx, ref)
+    return [
+        _artifact_out(a)
+        for a in pctx.session.scalars(
+            select(RunArtifact).where(RunArtifact.run_id == run.id).order_by(RunArtifact.path)
+        )
+    ]
+
+
+def add_input(ctx: Context, project: str, ref: str, request: schemas.InputAdd) -> schemas.RunOut:
+    """Lineage: the run read this dataset version."""
+    pctx = ctx.in_project(project)
+    pctx.require("run:write", resource=f"project/{project}/run/{ref}")
+    run = _run(pctx, ref)
+    version = datasets.record_consumer(
+        pctx, request.dataset, str(request.version), kind="run", consumer_id=run.id
+    )
+    pctx.audit(
+        "run:input",
+        _resource(project, run),
+        detail={"dataset": request.dataset, "version": version},
+    )
+    pctx.commit()
+    return _one_out(pctx, run)
+
+
+# --- heartbeats ------------------------------------------------------------------------
+
+
+def fail_stale_runs(ctx: Context, *, timeout_s: float) -> list[str]:
+    """Mark failed every running run that has not been heard from in ``timeout_s``.
+
+    Runs as ghaf itself (a system context); each run it ends is audited.
+    """
+    cutoff = utcnow() - timedelta(seconds=timeout_s)
+    session = ctx.session
+    stale = session.execute(
+        select(Run.id, Project.name)
+        .join(Project, Project.id == Run.project_id)
+        .where(Run.status == RUNNING, Run.heartbeat_at < cutoff)
+    ).all()
+    reason = f"{HEARTBEAT_LOST}: no contact for {timeout_s:g} s"
+    ended = []
+    for run_id, project in stale:
+        result = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == RUNNING, Run.heartbeat_at < cutoff)
+            .values(
+                status=FAILED, status_reason=reason, end_time=func.coalesce(Run.end_time, utcnow())
+            )
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            ctx.audit(
+                "run:expire",
+                f"project/{project}/run/{run_id}",
+                detail={"reason": reason},
+                project=project,
+            )
+            ended.append(run_id)
+    ctx.commit()
+    return ended
