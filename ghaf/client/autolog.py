@@ -22,6 +22,7 @@ import json
 import logging
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ log = logging.getLogger("ghaf.client")
 _state = threading.local()
 _config: dict[str, Any] = {}
 _patched: dict[tuple[type, str], Callable[..., Any]] = {}
+# Which run each estimator was fitted in, so its score() is logged there (weak: never
+# keeps an estimator alive, and never an attribute that would end up in the saved model).
+_fitted_in: weakref.WeakKeyDictionary[Any, ActiveRun] = weakref.WeakKeyDictionary()
 
 
 def _depth() -> int:
@@ -73,9 +77,13 @@ def autolog(
 
 
 def _wrap_fit(original: Callable[..., Any]) -> Callable[..., Any]:
-    def fit(self: Any, X: Any, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _depth() > 0:
-            return original(self, X, y, *args, **kwargs)
+            # Nested (a pipeline step): not logged, but its score() counts as the run's.
+            if active_run() is not None:
+                _fitted_in[self] = active_run()
+            return original(self, *args, **kwargs)
+        X, y = _data(args, kwargs)
         run, own = active_run(), None
         if run is None:
             try:
@@ -84,7 +92,7 @@ def _wrap_fit(original: Callable[..., Any]) -> Callable[..., Any]:
                 log.warning("ghaf autolog: not logging this fit: %s", exc)
         _state.depth = _depth() + 1
         try:
-            result = original(self, X, y, *args, **kwargs)
+            result = original(self, *args, **kwargs)
         except BaseException:
             if own is not None:
                 own.end("failed")
@@ -110,14 +118,21 @@ def _wrap_fit(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _wrap_score(original: Callable[..., Any]) -> Callable[..., Any]:
-    def score(self: Any, X: Any, y: Any = None, *args: Any, **kwargs: Any) -> Any:
-        value = original(self, X, y, *args, **kwargs)
-        run = getattr(self, "_ghaf_run", None)
-        if _depth() == 0 and isinstance(run, ActiveRun) and active_run() is run:
+    def score(self: Any, *args: Any, **kwargs: Any) -> Any:
+        value = original(self, *args, **kwargs)
+        run = _fitted_in.get(self)
+        if _depth() == 0 and run is not None and active_run() is run:
             run.log_metric("validation_score", float(value))
         return value
 
     return score
+
+
+def _data(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """``X`` and ``y`` of a ``fit(X, y=None, ...)`` call, however they were passed."""
+    X = args[0] if args else kwargs.get("X")
+    y = args[1] if len(args) > 1 else kwargs.get("y")
+    return X, y
 
 
 def _text(value: Any) -> str:

@@ -60,11 +60,13 @@ def test_a_run_records_everything_and_is_durable_on_exit(
 def test_an_exception_in_the_block_fails_the_run_and_keeps_its_points(
     admin: Client, project: str
 ) -> None:
-    with pytest.raises(RuntimeError, match="boom"):  # noqa: PT012
-        with ghaf.start_run("churn", project=project, client=admin) as run:
-            for i in range(100):
-                run.log_metric("loss", float(i))
-            raise RuntimeError("boom")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        ghaf.start_run("churn", project=project, client=admin) as run,
+    ):
+        for i in range(100):
+            run.log_metric("loss", float(i))
+        raise RuntimeError("boom")
     found = admin.runs.get(project, run.id)
     assert found.status == "failed"
     assert len(admin.runs.history(project, run.id)) == 100
@@ -118,10 +120,12 @@ def test_params_set_elsewhere_cannot_change(admin: Client, project: str) -> None
     admin.runs.log(project, created.id, LogBatch(params={"lr": "0.1"}))
     with pytest.raises(Conflict, match="params cannot change"):
         admin.runs.log(project, created.id, LogBatch(params={"lr": "0.2"}))
-    with pytest.raises(Conflict, match="params cannot change"):
-        with ghaf.start_run("direct", project=project, client=admin) as run:
-            admin.runs.log(project, run.id, LogBatch(params={"lr": "0.1"}))
-            run.log_param("lr", "0.3")
+    with (
+        pytest.raises(Conflict, match="params cannot change"),
+        ghaf.start_run("direct", project=project, client=admin) as run,
+    ):
+        admin.runs.log(project, run.id, LogBatch(params={"lr": "0.1"}))
+        run.log_param("lr", "0.3")
     # The refused batch changed nothing, and the run still ended (failed).
     assert admin.runs.get(project, run.id).params == {"lr": "0.1"}
 
