@@ -227,6 +227,24 @@ def project(admin: Client) -> str:
 
 
 @pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The CLI with its own credentials file and no GHAF_URL/GHAF_TOKEN."""
+    path = tmp_path / "config" / "credentials.json"
+    monkeypatch.setenv("GHAF_CREDENTIALS", str(path))
+    monkeypatch.delenv("GHAF_URL", raising=False)
+    monkeypatch.delenv("GHAF_TOKEN", raising=False)
+    return path
+
+
+@pytest.fixture
+def admin_cli(platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI pointed at the test server as the platform admin (via GHAF_URL/TOKEN)."""
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    return cli_env
+
+
+@pytest.fixture
 def member_in(platform: Platform, admin: Client) -> Callable[[str, str], tuple[str, Client]]:
     """``member_in(project, role)`` -> (user name, client as that user)."""
 

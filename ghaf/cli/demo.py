@@ -69,7 +69,7 @@ def _run() -> None:
         _lifecycle(server.url, admin_token, settings.home)
     finally:
         code = server.stop()
-    _step(11, "Stop the server cleanly")
+    _step(12, "Stop the server cleanly")
     if code != 0:
         raise GhafError(f"the server exited with code {code}; see {log_path}")
     _ok("server exited with code 0; a signed audit checkpoint was written on shutdown")
@@ -186,6 +186,81 @@ def _table_versions(alice: Client) -> None:
     _ok(f"DuckDB over the cached Parquet: {high} customers earn over 100,000")
 
 
+def _tracking(alice: Client) -> None:
+    """Train a few models with autolog, then search and compare the runs."""
+    import time
+
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    import ghaf
+
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(2000, 5))
+    target = (features[:, 0] - 0.7 * features[:, 2] + rng.normal(0, 0.5, 2000) > 0).astype(int)
+    train, test = slice(0, 1500), slice(1500, None)
+    ghaf.autolog()
+    candidates = [("logreg", LogisticRegression(C=c, max_iter=500)) for c in (0.01, 1.0)] + [
+        ("forest", RandomForestClassifier(n_estimators=40, max_depth=d, random_state=0))
+        for d in (3, 8)
+    ]
+    for family, model in candidates:
+        with ghaf.start_run(
+            "credit-default", project="risk", client=alice, tags={"family": family}
+        ) as run:
+            run.log_input(dataset="customers", version="latest")
+            model.fit(features[train], target[train])  # autolog: params, score, model
+            model.score(features[test], target[test])  # autolog: validation_score
+            for epoch in range(200):  # a training curve, buffered in the background
+                run.log_metric("loss", float(np.exp(-epoch / 40) + 0.05 * rng.random()), step=epoch)
+        _ok(
+            f"run {run.name} ({family}): {len(model.get_params())} params, model.skops, "
+            "signature and 201 metric points logged"
+        )
+    ghaf.autolog(disable=True)
+
+    with ghaf.start_run("throughput", project="risk", client=alice) as run:
+        started = time.perf_counter()
+        for step in range(100_000):
+            run.log_metric("x", float(step), step=step)
+        buffered = time.perf_counter() - started
+    total = time.perf_counter() - started
+    _ok(
+        f"100,000 log_metric calls took {buffered * 1e6 / 100_000:.1f} µs each; durable on the "
+        f"server {total:.2f} s after the first"
+    )
+
+    best = alice.runs.search(
+        "risk",
+        "credit-default",
+        filter="metrics.validation_score > 0.7 and tags.family != ''",
+        order_by=["metrics.validation_score desc"],
+        max_results=10,
+    )
+    table = Table()
+    for column in ("run", "family", "validation_score", "training_score", "input"):
+        table.add_column(column)
+    for found in best[:4]:
+        table.add_row(
+            found.name,
+            found.tags.get("family", ""),
+            f"{found.metrics['validation_score']:.3f}",
+            f"{found.metrics['training_score']:.3f}",
+            ", ".join(f"{i.dataset} v{i.version}" for i in found.inputs),
+        )
+    console.print(table)
+    comparison = alice.runs.compare("risk", [r.id for r in best[:2]])
+    _ok(
+        "search 'metrics.validation_score > 0.7' ordered by it; compare of the top two: "
+        f"{len(comparison.params)} params differ ({', '.join(list(comparison.params)[:3])}...)"
+    )
+    _ok(
+        f"try: ghaf runs ls credit-default -p risk -o 'metrics.validation_score desc';  "
+        f"ghaf runs compare {best[0].id[:13]} {best[1].id[:13]} -p risk"
+    )
+
+
 def _demo_table() -> bytes:
     """A small generated credit table (no downloads)."""
     rows = ["customer_id,income,debt_ratio,defaulted"]
@@ -241,7 +316,10 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     _step(7, "Versioned datasets with incremental upload")
     _datasets(alice, home)
 
-    _step(8, "The audit trail")
+    _step(8, "Experiment tracking: autologged training runs, search and compare")
+    _tracking(alice)
+
+    _step(9, "The audit trail")
     events = admin.audit.list()
     table = Table(show_lines=False)
     for column in ("seq", "actor", "project", "action", "resource", "outcome"):
@@ -260,7 +338,7 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     console.print(table)
     _ok(f"{len(events)} rows in total; showing the last {min(len(events), 15)}")
 
-    _step(9, "Verify the hash chain and signed checkpoints")
+    _step(10, "Verify the hash chain and signed checkpoints")
     report = admin.audit.verify()
     if not report.ok:
         raise GhafError(
@@ -268,7 +346,7 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
         )
     _ok(f"intact: {report.rows} rows, {report.checkpoints} signed checkpoints")
 
-    _step(10, "Health and metrics")
+    _step(11, "Health and metrics")
     _ok(f"/readyz: {admin.health()}")
     metrics = admin.request("GET", "/metrics").text
     served = sum(

@@ -80,8 +80,9 @@ def _wrap_fit(original: Callable[..., Any]) -> Callable[..., Any]:
     def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _depth() > 0:
             # Nested (a pipeline step): not logged, but its score() counts as the run's.
-            if active_run() is not None:
-                _fitted_in[self] = active_run()
+            current = active_run()
+            if current is not None:
+                _fitted_in[self] = current
             return original(self, *args, **kwargs)
         X, y = _data(args, kwargs)
         run, own = active_run(), None
@@ -109,7 +110,7 @@ def _wrap_fit(original: Callable[..., Any]) -> Callable[..., Any]:
                 )
             finally:
                 _state.depth -= 1
-            self._ghaf_run = run
+            _fitted_in[self] = run
         if own is not None:
             own.end()
         return result
@@ -171,11 +172,8 @@ def _signature(data: Any) -> list[dict[str, Any]]:
 
 
 def _log_model(run: ActiveRun, estimator: Any, signature: dict[str, Any]) -> None:
-    try:
-        import skops.io as sio
-    except ImportError:
-        log.warning("ghaf autolog: install skops (pip install 'ghaf[sklearn]') to log models")
-        return
+    import skops.io as sio
+
     with tempfile.TemporaryDirectory() as folder:
         model = Path(folder) / "model.skops"
         sio.dump(estimator, model)

@@ -15,23 +15,6 @@ from tests.conftest import Platform, unique
 runner = CliRunner()
 
 
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    path = tmp_path / "config" / "credentials.json"
-    monkeypatch.setenv("GHAF_CREDENTIALS", str(path))
-    monkeypatch.delenv("GHAF_URL", raising=False)
-    monkeypatch.delenv("GHAF_TOKEN", raising=False)
-    return path
-
-
-@pytest.fixture
-def admin_cli(platform: Platform, cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The CLI pointed at the test server as the platform admin (via GHAF_URL/TOKEN)."""
-    monkeypatch.setenv("GHAF_URL", platform.url)
-    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
-    return cli_env
-
-
 def test_login_stores_0600_credentials_and_whoami(platform: Platform, cli_env: Path) -> None:
     result = runner.invoke(app, ["login", "--url", platform.url, "--token", platform.admin_token])
     assert result.exit_code == 0, result.output

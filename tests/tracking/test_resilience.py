@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 import ghaf
-from ghaf.client import Client
-from ghaf.client import spool
+from ghaf.client import Client, spool
 from ghaf.core.settings import Settings
 from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess, free_port
