@@ -46,23 +46,39 @@ _active: list[ActiveRun] = []
 
 
 @lru_cache(maxsize=1)
-def _packages() -> dict[str, str]:
-    """Installed distributions and versions (once per process: they rarely change)."""
+def _distributions() -> Mapping[str, list[str]]:
     from importlib import metadata
 
+    return metadata.packages_distributions()
+
+
+@lru_cache(maxsize=4096)
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _packages() -> dict[str, str]:
+    """Versions of the installed distributions this process has imported: what the
+    run's code can actually depend on (the whole environment would be noise)."""
     found = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            found[name.lower()] = dist.version
+    by_module = _distributions()
+    for module in [name for name in list(sys.modules) if "." not in name]:
+        for dist in by_module.get(module, []):
+            version = _version(dist)
+            if version is not None:
+                found[dist.lower()] = version
     return dict(sorted(found.items()))
 
 
 @lru_cache(maxsize=8)
 def _provenance(where: str) -> dict[str, Any]:
-    captured = provenance.capture(Path(where))
-    captured["packages"] = _packages()
-    return captured
+    """Git commit, host and Python (once per folder and process: git costs a process)."""
+    return provenance.capture(Path(where))
 
 
 def default_project(project: str | None) -> str:
@@ -117,7 +133,11 @@ class ActiveRun:
         self._last_contact = time.monotonic()
         self._flush_interval = flush_interval
         body = _create_body(
-            self.id, name, tags, note, _provenance(os.getcwd()) | {"command": _command()}
+            self.id,
+            name,
+            tags,
+            note,
+            _provenance(os.getcwd()) | {"command": _command(), "packages": _packages()},
         )
         self._create = {
             "url": client.url,

@@ -98,33 +98,38 @@ class RunTag(Base):
     value: Mapped[str] = mapped_column(String(8000))
 
 
-class Metric(Base):
-    """One point of a metric's history."""
+class LatestMetric(Base):
+    """One metric series of a run: its key and its latest point (highest step, then
+    latest timestamp). History rows name the series by its integer id."""
 
-    __tablename__ = "metrics"
+    __tablename__ = "latest_metrics"
 
     id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(250))
-    step: Mapped[int] = mapped_column(BigInteger)
-    timestamp: Mapped[int] = mapped_column(BigInteger)  # milliseconds since the epoch, UTC
-    value: Mapped[float | None] = mapped_column(Double)  # NULL is NaN
-
-    __table_args__ = (Index("ix_metrics_run_key_step", "run_id", "key", "step"),)
-
-
-class LatestMetric(Base):
-    """Each key's latest point (highest step, then latest timestamp) per run."""
-
-    __tablename__ = "latest_metrics"
-
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    key: Mapped[str] = mapped_column(String(250), primary_key=True)
     value: Mapped[float | None] = mapped_column(Double)  # NULL is NaN
     step: Mapped[int] = mapped_column(BigInteger)
     timestamp: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "key", name="uq_latest_metrics_run_key"),
+        Index("ix_latest_metrics_key_value", "key", "value"),
+    )
+
+
+class Metric(Base):
+    """One point of a metric's history. Rows are small (integers and a float) because a
+    run may log millions: the run and key live once, in the series row."""
+
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(_ROW_ID, primary_key=True, autoincrement=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("latest_metrics.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)  # milliseconds since the epoch, UTC
+    value: Mapped[float | None] = mapped_column(Double)  # NULL is NaN
+
+    __table_args__ = (Index("ix_metrics_series_step", "series_id", "step"),)
 
 
 class RunBatch(Base):

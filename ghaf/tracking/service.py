@@ -451,23 +451,6 @@ def _checked_metrics(table: pa.Table) -> list[str]:
     return distinct
 
 
-def _insert_points(session: Session, run_id: str, table: pa.Table) -> None:
-    values = table["value"]
-    # NaN is stored as NULL (see models); +-inf are stored as themselves.
-    values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
-    rows = list(
-        zip(
-            [run_id] * table.num_rows,
-            table["key"].cast(pa.string()).to_pylist(),
-            table["step"].to_pylist(),
-            table["timestamp"].to_pylist(),
-            values.to_pylist(),
-            strict=True,
-        )
-    )
-    insert_many(session, Metric.__table__, ["run_id", "key", "step", "timestamp", "value"], rows)
-
-
 def _latest_points(table: pa.Table) -> list[dict[str, Any]]:
     """Each key's latest point in the batch: highest step, then timestamp, then last logged."""
     keys = table["key"].combine_chunks()
@@ -490,7 +473,9 @@ def _latest_points(table: pa.Table) -> list[dict[str, Any]]:
     ]
 
 
-def _update_latest(session: Session, run_id: str, table: pa.Table) -> None:
+def _update_latest(session: Session, run_id: str, table: pa.Table) -> dict[str, int]:
+    """Upsert each key's series row with the batch's latest point (unless the stored one
+    is newer); returns the series id of every key in the batch."""
     rows = [{"run_id": run_id, **point} for point in _latest_points(table)]
     statement = dialect_insert(session, LatestMetric)
     excluded = statement.excluded
@@ -505,6 +490,32 @@ def _update_latest(session: Session, run_id: str, table: pa.Table) -> None:
         ),
         rows,
     )
+    found = session.execute(
+        select(LatestMetric.key, LatestMetric.id).where(
+            LatestMetric.run_id == run_id,
+            among(session, LatestMetric.key, [row["key"] for row in rows]),
+        )
+    )
+    return {key: series for key, series in found}
+
+
+def _insert_points(session: Session, table: pa.Table, series: dict[str, int]) -> None:
+    keys = table["key"].combine_chunks()
+    ids = np.array([series[k] for k in keys.dictionary.to_pylist()], dtype=np.int64)
+    series_ids = ids[keys.indices.to_numpy(zero_copy_only=False)]
+    values = table["value"]
+    # NaN is stored as NULL (see models); +-inf are stored as themselves.
+    values = pc.if_else(pc.is_nan(values), pa.scalar(None, pa.float64()), values)
+    rows = list(
+        zip(
+            series_ids.tolist(),
+            table["step"].to_pylist(),
+            table["timestamp"].to_pylist(),
+            values.to_pylist(),
+            strict=True,
+        )
+    )
+    insert_many(session, Metric.__table__, ["series_id", "step", "timestamp", "value"], rows)
 
 
 def log_batch(ctx: Context, project: str, ref: str, batch: LogBatch) -> schemas.LogResult:
@@ -541,8 +552,7 @@ def log_batch(ctx: Context, project: str, ref: str, batch: LogBatch) -> schemas.
     _upsert_tags(session, run.id, _checked_strings(batch.tags, kind="tag"))
     if batch.points:
         _checked_metrics(batch.metrics)
-        _insert_points(session, run.id, batch.metrics)
-        _update_latest(session, run.id, batch.metrics)
+        _insert_points(session, batch.metrics, _update_latest(session, run.id, batch.metrics))
     run.heartbeat_at = utcnow()
     if batch.params or batch.tags or batch.points:
         pctx.audit(
@@ -574,15 +584,17 @@ def metric_history(
     pctx = ctx.in_project(project)
     pctx.require("run:read", resource=f"project/{project}/run/{ref}")
     run = _run(pctx, ref)
-    statement = select(Metric.key, Metric.step, Metric.value, Metric.timestamp).where(
-        Metric.run_id == run.id
+    statement = (
+        select(LatestMetric.key, Metric.step, Metric.value, Metric.timestamp)
+        .join(LatestMetric, LatestMetric.id == Metric.series_id)
+        .where(LatestMetric.run_id == run.id)
     )
     if keys:
         for key in keys:
             validate_key(key, kind="metric")
-        statement = statement.where(among(pctx.session, Metric.key, keys))
+        statement = statement.where(among(pctx.session, LatestMetric.key, keys))
     rows = pctx.session.execute(
-        statement.order_by(Metric.key, Metric.step, Metric.timestamp, Metric.id)
+        statement.order_by(LatestMetric.key, Metric.step, Metric.timestamp, Metric.id)
     ).all()
     return schemas.MetricHistory(
         run_id=run.id,

@@ -1,0 +1,291 @@
+"""Experiment tracking against MLflow: logging throughput, call cost, search, artifacts
+and run creation.
+
+Both servers run on this machine on SQLite: MLflow 3.x (`mlflow server`, default
+settings, proxied artifacts on local disk) from its own virtual environment
+`.bench/mlflow`, created on first use, driven by MLflow's own client
+(bench/_mlflow_driver.py); ghaf (`ghaf server`, encrypting artifacts) driven by its SDK.
+Cases:
+  (a) 100,000 metric points from one run, until durable on the server: MLflow's
+      `log_batch` (1,000 per call, its limit) against `ghaf.start_run` + `log_metric`;
+  (b) the cost of one `log_metric` call in user code (median);
+  (c) search over 10,000 runs: `metrics.auc > 0.5`, ordered by `metrics.auc desc`, up to
+      1,000 rows (p50 of repeated searches; both return the same AUCs in the same order);
+  (d) a 50 MB artifact, upload and download (same bytes back);
+  (e) 1,000 runs, each with 10 params and 10 metrics.
+The 10,000 search runs are bulk-inserted into MLflow's store directly (its REST path would
+take about half an hour); ghaf's are created through its API.
+
+Prints a table and, last, one JSON line (DESIGN.md "Benchmarks").
+Usage: python bench/tracking.py [--points 100000] [--search-runs 10000] [--runs 1000]
+                                [--artifact-mb 50] [--quick]
+       (--quick: tiny sizes, and MLflow only if .bench/mlflow already exists)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from _report import case, print_report
+
+import ghaf
+from ghaf.client import Client
+from ghaf.core.settings import Settings
+from ghaf.server.install import initialise
+from ghaf.server.process import ServerProcess, free_port
+from ghaf.tracking.batches import LogBatch, metrics_table
+
+ROOT = Path(__file__).resolve().parents[1]
+MLFLOW_VENV = ROOT / ".bench" / "mlflow"
+MLFLOW_PYTHON = MLFLOW_VENV / "bin" / "python"
+DRIVER = Path(__file__).with_name("_mlflow_driver.py")
+NAN = float("nan")
+
+
+def ensure_mlflow(*, install: bool) -> bool:
+    if MLFLOW_PYTHON.exists():
+        return True
+    if not install:
+        return False
+    print(f"installing MLflow into {MLFLOW_VENV} (once)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
+    subprocess.run([str(MLFLOW_VENV / "bin" / "pip"), "install", "--quiet", "mlflow"], check=True)
+    return True
+
+
+def mlflow(**command: Any) -> dict[str, Any]:
+    done = subprocess.run(
+        [str(MLFLOW_PYTHON), str(DRIVER), json.dumps(command)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"MLflow driver failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+class MlflowServer:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        self.log = (tmp / "mlflow.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(MLFLOW_VENV / "bin" / "mlflow"),
+                "server",
+                "--backend-store-uri", self.db_uri,
+                "--artifacts-destination", str(tmp / "mlflow-artifacts"),
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.5)
+        raise RuntimeError(f"the MLflow server did not start; see {self.log.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def ghaf_log_points(client: Client, project: str, points: int) -> tuple[float, float, int]:
+    """(seconds until durable, median µs per log_metric call, points stored)."""
+    costs = []
+    clock = time.perf_counter_ns
+    with ghaf.start_run("bench-points", project=project, client=client) as run:
+        log_metric = run.log_metric
+        started = time.perf_counter()  # like MLflow's figure: after the run exists
+        for i in range(points):
+            before = clock()
+            log_metric("loss", float(i), step=i)
+            costs.append(clock() - before)
+    elapsed = time.perf_counter() - started
+    stored = len(client.runs.history(project, run.id, "loss"))
+    return elapsed, statistics.median(costs) / 1000, stored
+
+
+def ghaf_seed(client: Client, project: str, runs: int) -> None:
+    def one(i: int) -> None:
+        auc = ((i * 7919) % 10_000) / 10_000
+        run = client.runs.create(project, "bench-search", name=f"r{i}")
+        batch = LogBatch(
+            metrics=metrics_table(["auc", "loss"], [auc, 1 - auc], [0, 0], [1, 1]),
+            params={"model": "rf" if i % 2 else "lr"},
+            status="finished",
+        )
+        client.runs.log(project, run.id, batch)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(runs)))
+
+
+def ghaf_search(client: Client, project: str, repeats: int) -> tuple[float, list[float]]:
+    times, found = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        found = client.runs.search(
+            project,
+            "bench-search",
+            filter="metrics.auc > 0.5",
+            order_by=["metrics.auc desc"],
+            max_results=1000,
+        )
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), [r.metrics["auc"] for r in found]
+
+
+def ghaf_artifacts(client: Client, project: str, path: Path) -> tuple[float, float]:
+    with ghaf.start_run("bench-artifacts", project=project, client=client) as run:
+        started = time.perf_counter()
+        run.log_artifact(path)
+        upload = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as target:
+        started = time.perf_counter()
+        back = client.runs.download_artifact(project, run.id, path.name, target)
+        download = time.perf_counter() - started
+        assert back.read_bytes() == path.read_bytes()
+    return upload, download
+
+
+def ghaf_create_runs(client: Client, project: str, runs: int) -> float:
+    started = time.perf_counter()
+    for i in range(runs):
+        with ghaf.start_run("bench-create", project=project, client=client) as run:
+            run.log_params({f"p{k}": k for k in range(10)})
+            run.log_metrics({f"m{k}": float(i + k) for k in range(10)}, step=0)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--search-runs", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--artifact-mb", type=int, default=50)
+    parser.add_argument("--metric-calls", type=int, default=300, help="MLflow log_metric calls")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for CI smoke tests")
+    args = parser.parse_args()
+    if args.quick:
+        args.points, args.search_runs, args.runs, args.artifact_mb = 2000, 100, 10, 2
+        args.metric_calls = 20
+    with_mlflow = ensure_mlflow(install=not args.quick)
+    peer = "MLflow" if with_mlflow else "MLflow (not installed)"
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        artifact = tmp / "weights.bin"
+        artifact.write_bytes(os.urandom(args.artifact_mb << 20))
+
+        m: dict[str, Any] = {}
+        if with_mlflow:
+            server = MlflowServer(tmp)
+            try:
+                url = server.url
+                m["batch"] = mlflow(kind="log_batch", url=url, points=args.points)
+                assert m["batch"]["stored"] == args.points, m["batch"]
+                m["metric"] = mlflow(kind="log_metric", url=url, calls=args.metric_calls)
+                experiment = mlflow(kind="experiment", url=url, name="bench-search")["id"]
+                mlflow(kind="seed", db_uri=server.db_uri, runs=args.search_runs,
+                       experiment_id=experiment)  # fmt: skip
+                m["search"] = mlflow(
+                    kind="search", url=url, experiment_id=experiment,
+                    filter_string="metrics.auc > 0.5", repeats=5,
+                )  # fmt: skip
+                m["artifacts"] = mlflow(kind="artifacts", url=url, path=str(artifact))
+                assert m["artifacts"]["same"]
+                m["create"] = mlflow(kind="create_runs", url=url, runs=args.runs)
+            finally:
+                server.stop()
+
+        home = tmp / "ghaf-home"
+        token = initialise(Settings(home=home, database_url="", master_key=None)).token
+        assert token is not None
+        env = {"GHAF_HOME": str(home), "GHAF_DATABASE_URL": "", "GHAF_LOG_LEVEL": "warning"}
+        os.environ["GHAF_CACHE"] = str(tmp / "ghaf-cache")
+        with (
+            ServerProcess(env=env) as ghaf_server,
+            Client(url=ghaf_server.url, token=token.token, timeout=600) as client,
+        ):
+            project = client.projects.create("bench").name
+            ghaf_log_points(client, project, 1000)  # warm both ends up, as MLflow's is
+            points_s, call_us, stored = ghaf_log_points(client, project, args.points)
+            assert stored == args.points, stored
+            ghaf_seed(client, project, args.search_runs)
+            search_s, aucs = ghaf_search(client, project, repeats=20)
+            upload_s, download_s = ghaf_artifacts(client, project, artifact)
+            create_s = ghaf_create_runs(client, project, args.runs)
+    if with_mlflow:
+        assert aucs == m["search"]["aucs"], "ghaf and MLflow searches disagree"
+
+    def get(*path: str) -> float:
+        value: Any = m
+        for key in path:
+            if key not in value:
+                return NAN
+            value = value[key]
+        return float(value)
+
+    def row(name: str, unit: str, peer_value: float, ghaf_value: float, ratio: float,
+            goal: str, met: bool, digits: int = 2) -> dict[str, Any]:  # fmt: skip
+        return case(name, unit, peer, peer_value, ghaf_value, ratio, goal,
+                    met if with_mlflow else None, digits=digits)  # fmt: skip
+
+    mb = args.artifact_mb
+    mlflow_points = get("batch", "seconds")
+    mlflow_call = get("metric", "median_us")
+    mlflow_search = get("search", "p50_s") * 1000
+    up, down = mb / get("artifacts", "upload_s"), mb / get("artifacts", "download_s")
+    mlflow_rate = args.runs / get("create", "seconds")
+    ghaf_rate = args.runs / create_s
+    cases = [
+        row(f"(a) log {args.points:,} points, until durable", "s", mlflow_points, points_s,
+            mlflow_points / points_s, ">= 30x faster", mlflow_points / points_s >= 30),
+        row("(b) one log_metric call, median", "us", mlflow_call, call_us, mlflow_call / call_us,
+            "ghaf < 20 us", call_us < 20),
+        row(f"(c) search {args.search_runs:,} runs, <=1,000 rows, p50", "ms", mlflow_search,
+            search_s * 1000, mlflow_search / (search_s * 1000), ">= 10x and ghaf < 100 ms",
+            mlflow_search / (search_s * 1000) >= 10 and search_s < 0.1, digits=1),
+        row(f"(d) upload a {mb} MB artifact", "MB/s", up, mb / upload_s, (mb / upload_s) / up,
+            ">= 1x (encrypting)", (mb / upload_s) >= up, digits=1),
+        row(f"(d) download a {mb} MB artifact", "MB/s", down, mb / download_s,
+            (mb / download_s) / down, ">= 1x (decrypting)", (mb / download_s) >= down, digits=1),
+        row(f"(e) create {args.runs:,} runs, 10 params + 10 metrics", "runs/s", mlflow_rate,
+            ghaf_rate, ghaf_rate / mlflow_rate, ">= 20x", ghaf_rate / mlflow_rate >= 20, digits=1),
+    ]  # fmt: skip
+    print_report(
+        "tracking",
+        cases,
+        note=(
+            "ratio: how many times better ghaf is (peer/ghaf for times, ghaf/peer for rates); "
+            f"both servers on SQLite on this machine, {os.cpu_count()} CPUs; MLflow "
+            "driven by its own client"
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main()
