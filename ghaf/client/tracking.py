@@ -354,7 +354,13 @@ class Runs:
                     points += self.log_encoded(project, run_id, record.payload).points
                 elif record.kind == spool.FILE:
                     entry = record.json()
-                    self.log_artifact(project, run_id, entry["local"], path=entry["path"])
+                    local = Path(entry["local"])
+                    if not local.is_file() or file_sha256(local) != entry["sha256"]:
+                        raise IntegrityFailure(
+                            f"artifact {entry['path']!r} of run {run_id} was logged from "
+                            f"{local}, which is gone or has changed since"
+                        )
+                    self.log_artifact(project, run_id, local, path=entry["path"])
                 elif record.kind == spool.INPUT:
                     entry = record.json()
                     self.log_input(project, run_id, entry["dataset"], entry["version"])
