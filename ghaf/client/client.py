@@ -504,6 +504,16 @@ class Artifacts(_Resource):
                 "was cut short"
             )
 
+    def blob_pieces(self, project: str, sha256: str) -> Iterator[bytes]:
+        """Content by SHA-256, streamed in 1 MiB pieces (unchecked: see write_verified)."""
+        with self._client._http.stream(
+            "GET", f"{API}/projects/{project}/blobs/{sha256}"
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            yield from response.iter_bytes(CHUNK)
+
     def present(self, project: str, hashes: builtins.list[str]) -> set[str]:
         """Which of these SHA-256s the project already stores."""
         answer = self._client.request(

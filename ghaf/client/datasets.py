@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ghaf.client.files import CHUNK, LocalFile, Progress, file_sha256, read_file
+from ghaf.client.files import (
+    CHUNK,
+    LocalFile,
+    Progress,
+    file_sha256,
+    read_file,
+    write_verified,
+)
 from ghaf.client.local_cache import HashCache, Manifest, cache_root
 from ghaf.client.provenance import capture
 from ghaf.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
@@ -676,34 +683,12 @@ class Datasets:
     def _download(
         self, project: str, entry: ManifestEntry, target: Path, progress: Progress | None
     ) -> None:
-        partial = target.with_name(target.name + ".partial")
-        digest = hashlib.sha256()
-        with partial.open("wb") as handle:
-            for piece in self._pieces(project, entry):
-                handle.write(piece)
-                digest.update(piece)
-                if progress is not None:
-                    progress(len(piece))
-        if digest.hexdigest() != entry.sha256:
-            partial.unlink(missing_ok=True)
-            where = (
-                f"the referenced data at {entry.uri} changed since the version was recorded"
-                if entry.uri
-                else "it was corrupted in transit"
-            )
-            raise IntegrityFailure(f"{entry.path} does not match its SHA-256: {where}")
-        partial.replace(target)
-
-    def _pieces(self, project: str, entry: ManifestEntry) -> Iterator[bytes]:
         if entry.uri is not None:
-            yield from _external_pieces(entry.uri)
-            return
-        from ghaf.client.client import _error
-
-        with self._client._http.stream(
-            "GET", f"{API}/projects/{project}/blobs/{entry.sha256}"
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise _error(response)
-            yield from response.iter_bytes(CHUNK)
+            pieces = _external_pieces(entry.uri)
+            problem = f"the referenced data at {entry.uri} changed since the version was recorded"
+        else:
+            pieces = self._client.artifacts.blob_pieces(project, entry.sha256)
+            problem = "it was corrupted in transit"
+        write_verified(
+            pieces, target, entry.sha256, name=entry.path, progress=progress, problem=problem
+        )

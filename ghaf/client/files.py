@@ -1,4 +1,5 @@
-"""Reading local files for upload: 1 MiB pieces, hashed or streamed, with progress."""
+"""Local files: read for upload in 1 MiB pieces (hashed or streamed, with progress), and
+written from downloads only once their SHA-256 checks out."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ghaf.core.errors import InvalidInput
+from ghaf.core.errors import IntegrityFailure, InvalidInput
 from ghaf.storage import packs
 
 CHUNK = 1 << 20
@@ -71,3 +72,28 @@ def pack_body(
             buffer.clear()
     if buffer:
         yield bytes(buffer)
+
+
+def write_verified(
+    pieces: Iterable[bytes],
+    target: Path,
+    sha256: str,
+    *,
+    name: str,
+    progress: Progress | None = None,
+    problem: str = "it was corrupted in transit",
+) -> None:
+    """Write ``pieces`` to ``target`` through a ``.partial`` file that is moved into
+    place only if the bytes match ``sha256``; otherwise ``IntegrityFailure``."""
+    partial = target.with_name(target.name + ".partial")
+    digest = hashlib.sha256()
+    with partial.open("wb") as handle:
+        for piece in pieces:
+            handle.write(piece)
+            digest.update(piece)
+            if progress is not None:
+                progress(len(piece))
+    if digest.hexdigest() != sha256:
+        partial.unlink(missing_ok=True)
+        raise IntegrityFailure(f"{name} does not match its SHA-256: {problem}")
+    partial.replace(target)

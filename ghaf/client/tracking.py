@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghaf.client import spool
-from ghaf.client.files import file_sha256, read_file
+from ghaf.client.files import file_sha256, read_file, write_verified
 from ghaf.core.errors import GhafError, IntegrityFailure, InvalidInput, NotFound
 from ghaf.tracking import batches
 from ghaf.tracking.batches import LogBatch
@@ -290,24 +290,10 @@ class Runs:
         target = Path(destination)
         if target.is_dir():
             target = target / Path(path).name
-        partial = target.with_name(target.name + ".partial")
-        digest = hashlib.sha256()
-        with self._client._http.stream(
-            "GET", f"{API}/projects/{project}/blobs/{found[path].sha256}"
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                from ghaf.client.client import _error
-
-                raise _error(response)
-            with partial.open("wb") as handle:
-                for piece in response.iter_bytes(1 << 20):
-                    handle.write(piece)
-                    digest.update(piece)
-        if digest.hexdigest() != found[path].sha256:
-            partial.unlink(missing_ok=True)
-            raise IntegrityFailure(f"download of {path!r} does not match its SHA-256")
-        partial.replace(target)
+        found_sha = found[path].sha256
+        write_verified(
+            self._client.artifacts.blob_pieces(project, found_sha), target, found_sha, name=path
+        )
         return target
 
     def log_input(
