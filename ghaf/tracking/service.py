@@ -390,8 +390,9 @@ def restore_run(ctx: Context, project: str, ref: str) -> schemas.RunOut:
 def _claim_batch(session: Session, run_id: str, seq: int) -> bool:
     """Record batch ``seq`` as applied; False if it was applied before."""
     statement = dialect_insert(session, RunBatch).values(run_id=run_id, seq=seq)
-    result = session.execute(statement.on_conflict_do_nothing())
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+    claimed = session.execute(statement.on_conflict_do_nothing().returning(RunBatch.seq))
+    return claimed.scalar() is not None
 
 
 def _apply_params(session: Session, run: Run, params: dict[str, str]) -> None:
