@@ -15,7 +15,15 @@ from pydantic import BaseModel
 
 from ghaf.client import credentials
 from ghaf.client.datasets import Datasets
-from ghaf.client.files import CHUNK, LocalFile, Progress, file_sha256, pack_body, read_file
+from ghaf.client.files import (
+    CHUNK,
+    LocalFile,
+    Progress,
+    file_sha256,
+    pack_body,
+    read_file,
+    write_verified,
+)
 from ghaf.client.tracking import Experiments, Runs
 from ghaf.core.errors import GhafError, IntegrityFailure, Unavailable, error_from_problem
 from ghaf.projects.schemas import MemberOut, ProjectOut
@@ -525,25 +533,17 @@ class Artifacts(_Resource):
         self, project: str, path: str, destination: str | Path, *, progress: Progress | None = None
     ) -> ArtifactOut:
         """Download to ``destination``, checking the SHA-256 before it is moved into place."""
-        target = Path(destination)
-        partial = target.with_name(target.name + ".partial")
-        digest = hashlib.sha256()
-        url = _artifact_url(project, path)
-        with self._client._http.stream("GET", url) as response:
+        with self._client._http.stream("GET", _artifact_url(project, path)) as response:
             if response.status_code >= 400:
                 response.read()
                 raise _error(response)
-            expected = response.headers.get("x-ghaf-sha256", "")
-            with partial.open("wb") as handle:
-                for piece in response.iter_bytes(CHUNK):
-                    handle.write(piece)
-                    digest.update(piece)
-                    if progress is not None:
-                        progress(len(piece))
-        if digest.hexdigest() != expected:
-            partial.unlink(missing_ok=True)
-            raise IntegrityFailure(f"download of {path!r} does not match its SHA-256")
-        partial.replace(target)
+            write_verified(
+                response.iter_bytes(CHUNK),
+                Path(destination),
+                response.headers.get("x-ghaf-sha256", ""),
+                name=f"download of {path!r}",
+                progress=progress,
+            )
         return self.info(project, path)
 
     def read(

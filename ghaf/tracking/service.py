@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import among, dialect_insert, insert_many, insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
+from ghaf.core.ids import new_id
 from ghaf.core.names import validate_name
 from ghaf.core.paging import check_limit, decode_cursor, encode_cursor, paginate
 from ghaf.datasets import service as datasets
@@ -280,7 +281,7 @@ def create_run(
     tags = _checked_strings(request.tags, kind="tag")
     if len(repr(request.provenance)) > _MAX_PROVENANCE_BYTES:
         raise InvalidInput("provenance is larger than 64 KiB", field="provenance")
-    run_id = request.id or new_run_id()
+    run_id = request.id or new_id()
     now = utcnow()
     run = Run(
         id=run_id,
@@ -305,12 +306,6 @@ def create_run(
         {"params": {}, "metrics": {}, "tags": tags, "inputs": []},
         heartbeat_timeout_s=heartbeat_timeout_s,
     )
-
-
-def new_run_id() -> str:
-    from ghaf.core.ids import new_id
-
-    return new_id()
 
 
 def get_run(ctx: Context, project: str, ref: str) -> schemas.RunOut:
@@ -519,6 +514,16 @@ def _insert_points(session: Session, table: pa.Table, series: dict[str, int]) ->
     insert_many(session, Metric.__table__, ["series_id", "step", "timestamp", "value"], rows)
 
 
+def _log_result(run: Run, batch: LogBatch, *, applied: bool, points: int) -> schemas.LogResult:
+    return schemas.LogResult(
+        run_id=run.id,
+        seq=batch.seq,
+        applied=applied,
+        points=points,
+        status=run.status,
+    )
+
+
 def log_batch(ctx: Context, project: str, ref: str, batch: LogBatch) -> schemas.LogResult:
     """Apply one batch of a run's log atomically; an empty batch is a heartbeat."""
     pctx = ctx.in_project(project)
@@ -530,24 +535,11 @@ def log_batch(ctx: Context, project: str, ref: str, batch: LogBatch) -> schemas.
             field="metrics",
         )
     session = pctx.session
-    if batch.seq is not None and not _claim_batch(session, run.id, batch.seq):
+    applied = batch.seq is None or _claim_batch(session, run.id, batch.seq)
+    # A batch applied before, or a late heartbeat of an ended run, changes nothing.
+    if not applied or (batch.empty and run.status in ENDED):
         pctx.commit()
-        return schemas.LogResult(
-            run_id=run.id,
-            seq=batch.seq,
-            applied=False,
-            points=0,
-            status=run.status,
-        )
-    if batch.empty and run.status in ENDED:
-        pctx.commit()  # a late heartbeat of an ended run changes nothing
-        return schemas.LogResult(
-            run_id=run.id,
-            seq=batch.seq,
-            applied=True,
-            points=0,
-            status=run.status,
-        )
+        return _log_result(run, batch, applied=applied, points=0)
     _check_open(run, project)
     _apply_params(session, run, batch.params)
     _upsert_tags(session, run.id, _checked_strings(batch.tags, kind="tag"))
@@ -569,13 +561,7 @@ def log_batch(ctx: Context, project: str, ref: str, batch: LogBatch) -> schemas.
     if batch.status is not None:
         _end(pctx, run, batch.status, batch.end_time)
     pctx.commit()
-    return schemas.LogResult(
-        run_id=run.id,
-        seq=batch.seq,
-        applied=True,
-        points=batch.points,
-        status=run.status,
-    )
+    return _log_result(run, batch, applied=True, points=batch.points)
 
 
 def metric_history(
