@@ -1,6 +1,6 @@
 """A run's log batch and its two wire forms: Arrow IPC (the SDK's) and JSON (for curl).
 
-The SDK sends metric points as one Arrow IPC stream with zstd-compressed buffers:
+The SDK sends metric points as one Arrow IPC stream (zstd-compressed from 4,096 points):
 columns ``key`` (dictionary-encoded), ``value`` (float64), ``step`` and ``timestamp``
 (int64, milliseconds since the epoch). Everything else in the batch (params, tags, the
 batch number, an end status) rides in the schema's ``ghaf`` metadata as JSON. The same
@@ -23,6 +23,7 @@ from ghaf.tracking.schemas import LogRequest
 
 MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 MAX_POINTS = 1_000_000
+COMPRESS_FROM = 4096  # points
 SCHEMA = pa.schema(
     [
         ("key", pa.dictionary(pa.int32(), pa.string())),
@@ -58,16 +59,18 @@ def metrics_table(
     keys: list[str], values: list[float], steps: list[int], timestamps: list[int]
 ) -> pa.Table:
     """Four equally long columns as a SCHEMA table."""
+    codes: dict[str, int] = {}
+    indices = [codes.setdefault(key, len(codes)) for key in keys]
     try:
-        return pa.table(
-            {
-                "key": pa.array(keys, pa.string()).dictionary_encode(),
-                "value": pa.array(values, pa.float64()),
-                "step": pa.array(steps, pa.int64()),
-                "timestamp": pa.array(timestamps, pa.int64()),
-            },
-            schema=SCHEMA,
-        )
+        columns = [
+            pa.DictionaryArray.from_arrays(
+                pa.array(indices, pa.int32()), pa.array(list(codes), pa.string())
+            ),
+            pa.array(values, pa.float64()),
+            pa.array(steps, pa.int64()),
+            pa.array(timestamps, pa.int64()),
+        ]
+        return pa.Table.from_arrays(columns, schema=SCHEMA)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"metrics: {exc}", field="metrics") from None
 
@@ -85,7 +88,9 @@ def encode(batch: LogBatch) -> bytes:
     """The Arrow IPC form: one compressed record batch, the rest in schema metadata."""
     table = batch.metrics.replace_schema_metadata({_METADATA_KEY: json.dumps(_rest(batch))})
     sink = pa.BufferOutputStream()
-    options = ipc.IpcWriteOptions(compression="zstd")
+    # Small batches (a heartbeat, a run's final params) cost more to compress than to send.
+    compression = "zstd" if table.num_rows >= COMPRESS_FROM else None
+    options = ipc.IpcWriteOptions(compression=compression)
     with ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table, max_chunksize=max(table.num_rows, 1))
     return bytes(sink.getvalue().to_pybytes())
@@ -114,6 +119,13 @@ def decode(body: bytes) -> LogBatch:
 
 
 def _conform(table: pa.Table) -> pa.Table:
+    if table.schema.equals(SCHEMA):  # what the SDK sends: only nulls need checking
+        for name in ("key", "step", "timestamp"):
+            if table[name].null_count:
+                raise InvalidInput(
+                    f"metrics.{name} must not contain nulls", field=f"metrics.{name}"
+                )
+        return table
     names = set(table.column_names)
     if names != set(SCHEMA.names):
         raise InvalidInput(

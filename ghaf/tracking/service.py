@@ -272,30 +272,33 @@ def create_run(
         if not request.create_experiment:
             _experiment(pctx, experiment_name)  # raises NotFound
         experiment = _new_experiment(pctx, experiment_name, "")
-    if request.id is not None:
-        existing = pctx.session.get(Run, request.id)
-        if existing is not None:
-            if existing.project_id != pctx.project.id or existing.experiment_id != experiment.id:
-                raise Conflict(f"run id {request.id} is taken", field="id")
-            return _one_out(pctx, existing, heartbeat_timeout_s=heartbeat_timeout_s)
     tags = _checked_strings(request.tags, kind="tag")
     if len(repr(request.provenance)) > _MAX_PROVENANCE_BYTES:
         raise InvalidInput("provenance is larger than 64 KiB", field="provenance")
     run_id = request.id or new_id()
     now = utcnow()
-    run = Run(
-        id=run_id,
-        project_id=pctx.project.id,
-        experiment_id=experiment.id,
-        name=request.name or f"run-{run_id[-6:]}",
-        note=request.note,
-        status=RUNNING,
-        start_time=as_utc(request.start_time) if request.start_time else now,
-        heartbeat_at=now,
-        created_by=pctx.actor,
-        provenance=request.provenance,
-    )
-    insert_unique(pctx.session, run, field="id", conflict=f"run id {run_id} is taken")
+    row = {
+        "id": run_id,
+        "project_id": pctx.project.id,
+        "experiment_id": experiment.id,
+        "name": request.name or f"run-{run_id[-6:]}",
+        "note": request.note,
+        "status": RUNNING,
+        "start_time": as_utc(request.start_time) if request.start_time else now,
+        "heartbeat_at": now,
+        "created_by": pctx.actor,
+        "provenance": request.provenance,
+    }
+    inserted = pctx.session.execute(
+        dialect_insert(pctx.session, Run).values(**row).on_conflict_do_nothing().returning(Run.id)
+    ).scalar()
+    if inserted is None:  # the id exists: a replayed creation answers the run it made
+        existing = pctx.session.get(Run, run_id)
+        assert existing is not None
+        if existing.project_id != pctx.project.id or existing.experiment_id != experiment.id:
+            raise Conflict(f"run id {run_id} is taken", field="id")
+        return _one_out(pctx, existing, heartbeat_timeout_s=heartbeat_timeout_s)
+    run = Run(**row)
     _upsert_tags(pctx.session, run.id, tags)
     pctx.audit("run:create", _resource(project, run), detail={"experiment": experiment_name})
     pctx.commit()
@@ -314,12 +317,21 @@ def get_run(ctx: Context, project: str, ref: str) -> schemas.RunOut:
     return _one_out(pctx, _run(pctx, ref))
 
 
-def _end(pctx: Context, run: Run, status: str, end_time: datetime | None) -> None:
+def _end(
+    pctx: Context,
+    run: Run,
+    status: str,
+    end_time: datetime | None,
+    *,
+    logged: dict[str, Any] | None = None,
+) -> None:
+    """End the run; ``logged`` describes a final batch, audited in the same row."""
     assert pctx.project is not None
     run.status = status
     run.status_reason = None
     run.end_time = as_utc(end_time) if end_time else utcnow()
-    pctx.audit("run:end", _resource(pctx.project.name, run), detail={"status": status})
+    detail = {"status": status, **(logged or {})}
+    pctx.audit("run:end", _resource(pctx.project.name, run), detail=detail)
 
 
 def _check_open(run: Run, project: str) -> None:
@@ -395,23 +407,32 @@ def _apply_params(session: Session, run: Run, params: dict[str, str]) -> None:
     if not params:
         return
     _checked_strings(params, kind="param")
+    # Insert first (the common case: all new); only keys already set need a comparison.
+    statement = dialect_insert(session, RunParam).on_conflict_do_nothing()
+    inserted = set(
+        session.execute(
+            statement.returning(RunParam.key),
+            [{"run_id": run.id, "key": k, "value": v} for k, v in params.items()],
+        ).scalars()
+    )
+    existing = [k for k in params if k not in inserted]
+    if not existing:
+        return
     stored = dict(
         session.execute(
             select(RunParam.key, RunParam.value).where(
-                RunParam.run_id == run.id, among(session, RunParam.key, list(params))
+                RunParam.run_id == run.id, among(session, RunParam.key, existing)
             )
         ).all()
     )
-    for key, value in params.items():
-        if key in stored and stored[key] != value:
+    for key in existing:
+        if stored[key] != params[key]:
             raise Conflict(
                 f"param {key!r} of run {run.id} is already {_clip(stored[key])!r}; params "
-                f"cannot change (got {_clip(value)!r}). Use a tag or a metric for values "
-                "that change.",
+                f"cannot change (got {_clip(params[key])!r}). Use a tag or a metric for "
+                "values that change.",
                 field=f"params.{key}",
             )
-    fresh = [(run.id, k, v) for k, v in params.items() if k not in stored]
-    insert_many(session, RunParam.__table__, ["run_id", "key", "value"], fresh)
 
 
 def _clip(value: str) -> str:
@@ -478,21 +499,26 @@ def _update_latest(session: Session, run_id: str, table: pa.Table) -> dict[str, 
     newer = (excluded.step > LatestMetric.step) | (
         (excluded.step == LatestMetric.step) & (excluded.timestamp >= LatestMetric.timestamp)
     )
-    session.execute(
+    upserted = session.execute(
         statement.on_conflict_do_update(
             index_elements=[LatestMetric.run_id, LatestMetric.key],
             set_={"value": excluded.value, "step": excluded.step, "timestamp": excluded.timestamp},
             where=newer,
-        ),
+        ).returning(LatestMetric.key, LatestMetric.id),
         rows,
     )
-    found = session.execute(
-        select(LatestMetric.key, LatestMetric.id).where(
-            LatestMetric.run_id == run_id,
-            among(session, LatestMetric.key, [row["key"] for row in rows]),
+    series = {key: series_id for key, series_id in upserted}
+    # Keys whose stored point is newer were not touched, so not returned: look them up.
+    older = [row["key"] for row in rows if row["key"] not in series]
+    if older:
+        series.update(
+            session.execute(
+                select(LatestMetric.key, LatestMetric.id).where(
+                    LatestMetric.run_id == run_id, among(session, LatestMetric.key, older)
+                )
+            ).all()
         )
-    )
-    return {key: series for key, series in found}
+    return series
 
 
 def _insert_points(session: Session, table: pa.Table, series: dict[str, int]) -> None:
@@ -547,19 +573,18 @@ def log_batch(ctx: Context, project: str, ref: str, batch: LogBatch) -> schemas.
         _checked_metrics(batch.metrics)
         _insert_points(session, batch.metrics, _update_latest(session, run.id, batch.metrics))
     run.heartbeat_at = utcnow()
+    logged = None
     if batch.params or batch.tags or batch.points:
-        pctx.audit(
-            "run:log",
-            _resource(project, run),
-            detail={
-                "seq": batch.seq,
-                "points": batch.points,
-                "params": len(batch.params),
-                "tags": len(batch.tags),
-            },
-        )
+        logged = {
+            "seq": batch.seq,
+            "points": batch.points,
+            "params": len(batch.params),
+            "tags": len(batch.tags),
+        }
     if batch.status is not None:
-        _end(pctx, run, batch.status, batch.end_time)
+        _end(pctx, run, batch.status, batch.end_time, logged=logged)
+    elif logged is not None:
+        pctx.audit("run:log", _resource(project, run), detail=logged)
     pctx.commit()
     return _log_result(run, batch, applied=True, points=batch.points)
 
