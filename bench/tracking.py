@@ -240,7 +240,7 @@ def main() -> None:
             Client(url=ghaf_server.url, token=token.token, timeout=600) as client,
         ):
             project = client.projects.create("bench").name
-            ghaf_log_points(client, project, 1000)  # warm both ends up, as MLflow's is
+            ghaf_log_points(client, project, 10_000)  # warm both ends up, as MLflow's is
             points_s, stored = ghaf_log_points(client, project, args.points)
             assert stored == args.points, stored
             call_us = ghaf_call_cost(client, project, args.points)

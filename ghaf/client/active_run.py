@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
@@ -81,6 +82,16 @@ def _provenance(where: str) -> dict[str, Any]:
     return provenance.capture(Path(where))
 
 
+@dataclass
+class _Points:
+    """Buffered points as columns (key codes, values, steps, timestamps in ms)."""
+
+    codes: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    stamps: list[int] = field(default_factory=list)
+
+
 def default_project(project: str | None) -> str:
     found = project or os.environ.get("GHAF_PROJECT")
     if not found:
@@ -117,12 +128,15 @@ class ActiveRun:
         self._owns_client = owns_client
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
-        self._points: list[tuple[str, float, int, int]] = []
+        self._points = _Points()
         self._params: dict[str, str] = {}
         self._pending_params: dict[str, str] = {}
         self._pending_tags: dict[str, str] = {}
         self._steps: dict[str, int] = {}
-        self._keys: set[str] = set()
+        # Metric keys as codes into one dictionary per run: the buffer holds small ints,
+        # and the batch's dictionary-encoded key column is built without hashing strings.
+        self._codes: dict[str, int] = {}
+        self._names: list[str] = []
         self._seq = 0
         self._errors: list[GhafError] = []
         self._ended = False
@@ -170,9 +184,11 @@ class ActiveRun:
     ) -> None:
         """Buffer one point. ``step`` defaults to the key's previous step + 1 (from 0);
         ``timestamp`` is milliseconds since the epoch (default: now)."""
-        if key not in self._keys:
+        code = self._codes.get(key)
+        if code is None:
             validate_key(key, kind="metric")
-            self._keys.add(key)
+            code = self._codes[key] = len(self._names)
+            self._names.append(key)
         if type(value) is not float:
             value = _number(key, value)
         if step is None:
@@ -180,17 +196,16 @@ class ActiveRun:
         elif type(step) is not int:
             step = _integer(key, step)
         self._steps[key] = step
-        point = (
-            key,
-            value,
-            step,
-            timestamp if timestamp is not None else time.time_ns() // 1_000_000,
-        )
+        stamp = timestamp if timestamp is not None else time.time_ns() // 1_000_000
         with self._lock:
             if self._ended:
                 raise InvalidInput(f"run {self.id} has ended; start a new run to log more")
-            self._points.append(point)
-            if len(self._points) >= BATCH_POINTS:
+            points = self._points
+            points.codes.append(code)
+            points.values.append(value)
+            points.steps.append(step)
+            points.stamps.append(stamp)
+            if len(points.codes) >= BATCH_POINTS:
                 self._wake.set()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -310,16 +325,18 @@ class ActiveRun:
 
     def _take(self, status: str | None) -> LogBatch | None:
         with self._lock:
-            points, self._points = self._points, []
+            points, self._points = self._points, _Points()
             params, self._pending_params = self._pending_params, {}
             tags, self._pending_tags = self._pending_tags, {}
-        if not (points or params or tags or status):
+            names = list(self._names)
+        if not (points.codes or params or tags or status):
             return None
         self._seq += 1
         table = batches.SCHEMA.empty_table()
-        if points:
-            keys, values, steps, stamps = zip(*points, strict=True)
-            table = batches.metrics_table(list(keys), list(values), list(steps), list(stamps))
+        if points.codes:
+            table = batches.coded_metrics_table(
+                points.codes, names, points.values, points.steps, points.stamps
+            )
         return LogBatch(metrics=table, params=params, tags=tags, seq=self._seq, status=status)
 
     def _send(self, status: str | None = None) -> None:

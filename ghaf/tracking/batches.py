@@ -61,10 +61,21 @@ def metrics_table(
     """Four equally long columns as a SCHEMA table."""
     codes: dict[str, int] = {}
     indices = [codes.setdefault(key, len(codes)) for key in keys]
+    return coded_metrics_table(indices, list(codes), values, steps, timestamps)
+
+
+def coded_metrics_table(
+    codes: list[int],
+    names: list[str],
+    values: list[float],
+    steps: list[int],
+    timestamps: list[int],
+) -> pa.Table:
+    """A SCHEMA table whose keys are ``names[code]`` (names may include unused keys)."""
     try:
         columns = [
             pa.DictionaryArray.from_arrays(
-                pa.array(indices, pa.int32()), pa.array(list(codes), pa.string())
+                pa.array(codes, pa.int32()), pa.array(names, pa.string())
             ),
             pa.array(values, pa.float64()),
             pa.array(steps, pa.int64()),

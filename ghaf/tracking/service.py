@@ -523,7 +523,8 @@ def _update_latest(session: Session, run_id: str, table: pa.Table) -> dict[str, 
 
 def _insert_points(session: Session, table: pa.Table, series: dict[str, int]) -> None:
     keys = table["key"].combine_chunks()
-    ids = np.array([series[k] for k in keys.dictionary.to_pylist()], dtype=np.int64)
+    # A dictionary may hold keys this batch does not use (-1: never indexed).
+    ids = np.array([series.get(k, -1) for k in keys.dictionary.to_pylist()], dtype=np.int64)
     series_ids = ids[keys.indices.to_numpy(zero_copy_only=False)]
     values = table["value"]
     # NaN is stored as NULL (see models); +-inf are stored as themselves.
