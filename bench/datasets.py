@@ -29,13 +29,13 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from _peers import ensure_peer, peer_venv
 from _report import case, print_report
 
 from ghaf.client import Client
@@ -44,9 +44,7 @@ from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess
 
 MB = 1 << 20
-ROOT = Path(__file__).resolve().parents[1]
-DVC_VENV = ROOT / ".bench" / "dvc"
-DVC = DVC_VENV / "bin" / "dvc"
+DVC = peer_venv("dvc") / "bin" / "dvc"
 CHANGED = 10
 ROUNDS = 3
 COOL_DOWN_S = 5.0
@@ -80,18 +78,6 @@ def raw_sha256(paths: list[Path]) -> tuple[float, list[str]]:
                 digest.update(piece)
         hashes.append(digest.hexdigest())
     return time.perf_counter() - start, hashes
-
-
-def ensure_dvc(*, install: bool) -> bool:
-    if DVC.exists():
-        return True
-    if not install:
-        return False
-    print(f"installing DVC into {DVC_VENV} (once)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(DVC_VENV)], check=True)
-    pip = [str(DVC_VENV / "bin" / "pip"), "install", "--quiet", "dvc"]
-    subprocess.run(pip, check=True)
-    return True
 
 
 class DvcRepo:
@@ -153,7 +139,7 @@ def main() -> None:
         args.files, args.file_kb, args.big_mb = 200, 4, 8
         global COOL_DOWN_S
         COOL_DOWN_S = 0.0
-    with_dvc = ensure_dvc(install=not args.quick)
+    with_dvc = ensure_peer("dvc", install=not args.quick)
     size = args.file_kb * 1024
     cases: list[dict[str, Any]] = []
     rounds = 1 if args.quick else ROUNDS

@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _peers import ensure_peer, peer_venv
 from _report import case, print_report
 
 import ghaf
@@ -46,22 +46,10 @@ from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess, free_port
 from ghaf.tracking.batches import LogBatch, metrics_table
 
-ROOT = Path(__file__).resolve().parents[1]
-MLFLOW_VENV = ROOT / ".bench" / "mlflow"
+MLFLOW_VENV = peer_venv("mlflow")
 MLFLOW_PYTHON = MLFLOW_VENV / "bin" / "python"
 DRIVER = Path(__file__).with_name("_mlflow_driver.py")
 NAN = float("nan")
-
-
-def ensure_mlflow(*, install: bool) -> bool:
-    if MLFLOW_PYTHON.exists():
-        return True
-    if not install:
-        return False
-    print(f"installing MLflow into {MLFLOW_VENV} (once)", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
-    subprocess.run([str(MLFLOW_VENV / "bin" / "pip"), "install", "--quiet", "mlflow"], check=True)
-    return True
 
 
 def mlflow(**command: Any) -> dict[str, Any]:
@@ -202,7 +190,7 @@ def main() -> None:
     if args.quick:
         args.points, args.search_runs, args.runs, args.artifact_mb = 2000, 100, 10, 2
         args.metric_calls = 20
-    with_mlflow = ensure_mlflow(install=not args.quick)
+    with_mlflow = ensure_peer("mlflow", install=not args.quick)
     peer = "MLflow" if with_mlflow else "MLflow (not installed)"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
