@@ -290,3 +290,39 @@ def s3_server() -> Iterator[S3Server]:
     server.start()
     yield S3Server(f"http://127.0.0.1:{port}")
     server.stop()
+
+
+@dataclass
+class TrainedModel:
+    """A small fitted scikit-learn classifier, saved with skops, and its data."""
+
+    path: Path
+    model: object
+    X: object
+    y: object
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    import skops.io as sio
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = make_classification(n_samples=300, n_features=4, n_informative=3, n_redundant=1, random_state=0)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    path = tmp_path_factory.mktemp("models") / "model.skops"
+    sio.dump(model, path)
+    return TrainedModel(path, model, X, y)
+
+
+@pytest.fixture
+def reviewer(
+    project: str, member_in: Callable[[str, str], tuple[str, Client]]
+) -> tuple[str, Client]:
+    """A maintainer of ``project``: holds model:approve, did not register anything."""
+    return member_in(project, "maintainer")
+
+
+def audited(client: Client, project: str, action: str) -> list:
+    """The project's audit events of one action, oldest first."""
+    return [e for e in client.audit.list(project=project) if e.action == action]

@@ -8,7 +8,8 @@ active run (or to a new run in ``experiment`` when none is active):
   searches such as ``GridSearchCV``, ``cv_best_score`` and the ``best_*`` params;
 - the fitted model as ``model/model.skops`` (skops, a format that loads without running
   pickled code; see the model registry) and its input and output signature as
-  ``model/signature.json``.
+  ``model/signature.json``, and the first rows of its input as ``model/sample.npz``
+  (what the model registry predicts to check the model when it is registered).
 
 Each later ``score(X, y)`` on that estimator logs ``validation_score``. Fits nested
 inside another fit (pipeline steps, cross-validation folds) are not logged separately.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ghaf.client.active_run import ActiveRun, active_run, start_run
+from ghaf.core.errors import GhafError
 from ghaf.tracking.schemas import MAX_PARAM_VALUE
 
 log = logging.getLogger("ghaf.client")
@@ -154,7 +156,7 @@ def _log_fit(run: ActiveRun, estimator: Any, X: Any, y: Any) -> None:
     if hasattr(estimator, "predict"):
         signature["outputs"] = _signature(estimator.predict(_head(X)))
     if _config.get("log_models", True):
-        _log_model(run, estimator, signature)
+        _log_model(run, estimator, signature, _head(X))
 
 
 def _head(X: Any, rows: int = 5) -> Any:
@@ -171,8 +173,10 @@ def _signature(data: Any) -> list[dict[str, Any]]:
     return [{"name": None, "dtype": str(array.dtype), "shape": [-1, *array.shape[1:]]}]
 
 
-def _log_model(run: ActiveRun, estimator: Any, signature: dict[str, Any]) -> None:
+def _log_model(run: ActiveRun, estimator: Any, signature: dict[str, Any], head: Any) -> None:
     import skops.io as sio
+
+    from ghaf.registry import tensors
 
     with tempfile.TemporaryDirectory() as folder:
         model = Path(folder) / "model.skops"
@@ -181,3 +185,10 @@ def _log_model(run: ActiveRun, estimator: Any, signature: dict[str, Any]) -> Non
         described = Path(folder) / "signature.json"
         described.write_text(json.dumps(signature, indent=2))
         run.log_artifact(described, path="model/signature.json")
+        try:  # the registry predicts this sample when the model is registered
+            sample = tensors.to_npz(tensors.from_user(head))
+        except GhafError:
+            return  # e.g. object columns: the registry then needs an explicit sample
+        rows = Path(folder) / "sample.npz"
+        rows.write_bytes(sample)
+        run.log_artifact(rows, path="model/sample.npz")

@@ -24,8 +24,15 @@ from ghaf.client.files import (
     read_file,
     write_verified,
 )
+from ghaf.client.registry import Models
 from ghaf.client.tracking import Experiments, Runs
-from ghaf.core.errors import GhafError, IntegrityFailure, Unavailable, error_from_problem
+from ghaf.core.errors import (
+    GhafError,
+    IntegrityFailure,
+    NotFound,
+    Unavailable,
+    error_from_problem,
+)
 from ghaf.projects.schemas import MemberOut, ProjectOut
 from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
 from ghaf.security.schemas import GroupOut, PrincipalOut, TokenCreated, TokenOut, WhoAmI
@@ -78,6 +85,7 @@ class Client:
         self.datasets = Datasets(self)
         self.experiments = Experiments(self)
         self.runs = Runs(self)
+        self.models = Models(self)
 
     @staticmethod
     def login(url: str, name: str, password: str, *, timeout: float = 30.0) -> TokenCreated:
@@ -511,6 +519,25 @@ class Artifacts(_Resource):
                 f"the server sent {frames.count} of {len(wanted)} contents: the response "
                 "was cut short"
             )
+
+    def put_blob(self, project: str, source: str | Path | bytes) -> tuple[str, int]:
+        """Store content addressed only by its SHA-256 (sent only if the project lacks
+        it); returns (sha256, size) for the domain that will name it."""
+        if isinstance(source, bytes):
+            digest, size = hashlib.sha256(source).hexdigest(), len(source)
+        else:
+            local = Path(source)
+            if not local.is_file():
+                raise NotFound(f"{local} is not a file", field="path")
+            digest, size = file_sha256(local), local.stat().st_size
+        if digest not in self.present(project, [digest]):
+            self._client.request(
+                "PUT",
+                f"{API}/projects/{project}/blobs/{digest}",
+                content=source if isinstance(source, bytes) else read_file(Path(source)),
+                headers={"X-Ghaf-SHA256": digest, "Content-Type": "application/octet-stream"},
+            )
+        return digest, size
 
     def blob_pieces(self, project: str, sha256: str) -> Iterator[bytes]:
         """Content by SHA-256, streamed in 1 MiB pieces (unchecked: see write_verified)."""

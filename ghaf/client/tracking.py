@@ -7,14 +7,13 @@ the background; these are the direct, synchronous calls it is built on.
 from __future__ import annotations
 
 import builtins
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghaf.client import spool
-from ghaf.client.files import file_sha256, read_file, write_verified
+from ghaf.client.files import file_sha256, write_verified
 from ghaf.core.errors import GhafError, IntegrityFailure, InvalidInput, NotFound
 from ghaf.tracking import batches
 from ghaf.tracking.batches import LogBatch
@@ -254,23 +253,10 @@ class Runs:
         """Upload a file (or bytes, which need ``path``) as the run's artifact ``path``
         (default: the file's name). Stored encrypted; content the project holds is not
         sent again."""
-        if isinstance(source, bytes):
-            if path is None:
-                raise InvalidInput("path is required when logging bytes", field="path")
-            digest, size = hashlib.sha256(source).hexdigest(), len(source)
-        else:
-            local = Path(source)
-            if not local.is_file():
-                raise NotFound(f"{local} is not a file", field="source")
-            digest, size = file_sha256(local), local.stat().st_size
+        if isinstance(source, bytes) and path is None:
+            raise InvalidInput("path is required when logging bytes", field="path")
+        digest, size = self._client.artifacts.put_blob(project, source)
         target = path or Path(str(source)).name
-        if digest not in self._client.artifacts.present(project, [digest]):
-            self._client.request(
-                "PUT",
-                f"{API}/projects/{project}/blobs/{digest}",
-                content=source if isinstance(source, bytes) else read_file(source),
-                headers={"X-Ghaf-SHA256": digest, "Content-Type": "application/octet-stream"},
-            )
         return self._client._model(
             RunArtifactOut,
             "POST",

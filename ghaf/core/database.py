@@ -39,6 +39,7 @@ def _import_all_models() -> None:
     """Register every domain's tables on ``Base.metadata`` (for migrations and checks)."""
     import ghaf.datasets.models
     import ghaf.projects.models
+    import ghaf.registry.models
     import ghaf.security.audit.models
     import ghaf.security.models
     import ghaf.storage.models

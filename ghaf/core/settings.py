@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     s3_region: str | None = Field(default=None, description="S3 API region name.")
     s3_access_key_id: str | None = Field(default=None, description="S3 access key id.")
     s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    model_check_timeout_s: float = Field(
+        default=120,
+        gt=0,
+        description="Wall-clock limit for loading and predicting a model in the checker "
+        "child process (registration, latency gates, evaluation gates).",
+    )
     run_heartbeat_timeout_s: float = Field(
         default=120,
         ge=1,

@@ -16,6 +16,7 @@ from ghaf.core.settings import Settings
 from ghaf.datasets.api import router as datasets_router
 from ghaf.projects.api import router as projects_router
 from ghaf.projects.service import purge_projects
+from ghaf.registry.api import router as registry_router
 from ghaf.security.api import router as security_router
 from ghaf.security.audit.api import router as audit_router
 from ghaf.server import health, problems
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         storage_router,
         datasets_router,
         tracking_router,
+        registry_router,
         security_router,
         audit_router,
     ):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -431,6 +431,39 @@ def present_blobs(ctx: Context, project: str, hashes: list[str]) -> schemas.Blob
     return schemas.BlobPresence(
         present=sorted(present), missing=[h for h in wanted if h not in present]
     )
+
+
+def store_content(pctx: Context, store: Store, data: bytes) -> Blob:
+    """Content ghaf made itself (a converted model), stored encrypted in ``pctx``'s
+    project within the caller's transaction; the object is removed if that fails."""
+    assert pctx.project is not None
+    project_id = pctx.project.id
+    _check_residency(pctx, store, "blob/generated")
+    existing = _blob_by_hash(pctx, project_id, hashlib.sha256(data).hexdigest())
+    if existing is not None:
+        return existing
+    handle = store.start_upload(project_id=project_id)
+    try:
+        handle.write(data)
+        handle.finish()
+        handle.commit()
+        assert handle.sha256 is not None
+        blob = Blob(
+            **_blob_row(
+                store, project_id, handle, Member(handle.sha256, 0, handle.size), handle.object_id
+            )
+        )
+        pctx.session.add(blob)
+        pctx.session.flush()
+    except BaseException:
+        store.backend.delete(handle.key)
+        raise
+    return blob
+
+
+def read_content(store: Store, blob: Blob) -> Iterator[bytes]:
+    """The plaintext of ``blob``, authenticated chunk by chunk (callers authorised it)."""
+    return store.read(_slice(blob), data_key=_data_key(store, blob))
 
 
 @dataclass(frozen=True)

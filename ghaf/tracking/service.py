@@ -317,6 +317,22 @@ def get_run(ctx: Context, project: str, ref: str) -> schemas.RunOut:
     return _one_out(pctx, _run(pctx, ref))
 
 
+def find_run(pctx: Context, ref: str) -> schemas.RunOut:
+    """For domains above (the registry): a run of ``pctx``'s project with its latest
+    metrics and inputs. Needs ``run:read``."""
+    assert pctx.project is not None
+    pctx.require("run:read", resource=f"project/{pctx.project.name}/run/{ref}")
+    return _one_out(pctx, _run(pctx, ref))
+
+
+def find_artifact(pctx: Context, run_id: str, path: str) -> RunArtifact:
+    """For domains above: the run's artifact at ``path`` (its blob names the bytes)."""
+    artifact = pctx.session.get(RunArtifact, (run_id, normalise_path(path)))
+    if artifact is None:
+        raise NotFound(f"run {run_id} has no artifact {path!r}", field="artifact")
+    return artifact
+
+
 def _end(
     pctx: Context,
     run: Run,

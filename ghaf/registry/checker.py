@@ -1,0 +1,159 @@
+"""The child process that loads and runs a model: ``python -I -m ghaf.registry.checker``.
+
+The server never loads a model file itself. It writes the file and a job to a temporary
+folder and runs this module in a fresh interpreter (isolated mode, an environment without
+ghaf's settings or secrets, CPU and file-size limits, a wall-clock timeout; see
+ghaf/registry/sandbox.py). A job is one JSON object on stdin; the answer is one JSON
+object on stdout.
+
+Jobs: ``check`` (load, predict the sample, describe the outputs, optionally convert to
+ONNX), ``latency`` (predict the sample N times) and ``evaluate`` (metrics on a table).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ghaf.core.errors import GhafError
+from ghaf.registry import tensors
+from ghaf.registry.formats import Trust, get
+
+
+def _trust(job: dict[str, Any]) -> Trust:
+    return Trust(
+        skops_types=tuple(job.get("skops_types", ())),
+        pickle_globals=tuple(job.get("pickle_globals", ())),
+    )
+
+
+def _load(job: dict[str, Any]) -> tuple[Any, Any, float]:
+    started = time.perf_counter()
+    fmt = get(job["format"])
+    model = fmt.load(Path(job["model"]), trust=_trust(job))
+    return fmt, model, (time.perf_counter() - started) * 1000
+
+
+def check(job: dict[str, Any]) -> dict[str, Any]:
+    fmt, model, load_ms = _load(job)
+    sample = tensors.from_npz(Path(job["sample"]).read_bytes())
+    started = time.perf_counter()
+    outputs = fmt.predict(model, sample)
+    predict_ms = (time.perf_counter() - started) * 1000
+    answer: dict[str, Any] = {
+        "load_ms": round(load_ms, 3),
+        "predict_ms": round(predict_ms, 3),
+        "outputs": tensors.infer(outputs),
+        "rows": int(next(iter(sample.values())).shape[0]) if sample else 0,
+    }
+    if job.get("convert_to"):
+        from ghaf.registry import convert
+        from ghaf.registry.formats.onnx import OnnxFormat
+
+        data = convert.to_onnx(job["format"], model, sample)
+        target = Path(job["convert_to"])
+        target.write_bytes(data)
+        onnx = OnnxFormat()
+        session = onnx.load(target, trust=Trust())
+        converted = onnx.predict(session, {"X": np.asarray(_features_only(sample))})
+        answer["conversion"] = convert.compare(outputs, converted)
+    return answer
+
+
+def _features_only(sample: dict[str, Any]) -> Any:
+    from ghaf.registry.formats import tabular
+
+    return np.asarray(tabular(sample)).astype(np.float32)
+
+
+def latency(job: dict[str, Any]) -> dict[str, Any]:
+    fmt, model, _ = _load(job)
+    sample = tensors.from_npz(Path(job["sample"]).read_bytes())
+    fmt.predict(model, sample)  # warm-up, not measured
+    times = []
+    for _ in range(int(job["repeats"])):
+        started = time.perf_counter()
+        fmt.predict(model, sample)
+        times.append((time.perf_counter() - started) * 1000)
+    values = np.asarray(times)
+    return {f"p{p}": float(np.percentile(values, p)) for p in (50, 95, 99)} | {
+        "repeats": len(times)
+    }
+
+
+_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "mae", "mse", "rmse")
+
+
+def evaluate(job: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+    from sklearn import metrics
+
+    fmt, model, _ = _load(job)
+    table = pq.read_table(job["data"])
+    target = job["target"]
+    if target not in table.column_names:
+        raise KeyError(f"the table has no column {target!r}; it has {table.column_names}")
+    inputs = job["inputs"]
+    names = [spec["name"] for spec in inputs]
+    if len(inputs) == 1 and len(inputs[0]["shape"]) == 2:
+        columns = [c for c in table.column_names if c != target]
+        if inputs[0]["name"] in table.column_names:
+            columns = [inputs[0]["name"]]
+        features = {names[0]: np.column_stack([table.column(c).to_numpy() for c in columns])}
+    else:
+        missing = [n for n in names if n not in table.column_names]
+        if missing:
+            raise KeyError(f"the table lacks input column(s) {missing}")
+        features = {n: table.column(n).to_numpy() for n in names}
+    truth = table.column(target).to_numpy()
+    outputs = fmt.predict(model, features)
+    predicted = outputs["predictions"]
+    scores = outputs.get("probabilities")
+    values: dict[str, float] = {}
+    for name in job["metrics"]:
+        if name == "accuracy":
+            values[name] = metrics.accuracy_score(truth, predicted)
+        elif name in ("precision", "recall", "f1"):
+            scorer = {"precision": metrics.precision_score, "recall": metrics.recall_score,
+                      "f1": metrics.f1_score}[name]  # fmt: skip
+            average = "binary" if len(np.unique(truth)) <= 2 else "macro"
+            values[name] = scorer(truth, predicted, average=average, zero_division=0)
+        elif name == "roc_auc":
+            score = predicted if scores is None else scores[:, 1] if scores.ndim == 2 else scores
+            values[name] = metrics.roc_auc_score(truth, score)
+        elif name == "r2":
+            values[name] = metrics.r2_score(truth, predicted)
+        elif name == "mae":
+            values[name] = metrics.mean_absolute_error(truth, predicted)
+        elif name in ("mse", "rmse"):
+            mse = metrics.mean_squared_error(truth, predicted)
+            values[name] = mse if name == "mse" else float(np.sqrt(mse))
+    return {"metrics": {k: float(v) for k, v in values.items()}, "rows": int(truth.shape[0])}
+
+
+ACTIONS = {"check": check, "latency": latency, "evaluate": evaluate}
+METRICS = _METRICS
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.read())
+    try:
+        answer = {"ok": True} | ACTIONS[job["action"]](job)
+    except GhafError as exc:
+        answer = {"ok": False, "error": exc.detail}
+    except Exception as exc:  # the model's own failure: report it, never crash silently
+        last = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = f" (at {Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+        answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}{where}"}
+    sys.stdout.write(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

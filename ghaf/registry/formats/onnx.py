@@ -1,0 +1,128 @@
+"""ONNX models, run by onnxruntime. Weights stored as external data must stay inside the
+model's own folder: a path that climbs out of it (or is absolute) could read any file on
+the server (the CVE class fixed in onnx 1.16/1.21)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+
+from ghaf.core.errors import InvalidInput
+from ghaf.registry.formats import Arrays, Inspection, ModelFormat, Trust, UnsafeModel
+
+# ONNX TensorProto element types to numpy names (the ones models use as inputs).
+_ELEMENT_TYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    8: "str",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    12: "uint32",
+    13: "uint64",
+}
+
+
+def _outside(location: str) -> bool:
+    for flavour in (PurePosixPath(location), PureWindowsPath(location)):
+        if flavour.is_absolute() or flavour.drive or ".." in flavour.parts:
+            return True
+    return False
+
+
+def _value_specs(values: Any) -> list[dict[str, Any]]:
+    specs = []
+    for value in values:
+        tensor = value.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        specs.append(
+            {
+                "name": value.name,
+                "dtype": _ELEMENT_TYPES.get(tensor.elem_type, str(tensor.elem_type)),
+                "shape": shape,
+            }
+        )
+    return specs
+
+
+class OnnxFormat(ModelFormat):
+    name = "onnx"
+
+    def sniff(self, head: bytes, filename: str) -> bool:
+        return filename.lower().endswith(".onnx")
+
+    def inspect(self, path: Path, *, trust: Trust) -> Inspection:
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf raises several types for corrupt bytes
+            raise InvalidInput(f"not a valid ONNX model: {exc}", field="path") from None
+        for tensor in _get_all_tensors(model):
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if _outside(location):
+                raise UnsafeModel(
+                    f"ONNX tensor {tensor.name!r} reads external data from {location!r}, "
+                    "outside the model's own folder; refused",
+                    field="path",
+                )
+            raise InvalidInput(
+                f"ONNX tensor {tensor.name!r} keeps its weights in a separate file "
+                f"({location!r}); register a single-file model (onnx.save with "
+                "save_as_external_data=False)",
+                field="path",
+            )
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as exc:
+            raise InvalidInput(f"ONNX model fails onnx.checker: {exc}", field="path") from None
+        graph = model.graph
+        initialisers = {init.name for init in graph.initializer}
+        return Inspection(
+            details={
+                "ir_version": model.ir_version,
+                "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+                "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            },
+            inputs=_value_specs(i for i in graph.input if i.name not in initialisers),
+            outputs=_value_specs(graph.output),
+        )
+
+    def load(self, path: Path, *, trust: Trust) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
+        feeds = {}
+        for spec in model.get_inputs():
+            if spec.name in inputs:
+                value = inputs[spec.name]
+            elif len(inputs) == 1 and len(model.get_inputs()) == 1:
+                value = next(iter(inputs.values()))
+            else:
+                raise InvalidInput(f"the model needs input {spec.name!r}", field="sample")
+            if spec.type == "tensor(float)":
+                value = value.astype(np.float32)
+            elif spec.type == "tensor(double)":
+                value = value.astype(np.float64)
+            feeds[spec.name] = value
+        names = [o.name for o in model.get_outputs()]
+        results = model.run(names, feeds)
+        return {
+            name: np.asarray(result)
+            for name, result in zip(names, results, strict=True)
+            if isinstance(result, np.ndarray)
+        }

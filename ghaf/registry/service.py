@@ -1,0 +1,1104 @@
+"""Registry logic: models, versions, aliases, reviews (four-eyes), cards, lineage, the
+registry policy and gate results. The one place that writes registry tables.
+
+Registering a version and checking gates run the model in a child process, which takes
+seconds, so they come in phases that hold no transaction while the model runs:
+``plan_version`` -> :func:`ghaf.registry.checks.check` -> ``commit_version``, and
+``plan_gates`` -> :func:`ghaf.registry.gates.evaluate` -> ``record_gates``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ghaf.core.clock import as_utc, utcnow
+from ghaf.core.database import dialect_insert, insert_unique
+from ghaf.core.errors import Conflict, GhafError, InvalidInput, NotFound, PermissionDenied
+from ghaf.core.names import validate_name
+from ghaf.core.paging import paginate
+from ghaf.datasets import service as datasets
+from ghaf.datasets.models import Dataset, DatasetVersion, DatasetVersionConsumer
+from ghaf.registry import cards, gates, schemas
+from ghaf.registry import policy as policies
+from ghaf.registry.checks import Candidate, Checked
+from ghaf.registry.formats import Trust
+from ghaf.registry.models import (
+    APPROVE,
+    APPROVED,
+    ARCHIVED,
+    PENDING,
+    REJECT,
+    REJECTED,
+    REQUEST,
+    ModelAlias,
+    ModelVersion,
+    RegisteredModel,
+    RegistryPolicy,
+    VersionReview,
+)
+from ghaf.security.context import Context
+from ghaf.storage import references
+from ghaf.storage import service as storage
+from ghaf.storage.models import Blob
+from ghaf.storage.store import Store
+from ghaf.tracking import service as tracking
+
+MAX_SAMPLE_BYTES = 4 * 1024 * 1024
+_VERSION = re.compile(r"[1-9][0-9]{0,8}")
+
+
+@references.register
+def _names_blob(session: Session, blob_id: str) -> bool:
+    found = session.scalar(
+        select(ModelVersion.id)
+        .where((ModelVersion.blob_id == blob_id) | (ModelVersion.onnx_blob_id == blob_id))
+        .limit(1)
+    )
+    return found is not None
+
+
+# --- references: name, name@alias, name version ---------------------------------------
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``churn@champion`` -> ("churn", "@champion"); ``churn`` -> ("churn", None)."""
+    name, at, alias = ref.partition("@")
+    return name, (f"@{alias}" if at else None)
+
+
+def _resource(project: str, name: str, version: int | str | None = None) -> str:
+    base = f"project/{project}/model/{name}"
+    return base if version is None else f"{base}/version/{version}"
+
+
+def _model(pctx: Context, name: str) -> RegisteredModel:
+    assert pctx.project is not None
+    validate_name(name, field="model")
+    found = pctx.session.scalar(
+        select(RegisteredModel).where(
+            RegisteredModel.project_id == pctx.project.id, RegisteredModel.name == name
+        )
+    )
+    if found is None:
+        raise NotFound(f"project {pctx.project.name!r} has no model {name!r}", field="model")
+    return found
+
+
+def _version(pctx: Context, model: RegisteredModel, ref: str) -> ModelVersion:
+    """A version by number, ``latest``, or alias (``@champion`` or ``champion``)."""
+    ref = str(ref).strip()
+    statement = select(ModelVersion).where(ModelVersion.model_id == model.id)
+    if _VERSION.fullmatch(ref):
+        found = pctx.session.scalar(statement.where(ModelVersion.version == int(ref)))
+        what = f"version {ref}"
+    elif ref == "latest":
+        found = pctx.session.scalar(statement.order_by(ModelVersion.version.desc()).limit(1))
+        what = "any version"
+    else:
+        alias = ref.removeprefix("@")
+        validate_name(alias, field="alias")
+        found = pctx.session.scalar(
+            statement.join(ModelAlias, ModelAlias.version_id == ModelVersion.id).where(
+                ModelAlias.model_id == model.id, ModelAlias.alias == alias
+            )
+        )
+        what = f"alias {alias!r}"
+    if found is None:
+        raise NotFound(f"model {model.name!r} has no {what}", field="version")
+    return found
+
+
+# --- policy ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: policies.Policy
+    text: str
+    sha256: str
+    row: RegistryPolicy | None
+
+
+def _policy(pctx: Context) -> LoadedPolicy:
+    assert pctx.project is not None
+    row = pctx.session.get(RegistryPolicy, pctx.project.id)
+    text = row.text if row is not None else ""
+    return LoadedPolicy(
+        policies.parse(text) if text else policies.DEFAULT,
+        text,
+        hashlib.sha256(text.encode()).hexdigest(),
+        row,
+    )
+
+
+def _policy_out(project: str, loaded: LoadedPolicy) -> schemas.PolicyOut:
+    row = loaded.row
+    return schemas.PolicyOut(
+        project=project,
+        text=loaded.text,
+        policy=loaded.policy.model_dump(mode="json"),
+        sha256=loaded.sha256,
+        updated_at=as_utc(row.updated_at) if row else None,
+        updated_by=row.updated_by if row else None,
+    )
+
+
+def get_policy(ctx: Context, project: str) -> schemas.PolicyOut:
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=f"project/{project}/model-policy")
+    return _policy_out(project, _policy(pctx))
+
+
+def set_policy(ctx: Context, project: str, request: schemas.PolicyIn) -> schemas.PolicyOut:
+    """Replace the project's registry policy (validated first; needs ``policy:write``)."""
+    pctx = ctx.in_project(project)
+    pctx.require("policy:write", resource=f"project/{project}/model-policy")
+    assert pctx.project is not None
+    parsed = policies.parse(request.text)
+    row = pctx.session.get(RegistryPolicy, pctx.project.id)
+    if row is None:
+        row = RegistryPolicy(project_id=pctx.project.id, text=request.text)
+        pctx.session.add(row)
+    row.text, row.updated_at, row.updated_by = request.text, utcnow(), pctx.actor
+    sha = hashlib.sha256(request.text.encode()).hexdigest()
+    pctx.audit(
+        "model:policy",
+        f"project/{project}/model-policy",
+        detail={"sha256": sha, "policy": parsed.model_dump(mode="json")},
+    )
+    pctx.commit()
+    return _policy_out(project, LoadedPolicy(parsed, request.text, sha, row))
+
+
+def _trust(policy: policies.Policy) -> Trust:
+    return Trust(skops_types=tuple(policy.trusted_types), pickle_globals=tuple(policy.pickle_allow))
+
+
+# --- models ----------------------------------------------------------------------------
+
+
+def _aliases(session: Session, model_id: str) -> dict[str, int]:
+    rows = session.execute(
+        select(ModelAlias.alias, ModelVersion.version)
+        .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
+        .where(ModelAlias.model_id == model_id)
+        .order_by(ModelAlias.alias)
+    )
+    return {alias: version for alias, version in rows}
+
+
+def _model_out(pctx: Context, model: RegisteredModel, project: str) -> schemas.ModelOut:
+    latest = pctx.session.scalar(
+        select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+    )
+    return schemas.ModelOut(
+        name=model.name,
+        project=project,
+        description=model.description,
+        created_at=as_utc(model.created_at),
+        created_by=model.created_by,
+        latest_version=latest,
+        aliases=_aliases(pctx.session, model.id),
+    )
+
+
+def _new_model(pctx: Context, name: str, description: str) -> RegisteredModel:
+    assert pctx.project is not None
+    pctx.require("model:write", resource=_resource(pctx.project.name, name))
+    validate_name(name, field="name")
+    model = RegisteredModel(
+        project_id=pctx.project.id, name=name, description=description, created_by=pctx.actor
+    )
+    insert_unique(pctx.session, model, field="name", conflict=f"model {name!r} already exists")
+    pctx.audit("model:create", _resource(pctx.project.name, name))
+    return model
+
+
+def create_model(ctx: Context, project: str, request: schemas.ModelCreate) -> schemas.ModelOut:
+    pctx = ctx.in_project(project)
+    model = _new_model(pctx, request.name, request.description)
+    pctx.commit()
+    return _model_out(pctx, model, project)
+
+
+def list_models(
+    ctx: Context, project: str, *, limit: int, cursor: str | None
+) -> tuple[list[schemas.ModelOut], str | None]:
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=f"project/{project}/models")
+    assert pctx.project is not None
+    rows, next_cursor = paginate(
+        pctx.session,
+        select(RegisteredModel).where(RegisteredModel.project_id == pctx.project.id),
+        key=RegisteredModel.name,
+        limit=limit,
+        cursor=cursor,
+    )
+    return [_model_out(pctx, m, project) for m in rows], next_cursor
+
+
+def get_model(ctx: Context, project: str, name: str) -> schemas.ModelOut:
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name))
+    return _model_out(pctx, _model(pctx, name), project)
+
+
+def delete_model(ctx: Context, project: str, name: str) -> None:
+    """Delete a model with its versions and aliases (its files stay while other things
+    name them). Refused while a protected alias points at one of its versions."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:delete", resource=_resource(project, name))
+    model = _model(pctx, name)
+    protected = set(_policy(pctx).policy.protected_aliases) & set(_aliases(pctx.session, model.id))
+    if protected:
+        raise Conflict(
+            f"model {name!r} holds protected alias(es) {sorted(protected)}; remove them first",
+            field="model",
+        )
+    pctx.session.delete(model)
+    pctx.audit("model:delete", _resource(project, name))
+    pctx.commit()
+
+
+# --- versions: registration -----------------------------------------------------------
+
+
+@dataclass
+class VersionPlan:
+    project: str
+    model: str
+    blob_id: str
+    sha256: str
+    size: int
+    filename: str
+    source: str
+    run_id: str | None
+    candidate: Candidate
+    read: gates.Reader
+
+
+def _read_blob(store: Store, blob: Blob) -> gates.Reader:
+    return lambda: storage.read_content(store, blob)
+
+
+def plan_version(
+    ctx: Context, store: Store, project: str, name: str, request: schemas.VersionCreate
+) -> VersionPlan:
+    """Authorise a registration and find its bytes; nothing is written."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:write", resource=_resource(project, name))
+    validate_name(name, field="model")
+    assert pctx.project is not None
+    loaded = _policy(pctx)
+    sample_npz = None
+    run_id = None
+    if request.run is not None:
+        run = tracking.find_run(pctx, request.run.run)
+        run_id = run.id
+        artifact = tracking.find_artifact(pctx, run.id, request.run.artifact)
+        blob = pctx.session.get(Blob, artifact.blob_id)
+        filename, source = artifact.path.rsplit("/", 1)[-1], f"run {run.id}: {artifact.path}"
+        if request.sample is None:
+            sample_npz = _run_sample(pctx, store, run.id, artifact.path)
+    else:
+        assert request.file is not None
+        if request.link_run is not None:
+            run_id = tracking.find_run(pctx, request.link_run).id
+        blob = pctx.session.scalar(
+            select(Blob).where(
+                Blob.project_id == pctx.project.id, Blob.sha256 == request.file.sha256
+            )
+        )
+        if blob is None or blob.size != request.file.size:
+            raise NotFound(
+                f"project {project!r} holds no content {request.file.sha256} of "
+                f"{request.file.size} bytes; upload it (PUT .../blobs/{{sha256}}) first",
+                field="file.sha256",
+            )
+        filename, source = request.file.filename, f"upload: {request.file.filename}"
+    assert blob is not None
+    candidate = Candidate(
+        filename=filename,
+        trust=_trust(loaded.policy),
+        allow_pickle=loaded.policy.allow_pickle,
+        can_trust="model:trust" in pctx.permissions,
+        sample=request.sample,
+        sample_npz=sample_npz,
+        inputs=[t.model_dump() for t in request.inputs] if request.inputs else None,
+        outputs=[t.model_dump() for t in request.outputs] if request.outputs else None,
+        convert_onnx=request.convert_onnx,
+    )
+    return VersionPlan(
+        project, name, blob.id, blob.sha256, blob.size, filename, source, run_id, candidate,
+        _read_blob(store, blob),
+    )  # fmt: skip
+
+
+def _run_sample(pctx: Context, store: Store, run_id: str, model_path: str) -> bytes | None:
+    """The sample autolog saved beside the model (``model/sample.npz``), if any."""
+    folder = model_path.rsplit("/", 1)[0] if "/" in model_path else ""
+    try:
+        artifact = tracking.find_artifact(pctx, run_id, f"{folder}/sample.npz".lstrip("/"))
+    except NotFound:
+        return None
+    blob = pctx.session.get(Blob, artifact.blob_id)
+    if blob is None or blob.size > MAX_SAMPLE_BYTES:
+        return None
+    return b"".join(storage.read_content(store, blob))
+
+
+def refuse_version(ctx: Context, project: str, name: str, error: GhafError) -> None:
+    """Record a refused registration (unsafe file, failed check) in the audit trail,
+    then raise ``error``: attempts to slip in a malicious model are evidence."""
+    pctx = ctx.in_project(project)
+    pctx.deny("model:register", _resource(project, name), error)
+
+
+def commit_version(
+    ctx: Context,
+    store: Store,
+    plan: VersionPlan,
+    checked: Checked,
+    request: schemas.VersionCreate,
+) -> schemas.VersionOut:
+    pctx = ctx.in_project(plan.project)
+    pctx.require("model:write", resource=_resource(plan.project, plan.model))
+    assert pctx.project is not None
+    try:
+        model = _model(pctx, plan.model)
+    except NotFound:
+        model = _new_model(pctx, plan.model, "")
+    card = request.card or cards.ModelCard()
+    card = card.model_copy(update={"training_data": _training_data(pctx, card.training_data)})
+    onnx_blob = storage.store_content(pctx, store, checked.onnx) if checked.onnx else None
+    checks = dict(checked.checks)
+    if onnx_blob is not None:
+        checks["conversion"] = checks.get("conversion", {}) | {
+            "sha256": onnx_blob.sha256,
+            "size": onnx_blob.size,
+        }
+    number = (
+        pctx.session.scalar(
+            select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
+        )
+        or 0
+    ) + 1
+    version = ModelVersion(
+        model_id=model.id,
+        version=number,
+        status=PENDING,
+        description=request.description,
+        tags=request.tags,
+        format=checked.format,
+        filename=plan.filename,
+        size=plan.size,
+        sha256=plan.sha256,
+        blob_id=plan.blob_id,
+        onnx_blob_id=onnx_blob.id if onnx_blob else None,
+        run_id=plan.run_id,
+        source=plan.source,
+        inputs=checked.inputs,
+        outputs=checked.outputs,
+        sample=checked.sample_npz,
+        checks=checks,
+        card=card.model_dump(mode="json"),
+        created_by=pctx.actor,
+        created_by_id=pctx.caller.principal_id if pctx.caller else None,
+    )
+    insert_unique(
+        pctx.session,
+        version,
+        field="version",
+        conflict=f"another version of {plan.model!r} was registered at the same time; retry",
+    )
+    _record_lineage(pctx, version, card)
+    pctx.audit(
+        "model:register",
+        _resource(plan.project, plan.model, number),
+        detail={
+            "format": checked.format,
+            "sha256": plan.sha256,
+            "size": plan.size,
+            "source": plan.source,
+            "run": plan.run_id,
+            "onnx": onnx_blob.sha256 if onnx_blob else None,
+            "pickle_scan": checks.get("format", {}).get("scan"),
+        },
+    )
+    pctx.commit()
+    return _version_out(pctx, model, version)
+
+
+def _training_data(pctx: Context, refs: list[str]) -> list[str]:
+    """``customers`` or ``customers@3`` -> ``customers@3`` (the version must exist)."""
+    assert pctx.project is not None
+    resolved = []
+    for ref in refs:
+        name, _, version = ref.partition("@")
+        found = datasets.get_version(pctx, pctx.project.name, name, version or "latest")
+        resolved.append(f"{name}@{found.version}")
+    return resolved
+
+
+def _record_lineage(pctx: Context, version: ModelVersion, card: cards.ModelCard) -> None:
+    """The datasets the version learnt from (its run's inputs and its card's training
+    data) list it as a consumer, so lineage reads both ways."""
+    seen: set[tuple[str, str]] = set()
+    if version.run_id is not None:
+        for name, number in datasets.consumed_by(pctx.session, "run", [version.run_id]).get(
+            version.run_id, []
+        ):
+            seen.add((name, str(number)))
+    for ref in card.training_data:
+        name, _, number = ref.partition("@")
+        seen.add((name, number))
+    for name, number in sorted(seen):
+        datasets.record_consumer(pctx, name, number, kind="model", consumer_id=version.id)
+
+
+# --- versions: reading and changing ---------------------------------------------------
+
+
+def _approvals(session: Session, version_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count(func.distinct(VersionReview.principal_id))).where(
+                VersionReview.version_id == version_id, VersionReview.kind == APPROVE
+            )
+        )
+        or 0
+    )
+
+
+def _version_out(
+    pctx: Context,
+    model: RegisteredModel,
+    version: ModelVersion,
+    *,
+    policy: policies.Policy | None = None,
+) -> schemas.VersionOut:
+    assert pctx.project is not None
+    aliases = [
+        alias
+        for alias, number in _aliases(pctx.session, model.id).items()
+        if number == version.version
+    ]
+    conversion = version.checks.get("conversion")
+    onnx = (
+        schemas.Conversion.model_validate(conversion)
+        if conversion and version.onnx_blob_id
+        else None
+    )
+    required = (policy or _policy(pctx).policy).approvals.required
+    return schemas.VersionOut(
+        id=version.id,
+        project=pctx.project.name,
+        model=model.name,
+        version=version.version,
+        status=version.status,
+        description=version.description,
+        tags=version.tags,
+        format=version.format,
+        filename=version.filename,
+        size=version.size,
+        sha256=version.sha256,
+        run=version.run_id,
+        source=version.source,
+        inputs=version.inputs,
+        outputs=version.outputs,
+        checks=version.checks,
+        onnx=onnx,
+        card=cards.ModelCard.model_validate(version.card),
+        aliases=aliases,
+        approvals=_approvals(pctx.session, version.id),
+        approvals_required=required,
+        gates=version.gates,
+        created_at=as_utc(version.created_at),
+        created_by=version.created_by,
+        updated_at=as_utc(version.updated_at),
+    )
+
+
+def _find(pctx: Context, name: str, ref: str | None) -> tuple[RegisteredModel, ModelVersion]:
+    alias_name, alias = split_ref(name)
+    if alias is not None:
+        if ref not in (None, ""):
+            raise InvalidInput(f"give {name!r} or a version, not both", field="version")
+        name, ref = alias_name, alias
+    model = _model(pctx, name)
+    return model, _version(pctx, model, ref or "latest")
+
+
+def get_version(
+    ctx: Context, project: str, name: str, ref: str | None = None
+) -> schemas.VersionOut:
+    """A version by number, ``latest``, alias, or ``name@alias`` as ``name``."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    return _version_out(pctx, model, version)
+
+
+def list_versions(
+    ctx: Context, project: str, name: str, *, limit: int, cursor: str | None
+) -> tuple[list[schemas.VersionOut], str | None]:
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name))
+    model = _model(pctx, name)
+    policy = _policy(pctx).policy
+    rows, next_cursor = paginate(
+        pctx.session,
+        select(ModelVersion).where(ModelVersion.model_id == model.id),
+        key=ModelVersion.version,
+        limit=limit,
+        cursor=cursor,
+        descending=True,
+    )
+    return [_version_out(pctx, model, v, policy=policy) for v in rows], next_cursor
+
+
+def update_version(
+    ctx: Context, project: str, name: str, ref: str, request: schemas.VersionUpdate
+) -> schemas.VersionOut:
+    pctx = ctx.in_project(project)
+    pctx.require("model:write", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    changes: dict[str, Any] = {}
+    if request.description is not None:
+        version.description = changes["description"] = request.description
+    if request.tags is not None:
+        version.tags = changes["tags"] = dict(request.tags)
+    if request.status == ARCHIVED and version.status != ARCHIVED:
+        held = [a for a, n in _aliases(pctx.session, model.id).items() if n == version.version]
+        if held:
+            raise Conflict(
+                f"version {version.version} holds alias(es) {held}; move them first",
+                field="status",
+            )
+        changes["status"] = {"from": version.status, "to": ARCHIVED}
+        version.status = ARCHIVED
+    if changes:
+        version.updated_at = utcnow()
+        pctx.audit("model:update", _resource(project, name, version.version), detail=changes)
+        pctx.commit()
+    return _version_out(pctx, model, version)
+
+
+@dataclass(frozen=True)
+class Download:
+    filename: str
+    sha256: str
+    size: int
+    read: gates.Reader
+
+
+def open_version_file(
+    ctx: Context, store: Store, project: str, name: str, ref: str, *, onnx: bool = False
+) -> Download:
+    """The version's model file (or its ONNX conversion) to stream; needs model:read."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    blob_id = version.onnx_blob_id if onnx else version.blob_id
+    if blob_id is None:
+        raise NotFound(
+            f"version {version.version} of {name!r} has no ONNX conversion "
+            "(register with convert_onnx)",
+            field="onnx",
+        )
+    blob = pctx.session.get(Blob, blob_id)
+    assert blob is not None
+    filename = version.filename.rsplit(".", 1)[0] + ".onnx" if onnx else version.filename
+    pctx.audit(
+        "model:download",
+        _resource(project, model.name, version.version),
+        detail={"sha256": blob.sha256, "onnx": onnx},
+    )
+    pctx.commit()
+    return Download(filename, blob.sha256, blob.size, _read_blob(store, blob))
+
+
+# --- aliases ---------------------------------------------------------------------------
+
+
+def _gates_pass(version: ModelVersion, policy_sha: str) -> bool:
+    report = version.gates
+    return bool(report and report.get("passed") and report.get("policy_sha256") == policy_sha)
+
+
+def alias_needs_gates(ctx: Context, project: str, name: str, alias: str, number: int) -> bool:
+    """Would assigning ``alias`` need a gate check first (protected, none passing)?"""
+    pctx = ctx.in_project(project)
+    pctx.require("model:write", resource=_resource(project, name))
+    loaded = _policy(pctx)
+    if alias not in loaded.policy.protected_aliases or not loaded.policy.gates:
+        return False
+    version = _version(pctx, _model(pctx, name), str(number))
+    return version.status == APPROVED and not _gates_pass(version, loaded.sha256)
+
+
+def set_alias(
+    ctx: Context, project: str, name: str, alias: str, request: schemas.AliasSet
+) -> schemas.AliasOut:
+    """Point ``alias`` at a version of the same model, in one audited write. Protected
+    aliases need an approved version whose gates pass under the current policy."""
+    pctx = ctx.in_project(project)
+    validate_name(alias, field="alias")
+    if alias == "latest" or _VERSION.fullmatch(alias):
+        raise InvalidInput(f"{alias!r} cannot be an alias: it reads as a version", field="alias")
+    pctx.require("model:write", resource=_resource(project, name))
+    model = _model(pctx, name)
+    version = _version(pctx, model, str(request.version))
+    loaded = _policy(pctx)
+    if version.status in (REJECTED, ARCHIVED):
+        raise Conflict(
+            f"version {version.version} of {name!r} is {version.status}; an alias cannot "
+            "point at it",
+            field="version",
+        )
+    if alias in loaded.policy.protected_aliases:
+        if version.status != APPROVED:
+            raise Conflict(
+                f"alias {alias!r} is protected: version {version.version} is {version.status}, "
+                "and only an approved version may hold it (ghaf models approve)",
+                field="alias",
+            )
+        if loaded.policy.gates and not _gates_pass(version, loaded.sha256):
+            failed = [
+                r["rule"] for r in (version.gates or {}).get("results", []) if not r["passed"]
+            ]
+            why = f"these gates fail: {'; '.join(failed)}" if failed else "no passing gate check"
+            raise Conflict(
+                f"alias {alias!r} is protected: version {version.version} needs passing "
+                f"quality gates under the current policy ({why}; ghaf gate check "
+                f"{name} {version.version})",
+                field="alias",
+            )
+    previous = pctx.session.scalar(
+        select(ModelVersion.version)
+        .join(ModelAlias, ModelAlias.version_id == ModelVersion.id)
+        .where(ModelAlias.model_id == model.id, ModelAlias.alias == alias)
+    )
+    now = utcnow()
+    statement = dialect_insert(pctx.session, ModelAlias).values(
+        model_id=model.id, alias=alias, version_id=version.id, updated_at=now,
+        updated_by=pctx.actor,
+    )  # fmt: skip
+    pctx.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["model_id", "alias"],
+            set_={"version_id": version.id, "updated_at": now, "updated_by": pctx.actor},
+        )
+    )
+    pctx.audit(
+        "model:alias",
+        _resource(project, name),
+        detail={"alias": alias, "version": version.version, "previous": previous},
+    )
+    pctx.commit()
+    return schemas.AliasOut(
+        model=name, alias=alias, version=version.version, previous=previous,
+        updated_by=pctx.actor, updated_at=now,
+    )  # fmt: skip
+
+
+def delete_alias(ctx: Context, project: str, name: str, alias: str) -> None:
+    pctx = ctx.in_project(project)
+    pctx.require("model:write", resource=_resource(project, name))
+    model = _model(pctx, name)
+    row = pctx.session.get(ModelAlias, (model.id, alias))
+    if row is None:
+        raise NotFound(f"model {name!r} has no alias {alias!r}", field="alias")
+    pctx.session.delete(row)
+    pctx.audit("model:alias-delete", _resource(project, name), detail={"alias": alias})
+    pctx.commit()
+
+
+# --- reviews: four-eyes approval -------------------------------------------------------
+
+
+def _review_out(review: VersionReview) -> schemas.ReviewOut:
+    return schemas.ReviewOut(
+        kind=review.kind,
+        principal=review.principal,
+        comment=review.comment,
+        created_at=as_utc(review.created_at),
+    )
+
+
+def list_reviews(ctx: Context, project: str, name: str, ref: str) -> list[schemas.ReviewOut]:
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name, ref))
+    _, version = _find(pctx, name, ref)
+    return [
+        _review_out(r)
+        for r in pctx.session.scalars(
+            select(VersionReview)
+            .where(VersionReview.version_id == version.id)
+            .order_by(VersionReview.created_at, VersionReview.id)
+        )
+    ]
+
+
+def _add_review(pctx: Context, version: ModelVersion, kind: str, comment: str) -> None:
+    pctx.session.add(
+        VersionReview(
+            version_id=version.id,
+            kind=kind,
+            principal_id=pctx.caller.principal_id if pctx.caller else None,
+            principal=pctx.actor,
+            comment=comment,
+        )
+    )
+
+
+def request_approval(
+    ctx: Context, project: str, name: str, ref: str, request: schemas.ReviewCreate
+) -> schemas.VersionOut:
+    pctx = ctx.in_project(project)
+    pctx.require("model:write", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    if version.status != PENDING:
+        raise Conflict(
+            f"version {version.version} is {version.status}; only a pending version can "
+            "be put up for approval",
+            field="version",
+        )
+    _add_review(pctx, version, REQUEST, request.comment)
+    pctx.audit(
+        "model:request-approval",
+        _resource(project, name, version.version),
+        detail={"comment": request.comment},
+    )
+    pctx.commit()
+    return _version_out(pctx, model, version)
+
+
+def approve(
+    ctx: Context, project: str, name: str, ref: str, request: schemas.ReviewCreate
+) -> schemas.VersionOut:
+    """One approval by a holder of ``model:approve`` who did not register the version;
+    the version becomes approved when the policy's number of approvers is reached."""
+    pctx = ctx.in_project(project)
+    resource = _resource(project, name, ref)
+    pctx.require("model:approve", resource=resource)
+    model, version = _find(pctx, name, ref)
+    resource = _resource(project, name, version.version)
+    caller_id = pctx.caller.principal_id if pctx.caller else None
+    if caller_id is not None and caller_id == version.created_by_id:
+        pctx.deny(
+            "model:approve",
+            resource,
+            PermissionDenied(
+                f"four-eyes rule: you registered version {version.version} of {name!r}, so "
+                "another principal holding model:approve must approve it",
+                permission="model:approve",
+            ),
+        )
+    if version.status != PENDING:
+        raise Conflict(
+            f"version {version.version} is {version.status}; only a pending version can be "
+            "approved",
+            field="version",
+        )
+    already = pctx.session.scalar(
+        select(VersionReview.id).where(
+            VersionReview.version_id == version.id,
+            VersionReview.kind == APPROVE,
+            VersionReview.principal_id == caller_id,
+        )
+    )
+    if already is not None:
+        raise Conflict(f"you already approved version {version.version}", field="version")
+    policy = _policy(pctx).policy
+    gaps = cards.missing(cards.ModelCard.model_validate(version.card), policy.card.required)
+    if gaps:
+        raise Conflict(
+            f"the model card of version {version.version} lacks required field(s) "
+            f"{', '.join(gaps)} (ghaf models card {name} {version.version} --set ...)",
+            field="card",
+        )
+    _add_review(pctx, version, APPROVE, request.comment)
+    pctx.session.flush()
+    count = _approvals(pctx.session, version.id)
+    if count >= policy.approvals.required:
+        version.status = APPROVED
+        version.updated_at = utcnow()
+    pctx.audit(
+        "model:approve",
+        resource,
+        detail={
+            "comment": request.comment,
+            "approvals": count,
+            "required": policy.approvals.required,
+            "status": version.status,
+        },
+    )
+    pctx.commit()
+    return _version_out(pctx, model, version, policy=policy)
+
+
+def reject(
+    ctx: Context, project: str, name: str, ref: str, request: schemas.ReviewCreate
+) -> schemas.VersionOut:
+    pctx = ctx.in_project(project)
+    pctx.require("model:approve", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    if not request.comment.strip():
+        raise InvalidInput("a rejection needs a comment saying why", field="comment")
+    if version.status not in (PENDING, APPROVED):
+        raise Conflict(f"version {version.version} is already {version.status}", field="version")
+    held = [a for a, n in _aliases(pctx.session, model.id).items() if n == version.version]
+    if held:
+        raise Conflict(
+            f"version {version.version} holds alias(es) {held}; move them first",
+            field="version",
+        )
+    previous = version.status
+    version.status = REJECTED
+    version.updated_at = utcnow()
+    _add_review(pctx, version, REJECT, request.comment)
+    pctx.audit(
+        "model:reject",
+        _resource(project, name, version.version),
+        detail={"comment": request.comment, "previous": previous},
+    )
+    pctx.commit()
+    return _version_out(pctx, model, version)
+
+
+# --- cards -----------------------------------------------------------------------------
+
+
+def _card_out(pctx: Context, model: RegisteredModel, version: ModelVersion) -> schemas.CardOut:
+    card = cards.ModelCard.model_validate(version.card)
+    if not card.evaluation and version.run_id is not None:
+        run = tracking.find_run(pctx, version.run_id)
+        card = card.model_copy(update={"evaluation": dict(run.metrics)})
+    facts = {
+        "version": version.version,
+        "status": version.status,
+        "format": version.format,
+        "sha256": version.sha256,
+        "run": version.run_id,
+        "registered by": version.created_by,
+        "inputs": ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in version.inputs),
+    }
+    title = f"Model card: {model.name} v{version.version}"
+    return schemas.CardOut(
+        model=model.name,
+        version=version.version,
+        card=card,
+        missing=cards.missing(card, _policy(pctx).policy.card.required),
+        markdown=cards.to_markdown(card, title=title, facts=facts),
+        html=cards.to_html(card, title=title, facts=facts),
+    )
+
+
+def get_card(ctx: Context, project: str, name: str, ref: str) -> schemas.CardOut:
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    return _card_out(pctx, model, version)
+
+
+def update_card(
+    ctx: Context, project: str, name: str, ref: str, changes: dict[str, Any]
+) -> schemas.CardOut:
+    """Set some card fields (the others keep their values)."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:write", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    unknown = sorted(set(changes) - set(cards.CARD_FIELDS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown card field(s) {unknown}; fields: {', '.join(cards.CARD_FIELDS)}",
+            field=f"card.{unknown[0]}",
+        )
+    try:
+        card = cards.ModelCard.model_validate(version.card | changes)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid model card: {exc}", field="card") from None
+    if "training_data" in changes:
+        card.training_data = _training_data(pctx, card.training_data)
+        _record_lineage(pctx, version, card)
+    version.card = card.model_dump(mode="json")
+    version.updated_at = utcnow()
+    pctx.audit(
+        "model:card", _resource(project, name, version.version), detail={"fields": sorted(changes)}
+    )
+    pctx.commit()
+    return _card_out(pctx, model, version)
+
+
+# --- lineage ---------------------------------------------------------------------------
+
+
+def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.LineageOut:
+    """Upstream (run, dataset versions) and downstream (aliases, ONNX, deployments)."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    run_info = None
+    if version.run_id is not None:
+        run = tracking.find_run(pctx, version.run_id)
+        run_info = {"id": run.id, "name": run.name, "experiment": run.experiment,
+                    "status": run.status}  # fmt: skip
+    rows = pctx.session.execute(
+        select(Dataset.name, DatasetVersion.version)
+        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
+        .where(
+            DatasetVersion.id.in_(
+                select(DatasetVersionConsumer.version_id).where(
+                    DatasetVersionConsumer.consumer_kind == "model",
+                    DatasetVersionConsumer.consumer_id == version.id,
+                )
+            )
+        )
+        .order_by(Dataset.name, DatasetVersion.version)
+    )
+    via_run = set()
+    if version.run_id is not None:
+        via_run = set(
+            datasets.consumed_by(pctx.session, "run", [version.run_id]).get(version.run_id, [])
+        )
+    found = [
+        {"dataset": d, "version": v, "via": "run" if (d, v) in via_run else "card"} for d, v in rows
+    ]
+    aliases = [a for a, n in _aliases(pctx.session, model.id).items() if n == version.version]
+    onnx = None
+    if version.onnx_blob_id is not None:
+        conversion = version.checks.get("conversion", {})
+        onnx = {"sha256": conversion.get("sha256"), "size": conversion.get("size")}
+    return schemas.LineageOut(
+        model=model.name, version=version.version, run=run_info, datasets=found,
+        aliases=aliases, onnx=onnx,
+    )  # fmt: skip
+
+
+# --- gates -----------------------------------------------------------------------------
+
+
+@dataclass
+class GatePlan:
+    project: str
+    model: str
+    version: int
+    policy_sha256: str
+    facts: gates.GateFacts
+
+
+def plan_gates(ctx: Context, store: Store, project: str, name: str, ref: str) -> GatePlan:
+    """Everything the policy's gates need, read in one go (no writes)."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    loaded = _policy(pctx)
+    rules = loaded.policy.gate_rules()
+    metrics = None
+    if version.run_id is not None:
+        metrics = dict(tracking.find_run(pctx, version.run_id).metrics)
+    baselines: dict[str, gates.Baseline | None] = {}
+    for rule in rules:
+        if isinstance(rule, policies.NoRegressionGate):
+            baselines[rule.no_regression.against] = _baseline(
+                pctx, model, version, rule.no_regression.against
+            )
+    tables: dict[str, tuple[str, gates.Reader] | str] = {}
+    for rule in rules:
+        if isinstance(rule, policies.MetricGate) and rule.dataset:
+            tables[gates.table_key(rule)] = _table(pctx, store, rule.dataset, str(rule.version))
+    blob = pctx.session.get(Blob, version.blob_id)
+    assert blob is not None
+    facts = gates.GateFacts(
+        model=model.name,
+        version=version.version,
+        format=version.format,
+        filename=version.filename,
+        size=version.size,
+        inputs=version.inputs,
+        outputs=version.outputs,
+        card=cards.ModelCard.model_validate(version.card),
+        run=version.run_id,
+        metrics=metrics,
+        sample_npz=version.sample,
+        trust=_trust(loaded.policy),
+        read_model=_read_blob(store, blob),
+        rules=rules,
+        baselines=baselines,
+        tables=tables,
+    )
+    return GatePlan(project, model.name, version.version, loaded.sha256, facts)
+
+
+def _baseline(
+    pctx: Context, model: RegisteredModel, version: ModelVersion, alias: str
+) -> gates.Baseline | None:
+    try:
+        held = _version(pctx, model, f"@{alias}")
+    except NotFound:
+        return None
+    metrics = None
+    if held.run_id is not None:
+        metrics = dict(tracking.find_run(pctx, held.run_id).metrics)
+    return gates.Baseline(held.version, held.id == version.id, held.run_id, metrics)
+
+
+def _table(pctx: Context, store: Store, dataset: str, ref: str) -> tuple[str, gates.Reader] | str:
+    """The version's Parquet file to evaluate on, or why there is none."""
+    assert pctx.project is not None
+    try:
+        files = datasets.list_files(pctx, pctx.project.name, dataset, ref, limit=1000, cursor=None)[
+            0
+        ]
+    except NotFound as exc:
+        return str(exc)
+    tables = [f for f in files if f.path.endswith(".parquet")]
+    if len(tables) != 1:
+        return (
+            f"dataset {dataset}@{ref} holds {len(tables)} Parquet files; a gate evaluates on "
+            "a version with exactly one (a table version)"
+        )
+    blob = pctx.session.scalar(
+        select(Blob).where(Blob.project_id == pctx.project.id, Blob.sha256 == tables[0].sha256)
+    )
+    if blob is None:
+        return f"the content of {tables[0].path} is missing"
+    return tables[0].path.rsplit("/", 1)[-1], _read_blob(store, blob)
+
+
+def record_gates(
+    ctx: Context, plan: GatePlan, results: list[schemas.GateResult]
+) -> schemas.GateReport:
+    pctx = ctx.in_project(plan.project)
+    pctx.require("model:read", resource=_resource(plan.project, plan.model, plan.version))
+    model = _model(pctx, plan.model)
+    version = _version(pctx, model, str(plan.version))
+    report = schemas.GateReport(
+        model=plan.model,
+        version=plan.version,
+        passed=all(r.passed for r in results),
+        policy_sha256=plan.policy_sha256,
+        results=results,
+        checked_at=utcnow(),
+        checked_by=pctx.actor,
+    )
+    version.gates = report.model_dump(mode="json")
+    pctx.audit(
+        "model:gates",
+        _resource(plan.project, plan.model, plan.version),
+        outcome="success" if report.passed else "failure",
+        detail={
+            "passed": report.passed,
+            "failed": [r.rule for r in results if not r.passed],
+            "policy_sha256": plan.policy_sha256,
+        },
+    )
+    pctx.commit()
+    return report
