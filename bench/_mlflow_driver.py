@@ -142,6 +142,25 @@ def create_runs(client: MlflowClient, runs: int) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
+def registry(client: MlflowClient, versions: int) -> dict:
+    """A registered model with ``versions`` versions (each from a run's artifact) and the
+    alias ``champion`` on version 2 (or 1)."""
+    experiment = _experiment(client, "bench-registry")
+    client.create_registered_model("churn")
+    for _ in range(versions):
+        run = client.create_run(experiment)
+        with tempfile.TemporaryDirectory() as folder:
+            weights = Path(folder) / "model.bin"
+            weights.write_bytes(b"weights")
+            client.log_artifact(run.info.run_id, str(weights), "model")
+        client.create_model_version(
+            "churn", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
+    champion = min(2, versions)
+    client.set_registered_model_alias("churn", "champion", str(champion))
+    return {"champion": champion}
+
+
 def main() -> None:
     command = json.loads(sys.argv[1])
     kind = command.pop("kind")
@@ -158,6 +177,7 @@ def main() -> None:
             "search": search,
             "artifacts": artifacts,
             "create_runs": create_runs,
+            "registry": registry,
         }[kind](client, **command)
     print(json.dumps(result))
 

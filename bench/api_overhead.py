@@ -19,16 +19,16 @@ import http.client
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from _load import generator as load_generator
+from _load import load
 from _report import case, print_report
 
 from ghaf.client import Client
@@ -65,56 +65,6 @@ def _children_rss_mb(pid: int) -> float:
     return total
 
 
-def _parse_wrk(output: str) -> tuple[float, float]:
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    match = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", output)
-    assert match, output
-    p99 = float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
-    return rps, p99
-
-
-def _load_wrk(
-    url: str, token: str | None, connections: int, duration: float
-) -> tuple[float, float]:
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration:.0f}s", "--latency", url]
-    if token:
-        cmd[1:1] = ["-H", f"Authorization: Bearer {token}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return _parse_wrk(out)
-
-
-def _load_python(
-    url: str, token: str | None, connections: int, duration: float
-) -> tuple[float, float]:
-    host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()  # type: ignore[union-attr]
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop = time.perf_counter() + duration
-
-    def worker() -> None:
-        conn = http.client.HTTPConnection(host, int(port))
-        mine = []
-        while time.perf_counter() < stop:
-            started = time.perf_counter()
-            conn.request("GET", path, headers=headers)
-            conn.getresponse().read()
-            mine.append((time.perf_counter() - started) * 1000)
-        conn.close()
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
-    begun = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - begun
-    latencies.sort()
-    return len(latencies) / elapsed, latencies[int(len(latencies) * 0.99) - 1]
-
-
 def _sequential_ms(url: str, token: str, calls: int) -> float:
     host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()  # type: ignore[union-attr]
     conn = http.client.HTTPConnection(host, int(port))
@@ -143,8 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.duration, args.calls = 2.0, 100
-    load = _load_wrk if shutil.which("wrk") else _load_python
-    generator = "wrk" if shutil.which("wrk") else "python threads"
+    generator = load_generator()
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
@@ -161,7 +110,7 @@ def main() -> None:
                 payload = client.request("GET", "/api/v1/projects/bench").json()
             url = f"{server.url}/api/v1/projects/bench"
             load(url, token.token, args.connections, min(args.duration, 2))  # warm up
-            ghaf_rps, ghaf_p99 = load(url, token.token, args.connections, args.duration)
+            ghaf_rps, _, ghaf_p99 = load(url, token.token, args.connections, args.duration)
             sequential = _sequential_ms(url, token.token, args.calls)
         finally:
             server.stop()
@@ -200,7 +149,7 @@ def main() -> None:
                         raise
                     time.sleep(0.05)
             load(bare_url, None, args.connections, min(args.duration, 2))
-            bare_rps, bare_p99 = load(bare_url, None, args.connections, args.duration)
+            bare_rps, _, bare_p99 = load(bare_url, None, args.connections, args.duration)
         finally:
             bare.terminate()
             bare.wait()

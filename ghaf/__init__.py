@@ -13,7 +13,7 @@ The public SDK entry points are :class:`ghaf.Client` and, for training code,
 from ghaf.client.active_run import ActiveRun, active_run, start_run
 from ghaf.client.autolog import autolog
 from ghaf.client.client import Client
-from ghaf.client.shortcuts import runs
+from ghaf.client.shortcuts import models, runs
 from ghaf.core.errors import GhafError
 
 __version__ = "0.1.0"
@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "active_run",
     "autolog",
+    "models",
     "runs",
     "start_run",
 ]

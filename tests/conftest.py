@@ -308,7 +308,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
-    X, y = make_classification(n_samples=300, n_features=4, n_informative=3, n_redundant=1, random_state=0)
+    X, y = make_classification(
+        n_samples=300, n_features=4, n_informative=3, n_redundant=1, random_state=0
+    )
     model = LogisticRegression(max_iter=500).fit(X, y)
     path = tmp_path_factory.mktemp("models") / "model.skops"
     sio.dump(model, path)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ghaf.cli.output import console, reporting_errors
 from ghaf.client import Client
-from ghaf.core.errors import Conflict, GhafError, NotFound, PermissionDenied
+from ghaf.core.errors import Conflict, GhafError, InvalidInput, NotFound, PermissionDenied
 from ghaf.core.settings import load_settings
 from ghaf.server.install import initialise, mint_admin_token
 from ghaf.server.process import ServerProcess
@@ -69,7 +69,7 @@ def _run() -> None:
         _lifecycle(server.url, admin_token, settings.home)
     finally:
         code = server.stop()
-    _step(12, "Stop the server cleanly")
+    _step(13, "Stop the server cleanly")
     if code != 0:
         raise GhafError(f"the server exited with code {code}; see {log_path}")
     _ok("server exited with code 0; a signed audit checkpoint was written on shutdown")
@@ -186,7 +186,7 @@ def _table_versions(alice: Client) -> None:
     _ok(f"DuckDB over the cached Parquet: {high} customers earn over 100,000")
 
 
-def _tracking(alice: Client) -> None:
+def _tracking(alice: Client) -> list[str]:
     """Train a few models with autolog, then search and compare the runs."""
     import time
 
@@ -259,6 +259,91 @@ def _tracking(alice: Client) -> None:
         f"try: ghaf runs ls credit-default -p risk -o 'metrics.validation_score desc';  "
         f"ghaf runs compare {best[0].id[:13]} {best[1].id[:13]} -p risk"
     )
+    return [best[1].id, best[0].id]  # the runner-up first: the best one replaces it
+
+
+REGISTRY_POLICY = """\
+approvals: {required: 1}          # four-eyes: one approver who did not register it
+card: {required: [intended_use, owners]}
+protected_aliases: [champion]
+gates:
+  - {metric: validation_score, min: 0.7}
+  - no_regression: {metric: validation_score, margin: 0.02}
+  - {card_fields: [intended_use, owners]}
+  - {signature: required}
+  - {safe_format: true}
+  - {max_size_mb: 50}
+  - latency: {max_ms: 50, percentile: 95, repeats: 50}
+"""
+
+
+def _registry(admin: Client, alice: Client, runs: list[str], home: Path) -> None:
+    """Register two trained models, refuse a pickle, gate, approve, crown a champion."""
+    import io
+
+    import joblib  # type: ignore[import-untyped]
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from ghaf.registry.cli import print_gates
+
+    admin.models.set_policy("risk", REGISTRY_POLICY)
+    _ok("registry policy set by the owner: 1 approval, required card fields, 7 gates")
+    card = {
+        "intended_use": "Rank credit applications for manual review; not for automatic denial.",
+        "limitations": "Trained on generated data; not calibrated for other regions.",
+        "owners": ["alice", "risk-team"],
+        "fairness": "No protected attributes are inputs; outcomes are monitored per segment.",
+    }
+    versions = []
+    for run, convert in zip(runs, (False, True), strict=True):
+        version = alice.models.register(
+            "risk",
+            "credit-scorer",
+            run=run,
+            card=card,
+            convert_onnx=convert,
+            description="autologged scikit-learn model",
+        )
+        versions.append(version)
+        onnx = f"; ONNX copy, max diff {version.onnx.max_abs_diff:.1e}" if version.onnx else ""
+        _ok(
+            f"credit-scorer v{version.version} from run {run[:13]}: {version.format}, "
+            f"inputs {version.inputs[0]['shape']}, loaded and predicted in a child process in "
+            f"{version.checks['load_ms'] + version.checks['predict_ms']:.0f} ms{onnx}"
+        )
+    rogue = home / "demo-model.joblib"
+    buffer = io.BytesIO()
+    joblib.dump(LogisticRegression().fit(np.eye(2), [0, 1]), buffer)
+    rogue.write_bytes(buffer.getvalue())
+    try:
+        alice.models.register("risk", "credit-scorer", path=rogue, sample=np.eye(2))
+        raise GhafError("a pickle was registered: the safe-format rule is broken")
+    except InvalidInput as refused:
+        _ok(f"a joblib pickle refused: [yellow]{refused.detail[:110]}...[/yellow]")
+    first, second = versions
+    try:
+        alice.models.approve("risk", "credit-scorer", first.version, comment="mine")
+    except PermissionDenied as refused:
+        _ok(f"alice cannot approve: [yellow]{refused.detail}[/yellow]")
+    for version in versions:
+        print_gates(alice.models.check_gates("risk", "credit-scorer", version.version))
+        approved = admin.models.approve(
+            "risk", "credit-scorer", version.version, comment="gates pass; card reviewed"
+        )
+        _ok(f"v{version.version} {approved.status} by admin (a second principal, four-eyes)")
+        moved = alice.models.set_alias("risk", "credit-scorer", "champion", version.version)
+        _ok(f"credit-scorer@champion -> v{moved.version} (protected alias: approved + gates)")
+    lineage = alice.models.lineage("risk", "credit-scorer@champion")
+    inputs = ", ".join(f"{d['dataset']} v{d['version']}" for d in lineage.datasets)
+    _ok(
+        f"lineage of v{lineage.version}: run {lineage.run['name'] if lineage.run else '-'} <- "
+        f"{inputs}; -> aliases {lineage.aliases}"
+    )
+    _ok(
+        "try: ghaf gate check credit-scorer@champion -p risk;  "
+        f"ghaf models card credit-scorer {second.version} -p risk --format html -o card.html"
+    )
 
 
 def _demo_table() -> bytes:
@@ -317,9 +402,12 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     _datasets(alice, home)
 
     _step(8, "Experiment tracking: autologged training runs, search and compare")
-    _tracking(alice)
+    best_runs = _tracking(alice)
 
-    _step(9, "The audit trail")
+    _step(9, "Model registry: safe formats, gates, four-eyes approval, champion alias")
+    _registry(admin, alice, best_runs, home)
+
+    _step(10, "The audit trail")
     events = admin.audit.list()
     table = Table(show_lines=False)
     for column in ("seq", "actor", "project", "action", "resource", "outcome"):
@@ -338,7 +426,7 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     console.print(table)
     _ok(f"{len(events)} rows in total; showing the last {min(len(events), 15)}")
 
-    _step(10, "Verify the hash chain and signed checkpoints")
+    _step(11, "Verify the hash chain and signed checkpoints")
     report = admin.audit.verify()
     if not report.ok:
         raise GhafError(
@@ -346,7 +434,7 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
         )
     _ok(f"intact: {report.rows} rows, {report.checkpoints} signed checkpoints")
 
-    _step(11, "Health and metrics")
+    _step(12, "Health and metrics")
     _ok(f"/readyz: {admin.health()}")
     metrics = admin.request("GET", "/metrics").text
     served = sum(

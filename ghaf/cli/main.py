@@ -9,6 +9,7 @@ from ghaf.cli import admin, session
 from ghaf.cli.demo import demo
 from ghaf.datasets.cli import data
 from ghaf.projects.cli import members, projects, service_accounts
+from ghaf.registry.cli import gate, models
 from ghaf.security.audit.cli import audit
 from ghaf.security.cli import groups, tokens, users
 from ghaf.storage.cli import artifacts, keys
@@ -56,6 +57,8 @@ app.add_typer(keys, name="keys")
 app.add_typer(data, name="data")
 app.add_typer(experiments, name="experiments")
 app.add_typer(runs, name="runs")
+app.add_typer(models, name="models")
+app.add_typer(gate, name="gate")
 
 
 def main() -> None:

@@ -223,9 +223,11 @@ class Models:
     ) -> VersionOut:
         model, ref = split(name, version)
         return self._client._model(
-            VersionOut, "POST", self._url(project, model, ref) + f"/{action}",
+            VersionOut,
+            "POST",
+            self._url(project, model, ref) + f"/{action}",
             json={"comment": comment},
-        )  # fmt: skip
+        )
 
     def request_approval(
         self, project: str, name: str, version: int | str | None = None, *, comment: str = ""

@@ -1,14 +1,17 @@
-"""``ghaf.runs``: module-level tracking calls with the stored login (or GHAF_URL and
-GHAF_TOKEN) and ``project=`` or ``$GHAF_PROJECT``, for notebooks and scripts."""
+"""``ghaf.runs`` and ``ghaf.models``: module-level tracking and registry calls with the
+stored login (or GHAF_URL and GHAF_TOKEN) and ``project=`` or ``$GHAF_PROJECT``, for notebooks
+and scripts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ghaf.client.active_run import default_project
 from ghaf.client.client import Client
 from ghaf.client.tracking import Comparison, RunList
+from ghaf.registry.schemas import AliasOut, GateReport, ModelOut, VersionOut
 from ghaf.tracking.schemas import RunOut
 
 
@@ -53,3 +56,79 @@ class RunsShortcut:
 
 
 runs = RunsShortcut()
+
+
+class ModelsShortcut:
+    """The :class:`ghaf.client.registry.Models` calls without a client in hand; the
+    project is ``project=`` or ``$GHAF_PROJECT``."""
+
+    def register(
+        self,
+        *,
+        name: str,
+        path: str | Path | None = None,
+        run: str | None = None,
+        project: str | None = None,
+        **options: Any,
+    ) -> VersionOut:
+        """See :meth:`ghaf.client.registry.Models.register` for ``options`` (sample,
+        inputs, outputs, description, tags, card, convert_onnx, artifact)."""
+        with Client() as client:
+            return client.models.register(
+                default_project(project), name, path=path, run=run, **options
+            )
+
+    def get(self, name: str, *, project: str | None = None) -> ModelOut:
+        with Client() as client:
+            return client.models.get(default_project(project), name)
+
+    def list(self, *, project: str | None = None) -> list[ModelOut]:
+        with Client() as client:
+            return client.models.list(default_project(project))
+
+    def version(
+        self, name: str, version: int | str | None = None, *, project: str | None = None
+    ) -> VersionOut:
+        """``version("churn@champion")`` or ``version("churn", 3)``."""
+        with Client() as client:
+            return client.models.version(default_project(project), name, version)
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, project: str | None = None
+    ) -> AliasOut:
+        with Client() as client:
+            return client.models.set_alias(default_project(project), name, alias, version)
+
+    def approve(
+        self,
+        name: str,
+        version: int | str | None = None,
+        *,
+        comment: str = "",
+        project: str | None = None,
+    ) -> VersionOut:
+        with Client() as client:
+            return client.models.approve(default_project(project), name, version, comment=comment)
+
+    def check_gates(
+        self, name: str, version: int | str | None = None, *, project: str | None = None
+    ) -> GateReport:
+        with Client() as client:
+            return client.models.check_gates(default_project(project), name, version)
+
+    def download(
+        self,
+        name: str,
+        version: int | str | None = None,
+        *,
+        destination: str | Path = ".",
+        onnx: bool = False,
+        project: str | None = None,
+    ) -> Path:
+        with Client() as client:
+            return client.models.download(
+                default_project(project), name, version, destination=destination, onnx=onnx
+            )
+
+
+models = ModelsShortcut()

@@ -120,8 +120,11 @@ def evaluate(job: dict[str, Any]) -> dict[str, Any]:
         if name == "accuracy":
             values[name] = metrics.accuracy_score(truth, predicted)
         elif name in ("precision", "recall", "f1"):
-            scorer = {"precision": metrics.precision_score, "recall": metrics.recall_score,
-                      "f1": metrics.f1_score}[name]  # fmt: skip
+            scorer = {
+                "precision": metrics.precision_score,
+                "recall": metrics.recall_score,
+                "f1": metrics.f1_score,
+            }[name]
             average = "binary" if len(np.unique(truth)) <= 2 else "macro"
             values[name] = scorer(truth, predicted, average=average, zero_division=0)
         elif name == "roc_auc":

@@ -83,8 +83,13 @@ def compare(
             if best is None or diff < best[0]:
                 best = (diff, label)
             if np.allclose(values.astype(np.float64).ravel(), expected, rtol=RTOL, atol=ATOL):
-                return {"equal": True, "output": label, "max_abs_diff": diff,
-                        "rtol": RTOL, "atol": ATOL}  # fmt: skip
+                return {
+                    "equal": True,
+                    "output": label,
+                    "max_abs_diff": diff,
+                    "rtol": RTOL,
+                    "atol": ATOL,
+                }
     return {
         "equal": False,
         "output": best[1] if best else None,

@@ -163,12 +163,17 @@ def evaluate(facts: GateFacts, *, timeout_s: float) -> list[GateResult]:
         return [_judge(rule, facts, measurer, dataset_metrics) for rule in facts.rules]
 
 
-def _result(rule: policies.Gate, kind: str, passed: bool, measured: Any, expected: str,
-            detail: str = "") -> GateResult:  # fmt: skip
+def _result(
+    rule: policies.Gate, kind: str, passed: bool, measured: Any, expected: str, detail: str = ""
+) -> GateResult:
     return GateResult(
-        rule=label(rule), kind=kind, passed=passed, measured=measured, expected=expected,
+        rule=label(rule),
+        kind=kind,
+        passed=passed,
+        measured=measured,
+        expected=expected,
         detail=detail,
-    )  # fmt: skip
+    )
 
 
 def _judge(
@@ -234,22 +239,33 @@ def _judge_rule(
             return _result(rule, kind, False, None, expected, detail)
         if baseline.metrics is None or r.metric not in baseline.metrics:
             return _result(
-                rule, kind, False, value, expected,
+                rule,
+                kind,
+                False,
+                value,
+                expected,
                 f"{r.against} (version {baseline.version}) has no {r.metric!r} to compare",
-            )  # fmt: skip
+            )
         base = baseline.metrics[r.metric]
         delta = value - base
         passed = delta >= -r.margin if r.higher_is_better else delta <= r.margin
         return _result(
-            rule, kind, passed and not math.isnan(delta), value, expected,
+            rule,
+            kind,
+            passed and not math.isnan(delta),
+            value,
+            expected,
             f"{r.against} is version {baseline.version} with {base:.6g} (change {delta:+.6g})",
-        )  # fmt: skip
+        )
     if isinstance(rule, policies.CardFieldsGate):
         gaps = missing(facts.card, rule.card_fields)
         return _result(
-            rule, kind, not gaps, "complete" if not gaps else f"missing {', '.join(gaps)}",
+            rule,
+            kind,
+            not gaps,
+            "complete" if not gaps else f"missing {', '.join(gaps)}",
             "all filled",
-        )  # fmt: skip
+        )
     if isinstance(rule, policies.SignatureGate):
         present = bool(facts.inputs) and bool(facts.outputs)
         return _result(rule, kind, present, "present" if present else "missing", "present")
@@ -259,14 +275,21 @@ def _judge_rule(
     if isinstance(rule, policies.MaxSizeGate):
         size_mb = facts.size / 1e6
         return _result(
-            rule, kind, size_mb <= rule.max_size_mb, round(size_mb, 3),
+            rule,
+            kind,
+            size_mb <= rule.max_size_mb,
+            round(size_mb, 3),
             f"<= {rule.max_size_mb:g} MB",
-        )  # fmt: skip
+        )
     assert isinstance(rule, policies.LatencyGate)
     lat = rule.latency
     answer = measurer.latency(lat.repeats)
     measured = answer[f"p{lat.percentile}"]
     return _result(
-        rule, kind, measured <= lat.max_ms, round(measured, 4), f"<= {lat.max_ms:g} ms",
-        f"predicting the {facts.version} sample {answer['repeats']} times",
-    )  # fmt: skip
+        rule,
+        kind,
+        measured <= lat.max_ms,
+        round(measured, 4),
+        f"<= {lat.max_ms:g} ms",
+        f"predicting the sample of v{facts.version} {answer['repeats']} times",
+    )

@@ -92,7 +92,8 @@ def _model(pctx: Context, name: str) -> RegisteredModel:
 
 def _version(pctx: Context, model: RegisteredModel, ref: str) -> ModelVersion:
     """A version by number, ``latest``, or alias (``@champion`` or ``champion``)."""
-    ref = str(ref).strip()
+    # Aliases can be neither numbers nor "latest", so "@3" and "@latest" are unambiguous.
+    ref = str(ref).strip().removeprefix("@")
     statement = select(ModelVersion).where(ModelVersion.model_id == model.id)
     if _VERSION.fullmatch(ref):
         found = pctx.session.scalar(statement.where(ModelVersion.version == int(ref)))
@@ -101,7 +102,7 @@ def _version(pctx: Context, model: RegisteredModel, ref: str) -> ModelVersion:
         found = pctx.session.scalar(statement.order_by(ModelVersion.version.desc()).limit(1))
         what = "any version"
     else:
-        alias = ref.removeprefix("@")
+        alias = ref
         validate_name(alias, field="alias")
         found = pctx.session.scalar(
             statement.join(ModelAlias, ModelAlias.version_id == ModelVersion.id).where(
@@ -170,7 +171,13 @@ def set_policy(ctx: Context, project: str, request: schemas.PolicyIn) -> schemas
     pctx.audit(
         "model:policy",
         f"project/{project}/model-policy",
-        detail={"sha256": sha, "policy": parsed.model_dump(mode="json")},
+        detail={
+            "sha256": sha,
+            "allow_pickle": parsed.allow_pickle,
+            "approvals": parsed.approvals.required,
+            "protected_aliases": parsed.protected_aliases,
+            "gates": len(parsed.gates),
+        },
     )
     pctx.commit()
     return _policy_out(project, LoadedPolicy(parsed, request.text, sha, row))
@@ -335,9 +342,17 @@ def plan_version(
         convert_onnx=request.convert_onnx,
     )
     return VersionPlan(
-        project, name, blob.id, blob.sha256, blob.size, filename, source, run_id, candidate,
+        project,
+        name,
+        blob.id,
+        blob.sha256,
+        blob.size,
+        filename,
+        source,
+        run_id,
+        candidate,
         _read_blob(store, blob),
-    )  # fmt: skip
+    )
 
 
 def _run_sample(pctx: Context, store: Store, run_id: str, model_path: str) -> bytes | None:
@@ -428,11 +443,18 @@ def commit_version(
             "source": plan.source,
             "run": plan.run_id,
             "onnx": onnx_blob.sha256 if onnx_blob else None,
-            "pickle_scan": checks.get("format", {}).get("scan"),
+            **_scan_detail(checks.get("format", {}).get("scan")),
         },
     )
     pctx.commit()
     return _version_out(pctx, model, version)
+
+
+def _scan_detail(scan: dict[str, Any] | None) -> dict[str, Any]:
+    """The pickle scan as flat audit fields (verdict and every call target it saw)."""
+    if scan is None:
+        return {}
+    return {"pickle_scan": scan["verdict"], "pickle_targets": scan["targets"]}
 
 
 def _training_data(pctx: Context, refs: list[str]) -> list[str]:
@@ -538,11 +560,24 @@ def _find(pctx: Context, name: str, ref: str | None) -> tuple[RegisteredModel, M
 def get_version(
     ctx: Context, project: str, name: str, ref: str | None = None
 ) -> schemas.VersionOut:
-    """A version by number, ``latest``, alias, or ``name@alias`` as ``name``."""
+    """A version by number, ``latest``, alias, or ``name@alias`` as ``name``.
+
+    The hot path of serving and CI lookups: on the read path the answer is cached for the
+    current audit epoch (every change to a version, its aliases, reviews or the policy is
+    audited, so a cached answer is never stale); authorisation still runs every time."""
     pctx = ctx.in_project(project)
     pctx.require("model:read", resource=_resource(project, name, ref))
+    assert pctx.project is not None
+    key = ("registry:version", pctx.project.id, name, ref)
+    if ctx.cache is not None and ctx.epoch is not None:
+        cached: schemas.VersionOut | None = ctx.cache.view(ctx.epoch, key)
+        if cached is not None:
+            return cached
     model, version = _find(pctx, name, ref)
-    return _version_out(pctx, model, version)
+    found = _version_out(pctx, model, version)
+    if ctx.cache is not None and ctx.epoch is not None:
+        ctx.cache.put_view(ctx.epoch, key, found)
+    return found
 
 
 def list_versions(
@@ -687,9 +722,12 @@ def set_alias(
     )
     now = utcnow()
     statement = dialect_insert(pctx.session, ModelAlias).values(
-        model_id=model.id, alias=alias, version_id=version.id, updated_at=now,
+        model_id=model.id,
+        alias=alias,
+        version_id=version.id,
+        updated_at=now,
         updated_by=pctx.actor,
-    )  # fmt: skip
+    )
     pctx.session.execute(
         statement.on_conflict_do_update(
             index_elements=["model_id", "alias"],
@@ -703,9 +741,13 @@ def set_alias(
     )
     pctx.commit()
     return schemas.AliasOut(
-        model=name, alias=alias, version=version.version, previous=previous,
-        updated_by=pctx.actor, updated_at=now,
-    )  # fmt: skip
+        model=name,
+        alias=alias,
+        version=version.version,
+        previous=previous,
+        updated_by=pctx.actor,
+        updated_at=now,
+    )
 
 
 def delete_alias(ctx: Context, project: str, name: str, alias: str) -> None:
@@ -948,8 +990,12 @@ def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.LineageO
     run_info = None
     if version.run_id is not None:
         run = tracking.find_run(pctx, version.run_id)
-        run_info = {"id": run.id, "name": run.name, "experiment": run.experiment,
-                    "status": run.status}  # fmt: skip
+        run_info = {
+            "id": run.id,
+            "name": run.name,
+            "experiment": run.experiment,
+            "status": run.status,
+        }
     rows = pctx.session.execute(
         select(Dataset.name, DatasetVersion.version)
         .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
@@ -977,9 +1023,13 @@ def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.LineageO
         conversion = version.checks.get("conversion", {})
         onnx = {"sha256": conversion.get("sha256"), "size": conversion.get("size")}
     return schemas.LineageOut(
-        model=model.name, version=version.version, run=run_info, datasets=found,
-        aliases=aliases, onnx=onnx,
-    )  # fmt: skip
+        model=model.name,
+        version=version.version,
+        run=run_info,
+        datasets=found,
+        aliases=aliases,
+        onnx=onnx,
+    )
 
 
 # --- gates -----------------------------------------------------------------------------

@@ -7,6 +7,9 @@ process through the database. A read request looks up the epoch (one primary-key
 reuses what it resolved before only if the epoch is unchanged, so a revocation, a removed
 member or a deleted user still takes effect on the very next request, in any process.
 Writes never use the cache.
+
+Domains may also keep *views* here: read results that depend only on audited state (a
+model version's metadata, for example), dropped with everything else when the epoch moves.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class SecurityCache:
         self._epoch: int | None = None
         self._tokens: dict[str, CachedToken] = {}
         self._grants: dict[tuple[Any, ...], tuple[Project, str]] = {}
+        self._views: dict[tuple[Any, ...], Any] = {}
 
     @staticmethod
     def read_epoch(database: Database) -> int:
@@ -54,6 +58,7 @@ class SecurityCache:
             self._epoch = epoch
             self._tokens = {}
             self._grants = {}
+            self._views = {}
         return epoch == self._epoch
 
     def token(self, epoch: int, secret_hash: str) -> CachedToken | None:
@@ -77,3 +82,18 @@ class SecurityCache:
                 if len(self._grants) >= MAX_ENTRIES:
                     self._grants.clear()
                 self._grants[key] = value
+
+    def view(self, epoch: int, key: tuple[Any, ...]) -> Any:
+        """A domain's read result cached at ``epoch`` (see :meth:`put_view`), or None."""
+        with self._lock:
+            return self._views.get(key) if self._usable(epoch) else None
+
+    def put_view(self, epoch: int, key: tuple[Any, ...], value: Any) -> None:
+        """Cache a read result that depends only on audited state: every change to it
+        bumps the epoch, so it is never served stale. ``key`` starts with the domain's
+        name and the project id; the caller still authorises every request."""
+        with self._lock:
+            if self._usable(epoch):
+                if len(self._views) >= MAX_ENTRIES:
+                    self._views.clear()
+                self._views[key] = value

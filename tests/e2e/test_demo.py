@@ -30,5 +30,7 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     assert "none containing the plaintext" in out and "residency:" in out
     assert "linked, not stored again" in out and "ok=True" in out
     assert "changed 1 of 20 files" in out and "downloaded and verified" in out
+    assert "a joblib pickle refused" in out and "alice cannot approve" in out
+    assert "all 7 gates passed" in out and "credit-scorer@champion -> v" in out
     assert (tmp_path / "home" / "ghaf.db").exists()
     assert (tmp_path / "home" / "keyring.json").exists()

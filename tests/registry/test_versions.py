@@ -74,7 +74,7 @@ def test_signature_that_does_not_match_the_sample_is_refused(
             inputs=[{"name": "X", "dtype": "float64", "shape": [-1, 4]}],
         )
     # A sample of the wrong width reaches the model, which refuses to predict it.
-    with pytest.raises(InvalidInput, match="load and predict: .*features"):
+    with pytest.raises(InvalidInput, match=r"load and predict: .*features"):
         admin.models.register(project, "churn", path=trained.path, sample=np.ones((2, 9)))
     with pytest.raises(InvalidInput, match="sample input is required"):
         admin.models.register(project, "churn", path=trained.path)
@@ -189,3 +189,15 @@ def test_archive_and_update(admin: Client, project: str, trained: TrainedModel) 
     assert admin.models.update(project, "churn", 1, archive=True).status == "archived"
     with pytest.raises(Conflict, match="archived"):
         admin.models.set_alias(project, "churn", "staging", 1)
+
+
+def test_module_level_calls_use_the_stored_login(
+    platform, admin: Client, project: str, trained: TrainedModel, monkeypatch
+) -> None:
+    monkeypatch.setenv("GHAF_URL", platform.url)
+    monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
+    monkeypatch.setenv("GHAF_PROJECT", project)
+    version = ghaf.models.register(name="churn", path=trained.path, sample=trained.X[:2])
+    ghaf.models.set_alias("churn", "staging", version.version)
+    assert ghaf.models.version("churn@staging").id == version.id
+    assert [m.name for m in ghaf.models.list()] == ["churn"]

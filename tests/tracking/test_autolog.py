@@ -43,7 +43,7 @@ def test_sklearn_fit_is_logged_with_a_safe_model(
     assert 0.8 < found.metrics["validation_score"] <= 1.0
     assert found.tags["estimator"] == "Pipeline"
     paths = {a.path for a in admin.runs.artifacts(project, run.id)}
-    assert paths == {"model/model.skops", "model/signature.json"}
+    assert paths == {"model/model.skops", "model/signature.json", "model/sample.npz"}
     back = admin.runs.download_artifact(project, run.id, "model/model.skops", tmp_path)
     loaded = sio.load(back, trusted=sio.get_untrusted_types(file=back))
     assert (loaded.predict(X[200:]) == model.predict(X[200:])).all()

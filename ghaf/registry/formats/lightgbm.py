@@ -42,7 +42,7 @@ class LightGBMFormat(ModelFormat):
     def load(self, path: Path, *, trust: Trust) -> Any:
         import lightgbm as lgb
 
-        return lgb.Booster(model_file=str(path), params={"num_threads": 1})
+        return lgb.Booster(model_file=str(path))  # threads: OMP_NUM_THREADS=1 in the child
 
     def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
         return {"predictions": np.asarray(model.predict(tabular(inputs)))}

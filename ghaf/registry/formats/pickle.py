@@ -231,12 +231,28 @@ def _pop(stack: list[Any], n: int = 1) -> list[Any]:
 
 _CONSTANT_OPS = frozenset(
     {
-        "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "STRING",
-        "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
-        "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "FLOAT",
+        "INT",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "LONG",
+        "LONG1",
+        "LONG4",
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+        "UNICODE",
+        "BINUNICODE",
+        "SHORT_BINUNICODE",
+        "BINUNICODE8",
+        "BINBYTES",
+        "SHORT_BINBYTES",
+        "BINBYTES8",
+        "BYTEARRAY8",
+        "FLOAT",
         "BINFLOAT",
     }
-)  # fmt: skip
+)
 _REFUSED_OPS = {
     "PERSID": "persistent ids (what PyTorch's format uses) name objects outside the pickle",
     "BINPERSID": "persistent ids (what PyTorch's format uses) name objects outside the pickle",

@@ -15,7 +15,6 @@ import numpy as np
 from ghaf.core.errors import InvalidInput
 from ghaf.registry.formats import Arrays, Inspection, ModelFormat, Trust, UnsafeModel, tabular
 
-
 # scikit-learn's own internals that skops does not trust by default but whose state is
 # plain arrays: tree structures, neighbour indexes, distance metrics, optimiser state.
 BUILTIN_TRUSTED = frozenset(
