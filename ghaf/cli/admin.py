@@ -36,11 +36,16 @@ def _settings(**overrides: Any) -> Settings:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (0 picks a free one).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (default GHAF_WORKERS, else 1).")
+    ] = None,
 ) -> None:
     """Run the API server (uvicorn) until SIGINT or SIGTERM."""
     from ghaf.server.serve import run_server
 
-    settings = _settings(host=host, port=port)
+    settings = _settings(host=host, port=port, workers=workers)
+    if workers is not None:
+        os.environ["GHAF_WORKERS"] = str(workers)  # the worker processes read it too
     with reporting_errors():
         run_server(settings)
 

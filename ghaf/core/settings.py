@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the server binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port the server binds.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the port (each with its own caches; the "
+        "database keeps them consistent).",
+    )
     tls_cert: Path | None = Field(default=None, description="PEM certificate for HTTPS.")
     tls_key: Path | None = Field(default=None, description="PEM private key for HTTPS.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log format.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -13,6 +13,7 @@ from ghaf.core.errors import GhafError
 from ghaf.core.paging import Page
 from ghaf.registry import checks, gates, schemas, service
 from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
+from ghaf.server.hot_routes import HotRoute
 from ghaf.storage.store import Store
 
 router = APIRouter(tags=["registry"])
@@ -94,9 +95,25 @@ async def list_versions(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get(VERSION, description=REF_DOC)
-async def get_version(call: ReadCall, project: str, name: str, ref: str) -> schemas.VersionOut:
-    return await call(service.get_version, project, name, ref)
+@router.get(VERSION, description=REF_DOC, response_model=schemas.VersionOut)
+async def get_version(call: ReadCall, project: str, name: str, ref: str) -> Response:
+    """Served by :func:`resolve_version` (a hot route); declared here for OpenAPI."""
+    return _json(await call(service.get_version_json, project, name, ref))
+
+
+def _json(document: bytes) -> Response:
+    return Response(document, media_type="application/json")
+
+
+async def resolve_version(request: Request, params: dict[str, str]) -> Response:
+    """``GET .../models/{name}/versions/{ref}`` without FastAPI's routing (see
+    ghaf/server/hot_routes.py): the lookup behind every ``name@alias``."""
+    call = ServiceCall(request, write=False)
+    found = await call(service.get_version_json, params["project"], params["name"], params["ref"])
+    return _json(found)
+
+
+HOT_ROUTES = [HotRoute("GET", "/api/v1" + VERSION, resolve_version)]
 
 
 @router.patch(VERSION)

@@ -246,52 +246,33 @@ def lineage(
         console.print("  [dim]none yet[/dim]")
 
 
-def _review(
-    action: str, name: str, project: str, version: str | None, comment: str, as_json: bool
-) -> None:
-    result = with_client(
-        lambda c: getattr(c.models, action)(project, name, version, comment=comment)
-    )
-    done(
-        f"{result.model} v{result.version}: {result.status} "
-        f"({result.approvals} of {result.approvals_required} approvals)",
-        as_json=as_json,
-        payload=result,
-    )
+def _review_command(action: str, help_text: str) -> None:
+    """``ghaf models request-approval|approve|reject NAME [VERSION] -m COMMENT``."""
+
+    def command(
+        name: str,
+        project: ProjectOpt,
+        version: VersionArg = None,
+        comment: CommentOpt = "",
+        as_json: JsonOpt = False,
+    ) -> None:
+        result = with_client(
+            lambda c: getattr(c.models, action)(project, name, version, comment=comment)
+        )
+        done(
+            f"{result.model} v{result.version}: {result.status} "
+            f"({result.approvals} of {result.approvals_required} approvals)",
+            as_json=as_json,
+            payload=result,
+        )
+
+    command.__doc__ = help_text
+    models.command(action.replace("_", "-"))(command)
 
 
-@models.command("request-approval")
-def request_approval(
-    name: str,
-    project: ProjectOpt,
-    version: VersionArg = None,
-    comment: CommentOpt = "",
-    as_json: JsonOpt = False,
-) -> None:
-    _review("request_approval", name, project, version, comment, as_json)
-
-
-@models.command("approve")
-def approve(
-    name: str,
-    project: ProjectOpt,
-    version: VersionArg = None,
-    comment: CommentOpt = "",
-    as_json: JsonOpt = False,
-) -> None:
-    """Approve (needs model:approve; not a version you registered)."""
-    _review("approve", name, project, version, comment, as_json)
-
-
-@models.command("reject")
-def reject(
-    name: str,
-    project: ProjectOpt,
-    version: VersionArg = None,
-    comment: CommentOpt = "",
-    as_json: JsonOpt = False,
-) -> None:
-    _review("reject", name, project, version, comment, as_json)
+_review_command("request_approval", "Ask for review of a pending version (with a comment).")
+_review_command("approve", "Approve (needs model:approve; not a version you registered).")
+_review_command("reject", "Reject, with a comment saying why (needs model:approve).")
 
 
 @models.command("archive")

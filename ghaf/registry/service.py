@@ -200,6 +200,10 @@ def _aliases(session: Session, model_id: str) -> dict[str, int]:
     return {alias: version for alias, version in rows}
 
 
+def _aliases_of(session: Session, model: RegisteredModel, version: ModelVersion) -> list[str]:
+    return [a for a, number in _aliases(session, model.id).items() if number == version.version]
+
+
 def _model_out(pctx: Context, model: RegisteredModel, project: str) -> schemas.ModelOut:
     latest = pctx.session.scalar(
         select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)
@@ -506,11 +510,7 @@ def _version_out(
     policy: policies.Policy | None = None,
 ) -> schemas.VersionOut:
     assert pctx.project is not None
-    aliases = [
-        alias
-        for alias, number in _aliases(pctx.session, model.id).items()
-        if number == version.version
-    ]
+    aliases = _aliases_of(pctx.session, model, version)
     conversion = version.checks.get("conversion")
     onnx = (
         schemas.Conversion.model_validate(conversion)
@@ -560,24 +560,32 @@ def _find(pctx: Context, name: str, ref: str | None) -> tuple[RegisteredModel, M
 def get_version(
     ctx: Context, project: str, name: str, ref: str | None = None
 ) -> schemas.VersionOut:
-    """A version by number, ``latest``, alias, or ``name@alias`` as ``name``.
+    """A version by number, ``latest``, alias, or ``name@alias`` as ``name``."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name, ref))
+    model, version = _find(pctx, name, ref)
+    return _version_out(pctx, model, version)
 
-    The hot path of serving and CI lookups: on the read path the answer is cached for the
-    current audit epoch (every change to a version, its aliases, reviews or the policy is
-    audited, so a cached answer is never stale); authorisation still runs every time."""
+
+def get_version_json(ctx: Context, project: str, name: str, ref: str | None = None) -> bytes:
+    """:func:`get_version` as JSON: the hot path of serving and CI lookups.
+
+    On the read path the document is cached for the current audit epoch: every change to
+    a version, its aliases, its reviews or the policy is audited, so a cached answer is
+    never stale. Authorisation runs on every call, before the cache is consulted."""
     pctx = ctx.in_project(project)
     pctx.require("model:read", resource=_resource(project, name, ref))
     assert pctx.project is not None
     key = ("registry:version", pctx.project.id, name, ref)
     if ctx.cache is not None and ctx.epoch is not None:
-        cached: schemas.VersionOut | None = ctx.cache.view(ctx.epoch, key)
+        cached: bytes | None = ctx.cache.view(ctx.epoch, key)
         if cached is not None:
             return cached
     model, version = _find(pctx, name, ref)
-    found = _version_out(pctx, model, version)
+    document = _version_out(pctx, model, version).model_dump_json().encode()
     if ctx.cache is not None and ctx.epoch is not None:
-        ctx.cache.put_view(ctx.epoch, key, found)
-    return found
+        ctx.cache.put_view(ctx.epoch, key, document)
+    return document
 
 
 def list_versions(
@@ -610,7 +618,7 @@ def update_version(
     if request.tags is not None:
         version.tags = changes["tags"] = dict(request.tags)
     if request.status == ARCHIVED and version.status != ARCHIVED:
-        held = [a for a, n in _aliases(pctx.session, model.id).items() if n == version.version]
+        held = _aliases_of(pctx.session, model, version)
         if held:
             raise Conflict(
                 f"version {version.version} holds alias(es) {held}; move them first",
@@ -896,7 +904,7 @@ def reject(
         raise InvalidInput("a rejection needs a comment saying why", field="comment")
     if version.status not in (PENDING, APPROVED):
         raise Conflict(f"version {version.version} is already {version.status}", field="version")
-    held = [a for a, n in _aliases(pctx.session, model.id).items() if n == version.version]
+    held = _aliases_of(pctx.session, model, version)
     if held:
         raise Conflict(
             f"version {version.version} holds alias(es) {held}; move them first",
@@ -1017,7 +1025,7 @@ def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.LineageO
     found = [
         {"dataset": d, "version": v, "via": "run" if (d, v) in via_run else "card"} for d, v in rows
     ]
-    aliases = [a for a, n in _aliases(pctx.session, model.id).items() if n == version.version]
+    aliases = _aliases_of(pctx.session, model, version)
     onnx = None
     if version.onnx_blob_id is not None:
         conversion = version.checks.get("conversion", {})

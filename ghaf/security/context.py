@@ -7,6 +7,7 @@ its own committed transaction before the error propagates, so a refusal is never
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -44,6 +45,25 @@ class Caller:
     read_only: bool = False
 
 
+class SessionSlot:
+    """A context's session, opened on first use: a read answered from the epoch-checked
+    caches never needs one. Contexts narrowed from one another share the slot."""
+
+    def __init__(self, open_session: Callable[[], Session]) -> None:
+        self._open = open_session
+        self._session: Session | None = None
+
+    def get(self) -> Session:
+        if self._session is None:
+            self._session = self._open()
+        return self._session
+
+    def close(self) -> None:
+        """Close the session if one was opened (rolling back anything uncommitted)."""
+        if self._session is not None:
+            self._session.close()
+
+
 class Context:
     """Principal + project + role + DB session + request id, passed to every service."""
 
@@ -51,7 +71,7 @@ class Context:
         self,
         *,
         database: Database,
-        session: Session,
+        session: SessionSlot,
         audit_writer: AuditWriter,
         caller: Caller | None,
         request_id: str | None = None,
@@ -63,7 +83,7 @@ class Context:
         epoch: int | None = None,
     ) -> None:
         self.database = database
-        self.session = session
+        self._session = session
         # Only read-only requests get a cache; see ghaf/security/cache.py.
         self.cache = cache
         self.epoch = epoch
@@ -74,6 +94,14 @@ class Context:
         self.client = client
         self.project = project
         self.role = role
+
+    @property
+    def session(self) -> Session:
+        return self._session.get()
+
+    def close(self) -> None:
+        """End the request's database work (uncommitted changes are rolled back)."""
+        self._session.close()
 
     # --- who -------------------------------------------------------------------------
 
@@ -165,7 +193,7 @@ class Context:
         project, role = found
         return Context(
             database=self.database,
-            session=self.session,
+            session=self._session,
             audit_writer=self.audit_writer,
             caller=self.caller,
             request_id=self.request_id,

@@ -110,7 +110,7 @@ class ServiceCall:
 
 
 def _close(ctx: Context) -> None:
-    ctx.session.close()  # rolls back whatever the service did not commit
+    ctx.close()  # rolls back whatever the service did not commit
 
 
 async def service_call(request: Request) -> ServiceCall:

@@ -50,7 +50,7 @@ def initialise(
         try:
             token = security.bootstrap_admin(ctx, name=admin_name, password=admin_password)
         finally:
-            ctx.session.close()
+            ctx.close()
             runtime.close()
     finally:
         database.dispose()
@@ -107,6 +107,6 @@ def mint_admin_token(
                 ctx, principal, TokenCreate(name=name, expires_in_days=expires_in_days)
             )
         finally:
-            ctx.session.close()
+            ctx.close()
     finally:
         runtime.close()

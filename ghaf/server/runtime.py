@@ -8,7 +8,7 @@ from ghaf.core.database import Database
 from ghaf.core.settings import Settings
 from ghaf.security.audit.service import AuditWriter
 from ghaf.security.cache import SecurityCache
-from ghaf.security.context import Caller, Context
+from ghaf.security.context import Caller, Context, SessionSlot
 from ghaf.security.keyring import LocalKeyring
 from ghaf.security.kms import LocalKms
 from ghaf.storage.backends import open_backend
@@ -48,7 +48,7 @@ class Runtime:
         """
         return Context(
             database=self.database,
-            session=self.database.session(write=write),
+            session=SessionSlot(lambda: self.database.session(write=write)),
             audit_writer=self.audit,
             caller=caller,
             request_id=request_id,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
+from ghaf.core.database import Database
 from ghaf.core.logging import configure_logging
+from ghaf.core.migrate import check_schema
 from ghaf.core.settings import Settings
 from ghaf.server.app import create_app
 
@@ -33,10 +36,18 @@ class GracefulServer(uvicorn.Server):
 
 
 def run_server(settings: Settings) -> None:
-    """Build the app (refusing an outdated schema) and serve until stopped."""
+    """Build the app (refusing an outdated schema) and serve until stopped; with
+    ``workers`` > 1, that many processes share the listening socket."""
     configure_logging(fmt=settings.log_format, level=settings.log_level)
+    if settings.workers > 1:
+        _run_workers(settings)
+        return
     app = create_app(settings)
-    config = uvicorn.Config(
+    GracefulServer(_config(settings, app)).run()
+
+
+def _config(settings: Settings, app: Any, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -46,5 +57,17 @@ def run_server(settings: Settings) -> None:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
+        **extra,
     )
-    GracefulServer(config).run()
+
+
+def _run_workers(settings: Settings) -> None:
+    """uvicorn's supervisor: each worker builds the app from the environment (the same
+    settings), the parent owns the socket and stops the workers on SIGINT/SIGTERM."""
+    from uvicorn.supervisors import Multiprocess
+
+    check_schema(Database(settings.resolved_database_url))  # fail here, not in N workers
+    config = _config(
+        settings, "ghaf.server.app:app_from_environment", factory=True, workers=settings.workers
+    )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()

@@ -70,7 +70,7 @@ def test_purge_removes_only_projects_past_retention(platform: Platform, admin: C
         )
         ctx.session.commit()
     finally:
-        ctx.session.close()
+        ctx.close()
     from ghaf.server.app import purge_due_projects
 
     purged = purge_due_projects(platform.runtime)  # what the server runs hourly

@@ -201,3 +201,21 @@ def test_module_level_calls_use_the_stored_login(
     ghaf.models.set_alias("churn", "staging", version.version)
     assert ghaf.models.version("churn@staging").id == version.id
     assert [m.name for m in ghaf.models.list()] == ["churn"]
+
+
+def test_skops_file_with_an_untrusted_type_is_refused_until_the_policy_trusts_it(
+    admin: Client, project: str, tmp_path: Path, trained: TrainedModel
+) -> None:
+    import os
+
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    path = tmp_path / "transform.skops"
+    sio.dump(FunctionTransformer(func=np.sqrt).fit(trained.X), path)
+    admin.models.register(project, "sqrt", path=path, sample=trained.X[:2])  # numpy: trusted
+    sio.dump(FunctionTransformer(func=os.getcwd), path)
+    with pytest.raises(InvalidInput, match=r"not trusted: posix\.getcwd") as refused:
+        admin.models.register(project, "cwd", path=path, sample=trained.X[:2])
+    assert refused.value.extra["untrusted_types"] == ["posix.getcwd"]
+    assert audited(admin, project, "model:register")[-1].outcome == "denied"

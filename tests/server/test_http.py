@@ -188,3 +188,45 @@ def test_tls_and_json_logs(databases: Databases, tmp_path: Path) -> None:
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     assert any("serving" in r["message"] for r in records)
     assert all({"ts", "level", "message", "request_id"} <= set(r) for r in records)
+
+
+def test_several_worker_processes_share_the_port(databases: Databases, tmp_path: Path) -> None:
+    url = databases.new_url()
+    home = tmp_path / "h"
+    token = initialise(Settings(home=home, database_url=url, master_key=None)).token
+    assert token is not None
+    server = ServerProcess(
+        env={"GHAF_HOME": str(home), "GHAF_DATABASE_URL": url, "GHAF_WORKERS": "2"},
+        log_path=tmp_path / "log",
+    ).start()
+    try:
+        headers = {"Authorization": f"Bearer {token.token}"}
+        with httpx.Client(base_url=server.url, headers=headers) as client:
+            client.post("/api/v1/projects", json={"name": "w"}).raise_for_status()
+            # A change made through one worker is seen by every request, whichever
+            # worker (and whichever cache) answers it.
+            for _ in range(20):
+                assert client.get("/api/v1/projects/w").status_code == 200
+            client.delete("/api/v1/projects/w").raise_for_status()
+            for _ in range(20):
+                assert client.get("/api/v1/projects/w").status_code == 404
+    finally:
+        assert server.stop() == 0
+    assert (tmp_path / "log").read_text().count("audit checkpoint written") == 2
+
+
+def test_hot_routes_answer_like_fastapi_routes(platform: Platform) -> None:
+    """``GET .../models/{name}/versions/{ref}`` is served before FastAPI's routing; its
+    errors, request ids and metrics look the same as every other route's."""
+    headers = {"Authorization": f"Bearer {platform.admin_token}"}
+    missing = httpx.get(
+        f"{platform.url}/api/v1/projects/nope/models/m/versions/@champion", headers=headers
+    )
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["detail"] == "project 'nope' not found"
+    assert missing.headers["x-request-id"] == missing.json()["request_id"]
+    anonymous = httpx.get(f"{platform.url}/api/v1/projects/nope/models/m/versions/1")
+    assert anonymous.status_code == 401
+    metrics = httpx.get(f"{platform.url}/metrics").text
+    assert 'route="/api/v1/projects/{project}/models/{name}/versions/{ref}"' in metrics

@@ -245,7 +245,7 @@ def test_rotation_interrupted_then_resumed(
     try:
         partial = service.rotate_key(ctx, live.runtime.store, project, max_batches=1)
     finally:
-        ctx.session.close()
+        ctx.close()
     assert (partial.version, partial.rewrapped, partial.complete) == (2, 2, False)
     keys = admin.keys.list(project)
     assert keys.pending_rewrap == 3

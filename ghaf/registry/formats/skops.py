@@ -34,6 +34,8 @@ BUILTIN_TRUSTED = frozenset(
 
 def predict_tabular(model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
     X = tabular(inputs)
+    if not hasattr(model, "predict") and hasattr(model, "transform"):
+        return {"transformed": np.asarray(model.transform(X))}  # a fitted preprocessing step
     outputs = {"predictions": np.asarray(model.predict(X))}
     if hasattr(model, "predict_proba"):
         # e.g. an SVC without probability=True has the method but refuses to run it
