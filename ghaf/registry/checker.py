@@ -144,8 +144,19 @@ ACTIONS = {"check": check, "latency": latency, "evaluate": evaluate}
 METRICS = _METRICS
 
 
+def _limit(job: dict[str, Any]) -> None:
+    """CPU seconds and file size, set before anything from the model is read."""
+    import resource
+
+    cpu = int(job.get("cpu_limit_s", 240))
+    size = int(job.get("file_limit_bytes", 4 * 1024**3))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
 def main() -> int:
     job = json.loads(sys.stdin.read())
+    _limit(job)
     try:
         answer = {"ok": True} | ACTIONS[job["action"]](job)
     except GhafError as exc:

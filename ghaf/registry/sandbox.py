@@ -14,13 +14,6 @@ from ghaf.core.errors import InvalidInput
 FILE_LIMIT_BYTES = 4 * 1024**3
 
 
-def _limits(cpu_s: int) -> None:  # pragma: no cover - runs in the child before exec
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT_BYTES, FILE_LIMIT_BYTES))
-
-
 def _environment(folder: Path) -> dict[str, str]:
     """Only what an interpreter needs: no GHAF_* settings, keys or tokens."""
     keep = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
@@ -37,7 +30,9 @@ def _environment(folder: Path) -> dict[str, str]:
 def run(job: dict[str, Any], *, folder: Path, timeout_s: float, what: str) -> dict[str, Any]:
     """Run ``job`` in a fresh interpreter inside ``folder``; its answer, or InvalidInput
     naming ``what`` failed (the model's error, a timeout, or a crash)."""
-    cpu = max(1, int(timeout_s * 2))
+    # The child sets these limits on itself before it reads the model (a preexec_fn
+    # could deadlock: the server forks from a threaded process).
+    job = job | {"cpu_limit_s": max(1, int(timeout_s * 2)), "file_limit_bytes": FILE_LIMIT_BYTES}
     try:
         done = subprocess.run(
             [sys.executable, "-I", "-m", "ghaf.registry.checker"],
@@ -46,7 +41,6 @@ def run(job: dict[str, Any], *, folder: Path, timeout_s: float, what: str) -> di
             timeout=timeout_s,
             cwd=folder,
             env=_environment(folder),
-            preexec_fn=lambda: _limits(cpu),
             check=False,
         )
     except subprocess.TimeoutExpired:

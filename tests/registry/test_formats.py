@@ -202,3 +202,16 @@ def test_tensors_wire_round_trip_and_errors() -> None:
         tensors.from_user({"X": np.array([1j, 2])})
     with pytest.raises(InvalidInput, match="limit is 100,000"):
         tensors.from_wire({"X": {"dtype": "int8", "shape": [200_001], "data": [0] * 200_001}})
+
+
+def test_the_checker_child_has_a_time_limit_and_no_secrets(tmp_path: Path, monkeypatch) -> None:
+    from ghaf.registry import sandbox
+
+    with pytest.raises(InvalidInput, match=r"did not finish within 0\.01 s"):
+        sandbox.run({"action": "check"}, folder=tmp_path, timeout_s=0.01, what="load")
+    monkeypatch.setenv("GHAF_MASTER_KEY", "c2VjcmV0")
+    environment = sandbox._environment(tmp_path)
+    assert not any(k.startswith("GHAF_") for k in environment)
+    assert environment["HOME"] == str(tmp_path)
+    with pytest.raises(InvalidInput, match="load: KeyError"):
+        sandbox.run({"action": "check"}, folder=tmp_path, timeout_s=60, what="load")
