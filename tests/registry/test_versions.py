@@ -219,3 +219,43 @@ def test_skops_file_with_an_untrusted_type_is_refused_until_the_policy_trusts_it
         admin.models.register(project, "cwd", path=path, sample=trained.X[:2])
     assert refused.value.extra["untrusted_types"] == ["posix.getcwd"]
     assert audited(admin, project, "model:register")[-1].outcome == "denied"
+
+
+def test_purging_a_project_removes_its_models(
+    platform, admin: Client, trained: TrainedModel
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from ghaf.core.clock import utcnow
+    from ghaf.projects.models import Project
+    from ghaf.registry.models import ModelVersion, RegisteredModel
+    from ghaf.server.app import purge_due_projects
+
+    doomed = admin.projects.create(unique("p")).name
+    admin.models.register(doomed, "churn", path=trained.path, sample=trained.X[:5])
+    admin.models.set_alias(doomed, "churn", "champion", 1)
+    admin.projects.delete(doomed)
+    ctx = platform.runtime.context(write=True, system_actor="test")
+    try:
+        project_id = ctx.session.scalar(select(Project.id).where(Project.name == doomed))
+        ctx.session.execute(
+            update(Project)
+            .where(Project.name == doomed)
+            .values(purge_after=utcnow() - timedelta(seconds=1))
+        )
+        ctx.session.commit()
+    finally:
+        ctx.close()
+    assert doomed in purge_due_projects(platform.runtime)
+    with platform.runtime.database.transaction(write=False) as session:
+        left = session.scalar(
+            select(func.count())
+            .select_from(ModelVersion)
+            .join(RegisteredModel, RegisteredModel.id == ModelVersion.model_id)
+            .where(RegisteredModel.project_id == project_id)
+        )
+    assert project_id is not None and left == 0
+    with pytest.raises(NotFound):
+        admin.models.get(doomed, "churn")
