@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, Response, status
 
 from ghaf.core.paging import Page
 from ghaf.projects import schemas, service
 from ghaf.security import schemas as security_schemas
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit
+from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ServiceCall
+from ghaf.server.hot_routes import HotRoute, json_response
 from ghaf.storage.service import delete_project_objects
 
 router = APIRouter(tags=["projects"])
@@ -29,9 +30,18 @@ async def list_projects(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get("/projects/{name}")
-async def get_project(call: Call, name: str) -> schemas.ProjectOut:
-    return await call(service.get_project, name)
+@router.get("/projects/{name}", response_model=schemas.ProjectOut)
+async def get_project(call: Call, name: str) -> Response:
+    """Served by :func:`serve_project` (a hot route); declared here for OpenAPI."""
+    return json_response(await call(service.get_project, name))
+
+
+async def serve_project(request: Request, params: dict[str, str]) -> Response:
+    """``GET /projects/{name}`` without FastAPI's routing (ghaf/server/hot_routes.py)."""
+    return json_response(await ServiceCall(request)(service.get_project, params["name"]))
+
+
+HOT_ROUTES = [HotRoute("GET", "/api/v1/projects/{name}", serve_project)]
 
 
 @router.patch("/projects/{name}")

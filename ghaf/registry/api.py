@@ -13,7 +13,7 @@ from ghaf.core.errors import GhafError
 from ghaf.core.paging import Page
 from ghaf.registry import checks, gates, schemas, service
 from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
-from ghaf.server.hot_routes import HotRoute
+from ghaf.server.hot_routes import HotRoute, json_response
 from ghaf.storage.store import Store
 
 router = APIRouter(tags=["registry"])
@@ -98,11 +98,7 @@ async def list_versions(
 @router.get(VERSION, description=REF_DOC, response_model=schemas.VersionOut)
 async def get_version(call: ReadCall, project: str, name: str, ref: str) -> Response:
     """Served by :func:`resolve_version` (a hot route); declared here for OpenAPI."""
-    return _json(await call(service.get_version_json, project, name, ref))
-
-
-def _json(document: bytes) -> Response:
-    return Response(document, media_type="application/json")
+    return json_response(await call(service.get_version_json, project, name, ref))
 
 
 async def resolve_version(request: Request, params: dict[str, str]) -> Response:
@@ -110,7 +106,7 @@ async def resolve_version(request: Request, params: dict[str, str]) -> Response:
     ghaf/server/hot_routes.py): the lookup behind every ``name@alias``."""
     call = ServiceCall(request, write=False)
     found = await call(service.get_version_json, params["project"], params["name"], params["ref"])
-    return _json(found)
+    return json_response(found)
 
 
 HOT_ROUTES = [HotRoute("GET", "/api/v1" + VERSION, resolve_version)]

@@ -15,6 +15,7 @@ from ghaf import __version__
 from ghaf.core.migrate import check_schema
 from ghaf.core.settings import Settings
 from ghaf.datasets.api import router as datasets_router
+from ghaf.projects.api import HOT_ROUTES as project_hot_routes
 from ghaf.projects.api import router as projects_router
 from ghaf.projects.service import purge_projects
 from ghaf.registry.api import HOT_ROUTES as registry_hot_routes
@@ -74,19 +75,17 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     app.state.metrics = RequestMetrics(CollectorRegistry())
     problems.install(app)
     app.include_router(health.router)
-    # FastAPI matches included routers in order, each by scanning its routes: the routers
-    # of hot lookups (name@alias resolution) come first. Their paths cannot shadow others.
     for router in (
-        registry_router,
         projects_router,
         storage_router,
         datasets_router,
         tracking_router,
+        registry_router,
         security_router,
         audit_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
-    app.add_middleware(HotRoutes, routes=[*registry_hot_routes])
+    app.add_middleware(HotRoutes, routes=[*project_hot_routes, *registry_hot_routes])
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -23,6 +24,14 @@ from ghaf.core.errors import GhafError
 from ghaf.server.problems import problem_response
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+
+
+def json_response(body: bytes | BaseModel) -> Response:
+    """A JSON answer from pre-rendered bytes or a response model (as FastAPI renders it)."""
+    data = body if isinstance(body, bytes) else body.model_dump_json().encode()
+    return Response(data, media_type="application/json")
+
+
 log = logging.getLogger("ghaf.server")
 
 
