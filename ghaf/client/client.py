@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,6 +100,19 @@ class Client:
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send a request; any problem response is raised as its typed ``GhafError``."""
         return _send(self._http, method, path, **kwargs)
+
+    @contextmanager
+    def streaming(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives; an error status is raised (as
+        the typed error of its problem document) before the body is handed over."""
+        try:
+            with self._http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach the ghaf server at {self.url}: {exc}") from None
 
     def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         return model.model_validate(self.request(method, path, **kwargs).json())
@@ -426,10 +440,7 @@ class Audit(_Resource):
 
     def export(self) -> Iterator[str]:
         """The trail as JSON lines, streamed."""
-        with self._client._http.stream("GET", f"{API}/audit/export") as response:
-            if response.status_code >= 400:
-                response.read()
-                raise _error(response)
+        with self._client.streaming("GET", f"{API}/audit/export") as response:
             yield from response.iter_lines()
 
 
@@ -499,12 +510,9 @@ class Artifacts(_Resource):
         """Contents by SHA-256 in one streamed response, each checked against its hash."""
         wanted = set(hashes)
         frames = packs.FrameReader(members_max=len(wanted))
-        with self._client._http.stream(
+        with self._client.streaming(
             "POST", f"{API}/projects/{project}/blobs:fetch", json={"sha256": sorted(wanted)}
         ) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise _error(response)
             for piece in response.iter_bytes(CHUNK):
                 for sha256, content in frames.feed(piece):
                     if sha256 == packs.ERROR_SHA256:
@@ -541,12 +549,7 @@ class Artifacts(_Resource):
 
     def blob_pieces(self, project: str, sha256: str) -> Iterator[bytes]:
         """Content by SHA-256, streamed in 1 MiB pieces (unchecked: see write_verified)."""
-        with self._client._http.stream(
-            "GET", f"{API}/projects/{project}/blobs/{sha256}"
-        ) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise _error(response)
+        with self._client.streaming("GET", f"{API}/projects/{project}/blobs/{sha256}") as response:
             yield from response.iter_bytes(CHUNK)
 
     def present(self, project: str, hashes: builtins.list[str]) -> set[str]:
@@ -560,10 +563,7 @@ class Artifacts(_Resource):
         self, project: str, path: str, destination: str | Path, *, progress: Progress | None = None
     ) -> ArtifactOut:
         """Download to ``destination``, checking the SHA-256 before it is moved into place."""
-        with self._client._http.stream("GET", _artifact_url(project, path)) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise _error(response)
+        with self._client.streaming("GET", _artifact_url(project, path)) as response:
             write_verified(
                 response.iter_bytes(CHUNK),
                 Path(destination),

@@ -7,7 +7,7 @@ as ``name@alias`` and leave the version out.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -191,13 +191,8 @@ class Models:
         )
         return target
 
-    def _pieces(self, url: str, onnx: bool) -> Any:
-        with self._client._http.stream("GET", url, params={"onnx": onnx}) as response:
-            if response.status_code >= 400:
-                response.read()
-                from ghaf.client.client import _error
-
-                raise _error(response)
+    def _pieces(self, url: str, onnx: bool) -> Iterator[bytes]:
+        with self._client.streaming("GET", url, params={"onnx": onnx}) as response:
             yield from response.iter_bytes(1 << 20)
 
     # --- aliases --------------------------------------------------------------------

@@ -61,15 +61,9 @@ def check(job: dict[str, Any]) -> dict[str, Any]:
         target.write_bytes(data)
         onnx = OnnxFormat()
         session = onnx.load(target, trust=Trust())
-        converted = onnx.predict(session, {"X": np.asarray(_features_only(sample))})
+        converted = onnx.predict(session, {"X": convert.features(sample)})
         answer["conversion"] = convert.compare(outputs, converted)
     return answer
-
-
-def _features_only(sample: dict[str, Any]) -> Any:
-    from ghaf.registry.formats import tabular
-
-    return np.asarray(tabular(sample)).astype(np.float32)
 
 
 def latency(job: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +81,7 @@ def latency(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "mae", "mse", "rmse")
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "mae", "mse", "rmse")
 
 
 def evaluate(job: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +135,6 @@ def evaluate(job: dict[str, Any]) -> dict[str, Any]:
 
 
 ACTIONS = {"check": check, "latency": latency, "evaluate": evaluate}
-METRICS = _METRICS
 
 
 def _limit(job: dict[str, Any]) -> None:

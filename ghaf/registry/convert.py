@@ -16,7 +16,8 @@ RTOL = 1e-3
 ATOL = 1e-4
 
 
-def _features(sample: Mapping[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+def features(sample: Mapping[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    """The sample as the float32 matrix the converters and converted models take."""
     from ghaf.registry.formats import tabular
 
     X = np.asarray(tabular(sample))
@@ -28,7 +29,7 @@ def _features(sample: Mapping[str, np.ndarray[Any, Any]]) -> np.ndarray[Any, Any
 
 
 def to_onnx(format_name: str, model: Any, sample: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
-    X = _features(sample)
+    X = features(sample)
     try:
         if format_name in ("skops", "pickle"):
             from skl2onnx import to_onnx as sklearn_to_onnx

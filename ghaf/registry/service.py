@@ -321,17 +321,9 @@ def plan_version(
         assert request.file is not None
         if request.link_run is not None:
             run_id = tracking.find_run(pctx, request.link_run).id
-        blob = pctx.session.scalar(
-            select(Blob).where(
-                Blob.project_id == pctx.project.id, Blob.sha256 == request.file.sha256
-            )
+        blob = storage.held_blob(
+            pctx, request.file.sha256, size=request.file.size, field="file.sha256"
         )
-        if blob is None or blob.size != request.file.size:
-            raise NotFound(
-                f"project {project!r} holds no content {request.file.sha256} of "
-                f"{request.file.size} bytes; upload it (PUT .../blobs/{{sha256}}) first",
-                field="file.sha256",
-            )
         filename, source = request.file.filename, f"upload: {request.file.filename}"
     assert blob is not None
     candidate = Candidate(
@@ -557,18 +549,9 @@ def _find(pctx: Context, name: str, ref: str | None) -> tuple[RegisteredModel, M
     return model, _version(pctx, model, ref or "latest")
 
 
-def get_version(
-    ctx: Context, project: str, name: str, ref: str | None = None
-) -> schemas.VersionOut:
-    """A version by number, ``latest``, alias, or ``name@alias`` as ``name``."""
-    pctx = ctx.in_project(project)
-    pctx.require("model:read", resource=_resource(project, name, ref))
-    model, version = _find(pctx, name, ref)
-    return _version_out(pctx, model, version)
-
-
 def get_version_json(ctx: Context, project: str, name: str, ref: str | None = None) -> bytes:
-    """:func:`get_version` as JSON: the hot path of serving and CI lookups.
+    """A version (by number, ``latest``, alias, or ``name@alias`` as ``name``) as JSON:
+    the hot path of serving and CI lookups.
 
     On the read path the document is cached for the current audit epoch: every change to
     a version, its aliases, its reviews or the policy is audited, so a cached answer is
@@ -1123,10 +1106,9 @@ def _table(pctx: Context, store: Store, dataset: str, ref: str) -> tuple[str, ga
             f"dataset {dataset}@{ref} holds {len(tables)} Parquet files; a gate evaluates on "
             "a version with exactly one (a table version)"
         )
-    blob = pctx.session.scalar(
-        select(Blob).where(Blob.project_id == pctx.project.id, Blob.sha256 == tables[0].sha256)
-    )
-    if blob is None:
+    try:
+        blob = storage.held_blob(pctx, tables[0].sha256, size=tables[0].size)
+    except NotFound:
         return f"the content of {tables[0].path} is missing"
     return tables[0].path.rsplit("/", 1)[-1], _read_blob(store, blob)
 

@@ -433,6 +433,20 @@ def present_blobs(ctx: Context, project: str, hashes: list[str]) -> schemas.Blob
     )
 
 
+def held_blob(pctx: Context, sha256: str, *, size: int, field: str = "sha256") -> Blob:
+    """For domains above (runs, models): the content ``pctx``'s project already stores
+    with this SHA-256 and size, or NotFound telling the caller to upload it first."""
+    assert pctx.project is not None
+    blob = _blob_by_hash(pctx, pctx.project.id, sha256)
+    if blob is None or blob.size != size:
+        raise NotFound(
+            f"project {pctx.project.name!r} holds no content {sha256} of {size} bytes; "
+            "upload it (PUT .../blobs/{sha256}) first",
+            field=field,
+        )
+    return blob
+
+
 def store_content(pctx: Context, store: Store, data: bytes) -> Blob:
     """Content ghaf made itself (a converted model), stored encrypted in ``pctx``'s
     project within the caller's transaction; the object is removed if that fails."""

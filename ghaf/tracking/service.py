@@ -27,7 +27,7 @@ from ghaf.datasets import service as datasets
 from ghaf.projects.models import Project
 from ghaf.security.context import Context
 from ghaf.storage import references
-from ghaf.storage.models import Blob
+from ghaf.storage import service as storage
 from ghaf.storage.paths import normalise_path
 from ghaf.tracking import batches, filters, query, schemas
 from ghaf.tracking.batches import LogBatch
@@ -687,15 +687,7 @@ def add_artifact(
     if run.deleted_at is not None:
         raise Conflict(f"run {run.id} is deleted; restore it first", field="run")
     path = normalise_path(request.path)
-    blob = pctx.session.scalar(
-        select(Blob).where(Blob.project_id == pctx.project.id, Blob.sha256 == request.sha256)
-    )
-    if blob is None or blob.size != request.size:
-        raise NotFound(
-            f"project {project!r} holds no content {request.sha256} of {request.size} bytes; "
-            "upload it (PUT .../blobs/{sha256}) first",
-            field="sha256",
-        )
+    blob = storage.held_blob(pctx, request.sha256, size=request.size)
     existing = pctx.session.get(RunArtifact, (run.id, path))
     if existing is not None:
         if existing.sha256 != request.sha256:
