@@ -14,17 +14,11 @@ from ghaf.core.paging import Page
 from ghaf.registry import checks, gates, schemas, service
 from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
 from ghaf.server.hot_routes import HotRoute, json_response
-from ghaf.storage.store import Store
 
 router = APIRouter(tags=["registry"])
 MODELS = "/projects/{project}/models"
 VERSION = MODELS + "/{name}/versions/{ref}"
 REF_DOC = "A version number, `latest`, or an alias (`champion` or `@champion`)."
-
-
-def _store(call: ServiceCall) -> Store:
-    store: Store = call.runtime.store
-    return store
 
 
 @router.get("/projects/{project}/model-policy")
@@ -69,7 +63,7 @@ async def register_version(
     """Register a version from an uploaded file or a run's artifact. The file is
     inspected without running it (pickles are refused unless the policy allows them and
     the scan passes), then loaded and used to predict the sample in a child process."""
-    store = _store(call)
+    store = call.store
     plan = await call(service.plan_version, store, project, name, body)
     try:
         checked = await run_in_threadpool(
@@ -128,7 +122,7 @@ async def download_version(
     onnx: Annotated[bool, Query(description="The ONNX conversion instead.")] = False,
 ) -> StreamingResponse:
     """The model file, decrypted and streamed (needs model:read)."""
-    found = await call(service.open_version_file, _store(call), project, name, ref, onnx=onnx)
+    found = await call(service.open_version_file, call.store, project, name, ref, onnx=onnx)
     pieces = iter(found.read())
     first = await run_in_threadpool(next, pieces, b"")  # authenticate before headers
 
@@ -225,7 +219,7 @@ async def lineage(call: ReadCall, project: str, name: str, ref: str) -> schemas.
 
 
 async def _check_gates(call: ServiceCall, project: str, name: str, ref: str) -> schemas.GateReport:
-    plan = await call(service.plan_gates, _store(call), project, name, ref)
+    plan = await call(service.plan_gates, call.store, project, name, ref)
     results = await run_in_threadpool(
         gates.evaluate, plan.facts, timeout_s=call.settings.model_check_timeout_s
     )

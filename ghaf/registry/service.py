@@ -9,6 +9,7 @@ seconds, so they come in phases that hold no transaction while the model runs:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -126,12 +127,18 @@ class LoadedPolicy:
     row: RegistryPolicy | None
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(text: str) -> policies.Policy:
+    """Policies are read on most registry calls and change rarely: parse each text once."""
+    return policies.parse(text) if text else policies.DEFAULT
+
+
 def _policy(pctx: Context) -> LoadedPolicy:
     assert pctx.project is not None
     row = pctx.session.get(RegistryPolicy, pctx.project.id)
     text = row.text if row is not None else ""
     return LoadedPolicy(
-        policies.parse(text) if text else policies.DEFAULT,
+        _parsed(text),
         text,
         hashlib.sha256(text.encode()).hexdigest(),
         row,

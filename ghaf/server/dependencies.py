@@ -21,6 +21,7 @@ from ghaf.core.settings import Settings
 from ghaf.security.context import Context
 from ghaf.security.service import authenticate
 from ghaf.server.runtime import Runtime
+from ghaf.storage.store import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,6 +46,11 @@ class ServiceCall:
     @property
     def settings(self) -> Settings:
         return self.runtime.settings
+
+    @property
+    def store(self) -> Store:
+        """The artifact store, for routes that stream bytes."""
+        return self.runtime.store
 
     def _open(self, *, authenticated: bool) -> Context:
         ctx = self.runtime.context(

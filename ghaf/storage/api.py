@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ghaf.core.errors import GhafError
 from ghaf.core.paging import Page
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
+from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall
 from ghaf.storage import packs, schemas, service
 from ghaf.storage.store import Sealing, Store, Upload
 
@@ -29,11 +29,6 @@ class RangeNotSatisfiable(GhafError):
     status = 416
     code = "range-not-satisfiable"
     title = "Range not satisfiable"
-
-
-def _store(call: ServiceCall) -> Store:
-    store: Store = call.runtime.store
-    return store
 
 
 async def _pieces(request: Request) -> AsyncIterator[bytearray]:
@@ -104,7 +99,7 @@ async def put_artifact(
     x_ghaf_sha256: Annotated[str | None, Header(description="SHA-256 of the content.")] = None,
 ) -> schemas.ArtifactOut:
     """Upload the request body (streamed) to ``path``; visible only once verified."""
-    store = _store(call)
+    store = call.store
     plan = await call(
         service.plan_put, store, name, path, sha256=x_ghaf_sha256, overwrite=overwrite
     )
@@ -119,7 +114,7 @@ async def put_artifact(
 )
 async def put_blob(call: Call, request: Request, name: str, sha256: str) -> schemas.BlobOut:
     """Upload content addressed only by its SHA-256 (for manifests such as datasets)."""
-    store = _store(call)
+    store = call.store
     plan = await call(service.plan_blob_put, store, name, sha256)
     handle = await _receive_one(request, store, plan)
     return await call(service.commit_blob, store, plan, handle)
@@ -136,7 +131,7 @@ async def put_blob(call: Call, request: Request, name: str, sha256: str) -> sche
 async def put_pack(call: Call, request: Request, name: str) -> schemas.PackOut:
     """Upload many small contents in one body of ``application/x-ghaf-pack`` frames
     (see docs/storage.md); each is checked against its declared SHA-256."""
-    store = _store(call)
+    store = call.store
     plan = await call(service.plan_pack, store, name)
     pack = store.start_pack(project_id=plan.project_id)
     frames = packs.FrameReader()
@@ -152,7 +147,7 @@ async def put_pack(call: Call, request: Request, name: str) -> schemas.PackOut:
 @router.post("/projects/{name}/blobs:fetch")
 async def fetch_blobs(call: ReadCall, name: str, body: schemas.BlobQuery) -> Response:
     """Many contents by SHA-256 as one stream of pack frames (in storage order)."""
-    store = _store(call)
+    store = call.store
     opened = await call(service.open_blobs, store, name, body.sha256)
 
     def frames() -> Iterator[bytes]:
@@ -187,7 +182,7 @@ def _regroup(pieces: Iterator[bytes]) -> Iterator[bytes]:
 @router.get("/projects/{name}/blobs/{sha256}")
 async def get_blob(call: Call, name: str, sha256: str) -> Response:
     """Content by SHA-256, streamed and authenticated chunk by chunk."""
-    store = _store(call)
+    store = call.store
     opened = await call(service.open_blob, store, name, sha256)
     return await _stream(store, opened, None)
 
@@ -195,7 +190,7 @@ async def get_blob(call: Call, name: str, sha256: str) -> Response:
 @router.post("/projects/{name}/artifacts:link", status_code=status.HTTP_201_CREATED)
 async def link_artifact(call: Call, name: str, body: schemas.ArtifactLink) -> schemas.ArtifactOut:
     """Name content the project already stores (dedup: no bytes are sent)."""
-    return await call(service.link, _store(call), name, body)
+    return await call(service.link, call.store, name, body)
 
 
 @router.post("/projects/{name}/blobs:query")
@@ -235,7 +230,7 @@ async def get_artifact(
     if metadata:
         out = await call(service.get_artifact, name, path)
         return Response(out.model_dump_json(), media_type="application/json")
-    store = _store(call)
+    store = call.store
     opened = await call(service.open_artifact, store, name, path)
     return await _stream(store, opened, range_header)
 
@@ -294,21 +289,21 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int]:
 
 @router.delete("/projects/{name}/artifacts/{path:path}", status_code=204)
 async def delete_artifact(call: Call, name: str, path: str) -> None:
-    await call(service.delete_artifact, _store(call), name, path)
+    await call(service.delete_artifact, call.store, name, path)
 
 
 @router.post("/projects/{name}/artifacts:verify")
 async def verify_artifacts(call: Call, name: str) -> schemas.StorageVerifyResult:
     """Re-read every object, check hashes and tags; report missing/corrupt/orphaned."""
-    return await call(service.verify, _store(call), name)
+    return await call(service.verify, call.store, name)
 
 
 @router.get("/projects/{name}/keys")
 async def list_keys(call: Call, name: str) -> schemas.KeysOut:
-    return await call(service.list_keys, _store(call), name)
+    return await call(service.list_keys, call.store, name)
 
 
 @router.post("/projects/{name}/keys:rotate")
 async def rotate_key(call: Call, name: str) -> schemas.RotationResult:
     """New KEK version; re-wraps every data key (resumes an interrupted rotation)."""
-    return await call(service.rotate_key, _store(call), name)
+    return await call(service.rotate_key, call.store, name)
