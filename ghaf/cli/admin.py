@@ -18,6 +18,7 @@ from ghaf.cli.output import (
     print_item,
     print_secret,
     reporting_errors,
+    styled,
 )
 from ghaf.core.settings import Settings, load_settings
 
@@ -85,8 +86,11 @@ def init(
         )
     else:
         console.print(
-            f"platform admin [bold]{result.admin}[/bold] created. Its token, "
-            f"shown once:\n{result.token.token}",
+            styled(
+                "platform admin ",
+                (str(result.admin), "bold"),
+                f" created. Its token, shown once:\n{result.token.token}",
+            ),
             highlight=False,
         )
 

@@ -12,7 +12,7 @@ from typing import Any
 from rich.panel import Panel
 from rich.table import Table
 
-from ghaf.cli.output import console, reporting_errors
+from ghaf.cli.output import console, reporting_errors, styled
 from ghaf.client import Client
 from ghaf.core.errors import Conflict, GhafError, InvalidInput, NotFound, PermissionDenied
 from ghaf.core.settings import load_settings
@@ -23,11 +23,12 @@ DEMO_PASSWORD = "demo-password-123"  # noqa: S105 - a local demo user's password
 
 
 def _step(number: int, title: str) -> None:
-    console.rule(f"[bold cyan]{number}. {title}", align="left")
+    console.rule(styled((f"{number}. {title}", "bold cyan")), align="left")
 
 
-def _ok(text: str) -> None:
-    console.print(f"  [green]✓[/green] {text}", highlight=False)
+def _ok(*parts: str | tuple[str, str]) -> None:
+    """One step's result; parts are plain text or ``(text, style)``, never markup."""
+    console.print(styled("  ", ("✓", "green"), " ", *parts), highlight=False)
 
 
 def _existing(create: Any, get: Any) -> Any:
@@ -47,7 +48,10 @@ def demo() -> None:
 def _run() -> None:
     settings = load_settings()
     console.print(
-        Panel.fit("[bold]ghaf demo[/bold]: secure-by-default MLOps platform", border_style="cyan")
+        Panel.fit(
+            styled(("ghaf demo", "bold"), ": secure-by-default MLOps platform"),
+            border_style="cyan",
+        )
     )
 
     _step(1, "Initialise the platform home")
@@ -115,7 +119,7 @@ def _artifacts(admin: Client, alice: Client, home: Path) -> None:
         admin.artifacts.put("eu-only", "data.csv", table)
         raise GhafError("a write outside the project's regions was accepted")
     except PermissionDenied as refused:
-        _ok(f"residency: [yellow]{refused.detail}[/yellow]")
+        _ok("residency: ", (refused.detail, "yellow"))
 
 
 def _datasets(alice: Client, home: Path) -> None:
@@ -320,12 +324,12 @@ def _registry(admin: Client, alice: Client, runs: list[str], home: Path) -> None
         alice.models.register("risk", "credit-scorer", path=rogue, sample=np.eye(2))
         raise GhafError("a pickle was registered: the safe-format rule is broken")
     except InvalidInput as refused:
-        _ok(f"a joblib pickle refused: [yellow]{refused.detail[:110]}...[/yellow]")
+        _ok("a joblib pickle refused: ", (f"{refused.detail[:110]}...", "yellow"))
     first, second = versions
     try:
         alice.models.approve("risk", "credit-scorer", first.version, comment="mine")
     except PermissionDenied as refused:
-        _ok(f"alice cannot approve: [yellow]{refused.detail}[/yellow]")
+        _ok("alice cannot approve: ", (refused.detail, "yellow"))
     for version in versions:
         print_gates(alice.models.check_gates("risk", "credit-scorer", version.version))
         approved = admin.models.approve(
@@ -365,12 +369,12 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
             lambda n=name, d=description: admin.projects.create(n, description=d),
             lambda n=name: admin.projects.get(n),
         )
-        _ok(f"project [bold]{name}[/bold]")
+        _ok("project ", (name, "bold"))
     _existing(
         lambda: admin.users.create("alice", password=DEMO_PASSWORD),
         lambda: admin.users.get("alice"),
     )
-    _ok("user [bold]alice[/bold] (argon2-hashed password)")
+    _ok("user ", ("alice", "bold"), " (argon2-hashed password)")
 
     _step(4, "Alice joins 'risk' as a member and logs in with her password")
     try:
@@ -388,12 +392,12 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
         alice.projects.delete("risk")
         raise GhafError("alice was allowed to delete 'risk': RBAC is broken")
     except PermissionDenied as refused:
-        _ok(f"delete 'risk' refused (403): [yellow]{refused.detail}[/yellow]")
+        _ok("delete 'risk' refused (403): ", (refused.detail, "yellow"))
     try:
         alice.projects.get("fraud")
         raise GhafError("alice could read 'fraud': RBAC is broken")
     except NotFound as hidden:
-        _ok(f"get 'fraud' answers 404, existence not leaked: [yellow]{hidden.detail}[/yellow]")
+        _ok("get 'fraud' answers 404, existence not leaked: ", (hidden.detail, "yellow"))
 
     _step(6, "Encrypted, content-addressed artifacts")
     _artifacts(admin, alice, home)
@@ -450,14 +454,17 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
 def _finish(home: object) -> None:
     console.print(
         Panel(
-            "What you can open or query now:\n"
-            f"  • start the server:  [bold]GHAF_HOME={home} .venv/bin/ghaf server[/bold]\n"
-            "  • API docs:          http://127.0.0.1:8080/api/v1/docs  (OpenAPI: "
-            "/api/v1/openapi.json)\n"
-            "  • log in as admin:   .venv/bin/ghaf admin token, then ghaf login --url URL "
-            "--token TOKEN\n"
-            "  • read the trail:    ghaf audit list --project risk;  ghaf audit verify\n"
-            f"  • alice's password:  {DEMO_PASSWORD}",
+            styled(
+                "What you can open or query now:\n  • start the server:  ",
+                (f"GHAF_HOME={home} .venv/bin/ghaf server", "bold"),
+                "\n"
+                "  • API docs:          http://127.0.0.1:8080/api/v1/docs  (OpenAPI: "
+                "/api/v1/openapi.json)\n"
+                "  • log in as admin:   .venv/bin/ghaf admin token, then ghaf login --url URL "
+                "--token TOKEN\n"
+                "  • read the trail:    ghaf audit list --project risk;  ghaf audit verify\n"
+                f"  • alice's password:  {DEMO_PASSWORD}",
+            ),
             title="done",
             border_style="green",
         )

@@ -16,8 +16,9 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ghaf.core.errors import GhafError
 from ghaf.security.schemas import TokenCreated
@@ -26,10 +27,18 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup is off: messages carry server-chosen and user-chosen text (names, hints such as
+# "pip install 'ghaf[s3]'"), and Rich would silently eat anything in square brackets.
+# Styling goes through :func:`styled` instead, which never parses its text.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 T = TypeVar("T")
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain strings and ``(text, style)`` pairs; text is never markup."""
+    return Text.assemble(*parts)
 
 
 def exit_code_for(error: GhafError) -> int:
@@ -37,7 +46,7 @@ def exit_code_for(error: GhafError) -> int:
 
 
 def fail(message: str, *, code: int = EXIT_USAGE) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    err_console.print(styled(("error:", "red"), f" {message}"), highlight=False)
     raise typer.Exit(code)
 
 
@@ -48,7 +57,7 @@ def reporting_errors() -> Iterator[None]:
         yield
     except GhafError as error:
         where = f" [{error.field}]" if error.field else ""
-        err_console.print(f"[red]error:[/red] {error.detail}{where}", highlight=False)
+        err_console.print(styled(("error:", "red"), f" {error.detail}{where}"), highlight=False)
         raise typer.Exit(exit_code_for(error)) from None
 
 
@@ -91,7 +100,7 @@ def print_table(
         print_json(list(rows))
         return
     if not rows:
-        console.print(f"[dim]no {title or 'results'}[/dim]")
+        console.print(styled((f"no {title or 'results'}", "dim")))
         return
     table = Table(title=title, show_lines=False)
     for column in columns:
@@ -138,7 +147,7 @@ def print_secret(created: TokenCreated, *, as_json: bool) -> None:
 def transfer_progress(*, quiet: bool) -> Progress:
     """Rich bars for byte transfers (hash, upload, download); silent with ``--json``."""
     return Progress(
-        "[progress.description]{task.description}",
+        TextColumn("{task.description}", markup=False, style="progress.description"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),

@@ -22,6 +22,7 @@ from ghaf.cli.output import (
     print_item,
     print_json,
     print_table,
+    styled,
     with_client,
 )
 from ghaf.registry.schemas import GateReport, VersionOut
@@ -226,7 +227,7 @@ def lineage(
     if as_json:
         print_json(found)
         return
-    console.print(f"[bold]{found.model} v{found.version}[/bold]")
+    console.print(styled((f"{found.model} v{found.version}", "bold")))
     console.print("upstream:")
     if found.run:
         run = found.run
@@ -234,7 +235,7 @@ def lineage(
     for item in found.datasets:
         console.print(f"  <- dataset {item['dataset']} v{item['version']} (via {item['via']})")
     if not found.run and not found.datasets:
-        console.print("  [dim]none recorded[/dim]")
+        console.print(styled("  ", ("none recorded", "dim")))
     console.print("downstream:")
     for name_ in found.aliases:
         console.print(f"  -> alias {found.model}@{name_}")
@@ -243,7 +244,7 @@ def lineage(
     for deployment in found.deployments:
         console.print(f"  -> deployment {deployment}")
     if not (found.aliases or found.onnx or found.deployments):
-        console.print("  [dim]none yet[/dim]")
+        console.print(styled("  ", ("none yet", "dim")))
 
 
 def _review_command(action: str, help_text: str) -> None:
@@ -322,7 +323,9 @@ def card(
     else:
         console.print(text, markup=False, highlight=False)
     if found.missing:
-        console.print(f"[yellow]required by policy, still empty: {', '.join(found.missing)}")
+        console.print(
+            styled((f"required by policy, still empty: {', '.join(found.missing)}", "yellow"))
+        )
 
 
 @policy.command("show")
@@ -356,7 +359,7 @@ def print_gates(report: GateReport) -> None:
         shown = f"{measured:.6g}" if isinstance(measured, float) else str(measured or "")
         table.add_row(
             result.rule,
-            "[green]pass[/green]" if result.passed else "[red]FAIL[/red]",
+            styled(("pass", "green")) if result.passed else styled(("FAIL", "red")),
             shown,
             result.expected,
             result.detail,
@@ -364,11 +367,11 @@ def print_gates(report: GateReport) -> None:
     console.print(table)
     failed = sum(not r.passed for r in report.results)
     if not report.results:
-        console.print("[dim]the policy has no gates[/dim]")
+        console.print(styled(("the policy has no gates", "dim")))
     elif failed:
-        console.print(f"[red]{failed} of {len(report.results)} gates failed[/red]")
+        console.print(styled((f"{failed} of {len(report.results)} gates failed", "red")))
     else:
-        console.print(f"[green]all {len(report.results)} gates passed[/green]")
+        console.print(styled((f"all {len(report.results)} gates passed", "green")))
 
 
 @gate.command("check")

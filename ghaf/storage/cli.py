@@ -17,6 +17,7 @@ from ghaf.cli.output import (
     print_item,
     print_json,
     print_table,
+    styled,
     transfer_progress,
     with_client,
 )
@@ -110,9 +111,11 @@ def verify(project: ProjectOpt, as_json: JsonOpt = False) -> None:
         for kind in ("missing", "corrupt", "orphaned"):
             for problem in getattr(result, kind):
                 where = ", ".join(problem.paths) or problem.key or "?"
-                console.print(f"[red]{kind}[/red] {where}: {problem.problem}", highlight=False)
+                console.print(
+                    styled((kind, "red"), f" {where}: {problem.problem}"), highlight=False
+                )
         if result.ok:
-            console.print("[green]all objects intact[/green]")
+            console.print(styled(("all objects intact", "green")))
     if not result.ok:
         raise typer.Exit(EXIT_CHECK_FAILED)
 

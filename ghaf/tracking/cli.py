@@ -17,6 +17,7 @@ from ghaf.cli.output import (
     print_item,
     print_json,
     print_table,
+    styled,
     with_client,
 )
 from ghaf.tracking.schemas import RunOut
@@ -92,7 +93,7 @@ def list_runs(
         print_json({"items": list(found), "next_cursor": found.next_cursor})
         return
     if not found:
-        console.print("[dim]no runs[/dim]")
+        console.print(styled(("no runs", "dim")))
         return
     named = [
         o.split()[0].removeprefix("metrics.") for o in order_by or [] if o.startswith("metrics.")
@@ -113,7 +114,7 @@ def list_runs(
         )
     console.print(table)
     if found.next_cursor:
-        console.print(f"[dim]more runs match; raise --limit (now {limit})[/dim]")
+        console.print(styled((f"more runs match; raise --limit (now {limit})", "dim")))
 
 
 def _show(run: RunOut) -> None:
@@ -187,7 +188,7 @@ def compare(
     for key, values in result.params.items():
         table.add_row(f"params.{key}", *(v if v is not None else "" for v in values))
     if not result.params:
-        table.add_row("[dim](params are equal)[/dim]", *("" for _ in result.runs))
+        table.add_row(styled(("(params are equal)", "dim")), *("" for _ in result.runs))
     for key, numbers in result.metrics.items():
         table.add_row(f"metrics.{key}", *(_number(v) for v in numbers))
     console.print(table)
@@ -231,6 +232,6 @@ def sync(as_json: JsonOpt = False) -> None:
             highlight=False,
         )
         for run_id, problem in report.failed.items():
-            console.print(f"[red]not sent[/red] {run_id}: {problem}", highlight=False)
+            console.print(styled(("not sent", "red"), f" {run_id}: {problem}"), highlight=False)
     if report.failed:
         raise typer.Exit(EXIT_CHECK_FAILED)
