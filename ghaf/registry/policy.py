@@ -147,6 +147,45 @@ DEFAULT = Policy()
 
 # --- YAML with line numbers -------------------------------------------------------------
 
+MAX_DEPTH = 32
+
+
+class _PolicyLoader(yaml.SafeLoader):
+    """SafeLoader without aliases and with bounded nesting.
+
+    An alias lets ~300 bytes expand to 10^6 leaves ("billion laughs") or refer to itself;
+    a policy never needs one, so any alias is refused while composing, before anything
+    is expanded. Depth is bounded so a deeply nested document cannot exhaust the stack.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            line = event.start_mark.line + 1
+            raise InvalidInput(
+                f"line {line}: YAML aliases (*{event.anchor}) are not allowed in a policy; "
+                "write the value out",
+                field="policy",
+                line=line,
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise InvalidInput(
+                    f"line {line}: the policy is nested more than {MAX_DEPTH} levels deep",
+                    field="policy",
+                    line=line,
+                )
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
 
 def _plain(node: yaml.Node, path: Loc, lines: dict[Loc, int]) -> Any:
     lines[path] = node.start_mark.line + 1
@@ -209,7 +248,7 @@ def parse(text: str) -> Policy:
     """Validate a policy document; ``InvalidInput`` names the line of the first problem."""
     lines: dict[Loc, int] = {}
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_PolicyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

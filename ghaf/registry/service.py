@@ -165,10 +165,12 @@ def get_policy(ctx: Context, project: str) -> schemas.PolicyOut:
 
 def set_policy(ctx: Context, project: str, request: schemas.PolicyIn) -> schemas.PolicyOut:
     """Replace the project's registry policy (validated first; needs ``policy:write``)."""
+    # Parsed before the first statement: a write context's session takes SQLite's write
+    # lock on BEGIN, and no parsing may run while other tenants wait on it.
+    parsed = policies.parse(request.text)
     pctx = ctx.in_project(project)
     pctx.require("policy:write", resource=f"project/{project}/model-policy")
     assert pctx.project is not None
-    parsed = policies.parse(request.text)
     row = pctx.session.get(RegistryPolicy, pctx.project.id)
     if row is None:
         row = RegistryPolicy(project_id=pctx.project.id, text=request.text)
