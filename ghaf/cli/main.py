@@ -21,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help is plain text: help strings name syntax such as NAME[@ALIAS] and extras such
+    # as ghaf[s3], which Rich markup would eat. Sub-commands inherit this.
+    rich_markup_mode=None,
 )
 
 
