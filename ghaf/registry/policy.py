@@ -150,7 +150,7 @@ DEFAULT = Policy()
 MAX_DEPTH = 32
 
 
-class _PolicyLoader(yaml.SafeLoader):
+class _PolicyLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml is untyped here
     """SafeLoader without aliases and with bounded nesting.
 
     An alias lets ~300 bytes expand to 10^6 leaves ("billion laughs") or refer to itself;
@@ -181,10 +181,10 @@ class _PolicyLoader(yaml.SafeLoader):
                     field="policy",
                     line=line,
                 )
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
         finally:
             self._depth -= 1
-
 
 
 def _plain(node: yaml.Node, path: Loc, lines: dict[Loc, int]) -> Any:
