@@ -53,4 +53,6 @@ def test_rest_refuses_and_keeps_the_stored_policy(admin: Client, project: str, t
 
 def test_anchors_without_aliases_and_plain_documents_still_parse() -> None:
     assert policy.parse("approvals: &n {required: 3}\n").approvals.required == 3
-    assert policy.parse("allow_pickle: false\nprotected_aliases: [champion]\n").allow_pickle is False
+    assert (
+        policy.parse("allow_pickle: false\nprotected_aliases: [champion]\n").allow_pickle is False
+    )
