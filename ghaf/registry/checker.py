@@ -1,10 +1,17 @@
-"""The child process that loads and runs a model: ``python -I -m ghaf.registry.checker``.
+"""The child process that loads and runs a model: ``python -I ghaf/registry/checker.py``.
 
 The server never loads a model file itself. It writes the file and a job to a temporary
-folder and runs this module in a fresh interpreter (isolated mode, an environment without
+folder and runs this file in a fresh interpreter (isolated mode, an environment without
 ghaf's settings or secrets, CPU and file-size limits, a wall-clock timeout; see
 ghaf/registry/sandbox.py). A job is one JSON object on stdin; the answer is one JSON
 object on stdout.
+
+The first thing the child does, while it is one thread and before it imports numpy or
+reads the model, is confine itself (ghaf/registry/confine.py: Landlock and seccomp): from
+then on it reads only the interpreter's files, writes only the job folder, and has no
+network. It runs as a script rather than ``-m ghaf.registry.checker`` because importing
+the ghaf package loads numpy first. Where the kernel cannot confine it, pickles are
+refused (safe formats still run, as they did before confinement existed).
 
 Jobs: ``check`` (load, predict the sample, describe the outputs, optionally convert to
 ONNX), ``latency`` (predict the sample N times) and ``evaluate`` (metrics on a table).
@@ -12,21 +19,29 @@ ONNX), ``latency`` (predict the sample N times) and ``evaluate`` (metrics on a t
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import numpy as np
+# Nothing else at the top: numpy, the formats and the model come after confinement.
 
-from ghaf.core.errors import GhafError
-from ghaf.registry import tensors
-from ghaf.registry.formats import Trust, get
+UNCONFINED_PICKLE = (
+    "this host cannot confine the model checker ({why}), so pickle models are refused on "
+    "it: loading one runs code, and only a confined process may do that. Safe formats "
+    "(ONNX, skops, XGBoost, LightGBM) still work. Confinement needs Linux 5.13+ with "
+    "Landlock enabled (lsm=...,landlock) and seccomp, on x86_64 or aarch64."
+)
 
 
-def _trust(job: dict[str, Any]) -> Trust:
+def _trust(job: dict[str, Any]) -> Any:
+    from ghaf.registry.formats import Trust
+
     return Trust(
         skops_types=tuple(job.get("skops_types", ())),
         pickle_globals=tuple(job.get("pickle_globals", ())),
@@ -34,6 +49,8 @@ def _trust(job: dict[str, Any]) -> Trust:
 
 
 def _load(job: dict[str, Any]) -> tuple[Any, Any, float]:
+    from ghaf.registry.formats import get
+
     started = time.perf_counter()
     fmt = get(job["format"])
     model = fmt.load(Path(job["model"]), trust=_trust(job))
@@ -41,6 +58,9 @@ def _load(job: dict[str, Any]) -> tuple[Any, Any, float]:
 
 
 def check(job: dict[str, Any]) -> dict[str, Any]:
+    from ghaf.registry import tensors
+    from ghaf.registry.formats import Trust
+
     fmt, model, load_ms = _load(job)
     sample = tensors.from_npz(Path(job["sample"]).read_bytes())
     started = time.perf_counter()
@@ -67,6 +87,10 @@ def check(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def latency(job: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from ghaf.registry import tensors
+
     fmt, model, _ = _load(job)
     sample = tensors.from_npz(Path(job["sample"]).read_bytes())
     fmt.predict(model, sample)  # warm-up, not measured
@@ -85,6 +109,7 @@ METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "r2", "mae", "mse
 
 
 def evaluate(job: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
     import pyarrow.parquet as pq
     from sklearn import metrics
 
@@ -147,17 +172,54 @@ def _limit(job: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
+def _confine_module() -> ModuleType:
+    """ghaf/registry/confine.py, loaded from beside this file without importing the ghaf
+    package (whose ``__init__`` imports numpy)."""
+    if "ghaf.registry.confine" in sys.modules:
+        return sys.modules["ghaf.registry.confine"]
+    spec = importlib.util.spec_from_file_location(
+        "_ghaf_confine", Path(__file__).with_name("confine.py")
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError("ghaf/registry/confine.py is missing")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def confine_self(job: dict[str, Any]) -> dict[str, Any]:
+    """Confine this process (the job folder writable, the server's protected paths kept
+    out); what was done, or why it could not be."""
+    confine = _confine_module()
+    try:
+        done = confine.confine(
+            writable=[job.get("folder") or os.getcwd()], protected=job.get("protected", [])
+        )
+    except (confine.Unconfinable, OSError) as exc:
+        return {"confined": False, "reason": str(exc)}
+    applied: dict[str, Any] = done.as_dict()
+    return {"confined": True} | applied
+
+
 def main() -> int:
     job = json.loads(sys.stdin.read())
     _limit(job)
+    confinement = confine_self(job)  # before numpy, the formats or the model
+    from ghaf.core.errors import GhafError
+
     try:
-        answer = {"ok": True} | ACTIONS[job["action"]](job)
+        if not confinement["confined"] and job.get("format") == "pickle":
+            answer = {"ok": False, "error": UNCONFINED_PICKLE.format(why=confinement["reason"])}
+        else:
+            answer = {"ok": True} | ACTIONS[job["action"]](job)
     except GhafError as exc:
         answer = {"ok": False, "error": exc.detail}
     except Exception as exc:  # the model's own failure: report it, never crash silently
         last = traceback.extract_tb(exc.__traceback__)[-1:]
         where = f" (at {Path(last[0].filename).name}:{last[0].lineno})" if last else ""
         answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}{where}"}
+    answer["confinement"] = {k: v for k, v in confinement.items() if k not in ("readable",)}
     sys.stdout.write(json.dumps(answer))
     return 0
 

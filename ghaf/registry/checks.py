@@ -145,6 +145,7 @@ def check(candidate: Candidate, pieces: Iterable[bytes], *, timeout_s: float) ->
             "predict_ms": answer["predict_ms"],
             "sample_rows": answer["rows"],
             "format": inspection.details,
+            "confinement": answer.get("confinement"),
         }
         onnx = None
         conversion = answer.get("conversion")

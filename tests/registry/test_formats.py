@@ -115,8 +115,10 @@ def test_benign_sklearn_pickles_pass_and_load_restricted(trained) -> None:
 
 
 def test_sklearn_functions_are_not_classes_and_are_refused() -> None:
-    data = b"\x80\x04csklearn.datasets\nfetch_openml\n\x8c\x01x\x85R."
-    assert scan(data).refused == {"sklearn.datasets.fetch_openml": "is a function, not a class"}
+    data = b"\x80\x04csklearn.utils.validation\ncheck_array\n\x8c\x01x\x85R."
+    assert scan(data).refused == {
+        "sklearn.utils.validation.check_array": "is a function, not a class"
+    }
 
 
 def test_torch_style_zip_is_a_pickle(tmp_path: Path) -> None:

@@ -81,10 +81,48 @@ def test_allow_pickle_needs_model_trust_and_a_passing_scan(
     for name, write in attacks.items():
         path = tmp_path / name
         write(path)
-        with pytest.raises(InvalidInput, match=r"posix\.system \(is not on the allow-list\)"):
+        with pytest.raises(
+            InvalidInput,
+            match=r"posix\.system \(is not on the allow-list; picklescan rates it dangerous\)",
+        ):
             admin.models.register(project, "churn", path=path, sample=trained.X[:2])
     denied = [e for e in audited(admin, project, "model:register") if e.outcome == "denied"]
     assert len(denied) == 4  # the maintainer's attempt and the three payloads
     assert [v.version for v in admin.models.versions(project, "churn")] == [1]
     # The gates and a later check load it only in the child, under the same allow-list.
     assert admin.models.check_gates(project, "churn", 1).passed
+
+
+def test_issue_12_chain_is_refused_over_rest_even_when_the_owner_vouches(
+    admin: Client, project: str, trained: TrainedModel, tmp_path: Path
+) -> None:
+    """Any user can own a project and write its policy: the owner is the attacker here."""
+    import numpy as np
+
+    from tests.security.pickle_payloads import function_transformer_chain
+
+    target = tmp_path / "evil.pth"
+    path = tmp_path / "pipeline.pkl"
+    path.write_bytes(function_transformer_chain(target, b"import os\n"))
+    admin.models.set_policy(project, "allow_pickle: true\n")
+    with pytest.raises(InvalidInput, match=r"is functools\.partial, which"):
+        admin.models.register(project, "chain", path=path, sample=np.zeros((2, 2)))
+    admin.models.set_policy(
+        project,
+        "allow_pickle: true\npickle_allow: ['sklearn.*', 'functools.*', 'operator.*']\n",
+    )
+    with pytest.raises(InvalidInput, match="picklescan rates it dangerous") as refused:
+        admin.models.register(project, "chain", path=path, sample=np.zeros((2, 2)))
+    assert "pickle_allow lists it" in str(refused.value)
+    assert not target.exists()
+    denied = audited(admin, project, "model:register")
+    assert [e.outcome for e in denied] == ["denied", "denied"]
+    # a real model still registers, scanned by both and loaded by a confined child
+    version = admin.models.register(
+        project, "churn", path=_joblib(trained.model, tmp_path / "m.joblib"), sample=trained.X[:2]
+    )
+    assert version.checks["format"]["scan"]["picklescan"]["verdict"] == "clean"
+    from ghaf.registry import confine
+
+    if confine.landlock_abi() >= 1:
+        assert version.checks["confinement"]["confined"] is True

@@ -13,16 +13,20 @@ unpickler whose ``find_class`` enforces the same allow-list (defence in depth).
 
 from __future__ import annotations
 
+import _compat_pickle
 import bz2
 import contextlib
 import gzip
 import importlib
+import importlib.metadata
+import importlib.util
 import io
 import lzma
 import math
 import pickle
 import pickletools
 import re
+import sys
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,37 +43,75 @@ SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".sav", ".dill", ".pt"
 MAX_UNPACKED = 2 * 1024**3  # decompression-bomb guard
 WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 
-# Exact names every scanned pickle may use: numpy's array and dtype reconstruction,
-# joblib's array wrapper, plain containers, and the helpers protocol 2 uses for bytes.
+# Exact names (as written, after Python 2 name mapping) every scanned pickle may use, each
+# checked against real pickles of fitted scikit-learn models, numpy arrays and joblib
+# files at protocols 0 to 5 (tests/security/test_pickle_scanner.py): numpy's array,
+# scalar, buffer and random-state reconstruction under both spellings (numpy.core before
+# 2.0, numpy._core since), joblib's array wrapper, scikit-learn's Cython ``newObj`` helpers
+# (``cls.__new__(cls)``), plain containers, and what protocols 0 to 2 use for objects
+# and bytes. No entry calls anything it is given (``collections.defaultdict`` would, on
+# a missing key, and no real model needs it).
+_NUMPY_CORE = (
+    "multiarray._reconstruct",
+    "multiarray.scalar",
+    "numeric._frombuffer",
+)
 ALLOWED_NAMES = frozenset(
-    {
-        "numpy.core.multiarray._reconstruct",
-        "numpy._core.multiarray._reconstruct",
-        "numpy.core.multiarray.scalar",
-        "numpy._core.multiarray.scalar",
+    {f"numpy.{core}.{name}" for core in ("core", "_core") for name in _NUMPY_CORE}
+    | {
         "numpy.ndarray",
         "numpy.dtype",
         "numpy.random._pickle.__randomstate_ctor",
         "numpy.random._pickle.__bit_generator_ctor",
         "numpy.random._pickle.__generator_ctor",
         "numpy.random.mtrand.RandomState",
+        "numpy.random._generator.Generator",
         "numpy.random._mt19937.MT19937",
         "numpy.random._pcg64.PCG64",
+        "numpy.random._pcg64.PCG64DXSM",
+        "numpy.random._philox.Philox",
+        "numpy.random._sfc64.SFC64",
+        "numpy.random.bit_generator.SeedSequence",
+        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
         WRAPPER,
+        "sklearn.neighbors._kd_tree.newObj",
+        "sklearn.neighbors._ball_tree.newObj",
+        "sklearn.metrics._dist_metrics.newObj",
         "collections.OrderedDict",
-        "collections.defaultdict",
         "builtins.set",
         "builtins.frozenset",
         "builtins.slice",
         "builtins.complex",
+        "builtins.bytes",
         "builtins.bytearray",
-        "builtins.object",
+        "builtins.object",  # the base copyreg._reconstructor names (protocols 0 and 1)
         "copyreg._reconstructor",
-        "_codecs.encode",
+        "_codecs.encode",  # how protocols 0 to 2 write bytes
     }
 )
-# Packages whose *classes* (never functions) may be constructed.
+# Packages whose *classes* (never functions) may be constructed: judged by what the name
+# resolves to, which must be a class defined in one of them under exactly that name (so a
+# stdlib object one of their modules imports, like functools.partial, is refused).
 ALLOWED_CLASS_PACKAGES = ("sklearn", "scipy.sparse")
+# Never from these modules, even when their classes are the packages' own: test suites,
+# test helpers (sklearn.utils._mocking's estimators call any function they are given),
+# vendored third-party code and dataset downloaders.
+EXCLUDED_MODULE_PARTS = frozenset(
+    {
+        "tests",
+        "testing",
+        "_testing",
+        "conftest",
+        "estimator_checks",
+        "_mocking",
+        "externals",
+        "_external",
+        "datasets",
+        "_build_utils",
+        "__check_build",
+        "_show_versions",
+    }
+)
 
 SAFE_ALTERNATIVES = (
     "Save the model in a safe format instead: scikit-learn with skops "
@@ -82,7 +124,12 @@ SAFE_ALTERNATIVES = (
 
 @dataclass(frozen=True)
 class Global:
-    target: str
+    module: str
+    name: str
+
+    @property
+    def target(self) -> str:
+        return f"{self.module}.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -104,6 +151,10 @@ class Scan:
     opcodes: int = 0
     targets: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)  # target -> why
+    names: set[tuple[str, str]] = field(default_factory=set)  # (module, name) as written
+    canonical: dict[str, str] = field(default_factory=dict)  # target -> what it really is
+    arrays: int = 0  # joblib arrays stepped over
+    picklescan: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +162,9 @@ class Scan:
             "container": self.container,
             "opcodes": self.opcodes,
             "targets": sorted(self.targets),
+            "canonical": {t: c for t, c in sorted(self.canonical.items()) if t != c},
             "refused": dict(sorted(self.refused.items())),
+            "picklescan": self.picklescan,
         }
 
 
@@ -167,24 +220,139 @@ def looks_like_pickle(head: bytes) -> bool:
 # --- allow-list ------------------------------------------------------------------------
 
 
-def _verdict(target: str, extra: Iterable[str]) -> str | None:
-    """None if ``target`` may be used, else why not."""
-    if target in ALLOWED_NAMES:
-        return None
-    for pattern in extra:
-        if target == pattern or (pattern.endswith(".*") and target.startswith(pattern[:-1])):
-            return None
-    module, _, name = target.rpartition(".")
-    if module.split(".")[0] in ("sklearn", "scipy") and any(
+@dataclass(frozen=True)
+class Verdict:
+    """What a global is and whether it may be used (``why`` is None when it may)."""
+
+    why: str | None
+    canonical: str | None = None  # module.qualname of the object, where it was resolved
+    obj: Any = None
+    vouched: bool = False
+
+
+def _normalise(module: str, name: str) -> tuple[str, str]:
+    """The Python 3 name of a Python 2 one, as pickle's own ``find_class`` maps them
+    (Python 3 writes ``__builtin__``/``copy_reg`` at protocols 0 to 2)."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _in_packages(module: str) -> bool:
+    return any(
         module == p or module.startswith(p + ".") for p in ALLOWED_CLASS_PACKAGES
-    ):
-        # Importing a module of an allowed package runs only that package's own code.
-        try:
-            found = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            return "does not exist in the installed package"
-        return None if isinstance(found, type) else "is a function, not a class"
-    return "is not on the allow-list"
+    ) and not EXCLUDED_MODULE_PARTS.intersection(module.split("."))
+
+
+def _resolve(module: str, name: str) -> Any:
+    """The object ``module.name`` names (``name`` may be a dotted qualname)."""
+    if module.startswith("numpy.core.") and importlib.util.find_spec("numpy._core"):
+        module = "numpy._core." + module[len("numpy.core.") :]  # no deprecation shim
+    found: Any = importlib.import_module(module)
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _identity(obj: Any) -> tuple[str, str] | None:
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return (module, qualname) if isinstance(module, str) and isinstance(qualname, str) else None
+
+
+def _vouched(target: str, extra: Iterable[str]) -> bool:
+    return any(
+        target == pattern or (pattern.endswith(".*") and target.startswith(pattern[:-1]))
+        for pattern in extra
+    )
+
+
+def _verdict(module: str, name: str, extra: Iterable[str], *, loading: bool = False) -> Verdict:
+    """May the global ``module.name`` be used, judged by what it really is?
+
+    Exact names from ALLOWED_NAMES, names the policy vouches for, numpy's scalar and dtype
+    classes, and classes defined in scikit-learn or scipy.sparse under exactly the name
+    written. Resolving imports modules of those packages only (in the server, a vouched
+    name is resolved only when its module is already loaded); ``loading`` resolves a
+    vouched name too, since the unpickler is about to use it anyway.
+    """
+    module, name = _normalise(module, name)
+    target = f"{module}.{name}"
+    if target in ALLOWED_NAMES:
+        return Verdict(None, target)
+    if _vouched(target, extra):
+        canonical = None
+        if loading or module in sys.modules or _in_packages(module):
+            with contextlib.suppress(Exception):
+                obj = _resolve(module, name)
+                found = _identity(obj)
+                canonical = ".".join(found) if found else None
+                return Verdict(None, canonical, obj, vouched=True)
+        return Verdict(None, canonical, vouched=True)
+    numpy_types = module in ("numpy", "numpy.dtypes") and "." not in name
+    if not (numpy_types or _in_packages(module)):
+        return Verdict("is not on the allow-list")
+    try:
+        obj = _resolve(module, name)
+    except (ImportError, AttributeError):
+        return Verdict("does not exist in the installed package")
+    found = _identity(obj)
+    canonical = ".".join(found) if found else None
+    if not isinstance(obj, type):
+        return Verdict("is a function, not a class", canonical)
+    if numpy_types:
+        if not issubclass(obj, np.generic | np.dtype) or found != (module, name):
+            return Verdict(f"is {canonical}, not one of numpy's scalar or dtype types", canonical)
+        return Verdict(None, canonical, obj)
+    if found is None or not _in_packages(found[0]):
+        return Verdict(
+            f"is {canonical}, which {module} only imports; only classes defined in "
+            "scikit-learn or scipy.sparse are accepted",
+            canonical,
+        )
+    if found != (module, name):
+        return Verdict(f"is {canonical}; only that name is accepted for it", canonical)
+    return Verdict(None, canonical, obj)
+
+
+# --- picklescan: a second, independent opinion -------------------------------------------
+
+
+def _picklescan_pickle(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """A pickle that names each ``(module, name)`` once (STACK_GLOBAL, then POP), for
+    picklescan's public ``scan_pickle_bytes``; it is never loaded."""
+    out = bytearray(b"\x80\x04")
+    for pair in sorted(set(pairs)):
+        for text in pair:
+            raw = text.encode("utf-8", "surrogatepass")
+            out += b"X" + len(raw).to_bytes(4, "little") + raw
+        out += b"\x93" + b"0"
+    return bytes(out + b".")
+
+
+def picklescan_dangerous(
+    pairs: Iterable[tuple[str, str]], stream: bytes | None = None
+) -> tuple[set[str], dict[str, Any]]:
+    """The globals picklescan rates dangerous among ``pairs`` (and, when given, in its
+    own parse of ``stream``), and its verdict for the scan's details."""
+    from picklescan import scanner
+
+    results = [scanner.scan_pickle_bytes(io.BytesIO(_picklescan_pickle(pairs)), "targets")]
+    if stream is not None:
+        results.append(scanner.scan_pickle_bytes(io.BytesIO(stream), "model"))
+    dangerous = {
+        f"{g.module}.{g.name}"
+        for result in results
+        for g in result.globals
+        if g.safety == scanner.SafetyLevel.Dangerous
+    }
+    details = {
+        "version": importlib.metadata.version("picklescan"),
+        "verdict": "dangerous" if dangerous else "clean",
+        "dangerous": sorted(dangerous),
+        "own_parse": stream is not None,
+        "parse_error": any(r.scan_err for r in results),
+    }
+    return dangerous, details
 
 
 # --- the scan --------------------------------------------------------------------------
@@ -201,14 +369,46 @@ def scan(data: bytes, *, allowed: Iterable[str] = ()) -> Scan:
     if rest.strip(b"\x00"):
         # joblib ≥ 0.10 writes one pickle per file; anything after STOP is hidden payload
         raise Unscannable(f"{len(rest)} bytes follow the end of the pickle; refused", field="path")
+    _second_opinion(result, stream, extra)
     return result
 
 
-def _check(result: Scan, target: str, extra: tuple[str, ...]) -> None:
+def _second_opinion(result: Scan, stream: bytes, extra: tuple[str, ...]) -> None:
+    """picklescan on every name as written and as resolved, and on its own parse of the
+    stream when that is one pickle (joblib's raw array bytes would read as garbage
+    opcodes). What it rates dangerous is refused even when the policy vouches for it:
+    the owner who writes the policy may be the attacker."""
+    pairs = set(result.names)
+    for canonical in result.canonical.values():
+        module, _, name = canonical.rpartition(".")
+        pairs.add((module, name))
+    dangerous, result.picklescan = picklescan_dangerous(
+        pairs, stream if result.arrays == 0 else None
+    )
+    by_name = {f"{m}.{n}": f"{m}.{n}" for m, n in result.names} | {
+        c: t for t, c in result.canonical.items()
+    }
+    for found in sorted(dangerous):
+        target = by_name.get(found, found)
+        also = "" if target == found else f" (it is {found})"
+        vouched = (
+            " even though the policy's pickle_allow lists it" if _vouched(target, extra) else ""
+        )
+        result.targets.add(target)
+        why = f"picklescan rates it dangerous{also}{vouched}"
+        earlier = result.refused.get(target)
+        result.refused[target] = f"{earlier}; {why}" if earlier else why
+
+
+def _check(result: Scan, module: str, name: str, extra: tuple[str, ...]) -> None:
+    target = f"{module}.{name}"
     result.targets.add(target)
-    why = _verdict(target, extra)
-    if why is not None:
-        result.refused[target] = why
+    result.names.add((module, name))
+    verdict = _verdict(module, name, extra)
+    if verdict.canonical is not None:
+        result.canonical[target] = verdict.canonical
+    if verdict.why is not None:
+        result.refused[target] = verdict.why
 
 
 def _pop_mark(stack: list[Any]) -> list[Any]:
@@ -264,7 +464,7 @@ _REFUSED_OPS = {
 
 def _called(result: Scan, what: Any, extra: tuple[str, ...], op: str, args: Any) -> Made:
     if isinstance(what, Global):
-        _check(result, what.target, extra)
+        _check(result, what.module, what.name, extra)
         return Made(what.target, args)
     # Calling the result of another call (e.g. getattr(...)(...)) hides the real target.
     raise Unscannable(
@@ -325,19 +525,18 @@ def _scan_stream(source: io.BytesIO, result: Scan, extra: tuple[str, ...]) -> No
                     _set_item(stack, key, value)
             elif name in ("GLOBAL", "INST"):
                 module, _, attr = str(arg).partition(" ")
-                target = f"{module}.{attr}"
-                _check(result, target, extra)
+                _check(result, module, attr, extra)
                 if name == "INST":
                     _pop_mark(stack)
-                    stack.append(Made(target))
+                    stack.append(Made(f"{module}.{attr}"))
                 else:
-                    stack.append(Global(target))
+                    stack.append(Global(module, attr))
             elif name == "STACK_GLOBAL":
                 module, attr = _pop(stack, 2)
                 if not (isinstance(module, str) and isinstance(attr, str)):
                     raise Unscannable("STACK_GLOBAL with a computed name; refused", field="path")
-                _check(result, f"{module}.{attr}", extra)
-                stack.append(Global(f"{module}.{attr}"))
+                _check(result, module, attr, extra)
+                stack.append(Global(module, attr))
             elif name == "REDUCE" or name == "NEWOBJ":
                 what, args = _pop(stack, 2)
                 stack.append(_called(result, what, extra, name, args))
@@ -412,6 +611,7 @@ def _skip_array(source: io.BytesIO, state: Any, result: Scan, extra: tuple[str, 
         described = None
     if described is None or described.fields is not None:
         raise Unscannable("a joblib array wrapper with an unreadable dtype", field="path")
+    result.arrays += 1
     if described.hasobject:
         _scan_stream(source, result, extra)
         return
@@ -455,11 +655,15 @@ def restricted_load(data: bytes, *, allowed: tuple[str, ...]) -> Any:
     """Unpickle with ``find_class`` limited to the allow-list (joblib files included)."""
 
     def find_class(module: str, name: str) -> Any:
-        target = f"{module}.{name}"
-        why = _verdict(target, allowed)
-        if why is not None:
-            raise pickle.UnpicklingError(f"{target} {why}")
-        return getattr(importlib.import_module(module), name)
+        verdict = _verdict(module, name, allowed, loading=True)
+        if verdict.why is not None:
+            raise pickle.UnpicklingError(f"{module}.{name} {verdict.why}")
+        if verdict.obj is not None:
+            return verdict.obj
+        try:
+            return _resolve(*_normalise(module, name))
+        except (ImportError, AttributeError) as exc:
+            raise pickle.UnpicklingError(f"{module}.{name} cannot be found: {exc}") from None
 
     _container, stream = _unpack(data)
     try:
