@@ -20,6 +20,7 @@ from ghaf.client.files import (
     CHUNK,
     LocalFile,
     Progress,
+    download_target,
     file_sha256,
     pack_body,
     read_file,
@@ -105,13 +106,24 @@ class Client:
     def streaming(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """A response whose body is read as it arrives; an error status is raised (as
         the typed error of its problem document) before the body is handed over."""
+        started = False
         try:
             with self._http.stream(method, path, **kwargs) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise _error(response)
+                started = True
                 yield response
         except httpx.TransportError as exc:
+            if started:
+                # The server aborts a body whose stored object fails its integrity
+                # check part-way (after the headers); a dropped connection looks alike.
+                raise IntegrityFailure(
+                    f"the response from {self.url} was cut short ({exc}): the server "
+                    "stopped sending, which it does when a stored object fails its "
+                    "integrity check mid-stream, or the connection dropped; nothing "
+                    "incomplete was kept"
+                ) from None
             raise Unavailable(f"cannot reach the ghaf server at {self.url}: {exc}") from None
 
     def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
@@ -343,6 +355,10 @@ class Users(_Resource):
     def set_password(self, name: str, password: str) -> None:
         self._client.request("PUT", f"{API}/users/{name}/password", json={"password": password})
 
+    def unlock(self, name: str) -> PrincipalOut:
+        """Lift a login lockout after repeated failed logins (platform admins)."""
+        return self._client._model(PrincipalOut, "POST", f"{API}/users/{name}/unlock")
+
     def create_token(
         self,
         name: str,
@@ -435,8 +451,10 @@ class Audit(_Resource):
                 break
         return events
 
-    def verify(self) -> VerifyResult:
-        return self._client._model(VerifyResult, "POST", f"{API}/audit/verify")
+    def verify(self, *, anchor: str | None = None) -> VerifyResult:
+        """Check the chain against the witness and, if given, ``anchor`` (``SEQ:HASH``)."""
+        params = {"anchor": anchor} if anchor else None
+        return self._client._model(VerifyResult, "POST", f"{API}/audit/verify", params=params)
 
     def export(self) -> Iterator[str]:
         """The trail as JSON lines, streamed."""
@@ -563,10 +581,11 @@ class Artifacts(_Resource):
         self, project: str, path: str, destination: str | Path, *, progress: Progress | None = None
     ) -> ArtifactOut:
         """Download to ``destination``, checking the SHA-256 before it is moved into place."""
+        target = download_target(destination, path.rsplit("/", 1)[-1], what="artifact")
         with self._client.streaming("GET", _artifact_url(project, path)) as response:
             write_verified(
                 response.iter_bytes(CHUNK),
-                Path(destination),
+                target,
                 response.headers.get("x-ghaf-sha256", ""),
                 name=f"download of {path!r}",
                 progress=progress,

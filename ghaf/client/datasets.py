@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ghaf.client.files import (
     CHUNK,
+    Destination,
     LocalFile,
     Progress,
     file_sha256,
+    open_for_write,
     read_file,
     write_verified,
 )
@@ -575,15 +577,16 @@ class Datasets:
         version = self.version(project, name, ref)
         base = Path(cache) if cache else cache_root()
         # Keyed by the manifest's hash: the same bytes wherever they came from.
-        root = base / "datasets" / version.manifest_sha256
+        root = Destination(base / "datasets" / version.manifest_sha256)
         entries = self.files(project, name, version.version)
+        local = [root.path(e.path, what="dataset file") for e in entries]
         missing = [
             e
-            for e in entries
-            if not (root / e.path).is_file() or (root / e.path).stat().st_size != e.size
+            for e, path in zip(entries, local, strict=True)
+            if not path.is_file() or path.stat().st_size != e.size
         ]
-        self._fetch(project, missing, root, None)
-        return [root / e.path for e in entries]
+        self._fetch(project, missing, root.folder, None)
+        return local
 
     def to_arrow(self, project: str, name: str, ref: str | int = "latest") -> Any:
         """The version's Parquet files as one pyarrow Table."""
@@ -650,8 +653,9 @@ class Datasets:
     ) -> None:
         packed: dict[str, builtins.list[Path]] = {}
         folders: set[Path] = set()
+        destination = Destination(root)
         for entry in entries:
-            target = root / normalise_path(entry.path)
+            target = destination.path(entry.path, what="dataset file")
             if target.parent not in folders:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 folders.add(target.parent)
@@ -675,7 +679,7 @@ class Datasets:
             for target in targets[sha256]:
                 # Verified in memory already, so written in place: no rename per file.
                 # An interrupted write leaves a short file, which the cache re-fetches.
-                with open(target, "wb") as handle:
+                with open_for_write(target) as handle:
                     handle.write(content)
                 if progress is not None:
                     progress(len(content))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ghaf.client.files import write_verified
+from ghaf.client.files import download_target, write_verified
 from ghaf.core.errors import InvalidInput
 from ghaf.registry import tensors
 from ghaf.registry.cards import ModelCard
@@ -182,9 +182,7 @@ class Models:
             )
         sha256 = found.onnx.sha256 if onnx and found.onnx else found.sha256
         filename = Path(found.filename).stem + ".onnx" if onnx else found.filename
-        target = Path(destination)
-        if target.is_dir():
-            target = target / filename
+        target = download_target(destination, filename, what="model file")
         url = self._url(project, found.model, str(found.version)) + "/file"
         write_verified(
             self._pieces(url, onnx), target, sha256, name=f"{found.model} v{found.version}"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghaf.client import spool
-from ghaf.client.files import file_sha256, write_verified
+from ghaf.client.files import download_target, file_sha256, write_verified
 from ghaf.core.errors import GhafError, IntegrityFailure, InvalidInput, NotFound
 from ghaf.tracking import batches
 from ghaf.tracking.batches import LogBatch
@@ -273,9 +273,7 @@ class Runs:
         found = {a.path: a for a in self.artifacts(project, run)}
         if path not in found:
             raise NotFound(f"run {run} has no artifact {path!r}", field="path")
-        target = Path(destination)
-        if target.is_dir():
-            target = target / Path(path).name
+        target = download_target(destination, path.rsplit("/", 1)[-1], what="run artifact")
         found_sha = found[path].sha256
         write_verified(
             self._client.artifacts.blob_pieces(project, found_sha), target, found_sha, name=path

@@ -43,6 +43,15 @@ class InvalidInput(GhafError):
     title = "Invalid input"
 
 
+class InvalidEncoding(InvalidInput):
+    """Bytes that do not decode (invalid UTF-8 in a path or query): refused, never
+    replaced, since a replacement character would make two names one."""
+
+    status = 400
+    code = "invalid-encoding"
+    title = "Invalid encoding"
+
+
 class Unauthenticated(GhafError):
     status = 401
     code = "unauthenticated"
@@ -67,6 +76,29 @@ class Conflict(GhafError):
     title = "Conflict"
 
 
+class PayloadTooLarge(GhafError):
+    status = 413
+    code = "payload-too-large"
+    title = "Request body too large"
+
+
+class TooManyRequests(GhafError):
+    """Slow down: try again after ``retry_after`` seconds (sent as ``Retry-After``)."""
+
+    status = 429
+    code = "too-many-requests"
+    title = "Too many requests"
+
+    def __init__(
+        self, detail: str, *, retry_after: int = 1, field: str | None = None, **extra: Any
+    ) -> None:
+        super().__init__(detail, field=field, retry_after=max(1, int(retry_after)), **extra)
+
+    @property
+    def retry_after(self) -> int:
+        return int(self.extra["retry_after"])
+
+
 class SchemaOutdated(GhafError):
     status = 503
     code = "schema-outdated"
@@ -81,6 +113,15 @@ class IntegrityFailure(GhafError):
     title = "Integrity check failed"
 
 
+class StoredObjectCorrupt(IntegrityFailure):
+    """A stored object failed its integrity check on its way out (tampered with or
+    damaged at rest). Neither the caller's fault nor a bug: answered as 502, like a bad
+    answer from an upstream (the object store). Same problem type as its parent, so the
+    SDK raises ``IntegrityFailure``."""
+
+    status = 502
+
+
 class Unavailable(GhafError):
     status = 503
     code = "unavailable"
@@ -92,10 +133,13 @@ ERRORS_BY_CODE: dict[str, type[GhafError]] = {
     for cls in (
         GhafError,
         InvalidInput,
+        InvalidEncoding,
         Unauthenticated,
         PermissionDenied,
         NotFound,
         Conflict,
+        PayloadTooLarge,
+        TooManyRequests,
         SchemaOutdated,
         IntegrityFailure,
         Unavailable,
@@ -109,9 +153,14 @@ def error_from_problem(problem: dict[str, Any], *, status: int) -> GhafError:
     code = type_uri.rsplit(":", 1)[-1]
     cls = ERRORS_BY_CODE.get(code)
     if cls is None:
-        cls = {401: Unauthenticated, 403: PermissionDenied, 404: NotFound, 409: Conflict}.get(
-            status, InvalidInput if 400 <= status < 500 else GhafError
-        )
+        cls = {
+            401: Unauthenticated,
+            403: PermissionDenied,
+            404: NotFound,
+            409: Conflict,
+            413: PayloadTooLarge,
+            429: TooManyRequests,
+        }.get(status, InvalidInput if 400 <= status < 500 else GhafError)
     known = {"type", "title", "status", "detail", "field"}
     extra = {k: v for k, v in problem.items() if k not in known}
     return cls(str(problem.get("detail", f"HTTP {status}")), field=problem.get("field"), **extra)

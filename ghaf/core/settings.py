@@ -55,6 +55,28 @@ class Settings(BaseSettings):
     audit_checkpoint_every: int = Field(
         default=100, ge=1, description="Rows between signed audit checkpoints."
     )
+    audit_witness_url: str = Field(
+        default="",
+        description="file:///path or s3://bucket/prefix for the audit witness (append-only "
+        "checkpoint copies); empty means the artifact store.",
+    )
+    audit_witness_retention_days: float = Field(
+        default=365,
+        gt=0,
+        description="S3 Object Lock (COMPLIANCE) retention of each witnessed checkpoint.",
+    )
+    audit_witness_interval_s: float = Field(
+        default=300,
+        gt=0,
+        description="Seconds between time-based audit checkpoints (when the trail moved).",
+    )
+    audit_webhook_url: str | None = Field(
+        default=None, description="URL each audit checkpoint is also POSTed to, as JSON."
+    )
+    audit_syslog_address: str | None = Field(
+        default=None,
+        description="host:port (UDP) or unix socket path each audit checkpoint is sent to.",
+    )
     project_retention_days: float = Field(
         default=30, ge=0, description="Days a deleted project is kept before purge."
     )
@@ -87,6 +109,46 @@ class Settings(BaseSettings):
     login_token_hours: float = Field(
         default=12, gt=0, description="Lifetime of tokens issued by password login."
     )
+    login_rate_per_address: str = Field(
+        default="20/minute",
+        description="Password logins allowed per client address (moving window), e.g. "
+        "'20/minute' or '100/hour'; more are answered 429 before any password is checked.",
+    )
+    login_rate_per_name: str = Field(
+        default="10/minute",
+        description="Password logins allowed per user name (moving window), whatever "
+        "address they come from.",
+    )
+    login_lockout_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Failed logins within login_lockout_window_s that lock the account.",
+    )
+    login_lockout_window_s: float = Field(
+        default=900, gt=0, description="Window in which failed logins are counted."
+    )
+    login_lockout_s: float = Field(
+        default=900,
+        gt=0,
+        description="How long a locked account refuses logins (a platform admin can "
+        "unlock it earlier: `ghaf users unlock NAME`).",
+    )
+    rate_limit_storage_url: str = Field(
+        default="memory://",
+        description="Where rate-limit counters live: memory:// (per server process) or a "
+        "redis:// URI shared by every server.",
+    )
+    max_body_bytes: int = Field(
+        default=256 << 20,
+        ge=1024,
+        description="Largest request body (JSON, Arrow) a route accepts; larger ones are "
+        "answered 413 while being read. Fits a 1,000,000-file dataset manifest.",
+    )
+    max_upload_bytes: int = Field(
+        default=64 << 30,
+        ge=1024,
+        description="Largest streamed upload (artifacts, blobs, blob packs).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -109,6 +171,19 @@ class Settings(BaseSettings):
         from ghaf.core.names import validate_name
 
         return validate_name(value, field="region") if value else value
+
+    @field_validator("login_rate_per_address", "login_rate_per_name")
+    @classmethod
+    def _rate_parses(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate: write e.g. '20/minute' or '100 per hour'"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _tls_needs_both(self) -> Settings:

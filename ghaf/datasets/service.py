@@ -15,6 +15,7 @@ from ghaf.core.database import among, insert_many, insert_new, insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
+from ghaf.core.refs import is_reserved, parse_ref
 from ghaf.datasets import schemas
 from ghaf.datasets.models import (
     Dataset,
@@ -385,14 +386,15 @@ def _tags(session: Session, dataset_id: str) -> dict[int, list[str]]:
 def _resolve(pctx: Context, dataset: Dataset, ref: str) -> DatasetVersion:
     """A version number, ``latest``, or a tag."""
     number: int | None
-    if ref == LATEST:
+    parsed = parse_ref(ref, field="version", alias_field="version")
+    if parsed.latest:
         number = _latest(pctx.session, dataset.id)
-    elif ref.isdigit():
-        number = int(ref)
+    elif parsed.number is not None:
+        number = parsed.number
     else:
         number = pctx.session.scalar(
             select(DatasetTag.version).where(
-                DatasetTag.dataset_id == dataset.id, DatasetTag.name == ref
+                DatasetTag.dataset_id == dataset.id, DatasetTag.name == parsed.alias
             )
         )
     version = (
@@ -462,7 +464,7 @@ def set_tag(
     pctx = ctx.in_project(project)
     pctx.require("dataset:write", resource=f"project/{project}/dataset/{name}/tag/{tag}")
     validate_name(tag, field="tag")
-    if tag == LATEST or tag.isdigit():
+    if is_reserved(tag):
         raise InvalidInput(
             f"tag {tag!r} is reserved: 'latest' and numbers name versions", field="tag"
         )

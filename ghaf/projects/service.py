@@ -9,15 +9,16 @@ from sqlalchemy import delete, func, or_, select, update
 
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import insert_unique
-from ghaf.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.paging import paginate
 from ghaf.projects import schemas
 from ghaf.projects.models import Project, ProjectMember
 from ghaf.security import schemas as security_schemas
 from ghaf.security import service as security
+from ghaf.security import standing
 from ghaf.security.context import Context
 from ghaf.security.models import SERVICE, Group, GroupMember, Principal, Token
-from ghaf.security.permissions import OWNER, PLATFORM_ADMIN, ROLE_RANK
+from ghaf.security.permissions import OWNER, PLATFORM_ADMIN
 from ghaf.storage.residency import regions_in_use
 
 GROUP_PREFIX = "group:"
@@ -65,7 +66,7 @@ def create_project(
     ctx.audit(
         "project:create",
         f"project/{project.name}",
-        project=project.name,
+        project=project.id,
         detail={"allowed_regions": regions},
     )
     ctx.commit()
@@ -206,7 +207,12 @@ def purge_projects(
         )
         ctx.session.execute(delete(Principal).where(Principal.project_id.in_(ids)))
         ctx.session.delete(project)
-        ctx.audit("project:purge", f"project/{project.name}", project=project.name)
+        ctx.audit(
+            "project:purge",
+            f"project/{project.name}",
+            project=project.id,
+            detail={"name": project.name},
+        )
     ctx.commit()
     for project_id in purged_ids:
         if on_purge is not None:
@@ -253,24 +259,38 @@ def _check_grant(pctx: Context, resource: str, *, old: str | None, new: str | No
 
     - changing grants needs ``member:write`` (maintainers and owners);
     - granting, changing or removing ``owner`` needs ``member:grant-owner`` (owners);
-    - nobody grants a role above their own.
+    - nobody grants a role above their own (and, in :func:`_check_subject`, nobody acts
+      on a principal stronger than themselves: ghaf/security/standing.py).
     """
     pctx.require("member:write", resource=resource)
     if OWNER in (old, new):
         pctx.require("member:grant-owner", resource=resource)
-    if (
-        new is not None
-        and pctx.role != PLATFORM_ADMIN
-        and ROLE_RANK[new] > ROLE_RANK.get(pctx.role or "", -1)
-    ):
-        pctx.deny(
-            "member:write",
-            resource,
-            PermissionDenied(
-                f"you cannot grant {new}: it is above your role ({pctx.role})", field="role"
-            ),
-            project=pctx.project.name if pctx.project else None,
+    if new is not None:
+        standing.require_not_stronger(
+            pctx,
+            action="member:write",
+            resource=resource,
+            verb=f"grant {new} to",
+            role=new,
+            subject=resource.rsplit("/", 1)[-1],
         )
+
+
+def _check_subject(
+    pctx: Context, resource: str, column: str, subject_id: str, *, verb: str, role: str | None
+) -> None:
+    """Refuse acting on a member that holds more than the caller: a principal by its
+    standing in the project (direct, via groups, platform admin), a group by its grant."""
+    target = pctx.session.get(Principal, subject_id) if column == "principal_id" else None
+    standing.require_not_stronger(
+        pctx,
+        target,
+        action="member:write",
+        resource=resource,
+        verb=verb,
+        role=role,
+        subject=resource.rsplit("/", 1)[-1],
+    )
 
 
 def _subject(pctx: Context, subject: str) -> tuple[str, str, str]:
@@ -317,6 +337,7 @@ def add_member(ctx: Context, project: str, request: schemas.MemberAdd) -> schema
     resource = f"project/{project}/member/{subject}"
     _check_grant(pctx, resource, old=None, new=request.role)
     column, subject_id, kind = _subject(pctx, subject)
+    _check_subject(pctx, resource, column, subject_id, verb="add a grant to", role=None)
     assert pctx.project is not None
     member = ProjectMember(project_id=pctx.project.id, role=request.role, **{column: subject_id})
     insert_unique(
@@ -341,6 +362,7 @@ def set_member_role(
     if member is None:
         raise NotFound(f"{subject!r} is not a member of {project!r}", field="member")
     _check_grant(pctx, resource, old=member.role, new=request.role)
+    _check_subject(pctx, resource, column, subject_id, verb="change the role of", role=member.role)
     if member.role == OWNER and request.role != OWNER:
         _ensure_an_owner_remains(pctx, member)
     old = member.role
@@ -359,6 +381,7 @@ def remove_member(ctx: Context, project: str, subject: str) -> None:
     if member is None:
         raise NotFound(f"{subject!r} is not a member of {project!r}", field="member")
     _check_grant(pctx, resource, old=member.role, new=None)
+    _check_subject(pctx, resource, column, subject_id, verb="remove", role=member.role)
     if member.role == OWNER:
         _ensure_an_owner_remains(pctx, member)
     pctx.session.delete(member)
@@ -419,6 +442,9 @@ def delete_service_account(ctx: Context, project: str, name: str) -> None:
     resource = f"project/{project}/service-account/{name}"
     pctx.require("service-account:write", resource=resource)
     principal = _service_account(pctx, name)
+    standing.require_not_stronger(
+        pctx, principal, action="service-account:delete", resource=resource, verb="delete"
+    )
     now = utcnow()
     principal.deleted_at = now
     pctx.session.execute(
@@ -436,11 +462,12 @@ def create_service_account_token(
 ) -> security_schemas.TokenCreated:
     """Service-account tokens are always limited to the account's project."""
     pctx = ctx.in_project(project)
-    pctx.require(
-        "service-account:write",
-        resource=f"project/{project}/service-account/{name}/token/{request.name}",
-    )
+    resource = f"project/{project}/service-account/{name}/token/{request.name}"
+    pctx.require("service-account:write", resource=resource)
     principal = _service_account(pctx, name)
+    standing.require_not_stronger(
+        pctx, principal, action="token:create", resource=resource, verb="mint a token for"
+    )
     if request.project not in (None, project):
         raise InvalidInput(
             "a service account's tokens are limited to its own project", field="project"
@@ -453,13 +480,21 @@ def list_service_account_tokens(
     ctx: Context, project: str, name: str
 ) -> list[security_schemas.TokenOut]:
     pctx = ctx.in_project(project)
-    pctx.require("member:read", resource=f"project/{project}/service-account/{name}")
-    return security.list_tokens_of(pctx, _service_account(pctx, name))
+    resource = f"project/{project}/service-account/{name}"
+    pctx.require("member:read", resource=resource)
+    principal = _service_account(pctx, name)
+    standing.require_not_stronger(
+        pctx, principal, action="token:list", resource=resource, verb="list the tokens of"
+    )
+    return security.list_tokens_of(pctx, principal)
 
 
 def revoke_service_account_token(ctx: Context, project: str, name: str, token: str) -> None:
     pctx = ctx.in_project(project)
-    pctx.require(
-        "service-account:write", resource=f"project/{project}/service-account/{name}/token/{token}"
+    resource = f"project/{project}/service-account/{name}/token/{token}"
+    pctx.require("service-account:write", resource=resource)
+    principal = _service_account(pctx, name)
+    standing.require_not_stronger(
+        pctx, principal, action="token:revoke", resource=resource, verb="revoke a token of"
     )
-    security.revoke_token_of(pctx, _service_account(pctx, name), token)
+    security.revoke_token_of(pctx, principal, token)

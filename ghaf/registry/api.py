@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, status
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ghaf.core.errors import GhafError
+from ghaf.core.errors import GhafError, IntegrityFailure
 from ghaf.core.paging import Page
 from ghaf.registry import checks, gates, schemas, service
 from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
 from ghaf.server.hot_routes import HotRoute, json_response
+from ghaf.server.streaming import content_disposition, stream_stored
+from ghaf.storage import service as storage
 
 router = APIRouter(tags=["registry"])
 MODELS = "/projects/{project}/models"
@@ -73,6 +74,8 @@ async def register_version(
             timeout_s=call.settings.model_check_timeout_s,
         )
     except GhafError as exc:
+        if isinstance(exc, IntegrityFailure):  # the uploaded bytes were damaged at rest
+            exc = storage.corrupt(f"model file {plan.filename!r}", exc)
         await call(service.refuse_version, project, name, exc)
         raise
     return await call(service.commit_version, store, plan, checked, body)
@@ -123,21 +126,17 @@ async def download_version(
 ) -> StreamingResponse:
     """The model file, decrypted and streamed (needs model:read)."""
     found = await call(service.open_version_file, call.store, project, name, ref, onnx=onnx)
-    pieces = iter(found.read())
-    first = await run_in_threadpool(next, pieces, b"")  # authenticate before headers
-
-    def body() -> Iterator[bytes]:
-        if first:
-            yield first
-        yield from pieces
-
-    return StreamingResponse(
-        body(),
-        media_type="application/octet-stream",
+    return await stream_stored(
+        call,
+        found.read,
+        project=project,
+        action="model:download",
+        resource=found.resource,
+        what=f"model {name!r} version {ref}" + (" (ONNX)" if onnx else ""),
         headers={
             "Content-Length": str(found.size),
             "X-Ghaf-SHA256": found.sha256,
-            "Content-Disposition": f'attachment; filename="{found.filename}"',
+            "Content-Disposition": content_disposition(found.filename),
         },
     )
 

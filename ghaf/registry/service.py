@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +19,18 @@ from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import dialect_insert, insert_unique
-from ghaf.core.errors import Conflict, GhafError, InvalidInput, NotFound, PermissionDenied
+from ghaf.core.errors import (
+    Conflict,
+    GhafError,
+    IntegrityFailure,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
+from ghaf.core.paths import file_name
+from ghaf.core.refs import is_reserved, parse_ref
 from ghaf.datasets import service as datasets
 from ghaf.datasets.models import Dataset, DatasetVersion, DatasetVersionConsumer
 from ghaf.registry import cards, gates, schemas
@@ -43,6 +51,7 @@ from ghaf.registry.models import (
     RegistryPolicy,
     VersionReview,
 )
+from ghaf.security import standing
 from ghaf.security.context import Context
 from ghaf.storage import references
 from ghaf.storage import service as storage
@@ -51,7 +60,6 @@ from ghaf.storage.store import Store
 from ghaf.tracking import service as tracking
 
 MAX_SAMPLE_BYTES = 4 * 1024 * 1024
-_VERSION = re.compile(r"[1-9][0-9]{0,8}")
 
 
 @references.register
@@ -94,17 +102,16 @@ def _model(pctx: Context, name: str) -> RegisteredModel:
 def _version(pctx: Context, model: RegisteredModel, ref: str) -> ModelVersion:
     """A version by number, ``latest``, or alias (``@champion`` or ``champion``)."""
     # Aliases can be neither numbers nor "latest", so "@3" and "@latest" are unambiguous.
-    ref = str(ref).strip().removeprefix("@")
+    parsed = parse_ref(ref, field="version", alias_field="alias")
     statement = select(ModelVersion).where(ModelVersion.model_id == model.id)
-    if _VERSION.fullmatch(ref):
-        found = pctx.session.scalar(statement.where(ModelVersion.version == int(ref)))
-        what = f"version {ref}"
-    elif ref == "latest":
+    if parsed.number is not None:
+        found = pctx.session.scalar(statement.where(ModelVersion.version == parsed.number))
+        what = f"version {parsed.number}"
+    elif parsed.latest:
         found = pctx.session.scalar(statement.order_by(ModelVersion.version.desc()).limit(1))
         what = "any version"
     else:
-        alias = ref
-        validate_name(alias, field="alias")
+        alias = parsed.alias
         found = pctx.session.scalar(
             statement.join(ModelAlias, ModelAlias.version_id == ModelVersion.id).where(
                 ModelAlias.model_id == model.id, ModelAlias.alias == alias
@@ -323,7 +330,8 @@ def plan_version(
         run_id = run.id
         artifact = tracking.find_artifact(pctx, run.id, request.run.artifact)
         blob = pctx.session.get(Blob, artifact.blob_id)
-        filename, source = artifact.path.rsplit("/", 1)[-1], f"run {run.id}: {artifact.path}"
+        filename = file_name(artifact.path.rsplit("/", 1)[-1], field="run.artifact")
+        source = f"run {run.id}: {artifact.path}"
         if request.sample is None:
             sample_npz = _run_sample(pctx, store, run.id, artifact.path)
     else:
@@ -333,7 +341,8 @@ def plan_version(
         blob = storage.held_blob(
             pctx, request.file.sha256, size=request.file.size, field="file.sha256"
         )
-        filename, source = request.file.filename, f"upload: {request.file.filename}"
+        filename = file_name(request.file.filename, field="file.filename")
+        source = f"upload: {filename}"
     assert blob is not None
     candidate = Candidate(
         filename=filename,
@@ -370,7 +379,12 @@ def _run_sample(pctx: Context, store: Store, run_id: str, model_path: str) -> by
     blob = pctx.session.get(Blob, artifact.blob_id)
     if blob is None or blob.size > MAX_SAMPLE_BYTES:
         return None
-    return b"".join(storage.read_content(store, blob))
+    try:
+        return b"".join(storage.read_content(store, blob))
+    except IntegrityFailure as exc:
+        assert pctx.project is not None
+        where = f"project/{pctx.project.name}/run/{run_id}/artifact/{artifact.path}"
+        pctx.deny("model:register", where, storage.corrupt(f"run sample {artifact.path}", exc))
 
 
 def refuse_version(ctx: Context, project: str, name: str, error: GhafError) -> None:
@@ -492,15 +506,22 @@ def _record_lineage(pctx: Context, version: ModelVersion, card: cards.ModelCard)
 # --- versions: reading and changing ---------------------------------------------------
 
 
-def _approvals(session: Session, version_id: str) -> int:
-    return int(
-        session.scalar(
-            select(func.count(func.distinct(VersionReview.principal_id))).where(
-                VersionReview.version_id == version_id, VersionReview.kind == APPROVE
-            )
+def _approvers(session: Session, version_id: str) -> list[str]:
+    return [
+        p
+        for p in session.scalars(
+            select(VersionReview.principal_id)
+            .where(VersionReview.version_id == version_id, VersionReview.kind == APPROVE)
+            .distinct()
         )
-        or 0
-    )
+        if p is not None
+    ]
+
+
+def _approvals(session: Session, version_id: str) -> int:
+    """Distinct *people* who approved: an account and the people behind it (its creator,
+    its token issuers; ghaf/security/standing.py) count once."""
+    return standing.count_people(session, _approvers(session, version_id))
 
 
 def _version_out(
@@ -631,6 +652,7 @@ class Download:
     sha256: str
     size: int
     read: gates.Reader
+    resource: str = ""  # what an audited refusal names
 
 
 def open_version_file(
@@ -656,7 +678,8 @@ def open_version_file(
         detail={"sha256": blob.sha256, "onnx": onnx},
     )
     pctx.commit()
-    return Download(filename, blob.sha256, blob.size, _read_blob(store, blob))
+    resource = _resource(project, model.name, version.version)
+    return Download(filename, blob.sha256, blob.size, _read_blob(store, blob), resource)
 
 
 # --- aliases ---------------------------------------------------------------------------
@@ -685,7 +708,7 @@ def set_alias(
     aliases need an approved version whose gates pass under the current policy."""
     pctx = ctx.in_project(project)
     validate_name(alias, field="alias")
-    if alias == "latest" or _VERSION.fullmatch(alias):
+    if is_reserved(alias):
         raise InvalidInput(f"{alias!r} cannot be an alias: it reads as a version", field="alias")
     pctx.require("model:write", resource=_resource(project, name))
     model = _model(pctx, name)
@@ -757,6 +780,19 @@ def delete_alias(ctx: Context, project: str, name: str, alias: str) -> None:
     row = pctx.session.get(ModelAlias, (model.id, alias))
     if row is None:
         raise NotFound(f"model {name!r} has no alias {alias!r}", field="alias")
+    if alias in _policy(pctx).policy.protected_aliases and "model:approve" not in pctx.permissions:
+        # Moving a protected alias needs a version a model:approve holder approved;
+        # removing it (so name@alias stops resolving) needs that authority itself.
+        held = "your token is read-only" if pctx.caller and pctx.caller.read_only else ""
+        pctx.deny(
+            "model:alias-delete",
+            _resource(project, name),
+            PermissionDenied(
+                f"alias {alias!r} is protected: removing it needs model:approve, as moving "
+                f"it needs an approved version; {held or f'your role is {pctx.role}'}",
+                permission="model:approve",
+            ),
+        )
     pctx.session.delete(row)
     pctx.audit("model:alias-delete", _resource(project, name), detail={"alias": alias})
     pctx.commit()
@@ -822,6 +858,47 @@ def request_approval(
     return _version_out(pctx, model, version)
 
 
+def _four_eyes_by_people(
+    pctx: Context, version: ModelVersion, caller_id: str, name: str, resource: str
+) -> None:
+    """Four-eyes counts people, not accounts: refuse (403, audited) an approval when the
+    people behind the caller (a service account's creator and token issuers) include
+    whoever registered the version, or someone who already approved it."""
+    mine = standing.people_behind(pctx.session, caller_id)
+    why = ""
+    if version.created_by_id is not None:
+        shared = mine & standing.people_behind(pctx.session, version.created_by_id)
+        if shared:
+            who = ", ".join(standing.names_of(pctx.session, shared))
+            why = (
+                f"version {version.version} of {name!r} was registered by "
+                f"{version.created_by}, and {who} stands behind both that and your account "
+                "(as the principal, the creator of a service account, or the issuer of its "
+                "tokens); another person holding model:approve must approve it"
+            )
+    if not why:
+        for other in _approvers(pctx.session, version.id):
+            if other == caller_id:  # the same principal again: "already approved" below
+                continue
+            shared = mine & standing.people_behind(pctx.session, other)
+            if shared:
+                who = ", ".join(standing.names_of(pctx.session, shared))
+                why = (
+                    f"{who} already approved version {version.version} of {name!r} "
+                    "(directly or through a service account); each approval must come from "
+                    "another person"
+                )
+                break
+    if why:
+        pctx.deny(
+            "model:approve",
+            resource,
+            PermissionDenied(
+                f"four-eyes rule counts people, not accounts: {why}", permission="model:approve"
+            ),
+        )
+
+
 def approve(
     ctx: Context, project: str, name: str, ref: str, request: schemas.ReviewCreate
 ) -> schemas.VersionOut:
@@ -843,6 +920,8 @@ def approve(
                 permission="model:approve",
             ),
         )
+    if caller_id is not None:
+        _four_eyes_by_people(pctx, version, caller_id, name, resource)
     if version.status != PENDING:
         raise Conflict(
             f"version {version.version} is {version.status}; only a pending version can be "
@@ -1045,9 +1124,10 @@ class GatePlan:
 
 
 def plan_gates(ctx: Context, store: Store, project: str, name: str, ref: str) -> GatePlan:
-    """Everything the policy's gates need, read in one go (no writes)."""
+    """Everything the policy's gates need, read in one go (no writes). Running the gates
+    loads the model and replaces the report protected aliases trust: model:write."""
     pctx = ctx.in_project(project)
-    pctx.require("model:read", resource=_resource(project, name, ref))
+    pctx.require("model:write", resource=_resource(project, name, ref))
     model, version = _find(pctx, name, ref)
     loaded = _policy(pctx)
     rules = loaded.policy.gate_rules()
@@ -1126,7 +1206,7 @@ def record_gates(
     ctx: Context, plan: GatePlan, results: list[schemas.GateResult]
 ) -> schemas.GateReport:
     pctx = ctx.in_project(plan.project)
-    pctx.require("model:read", resource=_resource(plan.project, plan.model, plan.version))
+    pctx.require("model:write", resource=_resource(plan.project, plan.model, plan.version))
     model = _model(pctx, plan.model)
     version = _version(pctx, model, str(plan.version))
     report = schemas.GateReport(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -160,9 +161,54 @@ def to_npz(arrays: Mapping[str, np.ndarray[Any, Any]]) -> bytes:
     return buffer.getvalue()
 
 
+MAX_NPZ_BYTES = 64 * 1024 * 1024  # uncompressed: bounds what a small archive can expand to
+_NPZ_REFUSED = (
+    "the sample must be an .npz archive of plain numeric (or boolean or string) arrays, "
+    "as numpy.savez writes them"
+)
+
+
 def from_npz(data: bytes) -> dict[str, np.ndarray[Any, Any]]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
+    """The arrays of an ``.npz`` sample; ``InvalidInput`` (field ``sample``) for anything
+    else: pickled object arrays (never unpickled), corrupt or truncated bytes, an archive
+    that expands past 64 MiB, or arrays of kinds a sample cannot hold."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            expanded = sum(member.file_size for member in archive.infolist())
+        if expanded > MAX_NPZ_BYTES:
+            raise InvalidInput(
+                f"the sample archive expands to {expanded:,} bytes; the limit is "
+                f"{MAX_NPZ_BYTES:,} (a few rows are enough)",
+                field="sample",
+            )
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except InvalidInput:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise InvalidInput(
+                f"{_NPZ_REFUSED}: it holds a pickled object array, which ghaf never loads",
+                field="sample",
+            ) from None
+        raise InvalidInput(f"{_NPZ_REFUSED}: {exc}", field="sample") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"{_NPZ_REFUSED}: it is corrupt ({exc})", field="sample") from None
+    if not arrays:
+        raise InvalidInput("the sample holds no inputs", field="sample")
+    for name, array in arrays.items():
+        if not isinstance(array, np.ndarray):
+            raise InvalidInput(f"{_NPZ_REFUSED}: {name!r} is not an array", field="sample")
+        if array.dtype.kind not in _KINDS:
+            raise InvalidInput(
+                f"{_NPZ_REFUSED}: input {name!r} has dtype {array.dtype}", field="sample"
+            )
+    if sum(array.size for array in arrays.values()) > MAX_SAMPLE_VALUES:
+        raise InvalidInput(
+            f"the sample holds more than {MAX_SAMPLE_VALUES:,} values (a few rows are enough)",
+            field="sample",
+        )
+    return arrays
 
 
 def from_user(sample: Any) -> dict[str, np.ndarray[Any, Any]]:

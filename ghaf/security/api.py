@@ -14,7 +14,12 @@ router = APIRouter(tags=["identity"])
 @router.post("/auth/login", status_code=status.HTTP_201_CREATED)
 async def login(call: Call, body: schemas.LoginRequest) -> schemas.TokenCreated:
     """Exchange a user name and password for a short-lived token."""
-    return await call.anonymous(service.login, body, hours=call.settings.login_token_hours)
+    return await call.anonymous(
+        service.login,
+        body,
+        hours=call.settings.login_token_hours,
+        guard=call.runtime.login_guard,
+    )
 
 
 @router.get("/whoami")
@@ -48,6 +53,12 @@ async def delete_user(call: Call, name: str) -> None:
 @router.put("/users/{name}/password", status_code=status.HTTP_204_NO_CONTENT)
 async def set_password(call: Call, name: str, body: schemas.PasswordChange) -> None:
     await call(service.set_password, name, body.password)
+
+
+@router.post("/users/{name}/unlock")
+async def unlock_user(call: Call, name: str) -> schemas.PrincipalOut:
+    """Lift a user's login lockout (platform admins)."""
+    return await call(service.unlock_user, name, guard=call.runtime.login_guard)
 
 
 @router.post("/users/{name}/tokens", status_code=status.HTTP_201_CREATED)

@@ -59,6 +59,13 @@ def users_set_password(name: str, as_json: JsonOpt = False) -> None:
     done(f"password of {name} changed", as_json=as_json)
 
 
+@users.command("unlock")
+def users_unlock(name: str, as_json: JsonOpt = False) -> None:
+    """Let a user locked out by repeated failed logins log in again (platform admins)."""
+    user = with_client(lambda c: c.users.unlock(name))
+    done(f"user {name} unlocked", as_json=as_json, payload=user)
+
+
 @users.command("rm")
 def users_rm(name: str, as_json: JsonOpt = False) -> None:
     """Delete a user; every token of theirs stops working on the next request."""

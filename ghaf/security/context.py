@@ -126,7 +126,8 @@ class Context:
             return ROLE_PERMISSIONS[PLATFORM_ADMIN] if self.system_actor else frozenset()
         if self.project is not None:
             granted = ROLE_PERMISSIONS.get(self.role or "", frozenset())
-        elif self.caller.is_platform_admin:
+        elif self.caller.is_platform_admin and self.caller.token_project_id is None:
+            # A project-limited token holds nothing outside its project, even an admin's.
             granted = ROLE_PERMISSIONS[PLATFORM_ADMIN]
         elif self.caller.kind == USER and self.caller.token_project_id is None:
             granted = USER_GLOBAL_PERMISSIONS
@@ -161,9 +162,9 @@ class Context:
         write lock must be released before the audit transaction can take it. A read
         request's session never writes (see ghaf/core/database.py), hence a new one.
         """
-        # Read the project's name before the rollback expires the loaded project (a
+        # Read the project's id before the rollback expires the loaded project (a
         # refresh would re-open a transaction, and on SQLite take the write lock).
-        project = project or (self.project.name if self.project else None)
+        project = project or (self.project.id if self.project else None)
         self.session.rollback()
         with self.database.transaction(write=True) as session:
             self._append(
@@ -184,11 +185,15 @@ class Context:
         validate_name(name, field="project")
         found = self._visible_project(name, include_deleted=include_deleted)
         if found is None:
+            # Recorded against the project's id where one exists (its maintainers see
+            # the attempt), never against the bare name (a later project may reuse it).
             self.deny(
                 "project:access",
                 f"project/{name}",
                 NotFound(f"project {name!r} not found", field="project"),
-                project=name,
+                project=self.session.scalar(
+                    select(Project.id).where(Project.name == name, Project.deleted_at.is_(None))
+                ),
             )
         project, role = found
         return Context(
@@ -301,7 +306,8 @@ class Context:
         detail: dict[str, Any] | None = None,
         project: str | None = None,
     ) -> None:
-        """Append an audit row in this context's transaction."""
+        """Append an audit row in this context's transaction. ``project`` is a project
+        *id* (rows name projects by id); it defaults to this context's project."""
         self._append(
             self.session, action, resource, outcome=outcome, detail=detail, project=project
         )
@@ -323,7 +329,7 @@ class Context:
             outcome=outcome,
             actor=self.actor,
             actor_id=self.caller.principal_id if self.caller else None,
-            project=project or (self.project.name if self.project else None),
+            project=project or (self.project.id if self.project else None),
             request_id=self.request_id,
             client=self.client,
             detail=detail,

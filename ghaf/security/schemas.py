@@ -32,6 +32,9 @@ class PrincipalOut(BaseModel):
     platform_admin: bool = False
     project: str | None = None
     created_at: datetime
+    locked_until: datetime | None = Field(
+        default=None, description="Set while repeated failed logins keep the user locked out."
+    )
 
 
 class WhoAmI(BaseModel):

@@ -3,6 +3,7 @@ tables; every entry point (REST, CLI, SDK) reaches them through here."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import NoReturn
@@ -12,15 +13,25 @@ from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import insert_unique
-from ghaf.core.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from ghaf.core.errors import (
+    GhafError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    TooManyRequests,
+    Unauthenticated,
+)
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
-from ghaf.projects.models import Project
-from ghaf.security import schemas
+from ghaf.projects.models import Project, ProjectMember
+from ghaf.security import schemas, standing
+from ghaf.security.audit.service import DENIED
 from ghaf.security.cache import CachedToken
 from ghaf.security.context import Caller, Context
 from ghaf.security.models import SERVICE, USER, Group, GroupMember, Principal, Token
 from ghaf.security.passwords import hash_password, verify_password
+from ghaf.security.permissions import highest_role
+from ghaf.security.ratelimit import LOCKED, Lockout, LoginGuard
 from ghaf.security.tokens import generate_token, hash_token, looks_like_token, token_hint
 
 # --- authentication ------------------------------------------------------------------
@@ -96,20 +107,53 @@ def _refuse(ctx: Context, reason: str, principal: Principal | None = None) -> No
     ctx.deny("auth:token", "token", Unauthenticated(reason, field="Authorization"))
 
 
-def login(ctx: Context, request: schemas.LoginRequest, *, hours: float) -> schemas.TokenCreated:
-    """Exchange a user's name and password for a short-lived token."""
-    principal = ctx.session.scalar(
-        select(Principal).where(
-            Principal.name == request.name,
-            Principal.kind == USER,
-            Principal.deleted_at.is_(None),
-        )
-    )
-    if not verify_password(principal.password_hash if principal else None, request.password):
-        ctx.deny(
-            "auth:login", f"user/{request.name}", Unauthenticated("wrong user name or password")
-        )
-    assert principal is not None
+def login(
+    ctx: Context,
+    request: schemas.LoginRequest,
+    *,
+    hours: float,
+    guard: LoginGuard | None = None,
+) -> schemas.TokenCreated:
+    """Exchange a user's name and password for a short-lived token.
+
+    No CPU-heavy work runs while the write lock is held: the rate limits are checked
+    first (no argon2 for a refused attempt), the user is read in a read session, the
+    password is verified with no transaction open, and only then does a short write
+    transaction issue the token or count the failure. A locked account is refused
+    without looking at the password, so the answer never says whether it was right.
+    """
+    if guard is not None:
+        guard.hit(client=ctx.client, name=request.name)
+    lockout = guard.lockout if guard is not None else Lockout()
+    with ctx.database.transaction(write=False) as session:
+        found = session.execute(_LOGIN_LOOKUP, {"name": request.name}).first()
+    now = utcnow()
+    if found is None:
+        retry = guard.unknown_locked(request.name) if guard is not None else None
+        if retry is not None:
+            _refuse_login(ctx, request.name, retry_after=retry)
+        verify_password(None, request.password)  # the same work as a wrong password
+        if guard is not None:
+            guard.unknown_failed(request.name)
+        _refuse_login(ctx, request.name)
+    locked_until = as_utc(found.locked_until) if found.locked_until is not None else None
+    if locked_until is not None and locked_until > now:
+        _refuse_login(ctx, request.name, retry_after=_seconds(locked_until))
+    if not verify_password(found.password_hash, request.password):
+        _count_failure(ctx, found.id, request.name, lockout)
+    # The short write transaction starts here (BEGIN IMMEDIATE on SQLite).
+    principal = ctx.session.get(Principal, found.id, with_for_update=True)
+    if (
+        principal is None
+        or principal.deleted_at is not None
+        or principal.password_hash != found.password_hash  # changed while we verified
+    ):
+        _refuse_login(ctx, request.name)
+    if principal.locked_until is not None and as_utc(principal.locked_until) > utcnow():
+        _refuse_login(ctx, request.name, retry_after=_seconds(principal.locked_until))
+    principal.failed_logins = 0
+    principal.first_failed_at = None
+    principal.locked_until = None
     ctx.caller = Caller(principal.id, principal.name, principal.kind, principal.is_platform_admin)
     stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
     return _issue(
@@ -121,6 +165,75 @@ def login(ctx: Context, request: schemas.LoginRequest, *, hours: float) -> schem
         expires_at=utcnow() + timedelta(hours=hours),
         action="auth:login",
     )
+
+
+_LOGIN_LOOKUP = select(Principal.id, Principal.password_hash, Principal.locked_until).where(
+    Principal.name == bindparam("name"),
+    Principal.kind == USER,
+    Principal.deleted_at.is_(None),
+)
+
+
+def _seconds(until: datetime) -> int:
+    return max(1, math.ceil((as_utc(until) - utcnow()).total_seconds()))
+
+
+def _refuse_login(ctx: Context, name: str, *, retry_after: int | None = None) -> NoReturn:
+    """Refuse a login (audited). A locked name answers 429 whatever the password."""
+    error: GhafError = (
+        Unauthenticated("wrong user name or password")
+        if retry_after is None
+        else TooManyRequests(LOCKED, retry_after=retry_after)
+    )
+    ctx.deny("auth:login", f"user/{name}", error)
+
+
+def _count_failure(ctx: Context, principal_id: str, name: str, lockout: Lockout) -> NoReturn:
+    """Count a wrong password in one short write transaction; lock at the threshold."""
+    error = Unauthenticated("wrong user name or password")
+    principal = ctx.session.get(Principal, principal_id, with_for_update=True)
+    locked_until: datetime | None = None
+    if principal is not None:
+        now = utcnow()
+        first = as_utc(principal.first_failed_at) if principal.first_failed_at else None
+        if first is None or first < now - timedelta(seconds=lockout.window_s):
+            principal.failed_logins, principal.first_failed_at = 1, now
+        else:
+            principal.failed_logins = (principal.failed_logins or 0) + 1
+        if principal.failed_logins >= lockout.failures:
+            locked_until = now + timedelta(seconds=lockout.duration_s)
+            principal.locked_until = locked_until
+            principal.failed_logins, principal.first_failed_at = 0, None
+    ctx.audit("auth:login", f"user/{name}", outcome=DENIED, detail={"reason": str(error)})
+    if locked_until is not None:
+        ctx.audit(
+            "auth:lockout",
+            f"user/{name}",
+            detail={
+                "failures": lockout.failures,
+                "window_s": lockout.window_s,
+                "locked_until": locked_until.isoformat(),
+            },
+        )
+    ctx.commit()
+    raise error
+
+
+def unlock_user(
+    ctx: Context, name: str, *, guard: LoginGuard | None = None
+) -> schemas.PrincipalOut:
+    """Lift a login lockout and forget the failures counted so far (platform admins)."""
+    ctx.require("user:write", resource=f"user/{name}")
+    principal = get_principal(ctx.session, name, field="user")
+    if principal.kind != USER:
+        raise NotFound(f"no user named {name!r}", field="user")
+    was_locked = principal.locked_until is not None and as_utc(principal.locked_until) > utcnow()
+    principal.failed_logins, principal.first_failed_at, principal.locked_until = 0, None, None
+    ctx.audit("user:unlock", f"user/{name}", detail={"was_locked": was_locked})
+    ctx.commit()
+    if guard is not None:
+        guard.reset(name)
+    return principal_out(principal)
 
 
 # --- principals --------------------------------------------------------------------
@@ -145,7 +258,13 @@ def principal_out(principal: Principal, *, project: str | None = None) -> schema
         platform_admin=principal.is_platform_admin,
         project=project,
         created_at=as_utc(principal.created_at),
+        locked_until=_still_locked(principal),
     )
+
+
+def _still_locked(principal: Principal) -> datetime | None:
+    until = principal.locked_until
+    return as_utc(until) if until is not None and as_utc(until) > utcnow() else None
 
 
 def add_principal(
@@ -158,13 +277,18 @@ def add_principal(
     platform_admin: bool = False,
     project_id: str | None = None,
 ) -> Principal:
-    """Insert a principal in the caller's transaction (names are global)."""
+    """Insert a principal in the caller's transaction (names are global).
+
+    The password is hashed before the first statement, so a request that has not read
+    anything yet hashes (argon2, tens of milliseconds) before it takes the write lock.
+    """
+    password_hash = hash_password(password) if password is not None else None
     principal = Principal(
         name=name,
         kind=kind,
         email=email,
         is_platform_admin=platform_admin,
-        password_hash=hash_password(password) if password is not None else None,
+        password_hash=password_hash,
         project_id=project_id,
         created_by=ctx.caller.principal_id if ctx.caller else None,
     )
@@ -225,6 +349,9 @@ def delete_user(ctx: Context, name: str) -> None:
         raise NotFound(f"no user named {name!r}", field="user")
     if ctx.caller and principal.id == ctx.caller.principal_id:
         raise InvalidInput("you cannot delete yourself", field="user")
+    standing.require_not_stronger(
+        ctx, principal, action="user:delete", resource=f"user/{name}", verb="delete"
+    )
     now = utcnow()
     principal.deleted_at = now
     ctx.session.execute(
@@ -239,10 +366,12 @@ def delete_user(ctx: Context, name: str) -> None:
 def set_password(ctx: Context, name: str, password: str) -> None:
     if ctx.actor != name or (ctx.caller and ctx.caller.read_only):
         ctx.require("user:write", resource=f"user/{name}")
+    # Hash before the write transaction starts (its first statement takes the lock).
+    password_hash = hash_password(password)
     principal = get_principal(ctx.session, name, field="user")
     if principal.kind != USER:
         raise InvalidInput("only users have passwords", field="user")
-    principal.password_hash = hash_password(password)
+    principal.password_hash = password_hash
     ctx.audit("user:set-password", f"user/{name}")
     ctx.commit()
 
@@ -319,7 +448,7 @@ def _issue(
         action,
         f"{principal.kind}/{principal.name}/token/{name}",
         detail={"project": project.name if project else None, "read_only": read_only},
-        project=project.name if project else None,
+        project=project.id if project else None,
     )
     ctx.commit()
     out = token_out(token, principal.name, project.name if project else None)
@@ -379,9 +508,16 @@ def create_own_token(ctx: Context, request: schemas.TokenCreate) -> schemas.Toke
 def create_user_token(
     ctx: Context, user: str, request: schemas.TokenCreate
 ) -> schemas.TokenCreated:
-    """A token for another user (platform admins only)."""
-    ctx.require("user:write", resource=f"user/{user}/token/{request.name}")
+    """A token for another user (platform admins only; service accounts get theirs
+    through their project)."""
+    resource = f"user/{user}/token/{request.name}"
+    ctx.require("user:write", resource=resource)
     principal = get_principal(ctx.session, user, field="user")
+    if principal.kind != USER:
+        raise NotFound(f"no user named {user!r}", field="user")
+    standing.require_not_stronger(
+        ctx, principal, action="token:create", resource=resource, verb="mint a token for"
+    )
     return issue_token(ctx, principal, request)
 
 
@@ -490,6 +626,17 @@ def add_group_member(ctx: Context, name: str, principal_name: str) -> schemas.Gr
     ctx.require("group:write", resource=f"group/{name}/member/{principal_name}")
     group = get_group_by_name(ctx.session, name)
     principal = get_principal(ctx.session, principal_name)
+    granted = ctx.session.scalars(
+        select(ProjectMember.role).where(ProjectMember.group_id == group.id)
+    ).all()
+    standing.require_not_stronger(
+        ctx,
+        principal,
+        action="group:add-member",
+        resource=f"group/{name}/member/{principal_name}",
+        verb=f"add to group {name!r}",
+        role=highest_role(list(granted)),
+    )
     if ctx.session.get(GroupMember, (group.id, principal.id)) is None:
         ctx.session.add(GroupMember(group_id=group.id, principal_id=principal.id))
         ctx.audit("group:add-member", f"group/{name}/member/{principal_name}")
@@ -501,6 +648,13 @@ def remove_group_member(ctx: Context, name: str, principal_name: str) -> schemas
     ctx.require("group:write", resource=f"group/{name}/member/{principal_name}")
     group = get_group_by_name(ctx.session, name)
     principal = get_principal(ctx.session, principal_name)
+    standing.require_not_stronger(
+        ctx,
+        principal,
+        action="group:remove-member",
+        resource=f"group/{name}/member/{principal_name}",
+        verb=f"remove from group {name!r}",
+    )
     member = ctx.session.get(GroupMember, (group.id, principal.id))
     if member is None:
         raise NotFound(f"{principal_name!r} is not in group {name!r}", field="principal")

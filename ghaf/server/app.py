@@ -22,7 +22,10 @@ from ghaf.registry.api import HOT_ROUTES as registry_hot_routes
 from ghaf.registry.api import router as registry_router
 from ghaf.security.api import router as security_router
 from ghaf.security.audit.api import router as audit_router
+from ghaf.security.audit.witness import witness_periodically, witness_tip
 from ghaf.server import health, problems
+from ghaf.server.encoding import RefuseInvalidEncoding
+from ghaf.server.guards import Authenticate, BodyLimit
 from ghaf.server.hot_routes import HotRoutes
 from ghaf.server.middleware import RequestContextMiddleware, RequestMetrics
 from ghaf.server.runtime import Runtime
@@ -32,6 +35,13 @@ from ghaf.tracking.api import router as tracking_router
 from ghaf.tracking.service import fail_stale_runs
 
 API_PREFIX = "/api/v1"
+# The only /api/v1 paths served without a token (health and metrics live outside it).
+ANONYMOUS_PATHS = (
+    f"{API_PREFIX}/auth/login",
+    f"{API_PREFIX}/openapi.json",
+    f"{API_PREFIX}/docs",
+    f"{API_PREFIX}/docs/oauth2-redirect",
+)
 log = logging.getLogger("ghaf.server")
 
 
@@ -45,6 +55,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         log.info("ghaf %s serving, region %s", __version__, settings.region)
         purger = asyncio.create_task(_purge_periodically(runtime))
         reaper = asyncio.create_task(_fail_stale_runs_periodically(runtime))
+        auditor = asyncio.create_task(
+            witness_periodically(runtime.database, runtime.audit, settings.audit_witness_interval_s)
+        )
         # Everything loaded so far (modules, the app, mappers) lives as long as the
         # process: move it out of the collector's sight. Requests make short-lived,
         # mostly acyclic garbage (freed by reference counting), so young collections can
@@ -56,10 +69,10 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
         yield
         purger.cancel()
         reaper.cancel()
-        # A signed checkpoint at the tip on every clean shutdown bounds what a silent
-        # truncation of the trail could remove.
-        with runtime.database.transaction() as session:
-            seq = runtime.audit.checkpoint(session)
+        auditor.cancel()
+        # A signed, witnessed checkpoint at the tip on every clean shutdown bounds what a
+        # silent truncation of the trail could remove.
+        seq = witness_tip(runtime.database, runtime.audit)
         log.info("audit checkpoint written at row %s", seq)
 
     app = FastAPI(
@@ -86,6 +99,16 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None) -> FastAPI
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(HotRoutes, routes=[*project_hot_routes, *registry_hot_routes])
+    # Outermost last: request id -> body limit -> authentication -> hot routes -> FastAPI.
+    app.add_middleware(
+        Authenticate,
+        runtime=runtime,
+        prefix=API_PREFIX,
+        anonymous=ANONYMOUS_PATHS,
+        login=f"{API_PREFIX}/auth/login",
+    )
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes, most=settings.max_upload_bytes)
+    app.add_middleware(RefuseInvalidEncoding)  # inside the request id, outside hot routes
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app
 

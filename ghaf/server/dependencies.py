@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from ghaf.core.paging import DEFAULT_LIMIT, MAX_LIMIT
 from ghaf.core.settings import Settings
 from ghaf.security.context import Context
-from ghaf.security.service import authenticate
+from ghaf.server.guards import AUTH_STATE, Resolved, resolve_caller
 from ghaf.server.runtime import Runtime
 from ghaf.storage.store import Store
 
@@ -40,6 +40,8 @@ class ServiceCall:
         # and every PostgreSQL call, which waits on the network, go to a worker thread.
         self._inline = not self._write and self.runtime.database.is_sqlite
         self._authorization = request.headers.get("authorization")
+        # Resolved before the body was read, by ghaf.server.guards.Authenticate.
+        self._resolved: Resolved | None = getattr(request.state, AUTH_STATE, None)
         self._request_id = getattr(request.state, "request_id", None)
         self._client = request.client.host if request.client else None
 
@@ -58,7 +60,24 @@ class ServiceCall:
         )
         if authenticated:
             try:
-                ctx.caller = authenticate(ctx, self._authorization)
+                resolved = self._resolved
+                if resolved is None or (self._write and resolved.epoch is not None):
+                    # Not resolved yet, or through the read cache, which writes never use.
+                    resolved = resolve_caller(
+                        self.runtime,
+                        self._authorization,
+                        write=self._write,
+                        request_id=self._request_id,
+                        client=self._client,
+                    )
+                    self._resolved = resolved
+                ctx.caller = resolved.caller
+                if ctx.cache is not None:
+                    ctx.epoch = (
+                        resolved.epoch
+                        if resolved.epoch is not None
+                        else ctx.cache.read_epoch(ctx.database)
+                    )
             except BaseException:
                 _close(ctx)
                 raise

@@ -10,6 +10,7 @@ from ghaf.core.migrate import upgrade
 from ghaf.core.settings import Settings
 from ghaf.security import service as security
 from ghaf.security.audit.service import AUDIT_KEY, initialise_head
+from ghaf.security.audit.witness import witness_tip
 from ghaf.security.keyring import LocalKeyring
 from ghaf.security.schemas import TokenCreated
 from ghaf.server.runtime import Runtime
@@ -49,6 +50,10 @@ def initialise(
         )
         try:
             token = security.bootstrap_admin(ctx, name=admin_name, password=admin_password)
+            ctx.close()
+            # The genesis checkpoint: the init's own rows, signed and witnessed outside
+            # the database, so even an installation that never served is covered.
+            witness_tip(runtime.database, runtime.audit)
         finally:
             ctx.close()
             runtime.close()

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from ghaf.core.errors import GhafError, InvalidInput
+from ghaf.core.errors import GhafError, InvalidInput, TooManyRequests
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("ghaf.server")
@@ -19,6 +19,8 @@ log = logging.getLogger("ghaf.server")
 def problem_response(error: GhafError, request: Request) -> Response:
     request_id = getattr(request.state, "request_id", None)
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    if isinstance(error, TooManyRequests):
+        headers = {"Retry-After": str(error.retry_after)}
     return JSONResponse(
         error.to_problem(request_id=request_id),
         status_code=error.status,

@@ -6,11 +6,14 @@ from dataclasses import dataclass, field
 
 from ghaf.core.database import Database
 from ghaf.core.settings import Settings
+from ghaf.registry import sandbox
 from ghaf.security.audit.service import AuditWriter
+from ghaf.security.audit.witness import AuditWitness
 from ghaf.security.cache import SecurityCache
 from ghaf.security.context import Caller, Context, SessionSlot
 from ghaf.security.keyring import LocalKeyring
 from ghaf.security.kms import LocalKms
+from ghaf.security.ratelimit import LoginGuard
 from ghaf.storage.backends import open_backend
 from ghaf.storage.store import Store
 
@@ -23,14 +26,23 @@ class Runtime:
     audit: AuditWriter
     store: Store
     cache: SecurityCache = field(default_factory=SecurityCache)
+    login_guard: LoginGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.login_guard = LoginGuard.from_settings(self.settings)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
         """Connect to an initialised installation (``ghaf admin init`` ran before)."""
+        sandbox.protect_installation(settings)  # model checker children never read these
         database = Database(settings.resolved_database_url)
         keyring = LocalKeyring.from_settings(settings)
-        audit = AuditWriter(keyring, checkpoint_every=settings.audit_checkpoint_every)
         store = Store(open_backend(settings), LocalKms(keyring), settings.storage_chunk_bytes)
+        audit = AuditWriter(
+            keyring,
+            checkpoint_every=settings.audit_checkpoint_every,
+            witness=AuditWitness.from_settings(settings, store.backend),
+        )
         return cls(settings=settings, database=database, keyring=keyring, audit=audit, store=store)
 
     def context(

@@ -13,9 +13,11 @@ from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ghaf.core.errors import GhafError
+from ghaf.core.errors import GhafError, IntegrityFailure
 from ghaf.core.paging import Page
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall
+from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
+from ghaf.server.guards import allow_upload
+from ghaf.server.streaming import refuse_in_stream, stream_stored
 from ghaf.storage import packs, schemas, service
 from ghaf.storage.store import Sealing, Store, Upload
 
@@ -36,6 +38,7 @@ async def _pieces(request: Request) -> AsyncIterator[bytearray]:
 
     Each piece is handed over as is and a new buffer started, rather than copied.
     """
+    allow_upload(request)  # streamed: max_upload_bytes, not the JSON body limit
     buffer = bytearray()
     async for data in request.stream():
         buffer += data
@@ -160,6 +163,9 @@ async def fetch_blobs(call: ReadCall, name: str, body: schemas.BlobQuery) -> Res
                     content = next(members)
                 except GhafError as exc:
                     log.error("fetch of %s failed: %s", sha256, exc.detail)
+                    if isinstance(exc, IntegrityFailure):
+                        resource = f"project/{name}/blob/{sha256}"
+                        exc = refuse_in_stream(call, name, resource, f"blob {sha256}", exc)
                     yield packs.error_frame(exc)
                     return
                 yield packs.frame_header(sha256, where.size) + content
@@ -182,9 +188,8 @@ def _regroup(pieces: Iterator[bytes]) -> Iterator[bytes]:
 @router.get("/projects/{name}/blobs/{sha256}")
 async def get_blob(call: Call, name: str, sha256: str) -> Response:
     """Content by SHA-256, streamed and authenticated chunk by chunk."""
-    store = call.store
-    opened = await call(service.open_blob, store, name, sha256)
-    return await _stream(store, opened, None)
+    opened = await call(service.open_blob, call.store, name, sha256)
+    return await _stream(call, opened, None, project=name, resource=f"blob/{sha256}")
 
 
 @router.post("/projects/{name}/artifacts:link", status_code=status.HTTP_201_CREATED)
@@ -230,12 +235,19 @@ async def get_artifact(
     if metadata:
         out = await call(service.get_artifact, name, path)
         return Response(out.model_dump_json(), media_type="application/json")
-    store = call.store
-    opened = await call(service.open_artifact, store, name, path)
-    return await _stream(store, opened, range_header)
+    opened = await call(service.open_artifact, call.store, name, path)
+    resource = f"artifact/{opened.artifact.path}"
+    return await _stream(call, opened, range_header, project=name, resource=resource)
 
 
-async def _stream(store: Store, opened: service.OpenArtifact, range_header: str | None) -> Response:
+async def _stream(
+    call: ServiceCall,
+    opened: service.OpenArtifact,
+    range_header: str | None,
+    *,
+    project: str,
+    resource: str,
+) -> Response:
     size = opened.artifact.size
     start, end = _parse_range(range_header, size)
     headers = {
@@ -247,23 +259,18 @@ async def _stream(store: Store, opened: service.OpenArtifact, range_header: str 
     if partial:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
-    pieces = store.read(
-        opened.where, data_key=opened.data_key, start=start, end=end if size else None
-    )
-    # Authenticate the first chunk before any header is sent, so a missing or altered
-    # object is a proper error response; a failure further in aborts the connection
-    # (never wrong bytes), and the SDK's length and SHA-256 checks catch it.
-    first = await run_in_threadpool(next, pieces, b"")
-
-    def body() -> Iterator[bytes]:
-        yield first
-        yield from pieces
-
-    return StreamingResponse(
-        body(),
-        status_code=206 if partial else 200,
+    # The first chunk is authenticated before any header is sent (ghaf/server/streaming.py).
+    return await stream_stored(
+        call,
+        lambda: call.store.read(
+            opened.where, data_key=opened.data_key, start=start, end=end if size else None
+        ),
+        project=project,
+        action="artifact:read",
+        resource=f"project/{project}/{resource}",
+        what=resource.replace("/", " ", 1),
         headers=headers,
-        media_type="application/octet-stream",
+        status_code=206 if partial else 200,
     )
 
 

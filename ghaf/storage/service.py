@@ -13,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import func, select, update
 
@@ -26,6 +26,7 @@ from ghaf.core.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    StoredObjectCorrupt,
 )
 from ghaf.core.ids import new_id
 from ghaf.core.paging import paginate
@@ -478,6 +479,27 @@ def store_content(pctx: Context, store: Store, data: bytes) -> Blob:
 def read_content(store: Store, blob: Blob) -> Iterator[bytes]:
     """The plaintext of ``blob``, authenticated chunk by chunk (callers authorised it)."""
     return store.read(_slice(blob), data_key=_data_key(store, blob))
+
+
+def corrupt(what: str, error: IntegrityFailure) -> StoredObjectCorrupt:
+    """The problem a download answers when its stored object fails authentication."""
+    if isinstance(error, StoredObjectCorrupt):
+        return error
+    return StoredObjectCorrupt(
+        f"the stored object of {what} failed its integrity check, so it was not sent: "
+        f"{error.detail}. The attempt is recorded in the audit trail; restore the object "
+        "from a backup ('ghaf artifacts verify' lists every damaged object)",
+        **error.extra,
+    )
+
+
+def refuse_corrupt(
+    ctx: Context, project: str, action: str, resource: str, what: str, error: IntegrityFailure
+) -> NoReturn:
+    """Audit a download whose stored object failed its integrity check (outcome denied,
+    with the reason), then raise :class:`StoredObjectCorrupt`: tampering is evidence."""
+    log.error("download of %s refused: %s", what, error.detail)
+    ctx.in_project(project).deny(action, resource, corrupt(what, error))
 
 
 @dataclass(frozen=True)

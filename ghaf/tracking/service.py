@@ -757,13 +757,13 @@ def fail_stale_runs(ctx: Context, *, timeout_s: float) -> list[str]:
     cutoff = utcnow() - timedelta(seconds=timeout_s)
     session = ctx.session
     stale = session.execute(
-        select(Run.id, Project.name)
+        select(Run.id, Project.name, Project.id)
         .join(Project, Project.id == Run.project_id)
         .where(Run.status == RUNNING, Run.heartbeat_at < cutoff)
     ).all()
     reason = f"{HEARTBEAT_LOST}: no contact for {timeout_s:g} s"
     ended = []
-    for run_id, project in stale:
+    for run_id, project, project_id in stale:
         result = session.execute(
             update(Run)
             .where(Run.id == run_id, Run.status == RUNNING, Run.heartbeat_at < cutoff)
@@ -776,7 +776,7 @@ def fail_stale_runs(ctx: Context, *, timeout_s: float) -> list[str]:
                 "run:expire",
                 f"project/{project}/run/{run_id}",
                 detail={"reason": reason},
-                project=project,
+                project=project_id,
             )
             ended.append(run_id)
     ctx.commit()

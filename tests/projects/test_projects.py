@@ -77,7 +77,7 @@ def test_purge_removes_only_projects_past_retention(platform: Platform, admin: C
     assert due in purged and kept not in purged
     assert admin.projects.purge() == []
     assert any(
-        e.action == "project:purge" and e.actor == "system:purge" and e.project == due
+        e.action == "project:purge" and e.actor == "system:purge" and e.detail["name"] == due
         for e in admin.audit.list()
     )
     assert due not in [p.name for p in admin.projects.list(deleted=True)]

@@ -32,7 +32,12 @@ def test_every_response_has_a_request_id(platform: Platform) -> None:
 
 
 def test_errors_are_problem_json(platform: Platform) -> None:
-    response = httpx.get(f"{platform.url}/api/v1/nothing-here")
+    # Unauthenticated, even a missing route is a 401: the token is checked first.
+    assert httpx.get(f"{platform.url}/api/v1/nothing-here").status_code == 401
+    response = httpx.get(
+        f"{platform.url}/api/v1/nothing-here",
+        headers={"Authorization": f"Bearer {platform.admin_token}"},
+    )
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()

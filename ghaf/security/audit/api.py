@@ -37,9 +37,10 @@ async def list_audit(
 
 
 @router.post("/audit/verify")
-async def verify(call: Call) -> schemas.VerifyResult:
-    """Recompute the whole chain, checkpoints and signed head."""
-    report = await call(service.verify)
+async def verify(call: Call, anchor: str | None = None) -> schemas.VerifyResult:
+    """Recompute the whole chain, checkpoints and signed head, against the newest
+    witnessed checkpoint and, if given, an ``anchor`` (``SEQ:HASH`` kept elsewhere)."""
+    report = await call(service.verify, anchor=anchor)
     return schemas.VerifyResult(**vars(report))
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,10 @@ class VerifyReport:
     problem: str | None = None
     signatures_checked: bool = True
     notes: list[str] = field(default_factory=list)
+    witnessed: str | None = None
+    """``SEQ:HASH`` of the newest witnessed checkpoint: keep it elsewhere as an anchor."""
+    witness: str | None = None
+    anchor: str | None = None
 
     def fail(self, seq: int | None, problem: str) -> VerifyReport:
         self.ok = False
@@ -71,20 +76,48 @@ class VerifyReport:
         return self
 
 
+def _rows(first: int, last: int) -> str:
+    return f"row {first}" if first == last else f"rows {first}-{last}"
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` (as verify prints it) -> (seq, hash); raises ValueError."""
+    seq, sep, chain_hash = text.strip().partition(":")
+    if not (sep and seq.isdigit() and int(seq) >= 1 and re.fullmatch(r"[0-9a-f]{64}", chain_hash)):
+        raise ValueError(f"anchor {text!r} is not SEQ:HASH (a row number and 64 hex digits)")
+    return int(seq), chain_hash
+
+
 def verify_chain(
     events: Iterable[dict[str, Any]],
     checkpoints: Iterable[dict[str, Any]],
     head: dict[str, Any] | None,
     key_for: KeyLookup,
+    *,
+    initialised: bool = False,
+    witness: dict[str, Any] | None = None,
+    witnessed_seqs: Sequence[int] = (),
+    anchor: tuple[int, str] | None = None,
 ) -> VerifyReport:
-    """Check every row links to the one before, then checkpoints and the signed head.
+    """Check every row links to the one before, then the witness, the anchor, the
+    checkpoints and the signed head.
 
     ``events`` must come in ascending ``seq`` order, each with ``prev_hash`` and ``hash``.
+    ``initialised``: the trail is an installation's, which always records its own init,
+    so an empty trail or a missing head is a failure. ``witness``: the newest checkpoint
+    read back from the witness, ``witnessed_seqs`` every seq the witness holds.
+    ``anchor``: a (seq, hash) kept elsewhere; that row must exist with that hash.
     """
     report = VerifyReport()
     hashes: dict[int, str] = {}
     checkpoints = list(checkpoints)
     wanted = {int(c["seq"]) for c in checkpoints}
+    if witness is not None:
+        wanted.add(int(witness["seq"]))
+        report.witnessed = f"{int(witness['seq'])}:{witness['hash']}"
+    if anchor is not None:
+        wanted.add(anchor[0])
+        report.anchor = f"{anchor[0]}:{anchor[1]}"
     expected_seq, expected_prev = 1, GENESIS_HASH
     for event in events:
         seq = int(event["seq"])
@@ -113,6 +146,61 @@ def verify_chain(
         report.rows += 1
         report.last_seq = seq
 
+    last = report.last_seq
+    if initialised and last == 0:
+        return report.fail(
+            1,
+            "the trail is empty: every row is missing (an initialised installation always "
+            "records its own init)",
+        )
+    if witness is not None:
+        seq, version = int(witness["seq"]), int(witness["key_version"])
+        key = key_for(version)
+        if key is None:
+            report.signatures_checked = False
+        elif not hmac.compare_digest(
+            mac(key, checkpoint_payload(seq, witness["hash"], witness["ts"], version)),
+            str(witness["mac"]),
+        ):
+            return report.fail(
+                seq, f"the witnessed checkpoint at row {seq} has a bad signature (forged)"
+            )
+        if seq > last:
+            return report.fail(
+                last + 1,
+                f"{_rows(last + 1, seq)} deleted (truncated): the trail ends at row {last} "
+                f"but the witness holds a signed checkpoint at row {seq}",
+            )
+        if hashes.get(seq) != witness["hash"]:
+            return report.fail(
+                seq,
+                f"row {seq} differs from the witnessed checkpoint: the trail up to row {seq} "
+                "was rewritten",
+            )
+    stored = {int(c["seq"]) for c in checkpoints}
+    gone = [seq for seq in witnessed_seqs if seq <= last and seq not in stored]
+    if gone:
+        shown = ", ".join(str(s) for s in gone[:10]) + (", ..." if len(gone) > 10 else "")
+        return report.fail(
+            gone[0],
+            f"{len(gone)} checkpoint(s) the witness holds are missing from the database "
+            f"(deleted): at rows {shown}",
+        )
+    if anchor is not None:
+        seq, anchor_hash = anchor
+        if seq > last:
+            return report.fail(
+                last + 1,
+                f"{_rows(last + 1, seq)} deleted (truncated): the anchor names row {seq} but "
+                f"the trail ends at row {last}",
+            )
+        if hashes.get(seq) != anchor_hash:
+            return report.fail(
+                seq,
+                f"row {seq} does not match the anchor: the trail up to row {seq} was "
+                "rewritten, or the anchor is wrong",
+            )
+
     for checkpoint in sorted(checkpoints, key=lambda c: int(c["seq"])):
         seq = int(checkpoint["seq"])
         key = key_for(int(checkpoint["key_version"]))
@@ -140,6 +228,12 @@ def verify_chain(
             return report.fail(seq, f"row {seq} differs from its signed checkpoint (rewritten)")
         report.checkpoints += 1
 
+    if head is None and initialised:
+        return report.fail(
+            None,
+            "the chain head (the signed audit_head row) is missing: it was deleted, so the "
+            "trail's end cannot be checked",
+        )
     if head is not None:
         seq = int(head["seq"])
         key = key_for(int(head.get("key_version", 1)))
@@ -152,6 +246,12 @@ def verify_chain(
                 report.last_seq + 1,
                 f"the trail ends at row {report.last_seq} but the signed head says row {seq} "
                 f"exists: rows {report.last_seq + 1}-{seq} were deleted (truncated)",
+            )
+        if witness is not None and seq < int(witness["seq"]):
+            return report.fail(
+                seq + 1,
+                f"the signed head is at row {seq}, behind the witnessed checkpoint at row "
+                f"{int(witness['seq'])}: an older head was put back",
             )
         if seq < report.last_seq:
             return report.fail(seq + 1, f"rows after {seq} were appended outside ghaf (inserted)")

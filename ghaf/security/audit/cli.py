@@ -20,7 +20,7 @@ from ghaf.cli.output import (
     reporting_errors,
     with_client,
 )
-from ghaf.security.audit.chain import VerifyReport
+from ghaf.security.audit.chain import VerifyReport, parse_anchor
 from ghaf.security.audit.schemas import VerifyResult
 from ghaf.security.audit.service import verify_export
 
@@ -66,10 +66,22 @@ def _report(result: VerifyResult, as_json: bool) -> None:
             highlight=False,
         )
     else:
-        console.print(
-            f"[red]audit trail BROKEN[/red] at row {result.first_bad_seq}: {result.problem}",
-            highlight=False,
-        )
+        where = f"at row {result.first_bad_seq}" if result.first_bad_seq else "(not one row)"
+        console.print(f"[red]audit trail BROKEN[/red] {where}: {result.problem}", highlight=False)
+    if not as_json:
+        if result.anchor:
+            console.print(
+                f"checked against anchor {result.anchor}", highlight=False, soft_wrap=True
+            )
+        if result.witnessed:
+            console.print(
+                f"latest witnessed checkpoint: {result.witnessed}  (keep it elsewhere; "
+                "check later with --anchor)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        for note in result.notes:
+            console.print(f"note: {note}", highlight=False)
     if not result.ok:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
@@ -92,16 +104,29 @@ def verify(
         Path | None,
         typer.Option(help="Audit key file for checking signatures of an exported file."),
     ] = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            help="SEQ:HASH kept from an earlier verify: row SEQ must still exist with HASH."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Exit 0 if the chain is intact, else 1 naming the first broken row."""
+    """Exit 0 if the chain is intact (against the witness and any anchor), else 1
+    naming the first broken or missing row."""
     if file is None:
-        result = with_client(lambda c: c.audit.verify())
+        result = with_client(lambda c: c.audit.verify(anchor=anchor))
     else:
         keys = _load_keys(key_file) if key_file else {}
+        parsed = None
+        if anchor is not None:
+            try:
+                parsed = parse_anchor(anchor)
+            except ValueError as exc:
+                fail(str(exc))
         try:
             with file.open(encoding="utf-8") as handle:
-                report: VerifyReport = verify_export(iter(handle), keys.get)
+                report: VerifyReport = verify_export(iter(handle), keys.get, anchor=parsed)
         except OSError as exc:
             fail(f"cannot read {file}: {exc.strerror}")
         result = VerifyResult(**vars(report))

@@ -14,6 +14,9 @@ class AuditEventOut(BaseModel):
     ts: datetime
     actor: str | None
     project: str | None
+    """The project's current name (None once it is purged)."""
+    project_id: str | None = None
+    """What the row records: projects are named by id, so a reused name is a new project."""
     action: str
     resource: str
     outcome: str
@@ -32,3 +35,7 @@ class VerifyResult(BaseModel):
     problem: str | None = None
     signatures_checked: bool = True
     notes: list[str] = []
+    witnessed: str | None = None
+    """``SEQ:HASH`` of the newest witnessed checkpoint; keep it elsewhere as an anchor."""
+    witness: str | None = None
+    anchor: str | None = None

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Table, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event as orm_event
+from sqlalchemy.orm import Session, SessionTransaction
 
 from ghaf.core.clock import as_utc, isoformat, utcnow
 from ghaf.core.ids import new_id
@@ -20,6 +23,7 @@ from ghaf.security.audit.chain import (
     checkpoint_payload,
     head_payload,
     mac,
+    parse_anchor,
     row_hash,
     verify_chain,
 )
@@ -28,6 +32,7 @@ from ghaf.security.audit.schemas import AuditEventOut
 from ghaf.security.keyring import Keyring
 
 if TYPE_CHECKING:
+    from ghaf.security.audit.witness import AuditWitness
     from ghaf.security.context import Context
 
 AUDIT_KEY = "audit"
@@ -35,14 +40,24 @@ SUCCESS = "success"
 DENIED = "denied"
 _BATCH = 1000
 _EVENTS = cast(Table, AuditEvent.__table__)
+_STASH = "ghaf_audit_witness"  # session.info: checkpoints to witness once committed
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+log = logging.getLogger("ghaf.audit")
 
 
 class AuditWriter:
     """Appends hash-chained rows inside the caller's transaction."""
 
-    def __init__(self, keyring: Keyring, *, checkpoint_every: int = 100) -> None:
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        checkpoint_every: int = 100,
+        witness: AuditWitness | None = None,
+    ) -> None:
         self.keyring = keyring
         self.checkpoint_every = checkpoint_every
+        self.witness = witness
         self._key = keyring.get(AUDIT_KEY)
 
     def key_for(self, version: int) -> bytes | None:
@@ -96,7 +111,9 @@ class AuditWriter:
             self._add_checkpoint(session, seq, chain_hash)
 
     def checkpoint(self, session: Session) -> int | None:
-        """Sign the current tip (e.g. on shutdown). Returns its seq, or None if empty."""
+        """Sign the current tip (on shutdown, periodically, at init) unless a checkpoint
+        is there already; either way the tip's checkpoint is witnessed once the session
+        commits. Returns its seq, or None if the chain is empty."""
         head = session.execute(
             update(AuditHead)
             .where(AuditHead.id == 1)
@@ -104,23 +121,55 @@ class AuditWriter:
             .returning(AuditHead.seq, AuditHead.hash)
         ).one()
         seq, chain_hash = head
-        if seq == 0 or session.get(AuditCheckpoint, seq) is not None:
+        if seq == 0:
             return None
-        self._add_checkpoint(session, seq, chain_hash)
+        existing = session.get(AuditCheckpoint, seq)
+        if existing is None:
+            self._add_checkpoint(session, seq, chain_hash)
+        else:
+            self._stash(session, checkpoint_dict(existing))
         return int(seq)
 
     def _add_checkpoint(self, session: Session, seq: int, chain_hash: str) -> None:
         ts = isoformat(utcnow())
         payload = checkpoint_payload(seq, chain_hash, ts, self._key.version)
-        session.add(
-            AuditCheckpoint(
-                seq=seq,
-                hash=chain_hash,
-                ts=datetime.fromisoformat(ts),
-                key_version=self._key.version,
-                mac=mac(self._key.material, payload),
-            )
-        )
+        row = {
+            "seq": seq,
+            "hash": chain_hash,
+            "ts": ts,
+            "key_version": self._key.version,
+            "mac": mac(self._key.material, payload),
+        }
+        session.add(AuditCheckpoint(**{**row, "ts": datetime.fromisoformat(ts)}))
+        self._stash(session, row)
+
+    def _stash(self, session: Session, checkpoint: dict[str, Any]) -> None:
+        """Hand ``checkpoint`` to the witness after the session commits (never for a
+        rolled-back one, and never while the transaction holds its locks)."""
+        if self.witness is None:
+            return
+        stash = session.info.get(_STASH)
+        if stash is None:
+            stash = session.info[_STASH] = []
+            if not session.info.get(_STASH + ".hooked"):
+                session.info[_STASH + ".hooked"] = True
+                orm_event.listen(session, "after_commit", self._after_commit)
+                orm_event.listen(session, "after_transaction_end", _discard_stash)
+        stash.append(checkpoint)
+
+    def _after_commit(self, session: Session) -> None:
+        checkpoints = session.info.pop(_STASH, None)
+        if checkpoints and self.witness is not None:
+            try:
+                self.witness.record(checkpoints)
+            except Exception:  # the commit stands; the next checkpoint retries
+                log.exception("queueing audit checkpoints for the witness failed")
+
+
+def _discard_stash(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction that ended without a commit takes its checkpoints with it."""
+    if transaction.parent is None:
+        session.info.pop(_STASH, None)
 
 
 def initialise_head(session: Session, keyring: Keyring) -> None:
@@ -192,14 +241,42 @@ def _head_dict(session: Session) -> dict[str, Any] | None:
     return {"seq": head.seq, "hash": head.hash, "key_version": head.key_version, "mac": head.mac}
 
 
-def verify_database(session: Session, writer: AuditWriter) -> VerifyReport:
-    """Recompute the whole chain stored in the database."""
+def verify_database(
+    session: Session, writer: AuditWriter, *, anchor: tuple[int, str] | None = None
+) -> VerifyReport:
+    """Recompute the whole chain stored in the database, against the witness (read
+    first, so that checkpoints committed meanwhile are in the rows read after) and an
+    optional anchor."""
+    view = writer.witness.view() if writer.witness is not None else None
+    if view is not None and view.problem is not None:
+        report = VerifyReport(witness=view.location)
+        return report.fail(None, view.problem)
     checkpoints = [
         checkpoint_dict(c)
         for c in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))
     ]
     head = _head_dict(session)
-    return verify_chain(_iter_events(session), checkpoints, head, writer.key_for)
+    report = verify_chain(
+        _iter_events(session),
+        checkpoints,
+        head,
+        writer.key_for,
+        initialised=True,
+        witness=view.latest if view else None,
+        witnessed_seqs=view.seqs if view else (),
+        anchor=anchor,
+    )
+    if view is not None:
+        report.witness = view.location
+        if report.ok and view.latest is None:
+            return report.fail(
+                None,
+                f"the witness at {view.location} holds no checkpoint: it was emptied, or "
+                "never written (see the server log)",
+            )
+        if view.unsent:
+            report.notes.append(f"checkpoints not yet witnessed (will retry): {view.unsent}")
+    return report
 
 
 # --- entry points used by the API (authorised through the context) -----------------
@@ -218,8 +295,12 @@ def list_events(
     platform admins read everything."""
     statement = select(AuditEvent)
     if project is not None:
-        ctx.in_project(project).require("audit:read", resource=f"project/{project}/audit")
-        statement = statement.where(AuditEvent.project == project)
+        # Rows name projects by id: a new project reusing a purged one's name sees none
+        # of the old project's rows.
+        pctx = ctx.in_project(project)
+        pctx.require("audit:read", resource=f"project/{project}/audit")
+        assert pctx.project is not None
+        statement = statement.where(AuditEvent.project == pctx.project.id)
     else:
         ctx.require("audit:read", resource="audit")
     if since is not None:
@@ -229,16 +310,31 @@ def list_events(
     rows, next_cursor = paginate(
         ctx.session, statement, key=AuditEvent.seq, limit=limit, cursor=cursor
     )
-    return [event_out(r) for r in rows], next_cursor
+    names = _project_names(ctx.session, {r.project for r in rows if r.project})
+    return [event_out(r, names) for r in rows], next_cursor
 
 
-def event_out(row: AuditEvent) -> AuditEventOut:
+def _project_names(session: Session, ids: set[str]) -> dict[str, str]:
+    from ghaf.projects.models import Project
+
+    ids = {i for i in ids if _UUID.fullmatch(i)}
+    if not ids:
+        return {}
+    return dict(session.execute(select(Project.id, Project.name).where(Project.id.in_(ids))).all())
+
+
+def event_out(row: AuditEvent, names: dict[str, str] | None = None) -> AuditEventOut:
+    """``project_id`` as recorded; ``project`` the project's current name where it still
+    exists (rows written before ids were recorded hold the name itself)."""
+    value = row.project
+    is_id = value is not None and _UUID.fullmatch(value) is not None
     return AuditEventOut(
         seq=row.seq,
         id=row.id,
         ts=as_utc(row.ts),
         actor=row.actor,
-        project=row.project,
+        project=(names or {}).get(value) if is_id and value else value,
+        project_id=value if is_id else None,
         action=row.action,
         resource=row.resource,
         outcome=row.outcome,
@@ -249,9 +345,20 @@ def event_out(row: AuditEvent) -> AuditEventOut:
     )
 
 
-def verify(ctx: Context) -> VerifyReport:
+def anchor_of(text: str | None) -> tuple[int, str] | None:
+    from ghaf.core.errors import InvalidInput
+
+    if text is None or not text.strip():
+        return None
+    try:
+        return parse_anchor(text)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="anchor") from None
+
+
+def verify(ctx: Context, *, anchor: str | None = None) -> VerifyReport:
     ctx.require("audit:verify", resource="audit")
-    return verify_database(ctx.session, ctx.audit_writer)
+    return verify_database(ctx.session, ctx.audit_writer, anchor=anchor_of(anchor))
 
 
 def export_lines(ctx: Context) -> Iterator[str]:
@@ -276,8 +383,12 @@ def export_lines(ctx: Context) -> Iterator[str]:
     return lines()
 
 
-def verify_export(lines: Iterator[str], key_for: Any) -> VerifyReport:
-    """Verify an exported JSONL trail (outside the server)."""
+def verify_export(
+    lines: Iterator[str], key_for: Any, *, anchor: tuple[int, str] | None = None
+) -> VerifyReport:
+    """Verify an exported JSONL trail (outside the server); an export always holds its
+    head and at least the installation's own init. ``anchor``: a (seq, hash) kept
+    elsewhere, e.g. the ``witnessed`` value an earlier verify printed."""
     events: list[dict[str, Any]] = []
     checkpoints: list[dict[str, Any]] = []
     head: dict[str, Any] | None = None
@@ -295,4 +406,4 @@ def verify_export(lines: Iterator[str], key_for: Any) -> VerifyReport:
             checkpoints.append(record)
         elif kind == "head":
             head = record
-    return verify_chain(events, checkpoints, head, key_for)
+    return verify_chain(events, checkpoints, head, key_for, initialised=True, anchor=anchor)

@@ -69,6 +69,43 @@ class Backend(abc.ABC):
     def keys(self, prefix: str) -> Iterator[str]:
         """Every committed key under ``prefix``, and any leftover of an upload that died."""
 
+    # --- append-only objects (the audit witness) ----------------------------------------
+
+    def put_immutable(self, key: str, data: bytes, *, retain_days: float) -> None:
+        """Create ``key`` once, never to be overwritten, and where the store can enforce
+        it (S3 Object Lock) not deletable for ``retain_days``. Raises ``ObjectExists`` if
+        the key is taken. This default checks, then writes: backends make it atomic."""
+        try:
+            self.reader(key).close()
+        except ObjectMissing:
+            pass
+        else:
+            raise ObjectExists(key)
+        writer = self.writer(key)
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def read_immutable(self, key: str) -> bytes:
+        """The bytes first written under an append-only key."""
+        reader = self.reader(key)
+        try:
+            return reader.read(0, reader.size)
+        finally:
+            reader.close()
+
+    def immutable_keys(self, prefix: str) -> Iterator[str]:
+        """Every append-only key created under ``prefix``, including, where the store
+        keeps them, keys a later delete hid."""
+        return (k for k in self.keys(prefix) if not k.endswith(INCOMPLETE))
+
 
 class ObjectMissing(Exception):
     """No object under the key (the store reports it; callers decide what it means)."""
+
+
+class ObjectExists(Exception):
+    """An append-only object already exists under the key."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -11,6 +12,7 @@ from ghaf.storage.backends.base import (
     INCOMPLETE,
     Backend,
     Bytes,
+    ObjectExists,
     ObjectMissing,
     ObjectReader,
     ObjectWriter,
@@ -46,6 +48,31 @@ class LocalBackend(Backend):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def put_immutable(self, key: str, data: bytes, *, retain_days: float) -> None:
+        """Written to a temporary file, made read-only, then hard-linked into place: the
+        link fails if the name exists, so an object is created exactly once, whole. (Local
+        disk cannot stop its owner or root deleting it; S3 Object Lock can.)"""
+        final = self._path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root / TMP, suffix=".immutable")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.fchmod(handle.fileno(), 0o444)
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise ObjectExists(key) from None
+            folder = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        finally:
+            os.unlink(tmp)
 
     def keys(self, prefix: str) -> Iterator[str]:
         base = self.root / check_key(prefix) if prefix else self.root

@@ -5,7 +5,9 @@ Uploads stream as multipart uploads, invisible until completed; reads are ranged
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -15,6 +17,7 @@ from ghaf.storage.backends.base import (
     INCOMPLETE,
     Backend,
     Bytes,
+    ObjectExists,
     ObjectMissing,
     ObjectReader,
     ObjectWriter,
@@ -22,6 +25,7 @@ from ghaf.storage.backends.base import (
 )
 
 PART_BYTES = 8 << 20  # S3 needs >= 5 MiB for every part but the last
+log = logging.getLogger("ghaf.storage")
 
 
 class S3Backend(Backend):
@@ -84,6 +88,97 @@ class S3Backend(Backend):
         for page in uploads.paginate(Bucket=self.bucket, Prefix=full):
             for upload in page.get("Uploads", []):
                 yield upload["Key"][strip:] + INCOMPLETE
+
+    # --- append-only objects: S3 Object Lock in COMPLIANCE mode where the bucket has it --
+
+    _object_lock: bool | None = None
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket was created with Object Lock (checked once)."""
+        if self._object_lock is None:
+            from botocore.exceptions import ClientError
+
+            try:
+                config = self._client.get_object_lock_configuration(Bucket=self.bucket)
+                enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+                self._object_lock = enabled == "Enabled"
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code != "ObjectLockConfigurationNotFoundError":
+                    log.warning("cannot read the Object Lock setting of %s: %s", self.bucket, code)
+                self._object_lock = False
+            if not self._object_lock:
+                log.warning(
+                    "bucket %s has no Object Lock: append-only audit witness objects there "
+                    "can be deleted by anyone holding s3:DeleteObject",
+                    self.bucket,
+                )
+        return self._object_lock
+
+    def _versions(self, full: str) -> list[dict[str, Any]]:
+        """Every version of one key, newest first (delete markers excluded)."""
+        found: list[dict[str, Any]] = []
+        paginator = self._client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            found.extend(v for v in page.get("Versions", []) if v["Key"] == full)
+        return found
+
+    def put_immutable(self, key: str, data: bytes, *, retain_days: float) -> None:
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        extra: dict[str, Any] = {}
+        if self.object_lock_enabled():
+            if self._versions(full):  # a hidden (delete-marked) version still holds the key
+                raise ObjectExists(key)
+            extra = {
+                "ObjectLockMode": "COMPLIANCE",
+                "ObjectLockRetainUntilDate": datetime.now(UTC) + timedelta(days=retain_days),
+            }
+        try:
+            self._client.put_object(
+                Bucket=self.bucket,
+                Key=full,
+                Body=data,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+                **extra,
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                raise ObjectExists(key) from None
+            raise
+
+    def read_immutable(self, key: str) -> bytes:
+        if not self.object_lock_enabled():
+            return super().read_immutable(key)
+        full = self._key(key)
+        versions = self._versions(full)
+        if not versions:
+            raise ObjectMissing(key)
+        # The first version is the one written under the lock; later ones are not ours.
+        # (Listed newest first; times can tie at one-second resolution.)
+        first = min(reversed(versions), key=lambda v: v["LastModified"])
+        response = self._client.get_object(
+            Bucket=self.bucket, Key=full, VersionId=first["VersionId"]
+        )
+        data: bytes = response["Body"].read()
+        return data
+
+    def immutable_keys(self, prefix: str) -> Iterator[str]:
+        if not self.object_lock_enabled():
+            yield from super().immutable_keys(prefix)
+            return
+        full = self._key(prefix) if prefix else self.prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        seen: set[str] = set()
+        paginator = self._client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if item["Key"] not in seen:
+                    seen.add(item["Key"])
+                    yield item["Key"][strip:]
 
 
 class _S3Writer(ObjectWriter):

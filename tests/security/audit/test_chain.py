@@ -12,6 +12,7 @@ from ghaf.security.audit.chain import (
     checkpoint_payload,
     head_payload,
     mac,
+    parse_anchor,
     row_hash,
     verify_chain,
 )
@@ -136,3 +137,49 @@ def test_canonical_json_refuses_nan(value: float) -> None:
 
     with pytest.raises(ValueError):
         canonical_json({"x": value})
+
+
+# --- the witness, anchors and an initialised trail ---------------------------------------
+
+
+def _verify_against(events: Any, checkpoints: Any, head: Any, **kwargs: Any) -> Any:
+    return verify_chain(events, checkpoints, head, lambda v: KEY, initialised=True, **kwargs)
+
+
+def test_witness_past_the_end_names_the_deleted_rows() -> None:
+    events, checkpoints, _ = _chain(9)
+    witness = checkpoints[-1]  # row 9
+    kept = [c for c in checkpoints if c["seq"] <= 5]
+    cut_head = {"seq": 5, "hash": events[4]["hash"], "key_version": 1}
+    cut_head["mac"] = mac(KEY, head_payload(5, events[4]["hash"]))
+    report = _verify_against(events[:5], kept, cut_head, witness=witness, witnessed_seqs=[3, 6, 9])
+    assert report.first_bad_seq == 6 and "rows 6-9 deleted" in report.problem
+    assert report.witnessed == f"9:{witness['hash']}"
+
+
+def test_witness_checks() -> None:
+    events, checkpoints, head = _chain(9)
+    assert _verify_against(
+        events, checkpoints, head, witness=checkpoints[1], witnessed_seqs=[3, 6]
+    ).ok
+    forged = {**checkpoints[1], "mac": "0" * 64}
+    assert "forged" in _verify_against(events, checkpoints, head, witness=forged).problem
+    gone = _verify_against(events, checkpoints[1:], head, witnessed_seqs=[3, 6])
+    assert gone.first_bad_seq == 3 and "missing from the database" in gone.problem
+    old_head = {"seq": 3, "hash": events[2]["hash"], "key_version": 1}
+    old_head["mac"] = mac(KEY, head_payload(3, events[2]["hash"]))
+    behind = _verify_against(events, checkpoints, old_head, witness=checkpoints[1])
+    assert "older head" in behind.problem
+
+
+def test_anchor_and_initialised_trail() -> None:
+    events, checkpoints, head = _chain(9)
+    assert _verify_against(events, checkpoints, head, anchor=(4, events[3]["hash"])).ok
+    assert "anchor" in _verify_against(events, checkpoints, head, anchor=(4, "f" * 64)).problem
+    assert "truncated" in _verify_against(events, checkpoints, head, anchor=(12, "f" * 64)).problem
+    assert "empty" in _verify_against([], [], None).problem
+    assert "head" in _verify_against(events, checkpoints, None).problem
+    assert verify_chain(events, checkpoints, None, lambda v: KEY).ok  # not an installation's
+    with pytest.raises(ValueError):
+        parse_anchor("0:" + "a" * 64)
+    assert parse_anchor(f" 7:{'a' * 64} ") == (7, "a" * 64)
