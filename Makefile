@@ -33,6 +33,7 @@ demo-check:
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check ghaf tests bench
 	$(BIN)/ruff format --check ghaf tests bench
+	$(BIN)/lint-imports
 
 types: $(TEST_STAMP)
 	$(BIN)/mypy ghaf

@@ -7,7 +7,10 @@ In one run, on the same generated random data:
   2. the same folder again after 10 of its files changed;
   3. one 1 GB file, first add;
   4. raw SHA-256 over the same bytes (read + hash, one pass), the floor for any tool
-     that content-addresses its input.
+     that content-addresses its input;
+  5. what an encrypting store must at least do, in the same run: per file, read +
+     SHA-256 + AES-256-GCM + write a new file, on one thread, then one ``sync`` (no
+     HTTP, database or metadata at all).
 
 DVC runs from its own virtual environment, `.bench/dvc`, created on first use
 (`pip install dvc`). Every first add starts empty (a new DVC repository and remote, a new
@@ -78,6 +81,21 @@ def raw_sha256(paths: list[Path]) -> tuple[float, list[str]]:
                 digest.update(piece)
         hashes.append(digest.hexdigest())
     return time.perf_counter() - start, hashes
+
+
+def raw_encrypted_copy(paths: list[Path], target: Path) -> None:
+    """Per file: read, SHA-256, AES-256-GCM and write a new file; then one ``sync``
+    (one thread's floor for an encrypting, durable, content-addressed store)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    aead = AESGCM(AESGCM.generate_key(bit_length=256))
+    target.mkdir()
+    for i, path in enumerate(paths):
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        sealed = aead.encrypt(os.urandom(12), data, digest.encode())
+        (target / f"{i:06d}").write_bytes(sealed)
+    os.sync()
 
 
 class DvcRepo:
@@ -155,6 +173,8 @@ def main() -> None:
 
         sha_folder, folder_hashes = raw_sha256(folder_paths)
         sha_big, big_hashes = raw_sha256([work / "big.bin"])
+        floor_folder = timed(partial(raw_encrypted_copy, folder_paths, tmp / "floor"))
+        shutil.rmtree(tmp / "floor")
         nan = float("nan")
         dvc_first = dvc_big = (nan, nan)
         dvc_incremental = nan
@@ -275,6 +295,17 @@ def main() -> None:
         durable(f"first add, one {args.big_mb} MB file", dvc_big, ghaf_big),
         versus_sha(f"first add, {folder_mb:.0f} MB in {files}", sha_folder, ghaf_first),
         versus_sha(f"first add, one {args.big_mb} MB file", sha_big, ghaf_big),
+        case(
+            f"first add, {folder_mb:.0f} MB in {files}",
+            "s",
+            "floor: read+SHA+AES+write, sync",
+            floor_folder,
+            ghaf_first,
+            floor_folder / ghaf_first,
+            "-",
+            None,
+            digits=2,
+        ),
     ]
     print_report(
         "datasets",

@@ -3,7 +3,10 @@
 In one run, on generated random data:
   1. encrypted put and get of one large file at the store level (hash + AES-256-GCM
      chunks + local disk), against a raw file copy and raw ``cryptography`` AES-GCM on
-     the same chunk size; and the same put and get end to end (SDK -> HTTP -> server);
+     the same chunk size; and the same put and get end to end (SDK -> HTTP -> server).
+     The CPU path (hash + encrypt, bytes discarded) is judged against raw AES-GCM; the
+     put to disk against the disk's own raw copy, measured in the same run (a disk
+     writes slower than AES-GCM encrypts, so AES-GCM is no goal for it);
   2. peak RSS of the server and of the client while putting and getting a bigger file;
   3. dedup: putting the same file twice stores it once, and the second put costs about
      what hashing it costs.
@@ -228,16 +231,9 @@ def main() -> None:
                 "-",
                 None,
             ),
-            case(
-                f"encrypted put {mbs:.0f} MB (store)",
-                "MB/s",
-                "raw AES-GCM encrypt",
-                mbs / aes_s,
-                mbs / put_s,
-                aes_s / put_s,
-                ">= 0.60 of raw AES-GCM",
-                aes_s / put_s >= 0.6,
-            ),
+            # The put writes to disk, so the disk's own raw copy (read + write + fsync,
+            # same chunks, same run) is its goal; raw AES-GCM, faster than this disk
+            # can write, is shown beside it and judges only the CPU path above.
             case(
                 f"encrypted put {mbs:.0f} MB (store)",
                 "MB/s",
@@ -245,6 +241,16 @@ def main() -> None:
                 mbs / copy_s,
                 mbs / put_s,
                 copy_s / put_s,
+                ">= 0.90 of raw file copy",
+                copy_s / put_s >= 0.9,
+            ),
+            case(
+                f"encrypted put {mbs:.0f} MB (store)",
+                "MB/s",
+                "raw AES-GCM encrypt",
+                mbs / aes_s,
+                mbs / put_s,
+                aes_s / put_s,
                 "-",
                 None,
             ),

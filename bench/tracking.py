@@ -12,14 +12,18 @@ Cases:
   (c) search over 10,000 runs: `metrics.auc > 0.5`, ordered by `metrics.auc desc`, up to
       1,000 rows (p50 of repeated searches; both return the same AUCs in the same order);
   (d) a 50 MB artifact, upload and download (same bytes back);
-  (e) 1,000 runs, each with 10 params and 10 metrics.
+  (e) 1,000 runs, each with 10 params and 10 metrics (create, log params and metrics,
+      end), on an idle machine and again with every core busy: a burner process per
+      core (bench/_burn.py) runs beside both sides, as on a loaded CI runner.
 The 10,000 search runs are bulk-inserted into MLflow's store directly (its REST path would
 take about half an hour); ghaf's are created through its API.
 
 Prints a table and, last, one JSON line (DESIGN.md "Benchmarks").
 Usage: python bench/tracking.py [--points 100000] [--search-runs 10000] [--runs 1000]
-                                [--artifact-mb 50] [--quick]
-       (--quick: tiny sizes, and MLflow only if .bench/mlflow already exists)
+                                [--artifact-mb 50] [--cases abcde] [--no-burn] [--quick]
+       (--quick: tiny sizes, and MLflow only if .bench/mlflow already exists;
+        --cases e: only case (e), e.g. while working on run creation;
+        --no-burn: skip (e) with every core busy)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _burn import burning
 from _mlflow import MlflowServer, mlflow
 from _peers import ensure_peer
 from _report import case, print_report
@@ -131,36 +136,51 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--artifact-mb", type=int, default=50)
     parser.add_argument("--metric-calls", type=int, default=300, help="MLflow log_metric calls")
+    parser.add_argument("--cases", default="abcde", help="which cases to run, e.g. 'e'")
+    parser.add_argument(
+        "--no-burn", dest="burn", action="store_false",
+        help="skip case (e) with every core busy",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny sizes for CI smoke tests")
     args = parser.parse_args()
     if args.quick:
         args.points, args.search_runs, args.runs, args.artifact_mb = 2000, 100, 10, 2
         args.metric_calls = 20
+    wanted = set(args.cases)
     with_mlflow = ensure_peer("mlflow", install=not args.quick)
     peer = "MLflow" if with_mlflow else "MLflow (not installed)"
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         artifact = tmp / "weights.bin"
-        artifact.write_bytes(os.urandom(args.artifact_mb << 20))
+        if "d" in wanted:
+            artifact.write_bytes(os.urandom(args.artifact_mb << 20))
 
         m: dict[str, Any] = {}
         if with_mlflow:
             server = MlflowServer(tmp)
             try:
                 url = server.url
-                m["batch"] = mlflow(kind="log_batch", url=url, points=args.points)
-                assert m["batch"]["stored"] == args.points, m["batch"]
-                m["metric"] = mlflow(kind="log_metric", url=url, calls=args.metric_calls)
-                experiment = mlflow(kind="experiment", url=url, name="bench-search")["id"]
-                mlflow(kind="seed", db_uri=server.db_uri, runs=args.search_runs,
-                       experiment_id=experiment)  # fmt: skip
-                m["search"] = mlflow(
-                    kind="search", url=url, experiment_id=experiment,
-                    filter_string="metrics.auc > 0.5", repeats=5,
-                )  # fmt: skip
-                m["artifacts"] = mlflow(kind="artifacts", url=url, path=str(artifact))
-                assert m["artifacts"]["same"]
-                m["create"] = mlflow(kind="create_runs", url=url, runs=args.runs)
+                if "a" in wanted:
+                    m["batch"] = mlflow(kind="log_batch", url=url, points=args.points)
+                    assert m["batch"]["stored"] == args.points, m["batch"]
+                if "b" in wanted:
+                    m["metric"] = mlflow(kind="log_metric", url=url, calls=args.metric_calls)
+                if "c" in wanted:
+                    experiment = mlflow(kind="experiment", url=url, name="bench-search")["id"]
+                    mlflow(kind="seed", db_uri=server.db_uri, runs=args.search_runs,
+                           experiment_id=experiment)  # fmt: skip
+                    m["search"] = mlflow(
+                        kind="search", url=url, experiment_id=experiment,
+                        filter_string="metrics.auc > 0.5", repeats=5,
+                    )  # fmt: skip
+                if "d" in wanted:
+                    m["artifacts"] = mlflow(kind="artifacts", url=url, path=str(artifact))
+                    assert m["artifacts"]["same"]
+                if "e" in wanted:
+                    m["create"] = mlflow(kind="create_runs", url=url, runs=args.runs)
+                    if args.burn:
+                        with burning():
+                            m["create_busy"] = mlflow(kind="create_runs", url=url, runs=args.runs)
             finally:
                 server.stop()
 
@@ -169,21 +189,30 @@ def main() -> None:
         assert token is not None
         env = {"GHAF_HOME": str(home), "GHAF_DATABASE_URL": "", "GHAF_LOG_LEVEL": "warning"}
         os.environ["GHAF_CACHE"] = str(tmp / "ghaf-cache")
+        g: dict[str, Any] = {}
         with (
             ServerProcess(env=env) as ghaf_server,
             Client(url=ghaf_server.url, token=token.token, timeout=600) as client,
         ):
             project = client.projects.create("bench").name
             ghaf_log_points(client, project, 10_000)  # warm both ends up, as MLflow's is
-            points_s, stored = ghaf_log_points(client, project, args.points)
-            assert stored == args.points, stored
-            call_us = ghaf_call_cost(client, project, args.points)
-            ghaf_seed(client, project, args.search_runs)
-            search_s, aucs = ghaf_search(client, project, repeats=20)
-            upload_s, download_s = ghaf_artifacts(client, project, artifact)
-            create_s = ghaf_create_runs(client, project, args.runs)
-    if with_mlflow:
-        assert aucs == m["search"]["aucs"], "ghaf and MLflow searches disagree"
+            if "a" in wanted:
+                g["points_s"], stored = ghaf_log_points(client, project, args.points)
+                assert stored == args.points, stored
+            if "b" in wanted:
+                g["call_us"] = ghaf_call_cost(client, project, args.points)
+            if "c" in wanted:
+                ghaf_seed(client, project, args.search_runs)
+                g["search_s"], aucs = ghaf_search(client, project, repeats=20)
+                if with_mlflow:
+                    assert aucs == m["search"]["aucs"], "ghaf and MLflow searches disagree"
+            if "d" in wanted:
+                g["upload_s"], g["download_s"] = ghaf_artifacts(client, project, artifact)
+            if "e" in wanted:
+                g["create_s"] = ghaf_create_runs(client, project, args.runs)
+                if args.burn:
+                    with burning():
+                        g["create_busy_s"] = ghaf_create_runs(client, project, args.runs)
 
     def get(*path: str) -> float:
         value: Any = m
@@ -199,34 +228,50 @@ def main() -> None:
                     met if with_mlflow else None, digits=digits)  # fmt: skip
 
     mb = args.artifact_mb
-    mlflow_points = get("batch", "seconds")
-    mlflow_call = get("metric", "median_us")
-    mlflow_search = get("search", "p50_s") * 1000
-    up, down = mb / get("artifacts", "upload_s"), mb / get("artifacts", "download_s")
-    mlflow_rate = args.runs / get("create", "seconds")
-    ghaf_rate = args.runs / create_s
-    cases = [
-        row(f"(a) log {args.points:,} points, until durable", "s", mlflow_points, points_s,
-            mlflow_points / points_s, ">= 30x faster", mlflow_points / points_s >= 30),
-        row("(b) one log_metric call, median", "us", mlflow_call, call_us, mlflow_call / call_us,
-            "ghaf < 20 us", call_us < 20),
-        row(f"(c) search {args.search_runs:,} runs, <=1,000 rows, p50", "ms", mlflow_search,
-            search_s * 1000, mlflow_search / (search_s * 1000), ">= 10x and ghaf < 100 ms",
-            mlflow_search / (search_s * 1000) >= 10 and search_s < 0.1, digits=1),
-        row(f"(d) upload a {mb} MB artifact", "MB/s", up, mb / upload_s, (mb / upload_s) / up,
-            ">= 1x (encrypting)", (mb / upload_s) >= up, digits=1),
-        row(f"(d) download a {mb} MB artifact", "MB/s", down, mb / download_s,
-            (mb / download_s) / down, ">= 1x (decrypting)", (mb / download_s) >= down, digits=1),
-        row(f"(e) create {args.runs:,} runs, 10 params + 10 metrics", "runs/s", mlflow_rate,
-            ghaf_rate, ghaf_rate / mlflow_rate, ">= 20x", ghaf_rate / mlflow_rate >= 20, digits=1),
-    ]  # fmt: skip
+    cases = []
+    if "a" in wanted:
+        mlflow_points, points_s = get("batch", "seconds"), g["points_s"]
+        cases.append(row(f"(a) log {args.points:,} points, until durable", "s", mlflow_points,
+                         points_s, mlflow_points / points_s, ">= 30x faster",
+                         mlflow_points / points_s >= 30))  # fmt: skip
+    if "b" in wanted:
+        mlflow_call, call_us = get("metric", "median_us"), g["call_us"]
+        cases.append(row("(b) one log_metric call, median", "us", mlflow_call, call_us,
+                         mlflow_call / call_us, "ghaf < 20 us", call_us < 20))  # fmt: skip
+    if "c" in wanted:
+        mlflow_search, search_ms = get("search", "p50_s") * 1000, g["search_s"] * 1000
+        cases.append(row(f"(c) search {args.search_runs:,} runs, <=1,000 rows, p50", "ms",
+                         mlflow_search, search_ms, mlflow_search / search_ms,
+                         ">= 10x and ghaf < 100 ms",
+                         mlflow_search / search_ms >= 10 and search_ms < 100,
+                         digits=1))  # fmt: skip
+    if "d" in wanted:
+        up, down = mb / get("artifacts", "upload_s"), mb / get("artifacts", "download_s")
+        ghaf_up, ghaf_down = mb / g["upload_s"], mb / g["download_s"]
+        cases += [
+            row(f"(d) upload a {mb} MB artifact", "MB/s", up, ghaf_up, ghaf_up / up,
+                ">= 1x (encrypting)", ghaf_up >= up, digits=1),
+            row(f"(d) download a {mb} MB artifact", "MB/s", down, ghaf_down, ghaf_down / down,
+                ">= 1x (decrypting)", ghaf_down >= down, digits=1),
+        ]  # fmt: skip
+    if "e" in wanted:
+        busy = [("", "create", "create_s")]
+        if args.burn:
+            busy.append((f", {os.cpu_count()} cores busy", "create_busy", "create_busy_s"))
+        for label, peer_key, ghaf_key in busy:
+            mlflow_rate = args.runs / get(peer_key, "seconds")
+            ghaf_rate = args.runs / g[ghaf_key]
+            cases.append(row(f"(e) create {args.runs:,} runs, 10 params + 10 metrics{label}",
+                             "runs/s", mlflow_rate, ghaf_rate, ghaf_rate / mlflow_rate,
+                             ">= 20x", ghaf_rate / mlflow_rate >= 20, digits=1))  # fmt: skip
     print_report(
         "tracking",
         cases,
         note=(
             "ratio: how many times better ghaf is (peer/ghaf for times, ghaf/peer for rates); "
             f"both servers on SQLite on this machine, {os.cpu_count()} CPUs; MLflow "
-            "driven by its own client"
+            "driven by its own client; 'cores busy': one burner process per CPU beside "
+            "both sides"
         ),
     )
 

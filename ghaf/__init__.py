@@ -15,8 +15,7 @@ from ghaf.client.autolog import autolog
 from ghaf.client.client import Client
 from ghaf.client.shortcuts import models, runs
 from ghaf.core.errors import GhafError
-
-__version__ = "0.1.0"
+from ghaf.core.version import __version__
 
 __all__ = [
     "ActiveRun",

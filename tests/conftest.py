@@ -15,17 +15,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
 
 from ghaf.client import Client
 from ghaf.core.settings import Settings
+from ghaf.domains import open_runtime
+from ghaf.runtime import Runtime
 from ghaf.security.schemas import PrincipalOut
 from ghaf.server.app import create_app
 from ghaf.server.install import initialise
 from ghaf.server.process import free_port
-from ghaf.server.runtime import Runtime
 
 PG_ADMIN_URL = os.environ.get("GHAF_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -155,6 +157,11 @@ class Platform:
     def admin(self) -> Client:
         return self.client()
 
+    @property
+    def app(self) -> Any:
+        """The ASGI app the server runs (for tests that enumerate its routes)."""
+        return self._server.config.app
+
     def new_user(self, *, password: str | None = None) -> tuple[PrincipalOut, Client]:
         """A new user and a client authenticated as them."""
         admin = self.client()
@@ -174,7 +181,7 @@ def start_platform(home: Path, database_url: str, **overrides: object) -> Platfo
     settings = Settings(home=home, database_url=database_url, master_key=None, **overrides)  # type: ignore[arg-type]
     result = initialise(settings)
     assert result.token is not None
-    runtime = Runtime.open(settings)
+    runtime = open_runtime(settings)
     app = create_app(settings, runtime=runtime)
     port = free_port()
     server = _ThreadServer(

@@ -10,13 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
-from ghaf.cli.output import (
+from ghaf.console.output import (
     JsonOpt,
     console,
     done,
     fail,
     print_item,
     print_secret,
+    print_table,
     reporting_errors,
     styled,
 )
@@ -127,21 +128,50 @@ def token(
     print_secret(created, as_json=as_json)
 
 
+@admin.command("tasks")
+def tasks(as_json: JsonOpt = False) -> None:
+    """List the periodic background tasks: last run, its outcome, next run."""
+    from ghaf.server.tasks import task_report
+
+    with reporting_errors():
+        rows = task_report(_settings())
+    print_table(
+        rows,
+        [
+            "name",
+            "interval_s",
+            "state",
+            "last_started_at",
+            "last_duration_s",
+            "next_run_at",
+            "last_message",
+        ],
+        title="periodic tasks",
+        as_json=as_json,
+    )
+
+
 @admin.command("audit-key")
 def audit_key(
     output: Annotated[Path, typer.Option("--output", "-o")], as_json: JsonOpt = False
 ) -> None:
     """Write the audit HMAC key versions (0600) for verifying an export elsewhere."""
+    from ghaf.core.database import Database
     from ghaf.security.audit.service import AUDIT_KEY
-    from ghaf.security.keyring import LocalKeyring
+    from ghaf.security.keyring import DatabaseKeyring
 
     with reporting_errors():
-        keyring = LocalKeyring.from_settings(_settings())
-        newest = keyring.get(AUDIT_KEY)
-        versions = {
-            str(v): base64.b64encode(keyring.get(AUDIT_KEY, v).material).decode()
-            for v in range(1, newest.version + 1)
-        }
+        settings = _settings()
+        database = Database(settings.resolved_database_url)
+        try:
+            keyring = DatabaseKeyring.open(database, settings)
+            newest = keyring.get(AUDIT_KEY)
+            versions = {
+                str(v): base64.b64encode(keyring.get(AUDIT_KEY, v).material).decode()
+                for v in range(1, newest.version + 1)
+            }
+        finally:
+            database.dispose()
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"key": AUDIT_KEY, "versions": versions}, handle)
@@ -149,4 +179,64 @@ def audit_key(
         f"wrote {len(versions)} audit key version(s) to {output}",
         as_json=as_json,
         payload={"output": str(output), "versions": sorted(versions)},
+    )
+
+
+@admin.command("rotate-master-key")
+def rotate_master_key(
+    new_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File (0600) with the new base64 master key."),
+    ] = None,
+    generate: Annotated[
+        bool, typer.Option(help="Create --new-key-file with a new random key first.")
+    ] = False,
+    new_kms_url: Annotated[
+        str | None,
+        typer.Option(help="Seal with this KMS key instead: aws-kms://<key id or ARN>."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-seal the keyring under a new master key (also GHAF_NEW_MASTER_KEY). Audited.
+
+    Key material is unchanged: stored data and the audit chain stay valid. Afterwards
+    the old master key no longer opens the keyring; restart every server with the new one.
+    """
+    from ghaf.security.keyring import (
+        LocalMasterKey,
+        MasterKey,
+        decode_master_key,
+        read_key_file,
+        write_key_file,
+    )
+    from ghaf.security.kms import master_key_from_url
+    from ghaf.server.install import rotate_master_key as rotate
+
+    settings = _settings()
+    env_key = os.environ.get("GHAF_NEW_MASTER_KEY")
+    given = [x for x in (new_key_file, new_kms_url, env_key) if x]
+    if len(given) != 1:
+        fail("give the new master key one way: --new-key-file, --new-kms-url, GHAF_NEW_MASTER_KEY")
+    if generate and new_key_file is None:
+        fail("--generate needs --new-key-file")
+    with reporting_errors():
+        new: MasterKey
+        if new_key_file is not None:
+            raw = write_key_file(new_key_file) if generate else read_key_file(new_key_file)
+            new = LocalMasterKey(raw, source=f"the master key file {new_key_file}")
+        elif new_kms_url:
+            new = master_key_from_url(new_kms_url, settings)
+        else:
+            assert env_key is not None
+            new = LocalMasterKey(
+                decode_master_key(env_key, what="GHAF_NEW_MASTER_KEY"),
+                source="GHAF_NEW_MASTER_KEY",
+            )
+        result = rotate(settings, new)
+    done(
+        f"keyring re-sealed under {new.description} (generation {result['generation']}, "
+        f"{result['keys']} key versions); set it on every server "
+        "(GHAF_MASTER_KEY, GHAF_MASTER_KEY_FILE or GHAF_KMS_URL) and restart them",
+        as_json=as_json,
+        payload=result,
     )

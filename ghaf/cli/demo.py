@@ -12,8 +12,8 @@ from typing import Any
 from rich.panel import Panel
 from rich.table import Table
 
-from ghaf.cli.output import console, reporting_errors, styled
 from ghaf.client import Client
+from ghaf.console.output import console, reporting_errors, styled
 from ghaf.core.errors import Conflict, GhafError, InvalidInput, NotFound, PermissionDenied
 from ghaf.core.settings import load_settings
 from ghaf.server.install import initialise, mint_admin_token
@@ -56,7 +56,7 @@ def _run() -> None:
 
     _step(1, "Initialise the platform home")
     result = initialise(settings)
-    _ok(f"home {result.home}: SQLite (WAL) database, encrypted keyring, artifact folder")
+    _ok(f"home {result.home}: SQLite (WAL) database with the sealed keyring, artifact folder")
     _ok(f"schema at revision {result.schema_after}")
     if result.token is not None:
         admin_token = result.token.token

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from ghaf.cli.output import JsonOpt, done, fail, print_item, reporting_errors, with_client
 from ghaf.client import Client, credentials
+from ghaf.console.output import JsonOpt, done, fail, print_item, reporting_errors, with_client
 
 
 def login(

@@ -319,7 +319,7 @@ class ActiveRun:
             if self._stop.is_set():
                 return
             try:
-                self._send()
+                self._send(background=True)
             except Exception:  # the sender must survive anything; errors surface at flush
                 log.exception("ghaf: sending run %s's log failed", self.id)
 
@@ -339,8 +339,10 @@ class ActiveRun:
             )
         return LogBatch(metrics=table, params=params, tags=tags, seq=self._seq, status=status)
 
-    def _send(self, status: str | None = None) -> None:
+    def _send(self, status: str | None = None, *, background: bool = False) -> None:
         with self._send_lock:
+            if background and self._stop.is_set():
+                return  # end() sends the rest itself
             if self._offline and time.monotonic() - self._last_contact > 10:
                 self._try_reconnect()
             batch = self._take(status)
@@ -408,10 +410,12 @@ class ActiveRun:
             self._sampler.stop()
         self._stop.set()
         self._wake.set()
-        self._thread.join()
         with self._lock:
             self._ended = True
         try:
+            # The sender sends nothing once stopped (see _send), so the last batch goes
+            # from here at once, while the sender exits; it is joined afterwards, which
+            # seldom waits, instead of waiting first for it to wake up and exit.
             refused = len(self._errors)
             self._send(status=status)
             if len(self._errors) > refused:
@@ -419,6 +423,7 @@ class ActiveRun:
                 self._seq += 1
                 self._post(batches.encode(LogBatch(seq=self._seq, status="failed")))
         finally:
+            self._thread.join()
             if self in _active:
                 _active.remove(self)
             if self._offline:

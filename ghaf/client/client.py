@@ -47,6 +47,7 @@ from ghaf.storage.schemas import (
     RotationResult,
     StorageVerifyResult,
 )
+from ghaf.tasks.schemas import TaskOut
 
 M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
@@ -88,6 +89,7 @@ class Client:
         self.experiments = Experiments(self)
         self.runs = Runs(self)
         self.models = Models(self)
+        self.admin = Admin(self)
 
     @staticmethod
     def login(url: str, name: str, password: str, *, timeout: float = 30.0) -> TokenCreated:
@@ -460,6 +462,14 @@ class Audit(_Resource):
         """The trail as JSON lines, streamed."""
         with self._client.streaming("GET", f"{API}/audit/export") as response:
             yield from response.iter_lines()
+
+
+class Admin(_Resource):
+    """Operating the installation (platform admins)."""
+
+    def tasks(self) -> builtins.list[TaskOut]:
+        """The periodic background tasks: last run, its outcome, next run."""
+        return self._client._models(TaskOut, "GET", f"{API}/admin/tasks")
 
 
 def _artifact_url(project: str, path: str) -> str:

@@ -10,8 +10,10 @@ READ COMMITTED, and never waits for a writer. Nothing may write through a read s
 
 from __future__ import annotations
 
+import importlib
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,6 +21,8 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from ghaf.core.errors import StoredObjectCorrupt
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -35,28 +39,43 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _import_all_models() -> None:
-    """Register every domain's tables on ``Base.metadata`` (for migrations and checks)."""
-    import ghaf.datasets.models
-    import ghaf.projects.models
-    import ghaf.registry.models
-    import ghaf.security.audit.models
-    import ghaf.security.models
-    import ghaf.storage.models
-    import ghaf.tracking.models  # noqa: F401
+def load_models(modules: Iterable[str]) -> None:
+    """Register the tables of ``modules`` on ``Base.metadata`` (for migrations and checks).
+
+    Core names no domain: the list comes from above (``ghaf.domains.load_models``)."""
+    for module in modules:
+        importlib.import_module(module)
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def _stored_json(text: str) -> Any:
+    """A JSON column's value; text that does not parse (SQLite stores JSON as text, so
+    anyone who can write the file can damage it) is an integrity problem, not a crash."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise StoredObjectCorrupt(
+            "a stored row holds a JSON value that does not parse: the metadata database "
+            "was damaged or tampered with; restore it from a backup"
+        ) from None
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine with the settings ghaf relies on for ``url``'s dialect."""
     if is_sqlite(url):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_deserializer=_stored_json,
+        )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, json_deserializer=_stored_json
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:

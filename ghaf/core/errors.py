@@ -164,3 +164,8 @@ def error_from_problem(problem: dict[str, Any], *, status: int) -> GhafError:
     known = {"type", "title", "status", "detail", "field"}
     extra = {k: v for k, v in problem.items() if k not in known}
     return cls(str(problem.get("detail", f"HTTP {status}")), field=problem.get("field"), **extra)
+
+
+class ObjectExists(Exception):
+    """An append-only object already exists under the key (an object store reports it;
+    here, below ``storage`` and ``security``, so the audit witness can catch it)."""

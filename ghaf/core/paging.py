@@ -36,7 +36,12 @@ def decode_cursor(cursor: str) -> Any:
         (value,) = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except Exception:  # any malformed cursor gets the same clear error
         raise InvalidInput("cursor is not one this server issued", field="cursor") from None
-    if not isinstance(value, str | int):
+    # bool is an int to Python; an int past 64 bits overflows the database's binding.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int)
+        or (isinstance(value, int) and not -(2**63) <= value < 2**63)
+    ):
         raise InvalidInput("cursor is not one this server issued", field="cursor")
     return value
 
@@ -60,6 +65,10 @@ def paginate(
     check_limit(limit)
     if cursor:
         last = decode_cursor(cursor)
+        # A cursor of the wrong type (a name where a number belongs) is not ours either;
+        # PostgreSQL would refuse the comparison with an error, not an empty page.
+        if not isinstance(last, key.type.python_type):
+            raise InvalidInput("cursor is not one this server issued", field="cursor")
         statement = statement.where(key < last if descending else key > last)
     statement = statement.order_by(key.desc() if descending else key).limit(limit + 1)
     rows = session.scalars(statement).all()

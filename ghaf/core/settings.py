@@ -50,8 +50,25 @@ class Settings(BaseSettings):
     )
     master_key: SecretStr | None = Field(
         default=None,
-        description="Base64 master key for the keyring; else <home>/master.key is used.",
+        description="Base64 master key that seals the keyring in the database; else "
+        "master_key_file, else <home>/master.key is used.",
     )
+    master_key_file: Path | None = Field(
+        default=None,
+        description="File (mode 0600) holding the base64 master key, e.g. a mounted secret "
+        "shared by every replica; unset means <home>/master.key.",
+    )
+    kms_url: str = Field(
+        default="",
+        description="aws-kms://<key-id, alias/name or ARN>: an AWS KMS (or compatible) key "
+        "seals the keyring instead of a local master key.",
+    )
+    kms_endpoint_url: str | None = Field(
+        default=None, description="KMS API endpoint (a compatible service); unset means AWS."
+    )
+    kms_region: str | None = Field(default=None, description="KMS API region name.")
+    kms_access_key_id: str | None = Field(default=None, description="KMS access key id.")
+    kms_secret_access_key: SecretStr | None = Field(default=None, description="KMS secret key.")
     audit_checkpoint_every: int = Field(
         default=100, ge=1, description="Rows between signed audit checkpoints."
     )
@@ -212,7 +229,7 @@ class Settings(BaseSettings):
 
     @property
     def master_key_path(self) -> Path:
-        return self.home / "master.key"
+        return self.master_key_file or self.home / "master.key"
 
 
 def _config_file() -> Path | None:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from ghaf.core.paging import Page
 from ghaf.datasets import schemas, service
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit
+from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit
 
 router = APIRouter(tags=["datasets"])
 BASE = "/projects/{project}/datasets"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ghaf.cli.output import (
+from ghaf.console.output import (
     JsonOpt,
     console,
     done,

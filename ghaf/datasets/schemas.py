@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ghaf.core.jsonvalues import JsonObject
 from ghaf.core.names import Name
 from ghaf.storage.schemas import SHA256_PATTERN
 
@@ -34,7 +35,7 @@ class DatasetOut(BaseModel):
 
 class ManifestEntry(_Strict):
     path: str = Field(min_length=1, max_length=1024)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=2**63 - 1)
     sha256: str = Field(pattern=SHA256_PATTERN)
     uri: str | None = Field(
         default=None,
@@ -46,8 +47,8 @@ class ManifestEntry(_Strict):
 class TableInfo(_Strict):
     """For a tabular version: its Arrow schema and statistics profile."""
 
-    table_schema: list[dict[str, Any]] = Field(max_length=10_000)
-    profile: dict[str, Any]
+    table_schema: list[JsonObject] = Field(max_length=10_000)
+    profile: JsonObject
 
 
 class VersionCreate(_Strict):
@@ -75,7 +76,7 @@ class VersionCreate(_Strict):
     )
     table: TableInfo | None = None
     description: str = Field(default="", max_length=2000)
-    provenance: dict[str, Any] = Field(default_factory=dict)
+    provenance: JsonObject = Field(default_factory=dict)
 
 
 class VersionOut(BaseModel):

@@ -26,15 +26,14 @@ from ghaf.datasets.models import (
     DatasetVersionConsumer,
 )
 from ghaf.security.context import Context
-from ghaf.storage import references
 from ghaf.storage.models import Blob
 from ghaf.storage.paths import normalise_path
 
 LATEST = "latest"
 
 
-@references.register
 def _names_blob(session: Session, blob_id: str) -> bool:
+    """Storage's reference check (this domain's manifest declares it)."""
     return (
         session.scalar(select(DatasetFile.blob_id).where(DatasetFile.blob_id == blob_id).limit(1))
         is not None

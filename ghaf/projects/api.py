@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 
 from ghaf.core.paging import Page
+from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit, json_response
 from ghaf.projects import schemas, service
 from ghaf.security import schemas as security_schemas
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ServiceCall
-from ghaf.server.hot_routes import HotRoute, json_response
 from ghaf.storage.service import delete_project_objects
 
 router = APIRouter(tags=["projects"])
@@ -32,16 +31,8 @@ async def list_projects(
 
 @router.get("/projects/{name}", response_model=schemas.ProjectOut)
 async def get_project(call: Call, name: str) -> Response:
-    """Served by :func:`serve_project` (a hot route); declared here for OpenAPI."""
+    """Also a hot route (the projects manifest): served before FastAPI's routing."""
     return json_response(await call(service.get_project, name))
-
-
-async def serve_project(request: Request, params: dict[str, str]) -> Response:
-    """``GET /projects/{name}`` without FastAPI's routing (ghaf/server/hot_routes.py)."""
-    return json_response(await ServiceCall(request)(service.get_project, params["name"]))
-
-
-HOT_ROUTES = [HotRoute("GET", "/api/v1/projects/{name}", serve_project)]
 
 
 @router.patch("/projects/{name}")

@@ -12,13 +12,13 @@ from ghaf.core.database import insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.paging import paginate
 from ghaf.projects import schemas
-from ghaf.projects.models import Project, ProjectMember
 from ghaf.security import schemas as security_schemas
 from ghaf.security import service as security
 from ghaf.security import standing
 from ghaf.security.context import Context
 from ghaf.security.models import SERVICE, Group, GroupMember, Principal, Token
 from ghaf.security.permissions import OWNER, PLATFORM_ADMIN
+from ghaf.security.tenancy import Project, ProjectMember
 from ghaf.storage.residency import regions_in_use
 
 GROUP_PREFIX = "group:"
@@ -116,6 +116,9 @@ def update_project(ctx: Context, name: str, request: schemas.ProjectUpdate) -> s
     project = pctx.project
     assert project is not None
     changes: dict[str, object] = {}
+    if request.description is None and request.allowed_regions is None:
+        # An empty change is still a write: a viewer or a read-only token is refused.
+        pctx.require("project:write", resource=f"project/{name}")
     if request.description is not None:
         pctx.require("project:write", resource=f"project/{name}")
         changes["description"] = request.description

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, status
+from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ghaf.core.errors import GhafError, IntegrityFailure
 from ghaf.core.paging import Page
+from ghaf.platform.calls import (
+    DEFAULT_PAGE,
+    Call,
+    Cursor,
+    Limit,
+    ReadCall,
+    ServiceCall,
+    json_response,
+)
 from ghaf.registry import checks, gates, schemas, service
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
-from ghaf.server.hot_routes import HotRoute, json_response
-from ghaf.server.streaming import content_disposition, stream_stored
 from ghaf.storage import service as storage
+from ghaf.storage.streaming import content_disposition, stream_stored
 
 router = APIRouter(tags=["registry"])
 MODELS = "/projects/{project}/models"
@@ -94,19 +101,9 @@ async def list_versions(
 
 @router.get(VERSION, description=REF_DOC, response_model=schemas.VersionOut)
 async def get_version(call: ReadCall, project: str, name: str, ref: str) -> Response:
-    """Served by :func:`resolve_version` (a hot route); declared here for OpenAPI."""
+    """The lookup behind every ``name@alias``; also a hot route (the registry manifest),
+    served before FastAPI's routing (ghaf/server/hot_routes.py)."""
     return json_response(await call(service.get_version_json, project, name, ref))
-
-
-async def resolve_version(request: Request, params: dict[str, str]) -> Response:
-    """``GET .../models/{name}/versions/{ref}`` without FastAPI's routing (see
-    ghaf/server/hot_routes.py): the lookup behind every ``name@alias``."""
-    call = ServiceCall(request, write=False)
-    found = await call(service.get_version_json, params["project"], params["name"], params["ref"])
-    return json_response(found)
-
-
-HOT_ROUTES = [HotRoute("GET", "/api/v1" + VERSION, resolve_version)]
 
 
 @router.patch(VERSION)

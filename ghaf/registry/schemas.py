@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ghaf.core.jsonvalues import JsonFloat, JsonObject
 from ghaf.core.names import Name
 from ghaf.registry.cards import ModelCard
-from ghaf.tracking.schemas import JsonFloat
 
 Status = Literal["pending", "approved", "rejected", "archived"]
 SHA256 = Field(pattern=r"^[0-9a-f]{64}$")
@@ -42,7 +42,7 @@ class ModelOut(BaseModel):
 
 class UploadedFile(_Strict):
     sha256: str = SHA256
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=2**63 - 1)
     filename: str = Field(min_length=1, max_length=255)
 
 
@@ -59,7 +59,7 @@ class VersionCreate(_Strict):
     link_run: str | None = Field(
         default=None, description="With file: the run that trained it (lineage, metrics)."
     )
-    sample: dict[str, Any] | None = Field(
+    sample: JsonObject | None = Field(
         default=None,
         description="Named tensors {name: {dtype, shape, data}}; a run's model/sample.npz "
         "when omitted.",

@@ -32,7 +32,6 @@ from ghaf.core.paging import paginate
 from ghaf.core.paths import file_name
 from ghaf.core.refs import is_reserved, parse_ref
 from ghaf.datasets import service as datasets
-from ghaf.datasets.models import Dataset, DatasetVersion, DatasetVersionConsumer
 from ghaf.registry import cards, gates, schemas
 from ghaf.registry import policy as policies
 from ghaf.registry.checks import Candidate, Checked
@@ -53,7 +52,6 @@ from ghaf.registry.models import (
 )
 from ghaf.security import standing
 from ghaf.security.context import Context
-from ghaf.storage import references
 from ghaf.storage import service as storage
 from ghaf.storage.models import Blob
 from ghaf.storage.store import Store
@@ -62,8 +60,8 @@ from ghaf.tracking import service as tracking
 MAX_SAMPLE_BYTES = 4 * 1024 * 1024
 
 
-@references.register
 def _names_blob(session: Session, blob_id: str) -> bool:
+    """Storage's reference check (this domain's manifest declares it)."""
     found = session.scalar(
         select(ModelVersion.id)
         .where((ModelVersion.blob_id == blob_id) | (ModelVersion.onnx_blob_id == blob_id))
@@ -329,7 +327,7 @@ def plan_version(
         run = tracking.find_run(pctx, request.run.run)
         run_id = run.id
         artifact = tracking.find_artifact(pctx, run.id, request.run.artifact)
-        blob = pctx.session.get(Blob, artifact.blob_id)
+        blob = storage.blob_row(pctx.session, artifact.blob_id, f"run artifact {artifact.path!r}")
         filename = file_name(artifact.path.rsplit("/", 1)[-1], field="run.artifact")
         source = f"run {run.id}: {artifact.path}"
         if request.sample is None:
@@ -337,7 +335,7 @@ def plan_version(
     else:
         assert request.file is not None
         if request.link_run is not None:
-            run_id = tracking.find_run(pctx, request.link_run).id
+            run_id = tracking.run_id(pctx, request.link_run)
         blob = storage.held_blob(
             pctx, request.file.sha256, size=request.file.size, field="file.sha256"
         )
@@ -669,8 +667,7 @@ def open_version_file(
             "(register with convert_onnx)",
             field="onnx",
         )
-    blob = pctx.session.get(Blob, blob_id)
-    assert blob is not None
+    blob = storage.blob_row(pctx.session, blob_id, f"version {version.version} of {name!r}")
     filename = version.filename.rsplit(".", 1)[0] + ".onnx" if onnx else version.filename
     pctx.audit(
         "model:download",
@@ -1075,19 +1072,7 @@ def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.LineageO
             "experiment": run.experiment,
             "status": run.status,
         }
-    rows = pctx.session.execute(
-        select(Dataset.name, DatasetVersion.version)
-        .join(DatasetVersion, DatasetVersion.dataset_id == Dataset.id)
-        .where(
-            DatasetVersion.id.in_(
-                select(DatasetVersionConsumer.version_id).where(
-                    DatasetVersionConsumer.consumer_kind == "model",
-                    DatasetVersionConsumer.consumer_id == version.id,
-                )
-            )
-        )
-        .order_by(Dataset.name, DatasetVersion.version)
-    )
+    rows = datasets.consumed_by(pctx.session, "model", [version.id]).get(version.id, [])
     via_run = set()
     if version.run_id is not None:
         via_run = set(
@@ -1144,8 +1129,9 @@ def plan_gates(ctx: Context, store: Store, project: str, name: str, ref: str) ->
     for rule in rules:
         if isinstance(rule, policies.MetricGate) and rule.dataset:
             tables[gates.table_key(rule)] = _table(pctx, store, rule.dataset, str(rule.version))
-    blob = pctx.session.get(Blob, version.blob_id)
-    assert blob is not None
+    blob = storage.blob_row(
+        pctx.session, version.blob_id, f"version {version.version} of {model.name!r}"
+    )
     facts = gates.GateFacts(
         model=model.name,
         version=version.version,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from ghaf.core.paging import Page
+from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit
 from ghaf.security import schemas, service
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit
 
 router = APIRouter(tags=["identity"])
 

@@ -23,8 +23,8 @@ from ghaf.core.database import Database
 from ghaf.security.audit.models import AuditHead
 
 if TYPE_CHECKING:
-    from ghaf.projects.models import Project
     from ghaf.security.context import Caller
+    from ghaf.security.tenancy import Project
 
 MAX_ENTRIES = 10_000
 _EPOCH_SQL = f"SELECT seq FROM {AuditHead.__tablename__} WHERE id = 1"  # noqa: S608

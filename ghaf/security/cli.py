@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ghaf.cli.output import JsonOpt, done, print_item, print_secret, print_table, with_client
+from ghaf.console.output import JsonOpt, done, print_item, print_secret, print_table, with_client
 
 users = typer.Typer(help="Users (platform admins manage them).", no_args_is_help=True)
 groups = typer.Typer(

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from ghaf.core.database import Database
 from ghaf.core.errors import NotFound, PermissionDenied
 from ghaf.core.names import validate_name
-from ghaf.projects.models import Project, ProjectMember
 from ghaf.security.audit.service import DENIED, SUCCESS, AuditWriter
 from ghaf.security.cache import SecurityCache
 from ghaf.security.models import USER, GroupMember
@@ -27,6 +26,7 @@ from ghaf.security.permissions import (
     highest_role,
     is_read_permission,
 )
+from ghaf.security.tenancy import Project, ProjectMember
 
 # Permissions every authenticated *user* holds outside any project.
 USER_GLOBAL_PERMISSIONS = frozenset({"project:create"})

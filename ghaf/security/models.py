@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ghaf.core.clock import utcnow
@@ -83,3 +92,31 @@ class GroupMember(Base):
     )
 
     __table_args__ = (Index("ix_group_members_principal", "principal_id"),)
+
+
+class KeyringState(Base):
+    """The keyring's seal (one row): which master key seals it, and a verifier that only
+    that key opens. ``generation`` grows with each master-key rotation."""
+
+    __tablename__ = "keyring_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(32))
+    kms_key_id: Mapped[str | None] = mapped_column(String(2048))
+    wrapped_master: Mapped[str | None] = mapped_column(Text)
+    verifier: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KeyringKey(Base):
+    """One version of a named key (project KEKs, the audit key), sealed by the master key
+    with associated data naming it, so sealed rows cannot be swapped."""
+
+    __tablename__ = "keyring_keys"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -23,7 +23,6 @@ from ghaf.core.errors import (
 )
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
-from ghaf.projects.models import Project, ProjectMember
 from ghaf.security import schemas, standing
 from ghaf.security.audit.service import DENIED
 from ghaf.security.cache import CachedToken
@@ -32,6 +31,7 @@ from ghaf.security.models import SERVICE, USER, Group, GroupMember, Principal, T
 from ghaf.security.passwords import hash_password, verify_password
 from ghaf.security.permissions import highest_role
 from ghaf.security.ratelimit import LOCKED, Lockout, LoginGuard
+from ghaf.security.tenancy import Project, ProjectMember
 from ghaf.security.tokens import generate_token, hash_token, looks_like_token, token_hint
 
 # --- authentication ------------------------------------------------------------------

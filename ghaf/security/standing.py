@@ -22,10 +22,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ghaf.core.errors import PermissionDenied
-from ghaf.projects.models import ProjectMember
 from ghaf.security.context import Context
 from ghaf.security.models import SERVICE, GroupMember, Principal, Token
 from ghaf.security.permissions import PLATFORM_ADMIN, ROLE_RANK, highest_role
+from ghaf.security.tenancy import ProjectMember
 
 RULE = "no one may act on a principal that holds more than they do"
 _TOP = max(ROLE_RANK.values()) + 1  # platform-admin outranks every project role

@@ -3,81 +3,38 @@
 ``BodyLimit`` caps every body while it is read: a declared ``Content-Length`` over the
 route's limit is refused before the first byte is read, and ``receive`` counts the bytes
 of chunked bodies. Ordinary (JSON, Arrow) bodies get ``max_body_bytes``; a streaming
-upload route raises its own limit to ``max_upload_bytes`` with :func:`allow_upload`
-before it reads.
+upload route raises its own limit to ``max_upload_bytes`` with
+:func:`ghaf.platform.uploads.allow_upload` before it reads.
 
 ``Authenticate`` resolves the bearer token of every ``/api/v1`` request except the few
 anonymous ones (password login, the OpenAPI document) before the route parses anything,
 so an anonymous 100 MB body is answered 401 without being read. The caller is kept in
-the request's state, and :class:`~ghaf.server.dependencies.ServiceCall` reuses it.
+the request's state, and :class:`~ghaf.platform.calls.ServiceCall` reuses it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from dataclasses import dataclass
 from functools import partial
 
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ghaf.core.errors import GhafError, PayloadTooLarge
-from ghaf.security.context import Caller
-from ghaf.security.service import authenticate
+from ghaf.core.errors import GhafError
+from ghaf.platform.calls import AUTH_STATE
+from ghaf.platform.uploads import BODY_STATE, BodyBudget, BodyTooLarge
+from ghaf.runtime import Runtime
 from ghaf.server.problems import problem_response
-from ghaf.server.runtime import Runtime
 
 log = logging.getLogger("ghaf.server")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-AUTH_STATE = "ghaf_auth"
-BODY_STATE = "ghaf_body"
 # The body of an anonymous route (a login) is a name and a password.
 ANONYMOUS_BODY_BYTES = 64 << 10
 
 
 # --- body size ---------------------------------------------------------------------
-
-
-class BodyTooLarge(PayloadTooLarge, HTTPException):
-    """Raised from ``receive``; an ``HTTPException`` too, so FastAPI's body parsing lets it
-    through unchanged (it turns other errors into 400) to the problem handler."""
-
-    def __init__(self, limit: int) -> None:
-        PayloadTooLarge.__init__(
-            self,
-            f"the request body is larger than this route accepts ({limit:,} bytes)",
-            limit=limit,
-        )
-        self.status_code = 413
-        self.headers = None
-
-
-class BodyBudget:
-    """How many body bytes this request may still send; routes may raise the limit."""
-
-    __slots__ = ("declared", "limit", "received")
-
-    def __init__(self, limit: int, declared: int | None) -> None:
-        self.limit = limit
-        self.declared = declared
-        self.received = 0
-
-    def check(self) -> None:
-        if (self.declared is not None and self.declared > self.limit) or (
-            self.received > self.limit
-        ):
-            raise BodyTooLarge(self.limit)
-
-
-def allow_upload(request: Request) -> None:
-    """Let a streaming upload route read up to ``max_upload_bytes``; call before reading."""
-    budget = request.scope.get("state", {}).get(BODY_STATE)
-    if isinstance(budget, BodyBudget):
-        runtime: Runtime = request.app.state.runtime
-        budget.limit = max(budget.limit, runtime.settings.max_upload_bytes)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -122,38 +79,6 @@ class BodyLimit:
 
 
 # --- authentication ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """The request's caller; ``epoch`` is set when it came through the read cache."""
-
-    caller: Caller
-    epoch: int | None
-
-
-def resolve_caller(
-    runtime: Runtime,
-    authorization: str | None,
-    *,
-    write: bool,
-    request_id: str | None,
-    client: str | None,
-) -> Resolved:
-    """Authenticate in a read session of its own (refusals are audited by ``authenticate``).
-
-    Reads use the epoch-checked security cache; writes never do (ghaf/security/cache.py)
-    and look the token up afresh. No transaction stays open: a write request's own
-    transaction starts later, inside its service call.
-    """
-    ctx = runtime.context(write=False, request_id=request_id, client=client)
-    if write:
-        ctx.cache = None
-    try:
-        caller = authenticate(ctx, authorization)
-        return Resolved(caller, ctx.epoch)
-    finally:
-        ctx.close()
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:
@@ -210,17 +135,19 @@ class Authenticate:
         write = scope["method"] not in READ_METHODS
         client = scope.get("client")
         resolve = partial(
-            resolve_caller,
-            self.runtime,
+            self.runtime.resolve_caller,
             _header(scope, b"authorization"),
             write=write,
             request_id=state.get("request_id"),
             client=client[0] if client else None,
         )
         try:
-            # SQLite reads stay on the event loop, as their service calls do (see
-            # ghaf/server/dependencies.py); everything else may wait, so it hops.
-            if self.runtime.database.is_sqlite and not write:
+            # On SQLite the token lookup stays on the event loop, for writes too: it is a
+            # sub-millisecond read that never waits for writers (WAL), as SQLite reads'
+            # service calls are (ghaf/platform/calls.py); a write's own work hops
+            # once, in its service call, so a write costs one thread hop, not two.
+            # PostgreSQL waits on the network, so it hops.
+            if self.runtime.database.is_sqlite:
                 resolved = resolve()
             else:
                 resolved = await run_in_threadpool(resolve)

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from ghaf import __version__
 from ghaf.core.errors import GhafError, Unavailable
 from ghaf.core.migrate import check_schema
-from ghaf.server.dependencies import get_runtime
+from ghaf.core.version import __version__
+from ghaf.platform.calls import get_runtime
 
 router = APIRouter(tags=["health"])
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from ghaf.core.database import Database
 from ghaf.core.migrate import upgrade
 from ghaf.core.settings import Settings
+from ghaf.domains import open_runtime
 from ghaf.security import service as security
 from ghaf.security.audit.service import AUDIT_KEY, initialise_head
 from ghaf.security.audit.witness import witness_tip
-from ghaf.security.keyring import LocalKeyring
+from ghaf.security.keyring import DatabaseKeyring, MasterKey, database_has_keyring
 from ghaf.security.schemas import TokenCreated
-from ghaf.server.runtime import Runtime
 
 
 @dataclass
@@ -35,16 +36,22 @@ def _prepare_home(settings: Settings) -> None:
 def initialise(
     settings: Settings, *, admin_name: str = "admin", admin_password: str | None = None
 ) -> InitResult:
-    """Idempotent: a second run upgrades nothing and creates no second admin."""
+    """Idempotent: a second run upgrades nothing and creates no second admin.
+
+    Against a database another home initialised, it joins that installation when its
+    master key opens the database's keyring, and refuses before changing anything
+    (``MasterKeyMismatch``) when it does not."""
     _prepare_home(settings)
-    keyring = LocalKeyring.from_settings(settings, create=True)
-    keyring.ensure(AUDIT_KEY)
     database = Database(settings.resolved_database_url)
     try:
+        if database_has_keyring(database):
+            DatabaseKeyring.open(database, settings)  # the key check, before any change
         before, after = upgrade(database)
+        keyring = DatabaseKeyring.open(database, settings, create=True)
+        keyring.ensure(AUDIT_KEY)
         with database.transaction() as session:
             initialise_head(session, keyring)
-        runtime = Runtime.open(settings)
+        runtime = open_runtime(settings)
         ctx = runtime.context(
             write=True, request_id="admin-init", client="local", system_actor="system:admin-init"
         )
@@ -70,11 +77,49 @@ def initialise(
 
 
 def migrate(settings: Settings) -> tuple[str | None, str]:
+    """Upgrade the schema, then move a home's ``keyring.json`` into the database (a
+    database with a keyring is only checked against the master key)."""
     database = Database(settings.resolved_database_url)
     try:
-        return upgrade(database)
+        if database_has_keyring(database):
+            DatabaseKeyring.open(database, settings)
+        before, after = upgrade(database)
+        if settings.keyring_path.exists() or database_has_keyring(database):
+            DatabaseKeyring.open(database, settings)
+        return before, after
     finally:
         database.dispose()
+
+
+def rotate_master_key(settings: Settings, new: MasterKey) -> dict[str, Any]:
+    """Re-seal the keyring under ``new`` with its audit row, in one transaction."""
+    from ghaf.core.migrate import check_schema
+
+    runtime = open_runtime(settings)
+    try:
+        check_schema(runtime.database)
+        keyring = runtime.keyring
+        ctx = runtime.context(
+            write=True,
+            request_id="admin-rotate-master-key",
+            client="local",
+            system_actor="system:admin-rotate-master-key",
+        )
+        try:
+            detail = {
+                "generation": keyring.generation + 1,
+                "provider": new.provider,
+                "kms_key_id": new.key_id,
+            }
+            # The audit head's lock first, then the keyring's: the order requests use.
+            ctx.audit("keyring:rotate-master-key", "keyring", detail=detail)
+            generation, keys = keyring.rotate_master(ctx.session, new)
+            ctx.commit()
+        finally:
+            ctx.close()
+    finally:
+        runtime.close()
+    return {**detail, "generation": generation, "keys": keys}
 
 
 def _redacted(url: str) -> str:
@@ -98,7 +143,7 @@ def mint_admin_token(
     from ghaf.security.context import Caller
     from ghaf.security.schemas import TokenCreate
 
-    runtime = Runtime.open(settings)
+    runtime = open_runtime(settings)
     try:
         check_schema(runtime.database)
         ctx = runtime.context(write=True, request_id="admin-token", client="local")

@@ -7,10 +7,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from ghaf.core.errors import GhafError, InvalidInput, TooManyRequests
+from ghaf.core.errors import GhafError, InvalidInput, StoredObjectCorrupt, TooManyRequests
+from ghaf.platform.calls import ServiceCall
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("ghaf.server")
@@ -29,55 +32,120 @@ def problem_response(error: GhafError, request: Request) -> Response:
     )
 
 
+def unexpected_problem(error: Exception) -> GhafError:
+    """The problem for an exception no service raised on purpose (FastAPI routes and hot
+    routes alike). Two kinds are known not to be bugs, so are never a 500."""
+    if isinstance(error, OverflowError | DataError):
+        # A value past what a column holds (an integer over 64 bits, a number PostgreSQL
+        # refuses) is bad input that a schema bound missed.
+        log.warning("value out of range: %s", error)
+        return InvalidInput(
+            "a value in the request is out of the range ghaf stores (integers are "
+            "64-bit: -9223372036854775808 to 9223372036854775807)",
+            field="body",
+        )
+    if isinstance(error, ValidationError):
+        # Requests are validated before any service runs (RequestValidationError), so a
+        # bare ValidationError is an answer built from stored rows of the wrong shape.
+        errors = error.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+        message = errors[0]["msg"] if errors else "invalid"
+        log.error("stored data failed validation: %s", error)
+        return StoredObjectCorrupt(
+            f"stored metadata failed validation ({where or error.title}: {message}): "
+            "the metadata database was damaged or tampered with; restore it from a backup"
+        )
+    log.error("unhandled error", exc_info=error)
+    return GhafError("internal server error; see the server log with this request_id")
+
+
 def _field_of(location: tuple[Any, ...]) -> str:
     parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(GhafError)
-    async def _ghaf(request: Request, error: GhafError) -> Response:
+def _validation_problem(error: RequestValidationError) -> GhafError:
+    first = error.errors()[0]
+    field = _field_of(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    count = len(error.errors())
+    more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
+    errors = [
+        {
+            "field": _field_of(tuple(e.get("loc", ()))),
+            "message": str(e.get("msg", "")).removeprefix("Value error, "),
+        }
+        for e in error.errors()
+    ]
+    return InvalidInput(f"{field}: {message}{more}", field=field, errors=errors)
+
+
+def _http_problem(error: HTTPException, request: Request) -> Response:
+    problem = GhafError(str(error.detail))
+    body = problem.to_problem(request_id=getattr(request.state, "request_id", None))
+    body.update(
+        status=error.status_code,
+        title=str(error.detail),
+        type=f"urn:ghaf:problem:http-{error.status_code}",
+    )
+    return JSONResponse(
+        body,
+        status_code=error.status_code,
+        media_type=PROBLEM_JSON,
+        headers=getattr(error, "headers", None),
+    )
+
+
+def problem_for(error: Exception, request: Request) -> Response:
+    """The one mapping from an exception to its problem response, for FastAPI's routes
+    (the handlers :func:`install` adds) and hot routes alike."""
+    if isinstance(error, GhafError):
         if error.status >= 500:
             log.error("request failed: %s", error.detail)
         return problem_response(error, request)
+    if isinstance(error, RequestValidationError):
+        return problem_response(_validation_problem(error), request)
+    if isinstance(error, HTTPException):
+        return _http_problem(error, request)
+    return problem_response(unexpected_problem(error), request)
 
+
+def _project_in_path(request: Request) -> str | None:
+    """The project a project-scoped route names (``/api/v1/projects/{project}/...``)."""
+    if not request.url.path.startswith("/api/v1/projects/"):
+        return None
+    value = request.path_params.get("project", request.path_params.get("name"))
+    return value if isinstance(value, str) else None
+
+
+async def _hidden_project(request: Request) -> GhafError | None:
+    """Whether the project in the path is invisible to the caller.
+
+    FastAPI validates a body before any service runs, so without this another tenant
+    would learn "422" where everyone else outside the project learns "404": the same
+    door answers first, whatever the body.
+    """
+    project = _project_in_path(request)
+    if project is None:
+        return None
+    try:
+        await ServiceCall(request).require_visible(project)
+    except GhafError as error:
+        return error
+    return None
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(GhafError)
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, error: RequestValidationError) -> Response:
-        first = error.errors()[0]
-        field = _field_of(tuple(first.get("loc", ())))
-        message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        count = len(error.errors())
-        more = f" (and {count - 1} more problem{'s' if count > 2 else ''})" if count > 1 else ""
-        errors = [
-            {
-                "field": _field_of(tuple(e.get("loc", ()))),
-                "message": str(e.get("msg", "")).removeprefix("Value error, "),
-            }
-            for e in error.errors()
-        ]
-        return problem_response(
-            InvalidInput(f"{field}: {message}{more}", field=field, errors=errors), request
-        )
-
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, error: HTTPException) -> Response:
-        problem = GhafError(str(error.detail))
-        body = problem.to_problem(request_id=getattr(request.state, "request_id", None))
-        body.update(
-            status=error.status_code,
-            title=str(error.detail),
-            type=f"urn:ghaf:problem:http-{error.status_code}",
-        )
-        return JSONResponse(
-            body,
-            status_code=error.status_code,
-            media_type=PROBLEM_JSON,
-            headers=getattr(error, "headers", None),
-        )
-
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    @app.exception_handler(ValidationError)
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> Response:
-        log.exception("unhandled error")
-        return problem_response(
-            GhafError("internal server error; see the server log with this request_id"), request
-        )
+    async def _problem(request: Request, error: Exception) -> Response:
+        if isinstance(error, RequestValidationError):
+            hidden = await _hidden_project(request)
+            if hidden is not None:
+                return problem_response(hidden, request)
+        return problem_for(error, request)

@@ -13,6 +13,7 @@ from ghaf.core.database import Database
 from ghaf.core.logging import configure_logging
 from ghaf.core.migrate import check_schema
 from ghaf.core.settings import Settings
+from ghaf.security.keyring import DatabaseKeyring
 from ghaf.server.app import create_app
 
 
@@ -66,7 +67,10 @@ def _run_workers(settings: Settings) -> None:
     settings), the parent owns the socket and stops the workers on SIGINT/SIGTERM."""
     from uvicorn.supervisors import Multiprocess
 
-    check_schema(Database(settings.resolved_database_url))  # fail here, not in N workers
+    database = Database(settings.resolved_database_url)
+    check_schema(database)  # fail here, not in N workers
+    DatabaseKeyring.open(database, settings)  # the master key opens the keyring
+    database.dispose()
     config = _config(
         settings, "ghaf.server.app:app_from_environment", factory=True, workers=settings.workers
     )

@@ -15,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ghaf.core.errors import GhafError, IntegrityFailure
 from ghaf.core.paging import Page
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
-from ghaf.server.guards import allow_upload
-from ghaf.server.streaming import refuse_in_stream, stream_stored
+from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall, ServiceCall
+from ghaf.platform.uploads import allow_upload
 from ghaf.storage import packs, schemas, service
 from ghaf.storage.store import Sealing, Store, Upload
+from ghaf.storage.streaming import refuse_in_stream, stream_stored
 
 router = APIRouter(tags=["artifacts"])
 log = logging.getLogger("ghaf.storage")
@@ -259,7 +259,7 @@ async def _stream(
     if partial:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
-    # The first chunk is authenticated before any header is sent (ghaf/server/streaming.py).
+    # The first chunk is authenticated before any header is sent (ghaf/storage/streaming.py).
     return await stream_stored(
         call,
         lambda: call.store.read(

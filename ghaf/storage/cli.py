@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import Progress
 
-from ghaf.cli.output import (
+from ghaf.console.output import (
     EXIT_CHECK_FAILED,
     JsonOpt,
     console,

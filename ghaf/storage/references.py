@@ -1,5 +1,6 @@
-"""Who else holds blobs. Domains above storage (datasets, later models) register a check
-here, so storage never deletes content that something still names, without importing them."""
+"""Who else holds blobs. Domains above storage declare a check in their manifest
+(``Domain.references``); ghaf/domains.py registers each here, so storage never deletes
+content that something still names, without importing them."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ _checks: list[ReferenceCheck] = []
 
 
 def register(check: ReferenceCheck) -> ReferenceCheck:
-    """Add ``check(session, blob_id) -> bool``; usable as a decorator."""
-    _checks.append(check)
+    """Add ``check(session, blob_id) -> bool`` (once, however often it is registered)."""
+    if check not in _checks:
+        _checks.append(check)
     return check
 
 

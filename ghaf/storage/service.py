@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import among, insert_new, insert_unique
@@ -493,6 +494,20 @@ def corrupt(what: str, error: IntegrityFailure) -> StoredObjectCorrupt:
     )
 
 
+def blob_row(session: Session, blob_id: str, what: str) -> Blob:
+    """The blob row metadata points at; a row that is gone (the database was damaged or
+    tampered with) is an integrity failure naming ``what``, never a crash."""
+    blob = session.get(Blob, blob_id)
+    if blob is None:
+        raise StoredObjectCorrupt(
+            f"the stored object of {what} is missing from the metadata (its blob row "
+            f"{blob_id} is gone): the database was damaged or tampered with; restore it "
+            "from a backup ('ghaf artifacts verify' lists what is damaged)",
+            blob_id=blob_id,
+        )
+    return blob
+
+
 def refuse_corrupt(
     ctx: Context, project: str, action: str, resource: str, what: str, error: IntegrityFailure
 ) -> NoReturn:
@@ -673,7 +688,14 @@ def list_artifacts(
         b.id: b
         for b in pctx.session.scalars(select(Blob).where(Blob.id.in_({a.blob_id for a in rows})))
     }
-    return [_artifact_out(a, blobs[a.blob_id], project) for a in rows], next_cursor
+    return [
+        _artifact_out(
+            a,
+            blobs.get(a.blob_id) or blob_row(pctx.session, a.blob_id, f"artifact {a.path!r}"),
+            project,
+        )
+        for a in rows
+    ], next_cursor
 
 
 def delete_artifact(ctx: Context, store: Store, project: str, path: str) -> None:

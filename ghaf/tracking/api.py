@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from ghaf.core.errors import InvalidInput
 from ghaf.core.paging import Page
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall
+from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall
 from ghaf.tracking import batches, schemas, service
 
 router = APIRouter(tags=["tracking"])
@@ -106,16 +106,23 @@ async def log_batch(call: Call, request: Request, project: str, run: str) -> sch
     """One batch of params, tags and metric points, applied atomically; an empty batch
     is a heartbeat. Send ``seq`` so a retried batch is never applied twice."""
     body = await request.body()
-    if request.headers.get("content-type", "").startswith(batches.MEDIA_TYPE):
-        batch = batches.decode(body)
-    else:
-        try:
-            batch = batches.from_request(schemas.LogRequest.model_validate_json(body or b"{}"))
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"])
-            raise InvalidInput(f"{where}: {error['msg']}", field=where or None) from None
+    try:
+        batch = _decode_batch(body, request.headers.get("content-type", ""))
+    except InvalidInput:
+        await call.require_visible(project)  # outsiders get the 404 anyone outside gets
+        raise
     return await call(service.log_batch, project, run, batch)
+
+
+def _decode_batch(body: bytes, content_type: str) -> batches.LogBatch:
+    if content_type.startswith(batches.MEDIA_TYPE):
+        return batches.decode(body)
+    try:
+        return batches.from_request(schemas.LogRequest.model_validate_json(body or b"{}"))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InvalidInput(f"{where}: {error['msg']}", field=where or None) from None
 
 
 @router.get(RUNS + "/{run}/metrics")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ghaf.cli.output import (
+from ghaf.console.output import (
     EXIT_CHECK_FAILED,
     JsonOpt,
     console,

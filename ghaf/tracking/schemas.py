@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field
 
+from ghaf.core.jsonvalues import JsonFloat, JsonObject
 from ghaf.core.names import Name
 from ghaf.storage.schemas import SHA256_PATTERN
 
@@ -16,17 +16,9 @@ MAX_NOTE = 100_000
 MAX_SEARCH_RESULTS = 5000
 
 
-def _json_float(value: float) -> float | str:
-    """JSON has no NaN or infinity: they travel as the strings Python's float() reads."""
-    if math.isfinite(value):
-        return value
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
-JsonFloat = Annotated[float, PlainSerializer(_json_float, return_type=Any, when_used="json")]
-"""A float that keeps NaN and +-inf through JSON (as "NaN", "Infinity", "-Infinity")."""
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+"""An integer the database stores (64-bit); a larger one is refused naming its field."""
 
 Status = Literal["running", "finished", "failed", "killed"]
 EndStatus = Literal["finished", "failed", "killed"]
@@ -60,7 +52,7 @@ class RunCreate(_Strict):
     name: str | None = Field(default=None, max_length=128)
     note: str = Field(default="", max_length=MAX_NOTE)
     tags: dict[str, str] = Field(default_factory=dict, max_length=1000)
-    provenance: dict[str, Any] = Field(default_factory=dict)
+    provenance: JsonObject = Field(default_factory=dict)
     start_time: datetime | None = None
     create_experiment: bool = Field(
         default=True, description="Create the experiment if the project has none by that name."
@@ -79,17 +71,20 @@ class MetricColumns(_Strict):
 
     key: list[str]
     value: list[JsonFloat]
-    step: list[int]
-    timestamp: list[int] = Field(description="Milliseconds since the epoch, UTC.")
+    step: list[Int64]
+    timestamp: list[Int64] = Field(description="Milliseconds since the epoch, UTC.")
 
 
 class LogRequest(_Strict):
     """One batch of a run's log (the JSON form; the SDK sends Arrow IPC, see docs)."""
 
     seq: int | None = Field(
-        default=None, ge=0, description="Batch number; a batch already applied is skipped."
+        default=None,
+        ge=0,
+        le=INT64_MAX,
+        description="Batch number; a batch already applied is skipped.",
     )
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: JsonObject = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     metrics: MetricColumns | None = None
     status: EndStatus | None = Field(default=None, description="End the run after this batch.")
@@ -156,7 +151,7 @@ class MetricHistory(BaseModel):
 class ArtifactAdd(_Strict):
     path: str = Field(min_length=1, max_length=1024)
     sha256: str = Field(pattern=SHA256_PATTERN)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=INT64_MAX)
 
 
 class RunArtifactOut(BaseModel):

@@ -24,9 +24,8 @@ from ghaf.core.ids import new_id
 from ghaf.core.names import validate_name
 from ghaf.core.paging import check_limit, decode_cursor, encode_cursor, paginate
 from ghaf.datasets import service as datasets
-from ghaf.projects.models import Project
 from ghaf.security.context import Context
-from ghaf.storage import references
+from ghaf.security.tenancy import Project
 from ghaf.storage import service as storage
 from ghaf.storage.paths import normalise_path
 from ghaf.tracking import batches, filters, query, schemas
@@ -53,8 +52,8 @@ _MAX_PROVENANCE_BYTES = 64 * 1024
 _MAX_TIMESTAMP_MS = 253_402_300_799_999
 
 
-@references.register
 def _names_blob(session: Session, blob_id: str) -> bool:
+    """Storage's reference check (this domain's manifest declares it)."""
     return (
         session.scalar(select(RunArtifact.blob_id).where(RunArtifact.blob_id == blob_id).limit(1))
         is not None
@@ -323,6 +322,14 @@ def find_run(pctx: Context, ref: str) -> schemas.RunOut:
     assert pctx.project is not None
     pctx.require("run:read", resource=f"project/{pctx.project.name}/run/{ref}")
     return _one_out(pctx, _run(pctx, ref))
+
+
+def run_id(pctx: Context, ref: str) -> str:
+    """For domains above (the registry links a version to a run): the id of a run of
+    ``pctx``'s project, without loading its metrics. Needs ``run:read``."""
+    assert pctx.project is not None
+    pctx.require("run:read", resource=f"project/{pctx.project.name}/run/{ref}")
+    return _run(pctx, ref).id
 
 
 def find_artifact(pctx: Context, run_id: str, path: str) -> RunArtifact:

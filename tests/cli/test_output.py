@@ -6,7 +6,7 @@ import pytest
 import typer
 from pydantic import BaseModel
 
-from ghaf.cli import output
+from ghaf.console import output
 from ghaf.core.errors import InvalidInput
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from ghaf.core.database import Base, Database, _import_all_models
+from ghaf.core.database import Base, Database
 from ghaf.core.migrate import upgrade
+from ghaf.domains import load_models
 from tests.conftest import Databases
 
 
 def test_models_and_migrations_agree(databases: Databases) -> None:
-    _import_all_models()
+    load_models()
     database = Database(databases.new_url())
     try:
         upgrade(database)

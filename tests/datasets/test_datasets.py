@@ -264,8 +264,8 @@ def test_purging_a_project_removes_its_datasets(fresh_platform, tmp_path: Path) 
     from sqlalchemy import update
 
     from ghaf.core.clock import utcnow
-    from ghaf.projects.models import Project
-    from ghaf.server.app import purge_due_projects
+    from ghaf.projects.manifest import purge_due_projects
+    from ghaf.security.tenancy import Project
 
     live = fresh_platform()
     project = live.admin.projects.create("gone").name

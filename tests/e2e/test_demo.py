@@ -33,4 +33,5 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     assert "a joblib pickle refused" in out and "alice cannot approve" in out
     assert "all 7 gates passed" in out and "credit-scorer@champion -> v" in out
     assert (tmp_path / "home" / "ghaf.db").exists()
-    assert (tmp_path / "home" / "keyring.json").exists()
+    assert (tmp_path / "home" / "master.key").exists()  # the keyring is in the database
+    assert not (tmp_path / "home" / "keyring.json").exists()

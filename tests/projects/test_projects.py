@@ -61,7 +61,7 @@ def test_purge_removes_only_projects_past_retention(platform: Platform, admin: C
         ctx.caller = None
         from sqlalchemy import update
 
-        from ghaf.projects.models import Project
+        from ghaf.security.tenancy import Project
 
         ctx.session.execute(
             update(Project)
@@ -71,7 +71,7 @@ def test_purge_removes_only_projects_past_retention(platform: Platform, admin: C
         ctx.session.commit()
     finally:
         ctx.close()
-    from ghaf.server.app import purge_due_projects
+    from ghaf.projects.manifest import purge_due_projects
 
     purged = purge_due_projects(platform.runtime)  # what the server runs hourly
     assert due in purged and kept not in purged

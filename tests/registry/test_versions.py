@@ -229,9 +229,9 @@ def test_purging_a_project_removes_its_models(
     from sqlalchemy import func, select, update
 
     from ghaf.core.clock import utcnow
-    from ghaf.projects.models import Project
+    from ghaf.projects.manifest import purge_due_projects
     from ghaf.registry.models import ModelVersion, RegisteredModel
-    from ghaf.server.app import purge_due_projects
+    from ghaf.security.tenancy import Project
 
     doomed = admin.projects.create(unique("p")).name
     admin.models.register(doomed, "churn", path=trained.path, sample=trained.X[:5])

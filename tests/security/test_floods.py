@@ -149,4 +149,8 @@ def test_other_tenants_writes_stay_fast_during_a_login_flood(
     diagnostics = (baseline, flooded, max(during), len(statuses))
     assert flooded < max(5 * baseline, 0.25), diagnostics
     assert set(statuses) <= {401, 429}
-    assert statuses.count(429) > 0.8 * len(statuses), (len(statuses), statuses.count(429))
+    # At most the per-name allowance reached a password check (plus one request in flight
+    # per flooder); everything after it was refused before argon2 ran.
+    allowed = live.settings.login_lockout_failures + len(flooders)
+    assert statuses.count(401) <= allowed, (len(statuses), statuses.count(401))
+    assert statuses.count(429) >= 1

@@ -17,9 +17,9 @@ from ghaf.client.files import Destination
 from ghaf.core.errors import InvalidInput
 from ghaf.core.paths import file_name, relative_path
 from ghaf.datasets.models import Dataset, DatasetFile, DatasetVersion
-from ghaf.projects.models import Project
 from ghaf.registry import tensors
 from ghaf.registry.models import ModelVersion
+from ghaf.security.tenancy import Project
 from ghaf.tracking.models import RunArtifact
 from tests.conftest import Platform, TrainedModel
 

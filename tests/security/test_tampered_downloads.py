@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from ghaf.client import Client
 from ghaf.core.errors import IntegrityFailure
-from ghaf.projects.models import Project
+from ghaf.security.tenancy import Project
 from ghaf.storage.models import Blob
 from tests.conftest import Platform, TrainedModel
 

@@ -297,8 +297,8 @@ def test_purge_removes_stored_bytes(fresh_platform: MakePlatform) -> None:
     from sqlalchemy import update
 
     from ghaf.core.clock import utcnow
-    from ghaf.projects.models import Project
-    from ghaf.server.app import purge_due_projects
+    from ghaf.projects.manifest import purge_due_projects
+    from ghaf.security.tenancy import Project
 
     live = fresh_platform()
     project = live.admin.projects.create("gone").name

@@ -47,7 +47,7 @@ def _objects(platform: Platform, project_id: str) -> list[Path]:
 
 
 def _project_id(platform: Platform, project: str) -> str:
-    from ghaf.projects.models import Project
+    from ghaf.security.tenancy import Project
 
     with platform.runtime.database.session(write=False) as session:
         return session.query(Project).filter_by(name=project).one().id

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from alembic import context
 
-from ghaf.core.database import Base, _import_all_models
+from ghaf.core.database import Base
 
-_import_all_models()
+# The tables are ``Base.metadata`` as loaded by whoever runs the migrations (they name
+# the domains: ``ghaf.domains.load_models``); upgrades run the revision scripts alone.
 config = context.config
 engine = config.attributes["engine"]
 

@@ -9,8 +9,8 @@ from fastapi.responses import StreamingResponse
 
 from ghaf.core.clock import as_utc
 from ghaf.core.paging import Page
+from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit
 from ghaf.security.audit import schemas, service
-from ghaf.server.dependencies import DEFAULT_PAGE, Call, Cursor, Limit
 
 router = APIRouter(tags=["audit"])
 

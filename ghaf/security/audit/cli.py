@@ -6,11 +6,11 @@ import base64
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from ghaf.cli.output import (
+from ghaf.console.output import (
     EXIT_CHECK_FAILED,
     JsonOpt,
     console,
@@ -142,10 +142,7 @@ def export(
     if format_ != "jsonl":
         fail(f"--format {format_!r} is not supported; use jsonl")
 
-    def write(client: object) -> int:
-        from ghaf.client import Client
-
-        assert isinstance(client, Client)
+    def write(client: Any) -> int:
         handle = output.open("w", encoding="utf-8") if output else sys.stdout
         count = 0
         try:

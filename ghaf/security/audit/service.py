@@ -315,7 +315,7 @@ def list_events(
 
 
 def _project_names(session: Session, ids: set[str]) -> dict[str, str]:
-    from ghaf.projects.models import Project
+    from ghaf.security.tenancy import Project
 
     ids = {i for i in ids if _UUID.fullmatch(i)}
     if not ids:

@@ -22,17 +22,17 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ghaf.core.errors import ObjectExists
 from ghaf.security.audit.chain import canonical_json
 
 if TYPE_CHECKING:
     from ghaf.core.database import Database
     from ghaf.core.settings import Settings
     from ghaf.security.audit.service import AuditWriter
-    from ghaf.storage.backends.base import Backend
 
 log = logging.getLogger("ghaf.audit")
 
@@ -41,6 +41,17 @@ FORMAT = "ghaf-audit-witness"
 _NAME = re.compile(r"audit-witness/(\d{20})\.json")
 _CHECKPOINT_FIELDS = ("seq", "hash", "ts", "key_version", "mac")
 _MAX_PENDING = 1000  # the newest checkpoint covers every older one
+
+
+class Backend(Protocol):
+    """What the witness needs of an object store (``ghaf.storage.backends.base.Backend``,
+    which sits above ``security`` and is handed in by the runtime)."""
+
+    url: str
+
+    def put_immutable(self, key: str, data: bytes, *, retain_days: float) -> None: ...
+    def read_immutable(self, key: str) -> bytes: ...
+    def immutable_keys(self, prefix: str) -> Iterator[str]: ...
 
 
 def witness_key(seq: int) -> str:
@@ -86,8 +97,6 @@ class StoreTarget(Target):
         self.name = f"store {backend.url}"
 
     def send(self, checkpoint: dict[str, Any]) -> None:
-        from ghaf.storage.backends.base import ObjectExists
-
         # ObjectExists: written before (another server, or an earlier try that timed out)
         with contextlib.suppress(ObjectExists):
             key = witness_key(int(checkpoint["seq"]))
@@ -160,11 +169,7 @@ class AuditWitness:
 
     @classmethod
     def from_settings(cls, settings: Settings, backend: Backend) -> AuditWitness:
-        if settings.audit_witness_url:
-            from ghaf.storage.backends import open_backend
-
-            url = settings.audit_witness_url
-            backend = open_backend(settings.model_copy(update={"storage_url": url}))
+        """``backend``: the store ``GHAF_AUDIT_WITNESS_URL`` names, or the artifact store."""
         sinks: list[Target] = []
         if settings.audit_webhook_url:
             sinks.append(WebhookTarget(settings.audit_webhook_url))

@@ -6,7 +6,7 @@ import abc
 import re
 from collections.abc import Iterator
 
-from ghaf.core.errors import InvalidInput
+from ghaf.core.errors import InvalidInput, ObjectExists
 
 # Keys are made by the store (ids, never user paths), so they are checked, not escaped.
 Bytes = bytes | bytearray | memoryview
@@ -105,7 +105,3 @@ class Backend(abc.ABC):
 
 class ObjectMissing(Exception):
     """No object under the key (the store reports it; callers decide what it means)."""
-
-
-class ObjectExists(Exception):
-    """An append-only object already exists under the key."""

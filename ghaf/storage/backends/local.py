@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ghaf.core.errors import ObjectExists
 from ghaf.storage.backends.base import (
     INCOMPLETE,
     Backend,
     Bytes,
-    ObjectExists,
     ObjectMissing,
     ObjectReader,
     ObjectWriter,

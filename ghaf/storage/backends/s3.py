@@ -11,13 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from ghaf.core.errors import InvalidInput, Unavailable
+from ghaf.core.errors import InvalidInput, ObjectExists, Unavailable
 from ghaf.core.settings import Settings
 from ghaf.storage.backends.base import (
     INCOMPLETE,
     Backend,
     Bytes,
-    ObjectExists,
     ObjectMissing,
     ObjectReader,
     ObjectWriter,

@@ -21,12 +21,11 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from ghaf.client import Client
-from ghaf.core.errors import InvalidInput
+from ghaf.core.errors import InvalidInput, ObjectExists
 from ghaf.security.audit.chain import GENESIS_HASH, row_hash
 from ghaf.security.audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from ghaf.security.audit.service import AuditWriter, event_dict, verify_export
 from ghaf.security.audit.witness import PREFIX, witness_key
-from ghaf.storage.backends.base import ObjectExists
 from ghaf.storage.backends.local import LocalBackend
 from tests.conftest import Platform, S3Server, unique
 

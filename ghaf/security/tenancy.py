@@ -1,4 +1,10 @@
-"""Tables for projects and their role grants."""
+"""The tenant tables: projects and their role grants.
+
+They live in ``security``, below ``projects``: every authorisation reads them
+(``Context.in_project``, tokens, standing), and ``projects`` (the domain that creates,
+renames, deletes and grants) sits above ``security`` and uses its services. See
+docs/adr/0016-domain-manifests-and-layers.md.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """How a route reaches a service: at most one worker-thread hop per request.
 
+The request plumbing every domain's router uses; it sits below the domains and imports
+nothing above ``core`` at run time.
+
 Routes are ``async def`` and hand the service function to :class:`ServiceCall`, which,
 in a single threadpool hop (or inline, for SQLite reads), opens a session, authenticates
 the bearer token, runs the service with the resulting :class:`Context`, and rolls back
@@ -10,19 +13,27 @@ small machine costs more than authentication itself.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
-from typing import Annotated, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, Query, Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
 from ghaf.core.paging import DEFAULT_LIMIT, MAX_LIMIT
 from ghaf.core.settings import Settings
-from ghaf.security.context import Context
-from ghaf.server.guards import AUTH_STATE, Resolved, resolve_caller
-from ghaf.server.runtime import Runtime
-from ghaf.storage.store import Store
 
+if TYPE_CHECKING:
+    # Names only, for the type checker: at run time this module imports nothing above
+    # core. The runtime (ghaf/runtime.py) is whatever the app keeps in ``app.state``.
+    from ghaf.runtime import Resolved, Runtime
+    from ghaf.security.context import Context
+    from ghaf.storage.store import Store
+
+AUTH_STATE = "ghaf_auth"
+"""Where the server's authentication guard leaves the request's resolved caller."""
 P = ParamSpec("P")
 R = TypeVar("R")
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -40,7 +51,7 @@ class ServiceCall:
         # and every PostgreSQL call, which waits on the network, go to a worker thread.
         self._inline = not self._write and self.runtime.database.is_sqlite
         self._authorization = request.headers.get("authorization")
-        # Resolved before the body was read, by ghaf.server.guards.Authenticate.
+        # Resolved before the body was read, by the server's guard (ghaf/server/guards.py).
         self._resolved: Resolved | None = getattr(request.state, AUTH_STATE, None)
         self._request_id = getattr(request.state, "request_id", None)
         self._client = request.client.host if request.client else None
@@ -63,8 +74,7 @@ class ServiceCall:
                 resolved = self._resolved
                 if resolved is None or (self._write and resolved.epoch is not None):
                     # Not resolved yet, or through the read cache, which writes never use.
-                    resolved = resolve_caller(
-                        self.runtime,
+                    resolved = self.runtime.resolve_caller(
                         self._authorization,
                         write=self._write,
                         request_id=self._request_id,
@@ -104,6 +114,17 @@ class ServiceCall:
             return self._run(True, fn, *args, **kwargs)
         return await run_in_threadpool(lambda: self._run(True, fn, *args, **kwargs))
 
+    async def require_visible(self, project: str) -> None:
+        """Raise NotFound (audited) unless the caller can see ``project``.
+
+        For refusing a bad body: it must not tell someone outside the project more than
+        a missing project would (FastAPI and hand-parsed bodies are checked before the
+        service's own door).
+        """
+        read = copy.copy(self)  # the same caller, as a read: no write lock for a refusal
+        read._write, read._inline = False, self.runtime.database.is_sqlite
+        await read(_visible, project)
+
     async def anonymous(
         self, fn: Callable[Concatenate[Context, P], R], *args: P.args, **kwargs: P.kwargs
     ) -> R:
@@ -134,6 +155,10 @@ class ServiceCall:
         return body()
 
 
+def _visible(ctx: Context, project: str) -> None:
+    ctx.in_project(project)
+
+
 def _close(ctx: Context) -> None:
     ctx.close()  # rolls back whatever the service did not commit
 
@@ -146,6 +171,10 @@ async def read_service_call(request: Request) -> ServiceCall:
     return ServiceCall(request, write=False)
 
 
+CALL_DEPENDENCIES: dict[object, bool | None] = {service_call: None, read_service_call: False}
+"""The dependencies that make a ``ServiceCall``, with the ``write`` each passes (hot
+routes build the same call: ghaf/server/hot_routes.py)."""
+
 Call = Annotated[ServiceCall, Depends(service_call)]
 # For POST routes that only read (queries with bodies too big for a URL): on SQLite
 # they then neither take nor wait for the write lock.
@@ -153,6 +182,12 @@ ReadCall = Annotated[ServiceCall, Depends(read_service_call)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
 DEFAULT_PAGE = DEFAULT_LIMIT
+
+
+def json_response(body: bytes | BaseModel) -> Response:
+    """A JSON answer from pre-rendered bytes or a response model (as FastAPI renders it)."""
+    data = body if isinstance(body, bytes) else body.model_dump_json().encode()
+    return Response(data, media_type="application/json")
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from ghaf.core.errors import IntegrityFailure, StoredObjectCorrupt
+from ghaf.platform.calls import ServiceCall
 from ghaf.security.context import Context
-from ghaf.server.dependencies import ServiceCall
 from ghaf.storage import service as storage
 
 log = logging.getLogger("ghaf.server")

@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 1 a failed check or an unavailable/failed server, 2 usage or
 input errors (bad names, unknown resources, refused permissions).
+
+Below the domains: each domain's CLI group prints through here. The SDK client, which
+sits above the domains (it speaks their schemas), is handed in by the ``ghaf`` command
+(:func:`connect_with`, called by ghaf/cli/main.py), so no domain imports it.
 """
 
 from __future__ import annotations
@@ -9,9 +13,9 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -21,7 +25,6 @@ from rich.table import Table
 from rich.text import Text
 
 from ghaf.core.errors import GhafError
-from ghaf.security.schemas import TokenCreated
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -132,7 +135,18 @@ def done(message: str, *, as_json: bool, payload: Any = None) -> None:
         console.print(message, highlight=False)
 
 
-def print_secret(created: TokenCreated, *, as_json: bool) -> None:
+class Secret(Protocol):
+    """A just-created token (``ghaf.security.schemas.TokenCreated``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def principal(self) -> str: ...
+    @property
+    def token(self) -> str: ...
+
+
+def print_secret(created: Secret, *, as_json: bool) -> None:
     """A new token: the only time its secret is ever shown."""
     if as_json:
         print_json(created)
@@ -157,9 +171,18 @@ def transfer_progress(*, quiet: bool) -> Progress:
     )
 
 
+_connect: Callable[[], AbstractContextManager[Any]] | None = None
+
+
+def connect_with(connect: Callable[[], AbstractContextManager[Any]]) -> None:
+    """Set how :func:`with_client` connects: ``ghaf.client.Client`` (the stored login)."""
+    global _connect
+    _connect = connect
+
+
 def with_client(fn: Callable[[Any], T]) -> T:
     """Run ``fn(client)`` with the stored login, reporting errors the CLI way."""
-    from ghaf.client import Client
-
-    with reporting_errors(), Client() as client:
+    if _connect is None:
+        raise RuntimeError("no SDK client: the ghaf command (ghaf.cli.main) sets it")
+    with reporting_errors(), _connect() as client:
         return fn(client)
