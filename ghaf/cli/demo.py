@@ -14,7 +14,16 @@ from rich.table import Table
 
 from ghaf.client import Client
 from ghaf.console.output import console, reporting_errors, styled
-from ghaf.core.errors import Conflict, GhafError, InvalidInput, NotFound, PermissionDenied
+from ghaf.core.errors import (
+    Conflict,
+    GhafError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    TooManyRequests,
+    Unauthenticated,
+)
+from ghaf.core.ids import new_id
 from ghaf.core.settings import load_settings
 from ghaf.server.install import initialise, mint_admin_token
 from ghaf.server.process import ServerProcess
@@ -386,6 +395,11 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     me = alice.whoami()
     _ok(f"alice's roles: {me.projects}")
     _ok(f"alice sees projects: {[p.name for p in alice.projects.list()]}")
+    wrong, refused_at = _guess_passwords(url)
+    _ok(
+        f"a password guesser got {wrong} wrong-password answers, then 429 "
+        f"(Retry-After {refused_at} s): rate limits and lockout run before any hashing"
+    )
 
     _step(5, "RBAC: alice tries an owner action, and a project she is not in")
     try:
@@ -437,6 +451,13 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
             f"audit verification failed at row {report.first_bad_seq}: {report.problem}"
         )
     _ok(f"intact: {report.rows} rows, {report.checkpoints} signed checkpoints")
+    if report.witnessed:
+        _ok("latest witnessed checkpoint (keep it elsewhere): ", (report.witnessed, "bold"))
+        seq = report.witnessed.split(":", 1)[0]
+        forged = admin.audit.verify(anchor=f"{seq}:{'0' * 64}")
+        if forged.ok:
+            raise GhafError("a wrong anchor verified: the audit witness is broken")
+        _ok("a wrong anchor fails: ", (str(forged.problem), "yellow"))
 
     _step(12, "Health and metrics")
     _ok(f"/readyz: {admin.health()}")
@@ -449,6 +470,19 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     _ok(f"/metrics: {served:.0f} requests counted by route and status (Prometheus format)")
     admin.close()
     alice.close()
+
+
+def _guess_passwords(url: str) -> tuple[int, int]:
+    """Wrong passwords for a name until the server says 429; (wrong answers, Retry-After)."""
+    name = f"guess-{new_id()[-6:]}"
+    for attempt in range(50):
+        try:
+            Client.login(url, name, f"wrong-{attempt}")
+        except Unauthenticated:
+            continue
+        except TooManyRequests as slowed:
+            return attempt, slowed.retry_after
+    raise GhafError("50 wrong passwords were never rate-limited")
 
 
 def _finish(home: object) -> None:
