@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -34,3 +35,21 @@ def new_id() -> str:
     value |= rand_b
     h = f"{value:032x}"  # what str(uuid.UUID(int=value)) gives, without building the object
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_request_prefix: tuple[int, str] | None = None
+_request_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A request id, unique across processes: a random per-process prefix and a counter.
+
+    Every request gets one, and it is no secret and no database key, so it skips
+    :func:`new_id`'s two ``getrandom`` calls (which showed as 9% of a cached read's
+    server time in a profile of bench/registry.py).
+    """
+    global _request_prefix
+    pid = os.getpid()
+    if _request_prefix is None or _request_prefix[0] != pid:  # first use, or a fork
+        _request_prefix = (pid, os.urandom(6).hex())
+    return f"{_request_prefix[1]}-{next(_request_counter):x}"
