@@ -7,6 +7,8 @@ whose periodic tasks are handed it by the scheduler.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ghaf.core.database import Database
@@ -98,6 +100,15 @@ class Runtime:
             system_actor=system_actor,
             cache=None if write else self.cache,
         )
+
+    @contextmanager
+    def acting_as(self, actor: str, *, request_id: str) -> Iterator[Context]:
+        """A write context for ghaf's own work (scheduled tasks), closed afterwards."""
+        ctx = self.context(write=True, request_id=request_id, system_actor=actor)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
 
     def resolve_caller(
         self,

@@ -21,13 +21,10 @@ PURGE_INTERVAL_S = 3600.0
 
 def purge_due_projects(runtime: Runtime) -> list[str]:
     """Purge deleted projects past their retention, as ghaf itself (audited)."""
-    ctx = runtime.context(write=True, request_id="scheduled-purge", system_actor="system:purge")
-    try:
+    with runtime.acting_as("system:purge", request_id="scheduled-purge") as ctx:
         return purge_projects(
             ctx, on_purge=lambda project_id: delete_project_objects(runtime.store, project_id)
         )
-    finally:
-        ctx.close()
 
 
 def _purge(runtime: Runtime) -> str:

@@ -15,11 +15,8 @@ log = logging.getLogger("ghaf.tracking")
 
 def fail_stale(runtime: Runtime) -> list[str]:
     """Mark failed the runs whose heartbeat stopped, as ghaf itself (audited)."""
-    ctx = runtime.context(write=True, request_id="run-heartbeats", system_actor="system:runs")
-    try:
+    with runtime.acting_as("system:runs", request_id="run-heartbeats") as ctx:
         return service.fail_stale_runs(ctx, timeout_s=runtime.settings.run_heartbeat_timeout_s)
-    finally:
-        ctx.close()
 
 
 def _reap(runtime: Runtime) -> str:
