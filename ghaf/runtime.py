@@ -99,6 +99,7 @@ class Runtime:
             client=client,
             system_actor=system_actor,
             cache=None if write else self.cache,
+            store=self.store,
         )
 
     @contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -27,6 +27,11 @@ from ghaf.security.permissions import (
     is_read_permission,
 )
 from ghaf.security.tenancy import Project, ProjectMember
+
+if TYPE_CHECKING:
+    # For the type checker only: storage sits above security, and the runtime (which
+    # composes both) hands a context its store.
+    from ghaf.storage.store import Store
 
 # Permissions every authenticated *user* holds outside any project.
 USER_GLOBAL_PERMISSIONS = frozenset({"project:create"})
@@ -81,8 +86,10 @@ class Context:
         system_actor: str | None = None,
         cache: SecurityCache | None = None,
         epoch: int | None = None,
+        store: Store | None = None,
     ) -> None:
         self.database = database
+        self._store = store
         self._session = session
         # Only read-only requests get a cache; see ghaf/security/cache.py.
         self.cache = cache
@@ -98,6 +105,14 @@ class Context:
     @property
     def session(self) -> Session:
         return self._session.get()
+
+    @property
+    def store(self) -> Store:
+        """The installation's artifact store (the runtime's backends travel with the
+        context, so a flow never has them passed in)."""
+        if self._store is None:
+            raise RuntimeError("this context was opened without the runtime's backends")
+        return self._store
 
     def close(self) -> None:
         """End the request's database work (uncommitted changes are rolled back)."""
@@ -208,6 +223,7 @@ class Context:
             system_actor=self.system_actor,
             cache=self.cache,
             epoch=self.epoch,
+            store=self._store,
         )
 
     def _visible_project(self, name: str, *, include_deleted: bool) -> tuple[Project, str] | None:
