@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ghaf.core import migrate
 from ghaf.core.database import load_models as _load_model_modules
 from ghaf.core.settings import Settings
 from ghaf.datasets.manifest import MANIFEST as datasets
@@ -42,6 +43,13 @@ def register_references(domains: Iterable[Domain] = DOMAINS) -> None:
             references.register(check)
 
 
+def register_migrations(domains: Iterable[Domain] = DOMAINS) -> None:
+    """Add each domain's revision scripts to the one migration history (idempotent)."""
+    for domain in domains:
+        if domain.migrations is not None:
+            migrate.register_location(domain.migrations)
+
+
 def load_models(domains: Iterable[Domain] = DOMAINS) -> None:
     """Register every domain's tables on ``Base.metadata``."""
     _load_model_modules(module for domain in domains for module in domain.models)
@@ -69,3 +77,4 @@ def open_runtime(settings: Settings, domains: Iterable[Domain] = DOMAINS) -> Run
 
 
 register_references()  # storage must never delete what a domain still names
+register_migrations()

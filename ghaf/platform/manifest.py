@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
@@ -80,6 +81,9 @@ class Domain:
     - ``references``: checks storage asks before deleting a blob.
     - ``on_open``: run with the settings before a server or admin command opens the
       installation (e.g. the registry protects its files from model-checker children).
+    - ``migrations``: the folder of the domain's Alembic revision scripts (usually
+      ``Path(__file__).parent / "migrations"``); they join the one linear history
+      (ghaf/core/migrate.py), each revising the newest revision before it.
     """
 
     name: str
@@ -90,3 +94,4 @@ class Domain:
     tasks: Callable[[Settings], Sequence[PeriodicTask[Any]]] = no_tasks
     references: tuple[ReferenceCheck, ...] = ()
     on_open: Callable[[Settings], None] | None = None
+    migrations: Path | None = None

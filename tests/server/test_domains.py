@@ -3,6 +3,7 @@ in the list of domains. Imports run one way (import-linter's contracts)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -15,9 +16,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from ghaf.cli.main import build_cli
+from ghaf.core import migrate
 from ghaf.core.database import Base
 from ghaf.core.settings import Settings
-from ghaf.domains import DOMAINS, load_models, periodic_tasks
+from ghaf.domains import DOMAINS, load_models, periodic_tasks, register_migrations
 from ghaf.server.app import API_PREFIX, create_app
 from ghaf.server.install import initialise
 from tests.conftest import Databases
@@ -27,9 +29,11 @@ TABLE = "sample_notes"
 
 
 @pytest.fixture
-def sample_domain() -> Iterator[object]:
+def sample_domain(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     from tests.server.notes.manifest import MANIFEST
 
+    # The sample's revision joins the history for this test only.
+    monkeypatch.setattr(migrate, "_domain_locations", [])
     yield MANIFEST
     # Keep the sample's table out of the one metadata the migration test compares.
     if TABLE in Base.metadata.tables:
@@ -42,17 +46,24 @@ def test_a_new_domain_plugs_in_through_its_manifest(
     from tests.server.notes import service
     from tests.server.notes.manifest import MANIFEST
 
-    domains = (*DOMAINS, MANIFEST)
+    # Its migration: a revision script in the domain's own folder, revising the newest
+    # revision there is (written here because that one changes as ghaf grows).
+    folder = tmp_path / "notes-migrations"
+    folder.mkdir()
+    (folder / "0100_sample_notes.py").write_text(_NOTES_REVISION.format(down=migrate.head_revision()))
+    domains = (*DOMAINS, dataclasses.replace(MANIFEST, migrations=folder))
     # The table: loaded through the manifest's models module.
     load_models(domains)
     assert TABLE in Base.metadata.tables
+    register_migrations(domains)
     settings = Settings(home=tmp_path, database_url=databases.new_url(), master_key=None)  # type: ignore[call-arg]
     result = initialise(settings)
     assert result.token is not None
-    app = create_app(settings, domains=domains)
+    assert migrate.head_revision() == "0100"
+    app = create_app(settings, domains=domains)  # the schema check accepts it
     runtime = app.state.runtime
     try:
-        Base.metadata.tables[TABLE].create(runtime.database.engine)  # its migration
+        assert migrate.current_revision(runtime.database) == "0100"
         with runtime.database.transaction() as session:
             session.add(service.Note(name="first", text="hello"))
         # The periodic task: declared, listed and run by the one scheduler.
@@ -85,6 +96,29 @@ def test_a_new_domain_plugs_in_through_its_manifest(
     assert "hello, note first" in ran.output
     # Without the line in the list, none of it exists.
     assert CliRunner().invoke(build_cli(), ["notes", "hello", "x"]).exit_code != 0
+
+
+_NOTES_REVISION = '''"""sample notes"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0100"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sample_notes",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("text", sa.Text(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("sample_notes")
+'''
 
 
 def _hot(app: object) -> list[object]:
