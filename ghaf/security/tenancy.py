@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ghaf.core.clock import utcnow
+from ghaf.core.columns import JsonList
 from ghaf.core.database import Base
 from ghaf.core.ids import new_id
 
@@ -28,7 +29,7 @@ class Project(Base):
     # can never collide with a newer project of the same name.
     name: Mapped[str] = mapped_column(String(64), unique=True)
     description: Mapped[str] = mapped_column(String(2000), default="")
-    allowed_regions: Mapped[list[str]] = mapped_column(JSON, default=list)
+    allowed_regions: Mapped[list[str]] = mapped_column(JsonList(of_strings=True), default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(36))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)

@@ -55,8 +55,36 @@ def unexpected_problem(error: Exception) -> GhafError:
             f"stored metadata failed validation ({where or error.title}: {message}): "
             "the metadata database was damaged or tampered with; restore it from a backup"
         )
+    if isinstance(error, ValueError | TypeError) and _raised_reading_a_row(error):
+        # A stored value the column type cannot read back (a date that does not parse):
+        # damaged metadata, not a bug in the code that asked for the row.
+        log.error("stored data could not be read: %s", error)
+        return StoredObjectCorrupt(
+            f"a stored row could not be read ({error}): the metadata database was damaged "
+            "or tampered with; restore it from a backup"
+        )
     log.error("unhandled error", exc_info=error)
     return GhafError("internal server error; see the server log with this request_id")
+
+
+_ROW_PROCESSORS = (
+    "sqlalchemy/engine/_processors",
+    "sqlalchemy/engine/_py_processors",
+    "sqlalchemy/engine/processors",
+)
+
+
+def _raised_reading_a_row(error: BaseException) -> bool:
+    """Whether ``error`` came out of SQLAlchemy turning a stored value into Python."""
+    tb = error.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return False
+    where = last.tb_frame.f_code.co_filename.replace("\\", "/")
+    return any(marker in where for marker in _ROW_PROCESSORS)
 
 
 def _field_of(location: tuple[Any, ...]) -> str:
