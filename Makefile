@@ -38,13 +38,16 @@ lint: $(TEST_STAMP)
 types: $(TEST_STAMP)
 	$(BIN)/mypy ghaf
 
+# One test worker per core (pytest-xdist): each worker starts its own platform.
+PYTEST := $(BIN)/pytest -q -n auto
+
 pytest: $(TEST_STAMP)
-	$(BIN)/pytest -q
+	$(PYTEST)
 
 # The whole suite again with PostgreSQL as the metadata database. Required when CI=true;
 # elsewhere it is skipped with a message if no server answers on 127.0.0.1:5432.
 pytest-postgres: $(TEST_STAMP)
-	$(BIN)/pytest -q --db=postgresql
+	$(PYTEST) --db=postgresql
 
 test: lint types demo-check pytest pytest-postgres
 
