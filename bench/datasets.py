@@ -49,6 +49,12 @@ from ghaf.server.process import ServerProcess
 MB = 1 << 20
 DVC = peer_venv("dvc") / "bin" / "dvc"
 CHANGED = 10
+# DVC ends a command by forking a detached daemon (usage analytics, update check) from
+# a process whose hashing threads may still hold locks; the forked child can deadlock
+# before it reports its pid, and its parent, `dvc add`, then waits for it for ever (the
+# smoke test hung so under `make test`). Neither daemon runs when both are off.
+DVC_ENV = {"DVC_NO_ANALYTICS": "1"}
+DVC_TIMEOUT_S = 1800.0
 ROUNDS = 3
 COOL_DOWN_S = 5.0
 
@@ -106,10 +112,25 @@ class DvcRepo:
         self.remote = remote
         self._run("git", "init", "-q")
         self._run(str(DVC), "init", "-q")
+        self._run(str(DVC), "config", "core.analytics", "false")
+        self._run(str(DVC), "config", "core.check_update", "false")
         self._run(str(DVC), "remote", "add", "-d", "local", str(remote))
 
     def _run(self, *command: str) -> None:
-        subprocess.run(command, cwd=self.root, check=True, capture_output=True)
+        try:
+            subprocess.run(
+                command,
+                cwd=self.root,
+                check=True,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,  # never a prompt waiting on the terminal
+                env={**os.environ, **DVC_ENV},
+                timeout=DVC_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(
+                f"{' '.join(command)} did not finish in {exc.timeout:.0f} s"
+            ) from None
 
     def add_and_push(self, target: str) -> tuple[float, float]:
         """Seconds for ``dvc add`` + ``dvc push``, and then for ``sync``: DVC does not
@@ -155,8 +176,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.files, args.file_kb, args.big_mb = 200, 4, 8
-        global COOL_DOWN_S
-        COOL_DOWN_S = 0.0
+        global COOL_DOWN_S, DVC_TIMEOUT_S
+        COOL_DOWN_S, DVC_TIMEOUT_S = 0.0, 60.0
     with_dvc = ensure_peer("dvc", install=not args.quick)
     size = args.file_kb * 1024
     cases: list[dict[str, Any]] = []

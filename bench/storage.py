@@ -152,10 +152,10 @@ from ghaf.client import Client
 url, token, src, dst = sys.argv[1:5]
 with Client(url=url, token=token, timeout=600) as c:
     t = time.perf_counter()
-    c.artifacts.put("bench", "rss/big.bin", src)
+    c.artifacts.upload("bench", "rss/big.bin", src)
     put = time.perf_counter() - t
     t = time.perf_counter()
-    c.artifacts.get("bench", "rss/big.bin", dst)
+    c.artifacts.download("bench", "rss/big.bin", dst)
     get = time.perf_counter() - t
 hwm = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM")]
 print(json.dumps({"put_s": put, "get_s": get, "peak_rss_mb": int(hwm[0].split()[1]) / 1024}))
@@ -275,13 +275,13 @@ def main() -> None:
             Client(url=server.url, token=token.token, timeout=600) as client,
         ):
             client.projects.create("bench")
-            http_put_s, _ = timed(lambda: client.artifacts.put("bench", "e2e/src.bin", src))
+            http_put_s, _ = timed(lambda: client.artifacts.upload("bench", "e2e/src.bin", src))
             http_get_s, _ = timed(
-                lambda: client.artifacts.get("bench", "e2e/src.bin", tmp / "back.bin")
+                lambda: client.artifacts.download("bench", "e2e/src.bin", tmp / "back.bin")
             )
             assert (
                 hashlib.sha256((tmp / "back.bin").read_bytes()).hexdigest()
-                == client.artifacts.info("bench", "e2e/src.bin").sha256
+                == client.artifacts.get("bench", "e2e/src.bin").sha256
                 if args.quick
                 else True
             )
@@ -358,9 +358,9 @@ def main() -> None:
 
             dup = make_file(tmp / "dup.bin", args.dedup_mb)
             hash_s, _ = timed(lambda: hashlib.file_digest(dup.open("rb"), "sha256"))
-            client.artifacts.put("bench", "dedup/first.bin", dup)
+            client.artifacts.upload("bench", "dedup/first.bin", dup)
             objects_before = sum(1 for p in (home / "artifacts").rglob("*") if p.is_file())
-            second_s, _ = timed(lambda: client.artifacts.put("bench", "dedup/second.bin", dup))
+            second_s, _ = timed(lambda: client.artifacts.upload("bench", "dedup/second.bin", dup))
             objects_after = sum(1 for p in (home / "artifacts").rglob("*") if p.is_file())
             dmb = dup.stat().st_size / MB
             cases += [

@@ -101,7 +101,7 @@ def ghaf_search(client: Client, project: str, repeats: int) -> tuple[float, list
             "bench-search",
             filter="metrics.auc > 0.5",
             order_by=["metrics.auc desc"],
-            max_results=1000,
+            page_size=1000,
         )
         times.append(time.perf_counter() - started)
     return statistics.median(times), [r.metrics["auc"] for r in found]

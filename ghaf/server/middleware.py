@@ -32,6 +32,22 @@ class RequestMetrics:
             registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        # ``labels()`` validates, locks and looks up on every call: the series of each
+        # (route, method, status) are looked up once. Routes are templates, so this stays
+        # as small as the label sets themselves.
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request and observe its latency."""
+        series = self._series.get((route, method, status))
+        if series is None:
+            series = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+            self._series[(route, method, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
 
 class RequestContextMiddleware:
@@ -63,10 +79,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
-            route = _route_template(scope)
-            method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.metrics.record(_route_template(scope), scope["method"], status, elapsed)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:
