@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from contextvars import ContextVar
+from typing import Any
 
 from ghaf.core.clock import isoformat, utcnow
 
@@ -32,9 +33,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when
+    logging was configured: whoever swaps the stream (a test runner invoking the CLI, a
+    process manager) would otherwise leave the handler writing to a closed file."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(*, fmt: str = "text", level: str = "info") -> None:
     """Install one stderr handler on the root logger (idempotent)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.addFilter(_RequestIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
