@@ -91,7 +91,7 @@ def _run() -> None:
 
 def _artifacts(admin: Client, alice: Client, home: Path) -> None:
     table = _demo_table()
-    stored = alice.artifacts.put("risk", "datasets/credit.csv", table, overwrite=True)
+    stored = alice.artifacts.upload("risk", "datasets/credit.csv", table, overwrite=True)
     _ok(
         f"alice stored datasets/credit.csv: {stored.size} bytes, sha256 {stored.sha256[:12]}…, "
         f"region {stored.region}"
@@ -105,7 +105,7 @@ def _artifacts(admin: Client, alice: Client, home: Path) -> None:
         f"{len(on_disk)} object file(s) on disk, none containing the plaintext "
         "(AES-256-GCM chunks, per-object data key)"
     )
-    again = alice.artifacts.put("risk", "datasets/credit-copy.csv", table, overwrite=True)
+    again = alice.artifacts.upload("risk", "datasets/credit-copy.csv", table, overwrite=True)
     after = [p for p in (home / "artifacts").rglob("*") if p.is_file()]
     _ok(
         f"the same content under a second name: linked, not stored again "
@@ -125,7 +125,7 @@ def _artifacts(admin: Client, alice: Client, home: Path) -> None:
         lambda: admin.projects.get("eu-only"),
     )
     try:
-        admin.artifacts.put("eu-only", "data.csv", table)
+        admin.artifacts.upload("eu-only", "data.csv", table)
         raise GhafError("a write outside the project's regions was accepted")
     except PermissionDenied as refused:
         _ok("residency: ", (refused.detail, "yellow"))
@@ -154,10 +154,10 @@ def _datasets(alice: Client, home: Path) -> None:
         f"version {second.version} (parent {second.parent}): changed 1 of 20 files, "
         f"uploaded {sum(uploaded)} bytes of content the project did not hold yet"
     )
-    alice.datasets.tag("risk", "credit-shards", "prod-training", first.version)
+    alice.datasets.set_alias("risk", "credit-shards", "prod-training", first.version)
     target = home / "demo-data" / "download"
-    alice.datasets.download("risk", "credit-shards", target, "prod-training")
-    _ok(f"tag prod-training -> v{first.version}; downloaded and verified into {target}")
+    alice.datasets.download("risk", "credit-shards", "prod-training", destination=target)
+    _ok(f"alias prod-training -> v{first.version}; downloaded and verified into {target}")
     _table_versions(alice)
 
 
@@ -249,7 +249,7 @@ def _tracking(alice: Client) -> list[str]:
         "credit-default",
         filter="metrics.validation_score > 0.7 and tags.family != ''",
         order_by=["metrics.validation_score desc"],
-        max_results=10,
+        page_size=10,
     )
     table = Table()
     for column in ("run", "family", "validation_score", "training_score", "input"):
@@ -354,7 +354,7 @@ def _registry(admin: Client, alice: Client, runs: list[str], home: Path) -> None
         f"{inputs}; -> aliases {lineage.aliases}"
     )
     _ok(
-        "try: ghaf gate check credit-scorer@champion -p risk;  "
+        "try: ghaf gates check credit-scorer@champion -p risk;  "
         f"ghaf models card credit-scorer {second.version} -p risk --format html -o card.html"
     )
 
@@ -389,7 +389,7 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     try:
         admin.members.add("risk", principal="alice", role="member")
     except Conflict:
-        admin.members.set_role("risk", "alice", "member")
+        admin.members.update("risk", "alice", role="member")
     alice_token = Client.login(url, "alice", DEMO_PASSWORD).token
     alice = Client(url=url, token=alice_token)
     me = alice.whoami()
@@ -496,7 +496,7 @@ def _finish(home: object) -> None:
                 "/api/v1/openapi.json)\n"
                 "  • log in as admin:   .venv/bin/ghaf admin token, then ghaf login --url URL "
                 "--token TOKEN\n"
-                "  • read the trail:    ghaf audit list --project risk;  ghaf audit verify\n"
+                "  • read the trail:    ghaf audit ls --project risk;  ghaf audit verify\n"
                 f"  • alice's password:  {DEMO_PASSWORD}",
             ),
             title="done",

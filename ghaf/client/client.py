@@ -35,6 +35,7 @@ from ghaf.core.errors import (
     Unavailable,
     error_from_problem,
 )
+from ghaf.core.paging import Page
 from ghaf.projects.schemas import MemberOut, ProjectOut
 from ghaf.security.audit.schemas import AuditEventOut, VerifyResult
 from ghaf.security.schemas import GroupOut, PrincipalOut, TokenCreated, TokenOut, WhoAmI
@@ -143,7 +144,7 @@ class Client:
         page_size: int = 100,
     ) -> Iterator[M]:
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        query["limit"] = page_size
+        query["page_size"] = page_size
         while True:
             page = self.request("GET", path, params=query).json()
             for item in page["items"]:
@@ -151,6 +152,24 @@ class Client:
             if not page.get("next_cursor"):
                 return
             query["cursor"] = page["next_cursor"]
+
+    def _page(
+        self,
+        model: type[M],
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> Page[M]:
+        """One page of a list, for callers that page themselves (``ls --cursor``)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        query.update(page_size=page_size, **({"cursor": cursor} if cursor else {}))
+        answer = self.request("GET", path, params=query).json()
+        return Page[model](  # type: ignore[valid-type]
+            items=[model.model_validate(i) for i in answer["items"]],
+            next_cursor=answer.get("next_cursor"),
+        )
 
     def whoami(self) -> WhoAmI:
         return self._model(WhoAmI, "GET", f"{API}/whoami")
@@ -207,10 +226,23 @@ class Projects(_Resource):
         return self._client._model(ProjectOut, "GET", f"{API}/projects/{name}")
 
     def list(self, *, deleted: bool = False, page_size: int = 100) -> builtins.list[ProjectOut]:
+        """Every project you can see (``deleted``: those awaiting purge)."""
         return list(
             self._client._paged(
                 ProjectOut, f"{API}/projects", {"deleted": deleted or None}, page_size=page_size
             )
+        )
+
+    def page(
+        self, *, deleted: bool = False, page_size: int = 100, cursor: str | None = None
+    ) -> Page[ProjectOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(
+            ProjectOut,
+            f"{API}/projects",
+            {"deleted": deleted or None},
+            page_size=page_size,
+            cursor=cursor,
         )
 
     def update(
@@ -233,20 +265,31 @@ class Projects(_Resource):
         return self._client._model(ProjectOut, "DELETE", f"{API}/projects/{name}")
 
     def restore(self, name: str) -> ProjectOut:
-        return self._client._model(ProjectOut, "POST", f"{API}/projects/{name}/restore")
+        return self._client._model(ProjectOut, "POST", f"{API}/projects/{name}:restore")
 
     def purge(self) -> builtins.list[str]:
-        purged: builtins.list[str] = self._client.request("POST", f"{API}/admin/purge").json()[
+        """Permanently remove deleted projects past their retention (platform admins)."""
+        purged: builtins.list[str] = self._client.request("POST", f"{API}/projects:purge").json()[
             "purged"
         ]
         return purged
 
 
 class Members(_Resource):
-    """Role grants in a project. ``subject`` is a principal name or ``group:NAME``."""
+    """Role grants in a project. ``member`` is a principal name or ``group:NAME``."""
 
-    def list(self, project: str) -> builtins.list[MemberOut]:
-        return self._client._models(MemberOut, "GET", f"{API}/projects/{project}/members")
+    def list(self, project: str, *, page_size: int = 100) -> builtins.list[MemberOut]:
+        return list(
+            self._client._paged(MemberOut, f"{API}/projects/{project}/members", page_size=page_size)
+        )
+
+    def page(
+        self, project: str, *, page_size: int = 100, cursor: str | None = None
+    ) -> Page[MemberOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(
+            MemberOut, f"{API}/projects/{project}/members", page_size=page_size, cursor=cursor
+        )
 
     def add(
         self, project: str, *, role: str, principal: str | None = None, group: str | None = None
@@ -259,13 +302,14 @@ class Members(_Resource):
             json={k: v for k, v in body.items() if v is not None},
         )
 
-    def set_role(self, project: str, subject: str, role: str) -> MemberOut:
+    def update(self, project: str, member: str, *, role: str) -> MemberOut:
+        """Change ``member``'s role."""
         return self._client._model(
-            MemberOut, "PATCH", f"{API}/projects/{project}/members/{subject}", json={"role": role}
+            MemberOut, "PATCH", f"{API}/projects/{project}/members/{member}", json={"role": role}
         )
 
-    def remove(self, project: str, subject: str) -> None:
-        self._client.request("DELETE", f"{API}/projects/{project}/members/{subject}")
+    def remove(self, project: str, member: str) -> None:
+        self._client.request("DELETE", f"{API}/projects/{project}/members/{member}")
 
 
 class ServiceAccounts(_Resource):
@@ -277,9 +321,22 @@ class ServiceAccounts(_Resource):
             json={"name": name, "role": role},
         )
 
-    def list(self, project: str) -> builtins.list[PrincipalOut]:
-        return self._client._models(
-            PrincipalOut, "GET", f"{API}/projects/{project}/service-accounts"
+    def list(self, project: str, *, page_size: int = 100) -> builtins.list[PrincipalOut]:
+        return list(
+            self._client._paged(
+                PrincipalOut, f"{API}/projects/{project}/service-accounts", page_size=page_size
+            )
+        )
+
+    def page(
+        self, project: str, *, page_size: int = 100, cursor: str | None = None
+    ) -> Page[PrincipalOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(
+            PrincipalOut,
+            f"{API}/projects/{project}/service-accounts",
+            page_size=page_size,
+            cursor=cursor,
         )
 
     def delete(self, project: str, name: str) -> None:
@@ -301,9 +358,15 @@ class ServiceAccounts(_Resource):
             json=_token_body(token_name, None, read_only, expires_in_days),
         )
 
-    def list_tokens(self, project: str, name: str) -> builtins.list[TokenOut]:
-        return self._client._models(
-            TokenOut, "GET", f"{API}/projects/{project}/service-accounts/{name}/tokens"
+    def list_tokens(
+        self, project: str, name: str, *, page_size: int = 100
+    ) -> builtins.list[TokenOut]:
+        return list(
+            self._client._paged(
+                TokenOut,
+                f"{API}/projects/{project}/service-accounts/{name}/tokens",
+                page_size=page_size,
+            )
         )
 
     def revoke_token(self, project: str, name: str, token_name: str) -> None:
@@ -349,7 +412,12 @@ class Users(_Resource):
         return self._client._model(PrincipalOut, "GET", f"{API}/users/{name}")
 
     def list(self, *, page_size: int = 100) -> builtins.list[PrincipalOut]:
+        """Every user, ``page_size`` per request."""
         return list(self._client._paged(PrincipalOut, f"{API}/users", page_size=page_size))
+
+    def page(self, *, page_size: int = 100, cursor: str | None = None) -> Page[PrincipalOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(PrincipalOut, f"{API}/users", page_size=page_size, cursor=cursor)
 
     def delete(self, name: str) -> None:
         self._client.request("DELETE", f"{API}/users/{name}")
@@ -359,7 +427,7 @@ class Users(_Resource):
 
     def unlock(self, name: str) -> PrincipalOut:
         """Lift a login lockout after repeated failed logins (platform admins)."""
-        return self._client._model(PrincipalOut, "POST", f"{API}/users/{name}/unlock")
+        return self._client._model(PrincipalOut, "POST", f"{API}/users/{name}:unlock")
 
     def create_token(
         self,
@@ -378,7 +446,24 @@ class Users(_Resource):
         )
 
 
+class GroupMembers(_Resource):
+    """The members of groups (``client.groups.members``)."""
+
+    def add(self, group: str, member: str) -> GroupOut:
+        """Add a user or service account to ``group``."""
+        return self._client._model(
+            GroupOut, "POST", f"{API}/groups/{group}/members", json={"member": member}
+        )
+
+    def remove(self, group: str, member: str) -> GroupOut:
+        return self._client._model(GroupOut, "DELETE", f"{API}/groups/{group}/members/{member}")
+
+
 class Groups(_Resource):
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self.members = GroupMembers(client)
+
     def create(self, name: str, *, description: str = "") -> GroupOut:
         return self._client._model(
             GroupOut, "POST", f"{API}/groups", json={"name": name, "description": description}
@@ -388,18 +473,15 @@ class Groups(_Resource):
         return self._client._model(GroupOut, "GET", f"{API}/groups/{name}")
 
     def list(self, *, page_size: int = 100) -> builtins.list[GroupOut]:
+        """Every group, ``page_size`` per request."""
         return list(self._client._paged(GroupOut, f"{API}/groups", page_size=page_size))
+
+    def page(self, *, page_size: int = 100, cursor: str | None = None) -> Page[GroupOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(GroupOut, f"{API}/groups", page_size=page_size, cursor=cursor)
 
     def delete(self, name: str) -> None:
         self._client.request("DELETE", f"{API}/groups/{name}")
-
-    def add_member(self, name: str, principal: str) -> GroupOut:
-        return self._client._model(
-            GroupOut, "POST", f"{API}/groups/{name}/members", json={"principal": principal}
-        )
-
-    def remove_member(self, name: str, principal: str) -> GroupOut:
-        return self._client._model(GroupOut, "DELETE", f"{API}/groups/{name}/members/{principal}")
 
 
 class Tokens(_Resource):
@@ -420,9 +502,23 @@ class Tokens(_Resource):
             json=_token_body(name, project, read_only, expires_in_days),
         )
 
-    def list(self, *, include_revoked: bool = False) -> builtins.list[TokenOut]:
-        return self._client._models(
-            TokenOut, "GET", f"{API}/tokens", params={"include_revoked": include_revoked}
+    def list(
+        self, *, include_revoked: bool = False, page_size: int = 100
+    ) -> builtins.list[TokenOut]:
+        """Every token of yours, oldest first, ``page_size`` per request."""
+        params = {"include_revoked": include_revoked}
+        return list(self._client._paged(TokenOut, f"{API}/tokens", params, page_size=page_size))
+
+    def page(
+        self, *, include_revoked: bool = False, page_size: int = 100, cursor: str | None = None
+    ) -> Page[TokenOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(
+            TokenOut,
+            f"{API}/tokens",
+            {"include_revoked": include_revoked},
+            page_size=page_size,
+            cursor=cursor,
         )
 
     def revoke(self, name: str) -> None:
@@ -436,40 +532,57 @@ class Audit(_Resource):
         project: str | None = None,
         since: datetime | str | None = None,
         actor: str | None = None,
-        limit: int | None = None,
         page_size: int = 500,
     ) -> builtins.list[AuditEventOut]:
-        params = {
-            "project": project,
-            "actor": actor,
-            "since": since.isoformat() if isinstance(since, datetime) else since,
-        }
-        events: builtins.list[AuditEventOut] = []
-        for event in self._client._paged(
-            AuditEventOut, f"{API}/audit", params, page_size=min(page_size, limit or page_size)
-        ):
-            events.append(event)
-            if limit is not None and len(events) >= limit:
-                break
-        return events
+        """Every event that matches, in chain order, ``page_size`` per request."""
+        params = _audit_filter(project, since, actor)
+        return list(self._client._paged(AuditEventOut, f"{API}/audit", params, page_size=page_size))
+
+    def page(
+        self,
+        *,
+        project: str | None = None,
+        since: datetime | str | None = None,
+        actor: str | None = None,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> Page[AuditEventOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(
+            AuditEventOut,
+            f"{API}/audit",
+            _audit_filter(project, since, actor),
+            page_size=page_size,
+            cursor=cursor,
+        )
 
     def verify(self, *, anchor: str | None = None) -> VerifyResult:
         """Check the chain against the witness and, if given, ``anchor`` (``SEQ:HASH``)."""
         params = {"anchor": anchor} if anchor else None
-        return self._client._model(VerifyResult, "POST", f"{API}/audit/verify", params=params)
+        return self._client._model(VerifyResult, "POST", f"{API}/audit:verify", params=params)
 
     def export(self) -> Iterator[str]:
         """The trail as JSON lines, streamed."""
-        with self._client.streaming("GET", f"{API}/audit/export") as response:
+        with self._client.streaming("GET", f"{API}/audit:export") as response:
             yield from response.iter_lines()
+
+
+def _audit_filter(
+    project: str | None, since: datetime | str | None, actor: str | None
+) -> dict[str, Any]:
+    return {
+        "project": project,
+        "actor": actor,
+        "since": since.isoformat() if isinstance(since, datetime) else since,
+    }
 
 
 class Admin(_Resource):
     """Operating the installation (platform admins)."""
 
-    def tasks(self) -> builtins.list[TaskOut]:
-        """The periodic background tasks: last run, its outcome, next run."""
-        return self._client._models(TaskOut, "GET", f"{API}/admin/tasks")
+    def tasks(self, *, page_size: int = 100) -> builtins.list[TaskOut]:
+        """Every periodic background task by name: last run, its outcome, next run."""
+        return list(self._client._paged(TaskOut, f"{API}/admin/tasks", page_size=page_size))
 
 
 def _artifact_url(project: str, path: str) -> str:
@@ -480,7 +593,7 @@ def _artifact_url(project: str, path: str) -> str:
 class Artifacts(_Resource):
     """Encrypted, content-addressed files in a project, streamed both ways."""
 
-    def put(
+    def upload(
         self,
         project: str,
         path: str,
@@ -587,7 +700,7 @@ class Artifacts(_Resource):
         ).json()
         return set(answer["present"])
 
-    def get(
+    def download(
         self, project: str, path: str, destination: str | Path, *, progress: Progress | None = None
     ) -> ArtifactOut:
         """Download to ``destination``, checking the SHA-256 before it is moved into place."""
@@ -600,7 +713,7 @@ class Artifacts(_Resource):
                 name=f"download of {path!r}",
                 progress=progress,
             )
-        return self.info(project, path)
+        return self.get(project, path)
 
     def read(
         self, project: str, path: str, *, start: int | None = None, end: int | None = None
@@ -611,7 +724,8 @@ class Artifacts(_Resource):
             headers["Range"] = f"bytes={start or 0}-{'' if end is None else end}"
         return self._client.request("GET", _artifact_url(project, path), headers=headers).content
 
-    def info(self, project: str, path: str) -> ArtifactOut:
+    def get(self, project: str, path: str) -> ArtifactOut:
+        """The artifact's metadata (size, SHA-256, region, who stored it, when)."""
         return self._client._model(
             ArtifactOut,
             "GET",
@@ -619,7 +733,7 @@ class Artifacts(_Resource):
             params={"metadata": True},
         )
 
-    def info_by_id(self, project: str, artifact_id: str) -> ArtifactOut:
+    def get_by_id(self, project: str, artifact_id: str) -> ArtifactOut:
         return self._client._model(
             ArtifactOut, "GET", f"{API}/projects/{project}/artifact-ids/{artifact_id}"
         )
@@ -636,6 +750,23 @@ class Artifacts(_Resource):
             )
         )
 
+    def page(
+        self,
+        project: str,
+        *,
+        prefix: str | None = None,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> Page[ArtifactOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(
+            ArtifactOut,
+            f"{API}/projects/{project}/artifacts",
+            {"prefix": prefix},
+            page_size=page_size,
+            cursor=cursor,
+        )
+
     def delete(self, project: str, path: str) -> None:
         self._client.request("DELETE", _artifact_url(project, path))
 
@@ -648,8 +779,17 @@ class Artifacts(_Resource):
 class Keys(_Resource):
     """A project's key-encryption key versions."""
 
-    def list(self, project: str) -> KeysOut:
-        return self._client._model(KeysOut, "GET", f"{API}/projects/{project}/keys")
+    def list(self, project: str, *, page_size: int = 100) -> KeysOut:
+        """Every key version (all pages) and how many objects wait for re-wrapping."""
+        path, query = f"{API}/projects/{project}/keys", {"page_size": page_size}
+        keys = self._client._model(KeysOut, "GET", path, params=query)
+        page = keys
+        while page.next_cursor:
+            page = self._client._model(
+                KeysOut, "GET", path, params={**query, "cursor": page.next_cursor}
+            )
+            keys.items += page.items
+        return keys.model_copy(update={"next_cursor": None})
 
     def rotate(self, project: str) -> RotationResult:
         return self._client._model(RotationResult, "POST", f"{API}/projects/{project}/keys:rotate")

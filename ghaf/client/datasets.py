@@ -29,8 +29,16 @@ from ghaf.client.files import (
 from ghaf.client.local_cache import HashCache, Manifest, cache_root
 from ghaf.client.provenance import capture
 from ghaf.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound
+from ghaf.core.paging import Page
 from ghaf.datasets import tables
-from ghaf.datasets.schemas import DatasetOut, Lineage, ManifestEntry, VersionDiff, VersionOut
+from ghaf.datasets.schemas import (
+    AliasOut,
+    DatasetOut,
+    Lineage,
+    ManifestEntry,
+    VersionDiff,
+    VersionOut,
+)
 from ghaf.storage.paths import normalise_path
 
 if TYPE_CHECKING:
@@ -270,11 +278,21 @@ class Datasets:
         )
 
     def get(self, project: str, name: str) -> DatasetOut:
+        """The dataset's metadata (``download`` writes a version's files)."""
         return self._client._model(DatasetOut, "GET", f"{self._base(project)}/{name}")
 
     def list(self, project: str, *, page_size: int = 100) -> builtins.list[DatasetOut]:
+        """Every dataset of the project, ``page_size`` per request."""
         return builtins.list(
             self._client._paged(DatasetOut, self._base(project), page_size=page_size)
+        )
+
+    def page(
+        self, project: str, *, page_size: int = 100, cursor: str | None = None
+    ) -> Page[DatasetOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(
+            DatasetOut, self._base(project), page_size=page_size, cursor=cursor
         )
 
     def add_version(
@@ -529,21 +547,30 @@ class Datasets:
             headers={"X-Ghaf-SHA256": file.sha256, "Content-Type": "application/octet-stream"},
         )
 
-    def versions(self, project: str, name: str) -> builtins.list[VersionOut]:
-        return self._client._models(VersionOut, "GET", f"{self._base(project)}/{name}/versions")
+    def versions(
+        self, project: str, name: str, *, page_size: int = 100
+    ) -> builtins.list[VersionOut]:
+        """Every version of the dataset, oldest first."""
+        return builtins.list(
+            self._client._paged(
+                VersionOut, f"{self._base(project)}/{name}/versions", page_size=page_size
+            )
+        )
 
-    def version(self, project: str, name: str, ref: str | int = "latest") -> VersionOut:
+    def version(self, project: str, name: str, version: str | int = "latest") -> VersionOut:
+        """One version's metadata: a number, an alias or ``latest``."""
         return self._client._model(
-            VersionOut, "GET", f"{self._base(project)}/{name}/versions/{ref}"
+            VersionOut, "GET", f"{self._base(project)}/{name}/versions/{version}"
         )
 
     def files(
-        self, project: str, name: str, ref: str | int = "latest", *, page_size: int = 1000
+        self, project: str, name: str, version: str | int = "latest", *, page_size: int = 1000
     ) -> builtins.list[ManifestEntry]:
+        """The version's manifest: every file's path, size and SHA-256."""
         return builtins.list(
             self._client._paged(
                 ManifestEntry,
-                f"{self._base(project)}/{name}/versions/{ref}/files",
+                f"{self._base(project)}/{name}/versions/{version}/files",
                 page_size=page_size,
             )
         )
@@ -565,20 +592,25 @@ class Datasets:
             params={"before": before, "after": after},
         )
 
-    def lineage(self, project: str, name: str, ref: str | int = "latest") -> Lineage:
+    def lineage(self, project: str, name: str, version: str | int = "latest") -> Lineage:
         return self._client._model(
-            Lineage, "GET", f"{self._base(project)}/{name}/versions/{ref}/lineage"
+            Lineage, "GET", f"{self._base(project)}/{name}/versions/{version}/lineage"
         )
 
     def local_files(
-        self, project: str, name: str, ref: str | int = "latest", *, cache: str | Path | None = None
+        self,
+        project: str,
+        name: str,
+        version: str | int = "latest",
+        *,
+        cache: str | Path | None = None,
     ) -> builtins.list[Path]:
         """The version's files in a local cache (downloaded and verified once)."""
-        version = self.version(project, name, ref)
+        found = self.version(project, name, version)
         base = Path(cache) if cache else cache_root()
         # Keyed by the manifest's hash: the same bytes wherever they came from.
-        root = Destination(base / "datasets" / version.manifest_sha256)
-        entries = self.files(project, name, version.version)
+        root = Destination(base / "datasets" / found.manifest_sha256)
+        entries = self.files(project, name, found.version)
         local = [root.path(e.path, what="dataset file") for e in entries]
         missing = [
             e
@@ -588,61 +620,64 @@ class Datasets:
         self._fetch(project, missing, root.folder, None)
         return local
 
-    def to_arrow(self, project: str, name: str, ref: str | int = "latest") -> Any:
+    def to_arrow(self, project: str, name: str, version: str | int = "latest") -> Any:
         """The version's Parquet files as one pyarrow Table."""
         import pyarrow.parquet as pq
 
-        return pq.read_table([str(p) for p in self._parquet(project, name, ref)])
+        return pq.read_table([str(p) for p in self._parquet(project, name, version)])
 
-    def to_pandas(self, project: str, name: str, ref: str | int = "latest") -> Any:
-        return self.to_arrow(project, name, ref).to_pandas()
+    def to_pandas(self, project: str, name: str, version: str | int = "latest") -> Any:
+        return self.to_arrow(project, name, version).to_pandas()
 
-    def to_polars(self, project: str, name: str, ref: str | int = "latest") -> Any:
+    def to_polars(self, project: str, name: str, version: str | int = "latest") -> Any:
         import polars as pl
 
-        return pl.from_arrow(self.to_arrow(project, name, ref))
+        return pl.from_arrow(self.to_arrow(project, name, version))
 
     def duckdb(
-        self, project: str, name: str, ref: str | int = "latest", connection: Any = None
+        self, project: str, name: str, version: str | int = "latest", *, connection: Any = None
     ) -> Any:
         """A DuckDB relation reading the cached Parquet files in place (no second copy)."""
         import duckdb
 
         con = connection or duckdb.connect()
-        return con.read_parquet([str(p) for p in self._parquet(project, name, ref)])
+        return con.read_parquet([str(p) for p in self._parquet(project, name, version)])
 
-    def _parquet(self, project: str, name: str, ref: str | int) -> builtins.list[Path]:
-        files = [p for p in self.local_files(project, name, ref) if p.suffix == ".parquet"]
+    def _parquet(self, project: str, name: str, version: str | int) -> builtins.list[Path]:
+        files = [p for p in self.local_files(project, name, version) if p.suffix == ".parquet"]
         if not files:
             raise InvalidInput(
-                f"version {ref} of {name!r} holds no Parquet files; use download() for other files",
+                f"version {version} of {name!r} holds no Parquet files; use download() for "
+                "other files",
                 field="version",
             )
         return files
 
-    def tag(self, project: str, name: str, tag: str, version: int) -> VersionOut:
+    def set_alias(self, project: str, name: str, alias: str, version: int) -> AliasOut:
+        """Point ``alias`` at ``version`` (moving it if it exists; every move is audited)."""
         return self._client._model(
-            VersionOut, "PUT", f"{self._base(project)}/{name}/tags/{tag}", json={"version": version}
+            AliasOut,
+            "PUT",
+            f"{self._base(project)}/{name}/aliases/{alias}",
+            json={"version": version},
         )
 
-    def untag(self, project: str, name: str, tag: str) -> None:
-        self._client.request("DELETE", f"{self._base(project)}/{name}/tags/{tag}")
+    def delete_alias(self, project: str, name: str, alias: str) -> None:
+        self._client.request("DELETE", f"{self._base(project)}/{name}/aliases/{alias}")
 
     def download(
         self,
         project: str,
         name: str,
-        destination: str | Path,
-        ref: str | int = "latest",
+        version: str | int = "latest",
         *,
+        destination: str | Path = ".",
         progress: Progress | None = None,
     ) -> VersionOut:
         """Write every file of a version under ``destination``, each verified by SHA-256."""
-        version = self.version(project, name, ref)
-        self._fetch(
-            project, self.files(project, name, version.version), Path(destination), progress
-        )
-        return version
+        found = self.version(project, name, version)
+        self._fetch(project, self.files(project, name, found.version), Path(destination), progress)
+        return found
 
     def _fetch(
         self,

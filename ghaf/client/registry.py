@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from ghaf.client.files import download_target, write_verified
 from ghaf.core.errors import InvalidInput
+from ghaf.core.paging import Page
 from ghaf.registry import tensors
 from ghaf.registry.cards import ModelCard
 from ghaf.registry.schemas import (
@@ -55,10 +56,10 @@ class Models:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def _url(self, project: str, name: str = "", version: str | None = None) -> str:
-        url = f"{API}/projects/{project}/models"
-        if name:
-            url += f"/{quote(name, safe='')}"
+    def _url(self, project: str, model: str = "", version: str | None = None) -> str:
+        url = f"{API}/projects/{quote(project, safe='')}/models"
+        if model:
+            url += f"/{quote(model, safe='')}"
         if version is not None:
             url += f"/versions/{quote(version, safe='@')}"
         return url
@@ -74,7 +75,14 @@ class Models:
         return self._client._model(ModelOut, "GET", self._url(project, name))
 
     def list(self, project: str, *, page_size: int = 100) -> builtins.list[ModelOut]:
+        """Every model of the project, ``page_size`` per request."""
         return builtins.list(self._client._paged(ModelOut, self._url(project), page_size=page_size))
+
+    def page(
+        self, project: str, *, page_size: int = 100, cursor: str | None = None
+    ) -> Page[ModelOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(ModelOut, self._url(project), page_size=page_size, cursor=cursor)
 
     def delete(self, project: str, name: str) -> None:
         self._client.request("DELETE", self._url(project, name))
@@ -133,12 +141,19 @@ class Models:
     def versions(
         self, project: str, name: str, *, page_size: int = 100
     ) -> builtins.list[VersionOut]:
-        """Newest first."""
+        """Every version, newest first, ``page_size`` per request."""
         return builtins.list(
             self._client._paged(
                 VersionOut, self._url(project, name) + "/versions", page_size=page_size
             )
         )
+
+    def versions_page(
+        self, project: str, name: str, *, page_size: int = 100, cursor: str | None = None
+    ) -> Page[VersionOut]:
+        """One page of :meth:`versions`; pass its ``next_cursor`` back as ``cursor``."""
+        url = self._url(project, name) + "/versions"
+        return self._client._page(VersionOut, url, page_size=page_size, cursor=cursor)
 
     def version(self, project: str, name: str, version: int | str | None = None) -> VersionOut:
         """``version(p, "churn@champion")``, ``version(p, "churn", 3)`` or ``"latest"``."""
@@ -218,7 +233,7 @@ class Models:
         return self._client._model(
             VersionOut,
             "POST",
-            self._url(project, model, ref) + f"/{action}",
+            self._url(project, model, ref) + f":{action}",
             json={"comment": comment},
         )
 
@@ -239,10 +254,12 @@ class Models:
         return self._review("reject", project, name, version, comment)
 
     def reviews(
-        self, project: str, name: str, version: int | str | None = None
+        self, project: str, name: str, version: int | str | None = None, *, page_size: int = 100
     ) -> builtins.list[ReviewOut]:
+        """Every review of the version (requests, approvals, rejections), oldest first."""
         model, ref = split(name, version)
-        return self._client._models(ReviewOut, "GET", self._url(project, model, ref) + "/reviews")
+        url = self._url(project, model, ref) + "/reviews"
+        return builtins.list(self._client._paged(ReviewOut, url, page_size=page_size))
 
     # --- cards, lineage, gates, policy ----------------------------------------------
 
@@ -271,11 +288,14 @@ class Models:
             GateReport, "POST", self._url(project, model, ref) + "/gates:check"
         )
 
-    def get_policy(self, project: str) -> PolicyOut:
-        return self._client._model(PolicyOut, "GET", f"{API}/projects/{project}/model-policy")
+    def policy(self, project: str) -> PolicyOut:
+        """The project's registry policy (its YAML text and what it means)."""
+        return self._client._model(PolicyOut, "GET", self._policy_url(project))
 
     def set_policy(self, project: str, text: str) -> PolicyOut:
         """Replace the registry policy with this YAML (needs policy:write)."""
-        return self._client._model(
-            PolicyOut, "PUT", f"{API}/projects/{project}/model-policy", json={"text": text}
-        )
+        return self._client._model(PolicyOut, "PUT", self._policy_url(project), json={"text": text})
+
+    @staticmethod
+    def _policy_url(project: str) -> str:
+        return f"{API}/projects/{quote(project, safe='')}/model-policy"

@@ -1,16 +1,23 @@
 """``ghaf.runs`` and ``ghaf.models``: module-level tracking and registry calls with the
 stored login (or GHAF_URL and GHAF_TOKEN) and ``project=`` or ``$GHAF_PROJECT``, for notebooks
-and scripts."""
+and scripts.
+
+Each method takes the same arguments, in the same order and with the same defaults, as
+the client method it wraps, except that ``project`` moves to a keyword at the end
+(tests/registry/test_shortcuts.py holds them to it).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ghaf.client.active_run import default_project
 from ghaf.client.client import Client
 from ghaf.client.tracking import Comparison, RunList
+from ghaf.registry.cards import ModelCard
 from ghaf.registry.schemas import AliasOut, GateReport, ModelOut, VersionOut
 from ghaf.tracking.schemas import RunOut
 
@@ -24,7 +31,7 @@ class RunsShortcut:
         *,
         filter: str = "",
         order_by: Sequence[str] | None = None,
-        max_results: int = 100,
+        page_size: int = 100,
         cursor: str | None = None,
         include_deleted: bool = False,
         project: str | None = None,
@@ -35,7 +42,7 @@ class RunsShortcut:
                 experiments,
                 filter=filter,
                 order_by=order_by,
-                max_results=max_results,
+                page_size=page_size,
                 cursor=cursor,
                 include_deleted=include_deleted,
             )
@@ -59,32 +66,54 @@ runs = RunsShortcut()
 
 
 class ModelsShortcut:
-    """The :class:`ghaf.client.registry.Models` calls without a client in hand; the
-    project is ``project=`` or ``$GHAF_PROJECT``."""
+    """The :class:`ghaf.client.registry.Models` calls without a client in hand."""
 
     def register(
         self,
-        *,
         name: str,
+        *,
         path: str | Path | None = None,
         run: str | None = None,
+        artifact: str = "model/model.skops",
+        sample: Any = None,
+        inputs: Any = None,
+        outputs: Any = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        card: ModelCard | Mapping[str, Any] | None = None,
+        convert_onnx: bool = False,
         project: str | None = None,
-        **options: Any,
     ) -> VersionOut:
-        """See :meth:`ghaf.client.registry.Models.register` for ``options`` (sample,
-        inputs, outputs, description, tags, card, convert_onnx, artifact)."""
+        """See :meth:`ghaf.client.registry.Models.register`."""
         with Client() as client:
             return client.models.register(
-                default_project(project), name, path=path, run=run, **options
+                default_project(project),
+                name,
+                path=path,
+                run=run,
+                artifact=artifact,
+                sample=sample,
+                inputs=inputs,
+                outputs=outputs,
+                description=description,
+                tags=tags,
+                card=card,
+                convert_onnx=convert_onnx,
             )
 
     def get(self, name: str, *, project: str | None = None) -> ModelOut:
         with Client() as client:
             return client.models.get(default_project(project), name)
 
-    def list(self, *, project: str | None = None) -> list[ModelOut]:
+    def list(self, *, page_size: int = 100, project: str | None = None) -> builtins.list[ModelOut]:
         with Client() as client:
-            return client.models.list(default_project(project))
+            return client.models.list(default_project(project), page_size=page_size)
+
+    def versions(
+        self, name: str, *, page_size: int = 100, project: str | None = None
+    ) -> builtins.list[VersionOut]:
+        with Client() as client:
+            return client.models.versions(default_project(project), name, page_size=page_size)
 
     def version(
         self, name: str, version: int | str | None = None, *, project: str | None = None

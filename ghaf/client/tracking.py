@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ghaf.client import spool
 from ghaf.client.files import download_target, file_sha256, write_verified
 from ghaf.core.errors import GhafError, IntegrityFailure, InvalidInput, NotFound
+from ghaf.core.paging import Page
 from ghaf.tracking import batches
 from ghaf.tracking.batches import LogBatch
 from ghaf.tracking.schemas import (
@@ -94,10 +95,22 @@ class Experiments:
         )
 
     def list(self, project: str, *, page_size: int = 100) -> builtins.list[ExperimentOut]:
+        """Every experiment of the project, ``page_size`` per request."""
         return builtins.list(
             self._client._paged(
                 ExperimentOut, f"{API}/projects/{project}/experiments", page_size=page_size
             )
+        )
+
+    def page(
+        self, project: str, *, page_size: int = 100, cursor: str | None = None
+    ) -> Page[ExperimentOut]:
+        """One page of :meth:`list`; pass its ``next_cursor`` back as ``cursor``."""
+        return self._client._page(
+            ExperimentOut,
+            f"{API}/projects/{project}/experiments",
+            page_size=page_size,
+            cursor=cursor,
         )
 
 
@@ -139,7 +152,7 @@ class Runs:
         *,
         filter: str = "",
         order_by: Sequence[str] | None = None,
-        max_results: int = 100,
+        page_size: int = 100,
         cursor: str | None = None,
         include_deleted: bool = False,
     ) -> RunList:
@@ -154,7 +167,7 @@ class Runs:
                 "experiments": names,
                 "filter": filter,
                 "order_by": list(order_by or []),
-                "max_results": max_results,
+                "page_size": page_size,
                 "cursor": cursor,
                 "include_deleted": include_deleted,
             },
@@ -182,7 +195,7 @@ class Runs:
                 experiments,
                 filter=filter,
                 order_by=order_by,
-                max_results=page_size,
+                page_size=page_size,
                 cursor=cursor,
                 include_deleted=include_deleted,
             )
@@ -206,7 +219,7 @@ class Runs:
         return self._client._model(RunOut, "DELETE", self._url(project, run))
 
     def restore(self, project: str, run: str) -> RunOut:
-        return self._client._model(RunOut, "POST", self._url(project, run) + "/restore")
+        return self._client._model(RunOut, "POST", self._url(project, run) + ":restore")
 
     def log(self, project: str, run: str, batch: LogBatch) -> LogResult:
         """Send one batch (Arrow IPC, zstd) and wait until it is applied."""
@@ -216,7 +229,7 @@ class Runs:
         return self._client._model(
             LogResult,
             "POST",
-            self._url(project, run) + "/log",
+            self._url(project, run) + ":log",
             content=body,
             headers={"Content-Type": batches.MEDIA_TYPE},
         )
@@ -264,8 +277,15 @@ class Runs:
             json={"path": target, "sha256": digest, "size": size},
         )
 
-    def artifacts(self, project: str, run: str) -> builtins.list[RunArtifactOut]:
-        return self._client._models(RunArtifactOut, "GET", self._url(project, run) + "/artifacts")
+    def artifacts(
+        self, project: str, run: str, *, page_size: int = 1000
+    ) -> builtins.list[RunArtifactOut]:
+        """Every artifact of the run, by path."""
+        return builtins.list(
+            self._client._paged(
+                RunArtifactOut, self._url(project, run) + "/artifacts", page_size=page_size
+            )
+        )
 
     def download_artifact(self, project: str, run: str, path: str, destination: str | Path) -> Path:
         """Download an artifact to ``destination`` (a file, or a folder to put it in),

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ghaf.core.errors import GhafError
+from ghaf.core.paging import MAX_LIMIT
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
@@ -36,6 +37,18 @@ EXIT_USAGE = 2
 console = Console(markup=False)
 err_console = Console(stderr=True, markup=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# The same options on every command that has them (docs/conventions.md): ``ls`` prints one
+# page of ``--page-size`` items and the cursor of the next.
+ProjectOpt = Annotated[
+    str, typer.Option("--project", "-p", envvar="GHAF_PROJECT", help="Project name.")
+]
+PageSizeOpt = Annotated[
+    int,
+    typer.Option("--page-size", min=1, max=MAX_LIMIT, help=f"Items per page (1-{MAX_LIMIT})."),
+]
+CursorOpt = Annotated[
+    str | None, typer.Option("--cursor", help="The next cursor a previous page printed.")
+]
 T = TypeVar("T")
 
 
@@ -49,7 +62,7 @@ def exit_code_for(error: GhafError) -> int:
 
 
 def fail(message: str, *, code: int = EXIT_USAGE) -> NoReturn:
-    err_console.print(styled(("error:", "red"), f" {message}"), highlight=False)
+    err_console.print(styled(("error:", "red"), f" {message}"), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -60,7 +73,9 @@ def reporting_errors() -> Iterator[None]:
         yield
     except GhafError as error:
         where = f" [{error.field}]" if error.field else ""
-        err_console.print(styled(("error:", "red"), f" {error.detail}{where}"), highlight=False)
+        err_console.print(
+            styled(("error:", "red"), f" {error.detail}{where}"), highlight=False, soft_wrap=True
+        )
         raise typer.Exit(exit_code_for(error)) from None
 
 
@@ -106,11 +121,33 @@ def print_table(
         console.print(styled((f"no {title or 'results'}", "dim")))
         return
     table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column)
+    for index, column in enumerate(columns):
+        # The first column names the row (a name, a path): never broken across lines, so
+        # it stays greppable and copyable when the table is narrower than its content.
+        table.add_column(column, no_wrap=index == 0)
     for row in rows:
         table.add_row(*(_cell(getattr(row, c, None)) for c in columns), style=None)
     console.print(table)
+
+
+class _Page(Protocol):
+    @property
+    def items(self) -> Sequence[BaseModel]: ...
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+def print_page(
+    page: _Page, columns: Sequence[str], *, title: str | None = None, as_json: bool = False
+) -> None:
+    """One page of a list (``ls --page-size/--cursor``), then the cursor of the next one;
+    ``--json`` prints the page as REST answers it."""
+    if as_json:
+        print_json({"items": list(page.items), "next_cursor": page.next_cursor})
+        return
+    print_table(page.items, columns, title=title)
+    if page.next_cursor:
+        console.print(styled(("next page: --cursor ", "dim"), page.next_cursor), highlight=False)
 
 
 def print_item(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from ghaf.core.paging import Page
+from ghaf.core.paging import DEFAULT_LIMIT, Page
 from ghaf.datasets import schemas, service
-from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit
+from ghaf.platform.calls import Call, Cursor, PageSize
 
 router = APIRouter(tags=["datasets"])
 BASE = "/projects/{project}/datasets"
+DATASET = BASE + "/{dataset}"
+VERSION = DATASET + "/versions/{version}"
 
 
 @router.post(BASE, status_code=status.HTTP_201_CREATED)
@@ -21,77 +23,90 @@ async def create_dataset(
 
 @router.get(BASE)
 async def list_datasets(
-    call: Call, project: str, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
+    call: Call, project: str, page_size: PageSize = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[schemas.DatasetOut]:
-    items, next_cursor = await call(service.list_datasets, project, limit=limit, cursor=cursor)
+    items, next_cursor = await call(service.list_datasets, project, limit=page_size, cursor=cursor)
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get(BASE + "/{name}")
-async def get_dataset(call: Call, project: str, name: str) -> schemas.DatasetOut:
-    return await call(service.get_dataset, project, name)
+@router.get(DATASET)
+async def get_dataset(call: Call, project: str, dataset: str) -> schemas.DatasetOut:
+    return await call(service.get_dataset, project, dataset)
 
 
-@router.post(BASE + "/{name}/versions", status_code=status.HTTP_201_CREATED)
+@router.post(DATASET + "/versions", status_code=status.HTTP_201_CREATED)
 async def create_version(
-    call: Call, project: str, name: str, body: schemas.VersionCreate
+    call: Call, project: str, dataset: str, body: schemas.VersionCreate
 ) -> schemas.VersionOut:
     """A new immutable version from a manifest whose content was uploaded as blobs."""
-    return await call(service.create_version, project, name, body)
+    return await call(service.create_version, project, dataset, body)
 
 
-@router.get(BASE + "/{name}/versions")
-async def list_versions(call: Call, project: str, name: str) -> list[schemas.VersionOut]:
-    return await call(service.list_versions, project, name)
-
-
-@router.get(BASE + "/{name}/versions/{ref}")
-async def get_version(call: Call, project: str, name: str, ref: str) -> schemas.VersionOut:
-    """``ref`` is a version number, ``latest`` or a tag."""
-    return await call(service.get_version, project, name, ref)
-
-
-@router.get(BASE + "/{name}/versions/{ref}/files")
-async def list_files(
+@router.get(DATASET + "/versions")
+async def list_versions(
     call: Call,
     project: str,
-    name: str,
-    ref: str,
-    limit: Limit = DEFAULT_PAGE,
+    dataset: str,
+    page_size: PageSize = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> Page[schemas.ManifestEntry]:
+) -> Page[schemas.VersionOut]:
+    """The dataset's versions, oldest first."""
     items, next_cursor = await call(
-        service.list_files, project, name, ref, limit=limit, cursor=cursor
+        service.list_versions, project, dataset, limit=page_size, cursor=cursor
     )
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.put(BASE + "/{name}/tags/{tag}")
-async def set_tag(
-    call: Call, project: str, name: str, tag: str, body: schemas.TagSet
-) -> schemas.VersionOut:
-    return await call(service.set_tag, project, name, tag, body)
+@router.get(VERSION)
+async def get_version(call: Call, project: str, dataset: str, version: str) -> schemas.VersionOut:
+    """``version`` is a version number, an alias or ``latest``."""
+    return await call(service.get_version, project, dataset, version)
 
 
-@router.delete(BASE + "/{name}/tags/{tag}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_tag(call: Call, project: str, name: str, tag: str) -> None:
-    await call(service.delete_tag, project, name, tag)
+@router.get(VERSION + "/files")
+async def list_files(
+    call: Call,
+    project: str,
+    dataset: str,
+    version: str,
+    page_size: PageSize = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[schemas.ManifestEntry]:
+    items, next_cursor = await call(
+        service.list_files, project, dataset, version, limit=page_size, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
 
 
-@router.put(BASE + "/{name}/columns/{column}/classification")
+@router.put(DATASET + "/aliases/{alias}")
+async def set_alias(
+    call: Call, project: str, dataset: str, alias: str, body: schemas.AliasSet
+) -> schemas.AliasOut:
+    """Point ``alias`` at a version (moving it if it exists; every move is audited)."""
+    return await call(service.set_alias, project, dataset, alias, body)
+
+
+@router.delete(DATASET + "/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_alias(call: Call, project: str, dataset: str, alias: str) -> None:
+    await call(service.delete_alias, project, dataset, alias)
+
+
+@router.put(DATASET + "/columns/{column}/classification")
 async def classify(
-    call: Call, project: str, name: str, column: str, body: schemas.ClassificationSet
+    call: Call, project: str, dataset: str, column: str, body: schemas.ClassificationSet
 ) -> schemas.VersionOut:
     """Classify a column (public, internal, pii, sensitive); later versions inherit it."""
-    return await call(service.classify, project, name, column, body)
+    return await call(service.classify, project, dataset, column, body)
 
 
-@router.get(BASE + "/{name}/diff")
-async def diff(call: Call, project: str, name: str, before: str, after: str) -> schemas.VersionDiff:
-    """What changed between two versions (numbers, tags or latest)."""
-    return await call(service.diff, project, name, before, after)
+@router.get(DATASET + "/diff")
+async def diff(
+    call: Call, project: str, dataset: str, before: str, after: str
+) -> schemas.VersionDiff:
+    """What changed between two versions (numbers, aliases or latest)."""
+    return await call(service.diff, project, dataset, before, after)
 
 
-@router.get(BASE + "/{name}/versions/{ref}/lineage")
-async def lineage(call: Call, project: str, name: str, ref: str) -> schemas.Lineage:
-    return await call(service.lineage, project, name, ref)
+@router.get(VERSION + "/lineage")
+async def lineage(call: Call, project: str, dataset: str, version: str) -> schemas.Lineage:
+    return await call(service.lineage, project, dataset, version)

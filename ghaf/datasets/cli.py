@@ -1,4 +1,4 @@
-"""``ghaf data``: create datasets, add versions, show, download and tag them."""
+"""``ghaf datasets``: create datasets, add versions, show, download and alias them."""
 
 from __future__ import annotations
 
@@ -8,17 +8,25 @@ from typing import Annotated
 import typer
 
 from ghaf.console.output import (
+    CursorOpt,
     JsonOpt,
+    PageSizeOpt,
+    ProjectOpt,
     console,
     done,
+    fail,
     print_item,
+    print_page,
     print_table,
     transfer_progress,
     with_client,
 )
+from ghaf.core.paging import DEFAULT_LIMIT
 
-data = typer.Typer(help="Immutable, versioned datasets of files and folders.", no_args_is_help=True)
-ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name.")]
+datasets = typer.Typer(
+    help="Immutable, versioned datasets of files and folders.", no_args_is_help=True
+)
+VersionArg = Annotated[str, typer.Argument(help="Number, alias or latest.")]
 
 
 def _source_bytes(source: Path) -> int | None:
@@ -31,7 +39,7 @@ def _source_bytes(source: Path) -> int | None:
     return None
 
 
-@data.command("create")
+@datasets.command("create")
 def create(name: str, project: ProjectOpt, description: str = "", as_json: JsonOpt = False) -> None:
     print_item(
         with_client(lambda c: c.datasets.create(project, name, description=description)),
@@ -40,7 +48,7 @@ def create(name: str, project: ProjectOpt, description: str = "", as_json: JsonO
     )
 
 
-@data.command("add")
+@datasets.command("add")
 def add(
     name: str,
     source: str,
@@ -73,22 +81,28 @@ def add(
     print_item(version, as_json=as_json, title=f"{name} version {version.version}")
 
 
-@data.command("ls")
-def ls(project: ProjectOpt, as_json: JsonOpt = False) -> None:
-    rows = with_client(lambda c: c.datasets.list(project))
-    print_table(
-        rows,
+@datasets.command("ls")
+def ls(
+    project: ProjectOpt,
+    page_size: PageSizeOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One page of the project's datasets, by name; prints the next page's cursor."""
+    page = with_client(lambda c: c.datasets.page(project, page_size=page_size, cursor=cursor))
+    print_page(
+        page,
         ("name", "latest", "description", "created_by", "created_at"),
         title=f"datasets of {project}",
         as_json=as_json,
     )
 
 
-@data.command("show")
+@datasets.command("show")
 def show(
     name: str,
     project: ProjectOpt,
-    version: Annotated[str | None, typer.Argument(help="Number, tag or latest.")] = None,
+    version: Annotated[str | None, typer.Argument(help="Number, alias or latest.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A dataset's versions, or one version in detail."""
@@ -98,7 +112,7 @@ def show(
             rows,
             (
                 "version",
-                "tags",
+                "aliases",
                 "file_count",
                 "total_bytes",
                 "description",
@@ -112,11 +126,11 @@ def show(
     print_item(with_client(lambda c: c.datasets.version(project, name, version)), as_json=as_json)
 
 
-@data.command("get")
-def get(
+@datasets.command("download")
+def download(
     name: str,
     project: ProjectOpt,
-    version: Annotated[str, typer.Argument(help="Number, tag or latest.")] = "latest",
+    version: VersionArg = "latest",
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
@@ -126,7 +140,11 @@ def get(
         task = bars.add_task("download", total=info.total_bytes)
         with_client(
             lambda c: c.datasets.download(
-                project, name, output, info.version, progress=lambda n: bars.advance(task, n)
+                project,
+                name,
+                info.version,
+                destination=output,
+                progress=lambda n: bars.advance(task, n),
             )
         )
     done(
@@ -136,16 +154,29 @@ def get(
     )
 
 
-@data.command("tag")
-def tag(
-    name: str, tag_name: str, version: int, project: ProjectOpt, as_json: JsonOpt = False
+@datasets.command("alias")
+def alias(
+    name: str,
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
+    project: ProjectOpt,
+    version: Annotated[int | None, typer.Argument(help="The version it should name.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Point TAG at VERSION (moving it if it exists; every move is audited)."""
-    moved = with_client(lambda c: c.datasets.tag(project, name, tag_name, version))
-    done(f"{name}:{tag_name} -> v{moved.version}", as_json=as_json, payload=moved)
+    """Point ALIAS at VERSION (moving it if it exists; every move is audited), or
+    remove it with --delete."""
+    if delete:
+        with_client(lambda c: c.datasets.delete_alias(project, name, alias_name))
+        done(f"alias {alias_name} of {name} removed", as_json=as_json)
+        return
+    if version is None:
+        fail("give the VERSION the alias should name (or --delete)")
+    moved = with_client(lambda c: c.datasets.set_alias(project, name, alias_name, version))
+    was = f" (was v{moved.previous})" if moved.previous else ""
+    done(f"{name}@{alias_name} -> v{moved.version}{was}", as_json=as_json, payload=moved)
 
 
-@data.command("classify")
+@datasets.command("classify")
 def classify(
     name: str, column: str, classification: str, project: ProjectOpt, as_json: JsonOpt = False
 ) -> None:
@@ -158,7 +189,7 @@ def classify(
     )
 
 
-@data.command("diff")
+@datasets.command("diff")
 def diff(name: str, before: str, after: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
     """Files added/removed/changed and, for tables, schema, rows and moved statistics."""
     result = with_client(lambda c: c.datasets.diff(project, name, before, after))
@@ -188,11 +219,11 @@ def diff(name: str, before: str, after: str, project: ProjectOpt, as_json: JsonO
         )
 
 
-@data.command("lineage")
+@datasets.command("lineage")
 def lineage(
     name: str,
     project: ProjectOpt,
-    version: Annotated[str, typer.Argument()] = "latest",
+    version: VersionArg = "latest",
     as_json: JsonOpt = False,
 ) -> None:
     """Parent versions and what consumed this version."""

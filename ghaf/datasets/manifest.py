@@ -8,7 +8,7 @@ from ghaf.platform.manifest import Domain
 MANIFEST = Domain(
     name="datasets",
     router=api.router,
-    cli=(("data", cli.data),),
+    cli=(("datasets", cli.datasets),),
     models=("ghaf.datasets.models",),
     references=(service._names_blob,),
 )

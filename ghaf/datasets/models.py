@@ -1,4 +1,4 @@
-"""Tables: datasets, their immutable versions, each version's manifest, and tags."""
+"""Tables: datasets, their immutable versions, each version's manifest, and aliases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -19,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ghaf.core.clock import utcnow
+from ghaf.core.columns import JsonList, JsonObject
 from ghaf.core.database import Base
 from ghaf.core.ids import new_id
 
@@ -52,9 +52,9 @@ class DatasetVersion(Base):
     # Tabular versions (one Parquet file) also keep their Arrow schema and profile.
     row_count: Mapped[int | None] = mapped_column(BigInteger)
     external: Mapped[bool] = mapped_column(Boolean, default=False)
-    table_schema: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
-    profile: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    table_schema: Mapped[list[dict[str, Any]] | None] = mapped_column(JsonList())
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JsonObject())
+    provenance: Mapped[dict[str, Any]] = mapped_column(JsonObject(), default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(64))
 
@@ -86,17 +86,18 @@ class DatasetFile(Base):
     )
 
 
-class DatasetTag(Base):
+class DatasetAlias(Base):
     """A movable name for a version (``latest`` is implicit and never stored)."""
 
-    __tablename__ = "dataset_tags"
+    __tablename__ = "dataset_aliases"
 
     dataset_id: Mapped[str] = mapped_column(
         ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
     )
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
 
 
 CLASSIFICATIONS = ("public", "internal", "pii", "sensitive")

@@ -93,13 +93,26 @@ class VersionOut(BaseModel):
     table_schema: list[dict[str, Any]] | None = None
     profile: dict[str, Any] | None = None
     classifications: dict[str, str] = {}
-    tags: list[str] = []
+    aliases: list[str] = Field(
+        default=[], description="Aliases naming this version, `latest` included."
+    )
     created_at: datetime
     created_by: str | None = None
 
 
-class TagSet(_Strict):
+class AliasSet(_Strict):
     version: int = Field(ge=1)
+
+
+class AliasOut(BaseModel):
+    """Where an alias points now, and where it pointed before this change."""
+
+    dataset: str
+    alias: str
+    version: int
+    previous: int | None = None
+    updated_by: str | None = None
+    updated_at: datetime
 
 
 Classification = Literal["public", "internal", "pii", "sensitive"]

@@ -19,9 +19,9 @@ from ghaf.core.refs import is_reserved, parse_ref
 from ghaf.datasets import schemas
 from ghaf.datasets.models import (
     Dataset,
+    DatasetAlias,
     DatasetColumnClass,
     DatasetFile,
-    DatasetTag,
     DatasetVersion,
     DatasetVersionConsumer,
 )
@@ -350,7 +350,7 @@ def _carry_over(pctx: Context, base_id: str, version_id: str, excluded: list[str
 def _version_out(
     version: DatasetVersion,
     dataset: str,
-    tags: list[str],
+    aliases: list[str],
     classifications: dict[str, str] | None = None,
 ) -> schemas.VersionOut:
     return schemas.VersionOut(
@@ -367,23 +367,25 @@ def _version_out(
         total_bytes=version.total_bytes,
         manifest_sha256=version.manifest_sha256,
         provenance=version.provenance,
-        tags=tags,
+        aliases=aliases,
         created_at=as_utc(version.created_at),
         created_by=version.created_by,
     )
 
 
-def _tags(session: Session, dataset_id: str) -> dict[int, list[str]]:
+def _aliases(session: Session, dataset_id: str) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
-    for tag in session.scalars(
-        select(DatasetTag).where(DatasetTag.dataset_id == dataset_id).order_by(DatasetTag.name)
+    for alias in session.scalars(
+        select(DatasetAlias)
+        .where(DatasetAlias.dataset_id == dataset_id)
+        .order_by(DatasetAlias.alias)
     ):
-        out.setdefault(tag.version, []).append(tag.name)
+        out.setdefault(alias.version, []).append(alias.alias)
     return out
 
 
 def _resolve(pctx: Context, dataset: Dataset, ref: str) -> DatasetVersion:
-    """A version number, ``latest``, or a tag."""
+    """A version number, ``latest``, or an alias."""
     number: int | None
     parsed = parse_ref(ref, field="version", alias_field="version")
     if parsed.latest:
@@ -392,8 +394,8 @@ def _resolve(pctx: Context, dataset: Dataset, ref: str) -> DatasetVersion:
         number = parsed.number
     else:
         number = pctx.session.scalar(
-            select(DatasetTag.version).where(
-                DatasetTag.dataset_id == dataset.id, DatasetTag.name == parsed.alias
+            select(DatasetAlias.version).where(
+                DatasetAlias.dataset_id == dataset.id, DatasetAlias.alias == parsed.alias
             )
         )
     version = (
@@ -406,47 +408,60 @@ def _resolve(pctx: Context, dataset: Dataset, ref: str) -> DatasetVersion:
         )
     )
     if version is None:
-        raise NotFound(f"dataset {dataset.name!r} has no version or tag {ref!r}", field="version")
+        raise NotFound(f"dataset {dataset.name!r} has no version or alias {ref!r}", field="version")
     return version
 
 
-def list_versions(ctx: Context, project: str, name: str) -> list[schemas.VersionOut]:
+def list_versions(
+    ctx: Context, project: str, name: str, *, limit: int, cursor: str | None
+) -> tuple[list[schemas.VersionOut], str | None]:
+    """The dataset's versions, oldest first, one page."""
     pctx = ctx.in_project(project)
     pctx.require("dataset:read", resource=f"project/{project}/dataset/{name}")
     dataset = _dataset(pctx, name)
-    tags = _tags(pctx.session, dataset.id)
+    aliases = _aliases(pctx.session, dataset.id)
     latest = _latest(pctx.session, dataset.id)
-    versions = pctx.session.scalars(
-        select(DatasetVersion)
-        .where(DatasetVersion.dataset_id == dataset.id)
-        .order_by(DatasetVersion.version)
-    ).all()
+    versions, next_cursor = paginate(
+        pctx.session,
+        select(DatasetVersion).where(DatasetVersion.dataset_id == dataset.id),
+        key=DatasetVersion.version,
+        limit=limit,
+        cursor=cursor,
+    )
     return [
-        _version_out(v, name, tags.get(v.version, []) + ([LATEST] if v.version == latest else []))
+        _version_out(
+            v, name, aliases.get(v.version, []) + ([LATEST] if v.version == latest else [])
+        )
         for v in versions
-    ]
+    ], next_cursor
 
 
-def get_version(ctx: Context, project: str, name: str, ref: str) -> schemas.VersionOut:
+def get_version(ctx: Context, project: str, name: str, version: str) -> schemas.VersionOut:
+    """One version's metadata; ``version`` is a number, an alias or ``latest``."""
     pctx = ctx.in_project(project)
     pctx.require("dataset:read", resource=f"project/{project}/dataset/{name}")
-    dataset = _dataset(pctx, name)
-    version = _resolve(pctx, dataset, ref)
-    tags = _tags(pctx.session, dataset.id).get(version.version, [])
-    if version.version == _latest(pctx.session, dataset.id):
-        tags = [*tags, LATEST]
-    return _version_out(version, name, tags, _classes(pctx.session, dataset.id, version.version))
+    return _version_of(pctx, _dataset(pctx, name), version)
+
+
+def _version_of(pctx: Context, dataset: Dataset, ref: str) -> schemas.VersionOut:
+    found = _resolve(pctx, dataset, ref)
+    aliases = _aliases(pctx.session, dataset.id).get(found.version, [])
+    if found.version == _latest(pctx.session, dataset.id):
+        aliases = [*aliases, LATEST]
+    return _version_out(
+        found, dataset.name, aliases, _classes(pctx.session, dataset.id, found.version)
+    )
 
 
 def list_files(
-    ctx: Context, project: str, name: str, ref: str, *, limit: int, cursor: str | None
+    ctx: Context, project: str, name: str, version: str, *, limit: int, cursor: str | None
 ) -> tuple[list[schemas.ManifestEntry], str | None]:
     pctx = ctx.in_project(project)
     pctx.require("dataset:read", resource=f"project/{project}/dataset/{name}")
-    version = _resolve(pctx, _dataset(pctx, name), ref)
+    found = _resolve(pctx, _dataset(pctx, name), version)
     rows, next_cursor = paginate(
         pctx.session,
-        select(DatasetFile).where(DatasetFile.version_id == version.id),
+        select(DatasetFile).where(DatasetFile.version_id == found.id),
         key=DatasetFile.path,
         limit=limit,
         cursor=cursor,
@@ -456,46 +471,59 @@ def list_files(
     ], next_cursor
 
 
-def set_tag(
-    ctx: Context, project: str, name: str, tag: str, request: schemas.TagSet
-) -> schemas.VersionOut:
-    """Point ``tag`` at a version; moving it is audited with where it was before."""
+def _alias_resource(project: str, name: str, alias: str) -> str:
+    return f"project/{project}/dataset/{name}/alias/{alias}"
+
+
+def set_alias(
+    ctx: Context, project: str, name: str, alias: str, request: schemas.AliasSet
+) -> schemas.AliasOut:
+    """Point ``alias`` at a version; moving it is audited with where it was before."""
     pctx = ctx.in_project(project)
-    pctx.require("dataset:write", resource=f"project/{project}/dataset/{name}/tag/{tag}")
-    validate_name(tag, field="tag")
-    if is_reserved(tag):
+    pctx.require("dataset:write", resource=_alias_resource(project, name, alias))
+    validate_name(alias, field="alias")
+    if is_reserved(alias):
         raise InvalidInput(
-            f"tag {tag!r} is reserved: 'latest' and numbers name versions", field="tag"
+            f"alias {alias!r} is reserved: 'latest' and numbers name versions", field="alias"
         )
     dataset = _dataset(pctx, name)
     version = _resolve(pctx, dataset, str(request.version))
-    existing = pctx.session.get(DatasetTag, (dataset.id, tag))
-    previous = existing.version if existing else None
-    if existing is None:
-        pctx.session.add(DatasetTag(dataset_id=dataset.id, name=tag, version=version.version))
-    else:
-        existing.version, existing.updated_at = version.version, utcnow()
+    row = pctx.session.get(DatasetAlias, (dataset.id, alias))
+    previous = row.version if row else None
+    if row is None:
+        row = DatasetAlias(dataset_id=dataset.id, alias=alias, version=version.version)
+        pctx.session.add(row)
+    row.version, row.updated_at, row.updated_by = version.version, utcnow(), pctx.actor
     pctx.audit(
-        "dataset:tag",
-        f"project/{project}/dataset/{name}/tag/{tag}",
+        "dataset:alias",
+        _alias_resource(project, name, alias),
         detail={"from": previous, "to": version.version},
     )
     pctx.commit()
-    return get_version(ctx, project, name, str(version.version))
+    return schemas.AliasOut(
+        dataset=name,
+        alias=alias,
+        version=version.version,
+        previous=previous,
+        updated_by=row.updated_by,
+        updated_at=as_utc(row.updated_at),
+    )
 
 
-def delete_tag(ctx: Context, project: str, name: str, tag: str) -> None:
+def delete_alias(ctx: Context, project: str, name: str, alias: str) -> None:
+    """Remove an alias; the version it named is untouched."""
     pctx = ctx.in_project(project)
-    pctx.require("dataset:write", resource=f"project/{project}/dataset/{name}/tag/{tag}")
+    pctx.require("dataset:write", resource=_alias_resource(project, name, alias))
+    validate_name(alias, field="alias")
     dataset = _dataset(pctx, name)
-    existing = pctx.session.get(DatasetTag, (dataset.id, tag))
-    if existing is None:
-        raise NotFound(f"dataset {name!r} has no tag {tag!r}", field="tag")
-    pctx.session.delete(existing)
+    row = pctx.session.get(DatasetAlias, (dataset.id, alias))
+    if row is None:
+        raise NotFound(f"dataset {name!r} has no alias {alias!r}", field="alias")
+    pctx.session.delete(row)
     pctx.audit(
-        "dataset:untag",
-        f"project/{project}/dataset/{name}/tag/{tag}",
-        detail={"was": existing.version},
+        "dataset:alias-delete",
+        _alias_resource(project, name, alias),
+        detail={"was": row.version},
     )
     pctx.commit()
 
@@ -550,7 +578,7 @@ def classify(
         detail={"from": before, "to": request.classification, "since_version": latest.version},
     )
     pctx.commit()
-    return get_version(ctx, project, name, str(latest.version))
+    return _version_of(pctx, dataset, str(latest.version))
 
 
 def _manifest(session: Session, version_id: str) -> dict[str, str]:
@@ -625,12 +653,12 @@ def _brief(stats: dict[str, Any]) -> dict[str, Any]:
     return {k: stats[k] for k in ("null_rate", "mean", "std", "min", "max") if k in stats}
 
 
-def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.Lineage:
+def lineage(ctx: Context, project: str, name: str, version_ref: str) -> schemas.Lineage:
     """Parents of a version (back to version 1) and what consumed it."""
     pctx = ctx.in_project(project)
     pctx.require("dataset:read", resource=f"project/{project}/dataset/{name}")
     dataset = _dataset(pctx, name)
-    version = _resolve(pctx, dataset, ref)
+    version = _resolve(pctx, dataset, version_ref)
     parents: list[int] = []
     parent = version.parent
     while parent is not None:
@@ -651,7 +679,9 @@ def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.Lineage:
     )
 
 
-def record_consumer(pctx: Context, name: str, ref: str, *, kind: str, consumer_id: str) -> int:
+def record_consumer(
+    pctx: Context, name: str, version_ref: str, *, kind: str, consumer_id: str
+) -> int:
     """Lineage from a domain above: ``consumer_id`` (a run, a job) read this version.
 
     ``pctx`` is already narrowed to the project; reading the version needs
@@ -659,7 +689,7 @@ def record_consumer(pctx: Context, name: str, ref: str, *, kind: str, consumer_i
     """
     assert pctx.project is not None
     pctx.require("dataset:read", resource=f"project/{pctx.project.name}/dataset/{name}")
-    version = _resolve(pctx, _dataset(pctx, name), ref)
+    version = _resolve(pctx, _dataset(pctx, name), version_ref)
     insert_new(
         pctx.session,
         DatasetVersionConsumer,
@@ -668,13 +698,18 @@ def record_consumer(pctx: Context, name: str, ref: str, *, kind: str, consumer_i
     return version.version
 
 
-def consumed_by(session: Session, kind: str, consumer_ids: list[str]) -> dict[str, list[Any]]:
-    """For each consumer id, the (dataset name, version) pairs it read."""
+def consumed_by(pctx: Context, kind: str, consumer_ids: list[str]) -> dict[str, list[Any]]:
+    """For domains above (tracking, the registry): for each consumer id, the (dataset
+    name, version) pairs of ``pctx``'s project it read. Needs ``dataset:read``."""
+    assert pctx.project is not None
+    pctx.require("dataset:read", resource=f"project/{pctx.project.name}/datasets")
+    session = pctx.session
     rows = session.execute(
         select(DatasetVersionConsumer.consumer_id, Dataset.name, DatasetVersion.version)
         .join(DatasetVersion, DatasetVersion.id == DatasetVersionConsumer.version_id)
         .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
         .where(
+            Dataset.project_id == pctx.project.id,
             DatasetVersionConsumer.consumer_kind == kind,
             among(session, DatasetVersionConsumer.consumer_id, consumer_ids),
         )

@@ -14,9 +14,10 @@ small machine costs more than authentication itself.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, Concatenate, ParamSpec, TypeVar
 
+import anyio
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     # core. The runtime (ghaf/runtime.py) is whatever the app keeps in ``app.state``.
     from ghaf.runtime import Resolved, Runtime
     from ghaf.security.context import Context
-    from ghaf.storage.store import Store
 
 AUTH_STATE = "ghaf_auth"
 """Where the server's authentication guard leaves the request's resolved caller."""
@@ -59,11 +59,6 @@ class ServiceCall:
     @property
     def settings(self) -> Settings:
         return self.runtime.settings
-
-    @property
-    def store(self) -> Store:
-        """The artifact store, for routes that stream bytes."""
-        return self.runtime.store
 
     def _open(self, *, authenticated: bool) -> Context:
         ctx = self.runtime.context(
@@ -113,6 +108,32 @@ class ServiceCall:
         if self._inline:
             return self._run(True, fn, *args, **kwargs)
         return await run_in_threadpool(lambda: self._run(True, fn, *args, **kwargs))
+
+    async def flow(
+        self,
+        fn: Callable[Concatenate[Context, P], Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Await the flow ``fn(ctx, *args, **kwargs)`` as the authenticated caller.
+
+        For multi-step actions that stream (uploads): the flow runs its own steps on
+        worker threads and ends its transactions itself; the context is closed after.
+        """
+        if self._inline:
+            ctx = self._open(authenticated=True)
+        else:
+            ctx = await run_in_threadpool(self._open, authenticated=True)
+        try:
+            result = await fn(ctx, *args, **kwargs)
+        except BaseException:
+            # A failed step may leave a transaction to roll back: not on the event loop,
+            # and not skipped when the request was cancelled (a client went away).
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(_close, ctx)
+            raise
+        _close(ctx)  # the flow committed: nothing is left to roll back
+        return result
 
     async def require_visible(self, project: str) -> None:
         """Raise NotFound (audited) unless the caller can see ``project``.
@@ -171,7 +192,18 @@ async def read_service_call(request: Request) -> ServiceCall:
     return ServiceCall(request, write=False)
 
 
-CALL_DEPENDENCIES: dict[object, bool | None] = {service_call: None, read_service_call: False}
+async def audited_read_call(request: Request) -> ServiceCall:
+    # A GET whose success is audited (a download) writes that row, and a read session
+    # never writes: on SQLite it has no transaction, so two appenders could both bump
+    # the audit chain's head.
+    return ServiceCall(request, write=True)
+
+
+CALL_DEPENDENCIES: dict[object, bool | None] = {
+    service_call: None,
+    read_service_call: False,
+    audited_read_call: True,
+}
 """The dependencies that make a ``ServiceCall``, with the ``write`` each passes (hot
 routes build the same call: ghaf/server/hot_routes.py)."""
 
@@ -179,7 +211,12 @@ Call = Annotated[ServiceCall, Depends(service_call)]
 # For POST routes that only read (queries with bodies too big for a URL): on SQLite
 # they then neither take nor wait for the write lock.
 ReadCall = Annotated[ServiceCall, Depends(read_service_call)]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")]
+# For GET routes that audit their success (downloads): a write transaction for the row.
+AuditedReadCall = Annotated[ServiceCall, Depends(audited_read_call)]
+PageSize = Annotated[
+    int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page (1 to {MAX_LIMIT}).")
+]
+"""The ``page_size`` query parameter of every list (docs/conventions.md)."""
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
 DEFAULT_PAGE = DEFAULT_LIMIT
 

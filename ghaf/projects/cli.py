@@ -6,7 +6,19 @@ from typing import Annotated
 
 import typer
 
-from ghaf.console.output import JsonOpt, done, print_item, print_secret, print_table, with_client
+from ghaf.console.output import (
+    CursorOpt,
+    JsonOpt,
+    PageSizeOpt,
+    ProjectOpt,
+    done,
+    print_item,
+    print_page,
+    print_secret,
+    print_table,
+    with_client,
+)
+from ghaf.core.paging import DEFAULT_LIMIT
 
 projects = typer.Typer(
     help="Create, list, show, delete and restore projects.", no_args_is_help=True
@@ -16,8 +28,9 @@ service_accounts = typer.Typer(
     help="Non-human principals owned by a project.", no_args_is_help=True
 )
 
-ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name.")]
 Role = Annotated[str, typer.Option("--role", help="viewer, member, maintainer or owner.")]
+MEMBER_COLUMNS = ("subject", "kind", "role", "created_at")
+ACCOUNT_COLUMNS = ("name", "created_at")
 PROJECT_COLUMNS = ("name", "role", "allowed_regions", "description", "created_at")
 
 
@@ -40,12 +53,16 @@ def create(
 @projects.command("ls")
 def ls(
     deleted: Annotated[bool, typer.Option(help="List deleted projects awaiting purge.")] = False,
+    page_size: PageSizeOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List the projects you can see."""
-    rows = with_client(lambda c: c.projects.list(deleted=deleted))
     columns = (*PROJECT_COLUMNS, "purge_after") if deleted else PROJECT_COLUMNS
-    print_table(rows, columns, title="projects", as_json=as_json)
+    page = with_client(
+        lambda c: c.projects.page(deleted=deleted, page_size=page_size, cursor=cursor)
+    )
+    print_page(page, columns, title="projects", as_json=as_json)
 
 
 @projects.command("show")
@@ -70,8 +87,8 @@ def update(
     print_item(project, as_json=as_json, title=f"project {name} updated")
 
 
-@projects.command("delete")
-def delete(name: str, as_json: JsonOpt = False) -> None:
+@projects.command("rm")
+def rm(name: str, as_json: JsonOpt = False) -> None:
     """Soft-delete a project (owners); it can be restored until it is purged."""
     project = with_client(lambda c: c.projects.delete(name))
     done(
@@ -83,6 +100,7 @@ def delete(name: str, as_json: JsonOpt = False) -> None:
 
 @projects.command("restore")
 def restore(name: str, as_json: JsonOpt = False) -> None:
+    """Undo `projects rm` before the project is purged (owners)."""
     project = with_client(lambda c: c.projects.restore(name))
     done(f"project {name} restored", as_json=as_json, payload=project)
 
@@ -99,14 +117,16 @@ def purge(as_json: JsonOpt = False) -> None:
 
 
 @members.command("ls")
-def members_ls(project: ProjectOpt, as_json: JsonOpt = False) -> None:
-    rows = with_client(lambda c: c.members.list(project))
-    print_table(
-        rows,
-        ("subject", "kind", "role", "created_at"),
-        title=f"members of {project}",
-        as_json=as_json,
-    )
+def members_ls(
+    project: ProjectOpt,
+    page_size: PageSizeOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Principals and groups holding a role."""
+    title = f"members of {project}"
+    page = with_client(lambda c: c.members.page(project, page_size=page_size, cursor=cursor))
+    print_page(page, MEMBER_COLUMNS, title=title, as_json=as_json)
 
 
 @members.command("add")
@@ -124,19 +144,18 @@ def members_add(
     done(f"{member.subject} is now {member.role} in {project}", as_json=as_json, payload=member)
 
 
-@members.command("set-role")
-def members_set_role(
-    project: ProjectOpt, subject: str, role: Role, as_json: JsonOpt = False
-) -> None:
-    """Change a role. SUBJECT is a principal name or group:NAME."""
-    member = with_client(lambda c: c.members.set_role(project, subject, role))
-    done(f"{member.subject} is now {member.role} in {project}", as_json=as_json, payload=member)
+@members.command("update")
+def members_update(project: ProjectOpt, member: str, role: Role, as_json: JsonOpt = False) -> None:
+    """Change a role. MEMBER is a principal name or group:NAME."""
+    updated = with_client(lambda c: c.members.update(project, member, role=role))
+    done(f"{updated.subject} is now {updated.role} in {project}", as_json=as_json, payload=updated)
 
 
 @members.command("rm")
-def members_rm(project: ProjectOpt, subject: str, as_json: JsonOpt = False) -> None:
-    with_client(lambda c: c.members.remove(project, subject))
-    done(f"{subject} removed from {project}", as_json=as_json)
+def members_rm(project: ProjectOpt, member: str, as_json: JsonOpt = False) -> None:
+    """Remove MEMBER's role (a principal name or group:NAME)."""
+    with_client(lambda c: c.members.remove(project, member))
+    done(f"{member} removed from {project}", as_json=as_json)
 
 
 @service_accounts.command("create")
@@ -151,11 +170,18 @@ def sa_create(
 
 
 @service_accounts.command("ls")
-def sa_ls(project: ProjectOpt, as_json: JsonOpt = False) -> None:
-    rows = with_client(lambda c: c.service_accounts.list(project))
-    print_table(
-        rows, ("name", "created_at"), title=f"service accounts of {project}", as_json=as_json
+def sa_ls(
+    project: ProjectOpt,
+    page_size: PageSizeOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The project's service accounts."""
+    title = f"service accounts of {project}"
+    page = with_client(
+        lambda c: c.service_accounts.page(project, page_size=page_size, cursor=cursor)
     )
+    print_page(page, ACCOUNT_COLUMNS, title=title, as_json=as_json)
 
 
 @service_accounts.command("rm")

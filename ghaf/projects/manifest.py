@@ -9,10 +9,8 @@ from collections.abc import Sequence
 
 from ghaf.core.settings import Settings
 from ghaf.platform.manifest import Domain, PeriodicTask
-from ghaf.projects import api, cli
-from ghaf.projects.service import purge_projects
+from ghaf.projects import api, cli, flows
 from ghaf.runtime import Runtime
-from ghaf.storage.service import delete_project_objects
 
 log = logging.getLogger("ghaf.projects")
 
@@ -22,9 +20,7 @@ PURGE_INTERVAL_S = 3600.0
 def purge_due_projects(runtime: Runtime) -> list[str]:
     """Purge deleted projects past their retention, as ghaf itself (audited)."""
     with runtime.acting_as("system:purge", request_id="scheduled-purge") as ctx:
-        return purge_projects(
-            ctx, on_purge=lambda project_id: delete_project_objects(runtime.store, project_id)
-        )
+        return flows.purge(ctx)
 
 
 def _purge(runtime: Runtime) -> str:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import delete, func, or_, select, update
 
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
-from ghaf.core.paging import paginate
+from ghaf.core.paging import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, paginate
 from ghaf.projects import schemas
 from ghaf.security import schemas as security_schemas
 from ghaf.security import service as security
@@ -22,6 +24,7 @@ from ghaf.security.tenancy import Project, ProjectMember
 from ghaf.storage.residency import regions_in_use
 
 GROUP_PREFIX = "group:"
+T = TypeVar("T")
 
 
 def project_out(project: Project, *, role: str | None) -> schemas.ProjectOut:
@@ -76,9 +79,9 @@ def create_project(
 def list_projects(
     ctx: Context, *, limit: int, cursor: str | None, deleted: bool = False
 ) -> tuple[list[schemas.ProjectOut], str | None]:
-    """The projects the caller can see (all of them for a platform admin)."""
-    caller = ctx.caller
-    assert caller is not None
+    """The projects the caller can see (all of them for a platform admin); any
+    authenticated caller may list them, since each sees only its own."""
+    caller = standing.require_authenticated(ctx, action="project:list", resource="projects")
     statement = select(Project).where(
         Project.deleted_at.is_not(None) if deleted else Project.deleted_at.is_(None)
     )
@@ -179,23 +182,26 @@ def restore_project(ctx: Context, name: str) -> schemas.ProjectOut:
     return project_out(project, role=pctx.role)
 
 
-def purge_projects(
-    ctx: Context,
-    *,
-    now: datetime | None = None,
-    on_purge: Callable[[str], None] | None = None,
-) -> list[str]:
-    """Permanently remove deleted projects whose retention has passed.
+@dataclass(frozen=True)
+class Purged:
+    """A project whose rows are gone; its stored bytes go next (ghaf/projects/flows.py)."""
 
-    ``on_purge(project_id)`` runs after the rows are gone, to remove stored bytes.
+    id: str
+    name: str
+
+
+def purge_projects(ctx: Context, *, now: datetime | None = None) -> list[Purged]:
+    """Permanently remove the rows of deleted projects whose retention has passed.
+
+    Their stored bytes stay until :func:`ghaf.projects.flows.purge`, which calls this,
+    removes them.
     """
     ctx.require("platform:admin", resource="projects")
     cutoff = now or utcnow()
     due = ctx.session.scalars(
         select(Project).where(Project.deleted_at.is_not(None), Project.purge_after <= cutoff)
     ).all()
-    names = [p.name for p in due]
-    purged_ids = [p.id for p in due]
+    purged = [Purged(p.id, p.name) for p in due]
     for project in due:
         ids = [project.id]
         service_accounts = select(Principal.id).where(Principal.project_id.in_(ids))
@@ -217,10 +223,7 @@ def purge_projects(
             detail={"name": project.name},
         )
     ctx.commit()
-    for project_id in purged_ids:
-        if on_purge is not None:
-            on_purge(project_id)
-    return names
+    return purged
 
 
 # --- members -----------------------------------------------------------------------
@@ -235,7 +238,10 @@ def _member_out(member: ProjectMember, subject: str, kind: str) -> schemas.Membe
     )
 
 
-def list_members(ctx: Context, project: str) -> list[schemas.MemberOut]:
+def list_members(
+    ctx: Context, project: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> tuple[list[schemas.MemberOut], str | None]:
+    """One page of the project's members (principals and groups), by name."""
     pctx = ctx.in_project(project)
     pctx.require("member:read", resource=f"project/{project}/members")
     assert pctx.project is not None
@@ -254,7 +260,26 @@ def list_members(ctx: Context, project: str) -> list[schemas.MemberOut]:
         .order_by(Group.name)
     ):
         out.append(_member_out(member, GROUP_PREFIX + name, "group"))
-    return out
+    return _page_of(sorted(out, key=_by_member), _by_member, limit=limit, cursor=cursor)
+
+
+def _by_member(member: schemas.MemberOut) -> str:
+    return member.subject
+
+
+def _page_of(
+    items: list[T], key: Callable[[T], str], *, limit: int, cursor: str | None
+) -> tuple[list[T], str | None]:
+    """One page of ``items`` (few, sorted by the unique ``key``), as ``paginate`` pages."""
+    check_limit(limit)
+    if cursor:
+        last = decode_cursor(cursor)
+        if not isinstance(last, str):
+            raise InvalidInput("cursor is not one this server issued", field="cursor")
+        items = [item for item in items if key(item) > last]
+    if len(items) <= limit:
+        return items, None
+    return items[:limit], encode_cursor(key(items[limit - 1]))
 
 
 def _check_grant(pctx: Context, resource: str, *, old: str | None, new: str | None) -> None:
@@ -354,9 +379,10 @@ def add_member(ctx: Context, project: str, request: schemas.MemberAdd) -> schema
     return _member_out(member, subject, kind)
 
 
-def set_member_role(
+def update_member(
     ctx: Context, project: str, subject: str, request: schemas.RoleChange
 ) -> schemas.MemberOut:
+    """Change a member's role (``subject``: a principal name or ``group:NAME``)."""
     pctx = ctx.in_project(project)
     resource = f"project/{project}/member/{subject}"
     pctx.require("member:write", resource=resource)  # before revealing who is a member
@@ -404,9 +430,7 @@ def create_service_account(
     pctx.require("service-account:write", resource=resource)
     _check_grant(pctx, resource, old=None, new=request.role)
     assert pctx.project is not None
-    principal = security.add_principal(
-        pctx, name=request.name, kind=SERVICE, project_id=pctx.project.id
-    )
+    principal = security.add_service_account(pctx, name=request.name)
     pctx.session.add(
         ProjectMember(project_id=pctx.project.id, principal_id=principal.id, role=request.role)
     )
@@ -430,14 +454,22 @@ def _service_account(pctx: Context, name: str) -> Principal:
     return principal
 
 
-def list_service_accounts(ctx: Context, project: str) -> list[security_schemas.PrincipalOut]:
+def list_service_accounts(
+    ctx: Context, project: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> tuple[list[security_schemas.PrincipalOut], str | None]:
+    """One page of the project's service accounts, by name."""
     pctx = ctx.in_project(project)
     pctx.require("member:read", resource=f"project/{project}/service-accounts")
     assert pctx.project is not None
-    return [
+    accounts = [
         security.principal_out(p, project=project)
         for p in security.service_accounts_of(pctx.session, pctx.project)
     ]
+    return _page_of(accounts, _by_name, limit=limit, cursor=cursor)
+
+
+def _by_name(account: security_schemas.PrincipalOut) -> str:
+    return account.name
 
 
 def delete_service_account(ctx: Context, project: str, name: str) -> None:
@@ -476,12 +508,18 @@ def create_service_account_token(
             "a service account's tokens are limited to its own project", field="project"
         )
     scoped = request.model_copy(update={"project": project})
-    return security.issue_token(pctx, principal, scoped)
+    return security.issue_account_token(pctx, principal, scoped)
 
 
 def list_service_account_tokens(
-    ctx: Context, project: str, name: str
-) -> list[security_schemas.TokenOut]:
+    ctx: Context,
+    project: str,
+    name: str,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> tuple[list[security_schemas.TokenOut], str | None]:
+    """One page of a service account's tokens (never their secrets)."""
     pctx = ctx.in_project(project)
     resource = f"project/{project}/service-account/{name}"
     pctx.require("member:read", resource=resource)
@@ -489,7 +527,7 @@ def list_service_account_tokens(
     standing.require_not_stronger(
         pctx, principal, action="token:list", resource=resource, verb="list the tokens of"
     )
-    return security.list_tokens_of(pctx, principal)
+    return security.list_account_tokens(pctx, principal, page_size=limit, cursor=cursor)
 
 
 def revoke_service_account_token(ctx: Context, project: str, name: str, token: str) -> None:
@@ -500,4 +538,4 @@ def revoke_service_account_token(ctx: Context, project: str, name: str, token: s
     standing.require_not_stronger(
         pctx, principal, action="token:revoke", resource=resource, verb="revoke a token of"
     )
-    security.revoke_token_of(pctx, principal, token)
+    security.revoke_account_token(pctx, principal, token)

@@ -1,5 +1,5 @@
 """``ghaf models`` (register, list, alias, review, cards, lineage, policy) and
-``ghaf gate check`` (a CI/CD step: exit 0 when every gate passes, 1 otherwise).
+``ghaf gates check`` (a CI/CD step: exit 0 when every gate passes, 1 otherwise).
 
 Wherever a VERSION is expected, give a number, ``latest`` or an alias, or write the
 model as ``NAME@ALIAS`` and leave VERSION out.
@@ -15,13 +15,16 @@ from rich.table import Table
 
 from ghaf.console.output import (
     EXIT_CHECK_FAILED,
+    CursorOpt,
     JsonOpt,
+    PageSizeOpt,
+    ProjectOpt,
     console,
     done,
     fail,
     print_item,
     print_json,
-    print_table,
+    print_page,
     styled,
     with_client,
 )
@@ -31,12 +34,9 @@ models = typer.Typer(
     help="Model registry: versions, aliases, approvals, cards, lineage.", no_args_is_help=True
 )
 policy = typer.Typer(help="The project's registry policy (YAML).", no_args_is_help=True)
-gate = typer.Typer(help="Quality gates, for CI/CD pipelines.", no_args_is_help=True)
+gates = typer.Typer(help="Quality gates, for CI/CD pipelines.", no_args_is_help=True)
 models.add_typer(policy, name="policy")
 
-ProjectOpt = Annotated[
-    str, typer.Option("--project", "-p", envvar="GHAF_PROJECT", help="Project name.")
-]
 VersionArg = Annotated[
     str | None, typer.Argument(help="Number, 'latest' or alias (default: latest).")
 ]
@@ -148,9 +148,15 @@ def register(
 
 
 @models.command("ls")
-def list_models(project: ProjectOpt, as_json: JsonOpt = False) -> None:
-    print_table(
-        with_client(lambda c: c.models.list(project)),
+def list_models(
+    project: ProjectOpt,
+    page_size: PageSizeOpt = 100,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The project's models, one page at a time."""
+    print_page(
+        with_client(lambda c: c.models.page(project, page_size=page_size, cursor=cursor)),
         ("name", "latest_version", "aliases", "description", "created_by", "created_at"),
         title=f"models of {project}",
         as_json=as_json,
@@ -159,21 +165,21 @@ def list_models(project: ProjectOpt, as_json: JsonOpt = False) -> None:
 
 @models.command("show")
 def show(
-    name: str, project: ProjectOpt, version: VersionArg = None, as_json: JsonOpt = False
+    name: str,
+    project: ProjectOpt,
+    version: VersionArg = None,
+    page_size: PageSizeOpt = 100,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """A version's details; with only NAME, the model and its versions."""
+    """A version's details; with only NAME, the model's versions (newest first, a page
+    at a time)."""
     if version is None and "@" not in name:
-        versions = with_client(lambda c: c.models.versions(project, name))
-        print_table(
-            versions,
-            (
-                "version",
-                "status",
-                "format",
-                "aliases",
-                "approvals",
-                "created_at",
+        print_page(
+            with_client(
+                lambda c: c.models.versions_page(project, name, page_size=page_size, cursor=cursor)
             ),
+            ("version", "status", "format", "aliases", "approvals", "created_at"),
             title=f"versions of {name}",
             as_json=as_json,
         )
@@ -330,7 +336,7 @@ def card(
 
 @policy.command("show")
 def policy_show(project: ProjectOpt, as_json: JsonOpt = False) -> None:
-    found = with_client(lambda c: c.models.get_policy(project))
+    found = with_client(lambda c: c.models.policy(project))
     if as_json:
         print_json(found)
     else:
@@ -374,8 +380,8 @@ def print_gates(report: GateReport) -> None:
         console.print(styled((f"all {len(report.results)} gates passed", "green")))
 
 
-@gate.command("check")
-def gate_check(
+@gates.command("check")
+def gates_check(
     name: str, project: ProjectOpt, version: VersionArg = None, as_json: JsonOpt = False
 ) -> None:
     """Measure every gate of the project's policy on a version; exit 0 if all pass, 1 if

@@ -9,7 +9,7 @@ MANIFEST = Domain(
     name="registry",
     router=api.router,
     hot_routes=(api.get_version,),
-    cli=(("models", cli.models), ("gate", cli.gate)),
+    cli=(("models", cli.models), ("gates", cli.gates)),
     models=("ghaf.registry.models",),
     references=(service._names_blob,),
     # Model checker children never read the installation's secrets or data.

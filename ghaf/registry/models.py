@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     DateTime,
     ForeignKey,
@@ -19,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ghaf.core.clock import utcnow
+from ghaf.core.columns import JsonList, JsonObject
 from ghaf.core.database import Base
 from ghaf.core.ids import new_id
 
@@ -56,7 +56,7 @@ class ModelVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
     description: Mapped[str] = mapped_column(String(2000), default="")
-    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    tags: Mapped[dict[str, str]] = mapped_column(JsonObject(), default=dict)
     format: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -72,12 +72,12 @@ class ModelVersion(Base):
         ForeignKey("runs.id", ondelete="SET NULL"), index=True
     )
     source: Mapped[str] = mapped_column(String(1100))  # run artifact path or upload name
-    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    outputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JsonList(), default=list)
+    outputs: Mapped[list[dict[str, Any]]] = mapped_column(JsonList(), default=list)
     sample: Mapped[bytes] = mapped_column(LargeBinary)  # .npz, read with allow_pickle=False
-    checks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    card: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    gates: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the latest gate check
+    checks: Mapped[dict[str, Any]] = mapped_column(JsonObject(), default=dict)
+    card: Mapped[dict[str, Any]] = mapped_column(JsonObject(), default=dict)
+    gates: Mapped[dict[str, Any] | None] = mapped_column(JsonObject())  # the latest gate check
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(64))
     created_by_id: Mapped[str | None] = mapped_column(String(36))

@@ -2,9 +2,11 @@
 registry policy and gate results. The one place that writes registry tables.
 
 Registering a version and checking gates run the model in a child process, which takes
-seconds, so they come in phases that hold no transaction while the model runs:
+seconds, so they come in steps that hold no transaction while the model runs:
 ``plan_version`` -> :func:`ghaf.registry.checks.check` -> ``commit_version``, and
-``plan_gates`` -> :func:`ghaf.registry.gates.evaluate` -> ``record_gates``.
+``plan_gates`` -> :func:`ghaf.registry.gates.evaluate` -> ``record_gates``. The steps
+authorise themselves; :mod:`ghaf.registry.flows` strings them together, and everything
+(REST, CLI, UI, scheduled work) calls the flow.
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ from ghaf.security import standing
 from ghaf.security.context import Context
 from ghaf.storage import service as storage
 from ghaf.storage.models import Blob
-from ghaf.storage.store import Store
 from ghaf.tracking import service as tracking
 
 MAX_SAMPLE_BYTES = 4 * 1024 * 1024
@@ -308,12 +309,12 @@ class VersionPlan:
     read: gates.Reader
 
 
-def _read_blob(store: Store, blob: Blob) -> gates.Reader:
-    return lambda: storage.read_content(store, blob)
+def _read_blob(pctx: Context, blob: Blob) -> gates.Reader:
+    return lambda: storage.read_content(pctx, blob)
 
 
 def plan_version(
-    ctx: Context, store: Store, project: str, name: str, request: schemas.VersionCreate
+    ctx: Context, project: str, name: str, request: schemas.VersionCreate
 ) -> VersionPlan:
     """Authorise a registration and find its bytes; nothing is written."""
     pctx = ctx.in_project(project)
@@ -327,11 +328,11 @@ def plan_version(
         run = tracking.find_run(pctx, request.run.run)
         run_id = run.id
         artifact = tracking.find_artifact(pctx, run.id, request.run.artifact)
-        blob = storage.blob_row(pctx.session, artifact.blob_id, f"run artifact {artifact.path!r}")
+        blob = storage.blob_row(pctx, artifact.blob_id, f"run artifact {artifact.path!r}")
         filename = file_name(artifact.path.rsplit("/", 1)[-1], field="run.artifact")
         source = f"run {run.id}: {artifact.path}"
         if request.sample is None:
-            sample_npz = _run_sample(pctx, store, run.id, artifact.path)
+            sample_npz = _run_sample(pctx, run.id, artifact.path)
     else:
         assert request.file is not None
         if request.link_run is not None:
@@ -363,11 +364,11 @@ def plan_version(
         source,
         run_id,
         candidate,
-        _read_blob(store, blob),
+        _read_blob(pctx, blob),
     )
 
 
-def _run_sample(pctx: Context, store: Store, run_id: str, model_path: str) -> bytes | None:
+def _run_sample(pctx: Context, run_id: str, model_path: str) -> bytes | None:
     """The sample autolog saved beside the model (``model/sample.npz``), if any."""
     folder = model_path.rsplit("/", 1)[0] if "/" in model_path else ""
     try:
@@ -378,7 +379,7 @@ def _run_sample(pctx: Context, store: Store, run_id: str, model_path: str) -> by
     if blob is None or blob.size > MAX_SAMPLE_BYTES:
         return None
     try:
-        return b"".join(storage.read_content(store, blob))
+        return b"".join(storage.read_content(pctx, blob))
     except IntegrityFailure as exc:
         assert pctx.project is not None
         where = f"project/{pctx.project.name}/run/{run_id}/artifact/{artifact.path}"
@@ -394,7 +395,6 @@ def refuse_version(ctx: Context, project: str, name: str, error: GhafError) -> N
 
 def commit_version(
     ctx: Context,
-    store: Store,
     plan: VersionPlan,
     checked: Checked,
     request: schemas.VersionCreate,
@@ -408,7 +408,7 @@ def commit_version(
         model = _new_model(pctx, plan.model, "")
     card = request.card or cards.ModelCard()
     card = card.model_copy(update={"training_data": _training_data(pctx, card.training_data)})
-    onnx_blob = storage.store_content(pctx, store, checked.onnx) if checked.onnx else None
+    onnx_blob = storage.store_content(pctx, checked.onnx) if checked.onnx else None
     checks = dict(checked.checks)
     if onnx_blob is not None:
         checks["conversion"] = checks.get("conversion", {}) | {
@@ -490,7 +490,7 @@ def _record_lineage(pctx: Context, version: ModelVersion, card: cards.ModelCard)
     data) list it as a consumer, so lineage reads both ways."""
     seen: set[tuple[str, str]] = set()
     if version.run_id is not None:
-        for name, number in datasets.consumed_by(pctx.session, "run", [version.run_id]).get(
+        for name, number in datasets.consumed_by(pctx, "run", [version.run_id]).get(
             version.run_id, []
         ):
             seen.add((name, str(number)))
@@ -654,7 +654,7 @@ class Download:
 
 
 def open_version_file(
-    ctx: Context, store: Store, project: str, name: str, ref: str, *, onnx: bool = False
+    ctx: Context, project: str, name: str, ref: str, *, onnx: bool = False
 ) -> Download:
     """The version's model file (or its ONNX conversion) to stream; needs model:read."""
     pctx = ctx.in_project(project)
@@ -667,7 +667,7 @@ def open_version_file(
             "(register with convert_onnx)",
             field="onnx",
         )
-    blob = storage.blob_row(pctx.session, blob_id, f"version {version.version} of {name!r}")
+    blob = storage.blob_row(pctx, blob_id, f"version {version.version} of {name!r}")
     filename = version.filename.rsplit(".", 1)[0] + ".onnx" if onnx else version.filename
     pctx.audit(
         "model:download",
@@ -676,7 +676,7 @@ def open_version_file(
     )
     pctx.commit()
     resource = _resource(project, model.name, version.version)
-    return Download(filename, blob.sha256, blob.size, _read_blob(store, blob), resource)
+    return Download(filename, blob.sha256, blob.size, _read_blob(pctx, blob), resource)
 
 
 # --- aliases ---------------------------------------------------------------------------
@@ -731,7 +731,7 @@ def set_alias(
             why = f"these gates fail: {'; '.join(failed)}" if failed else "no passing gate check"
             raise Conflict(
                 f"alias {alias!r} is protected: version {version.version} needs passing "
-                f"quality gates under the current policy ({why}; ghaf gate check "
+                f"quality gates under the current policy ({why}; ghaf gates check "
                 f"{name} {version.version})",
                 field="alias",
             )
@@ -807,18 +807,21 @@ def _review_out(review: VersionReview) -> schemas.ReviewOut:
     )
 
 
-def list_reviews(ctx: Context, project: str, name: str, ref: str) -> list[schemas.ReviewOut]:
+def list_reviews(
+    ctx: Context, project: str, name: str, ref: str, *, limit: int, cursor: str | None
+) -> tuple[list[schemas.ReviewOut], str | None]:
+    """Oldest first (ids are time-ordered UUIDv7s, so the id is the keyset)."""
     pctx = ctx.in_project(project)
     pctx.require("model:read", resource=_resource(project, name, ref))
     _, version = _find(pctx, name, ref)
-    return [
-        _review_out(r)
-        for r in pctx.session.scalars(
-            select(VersionReview)
-            .where(VersionReview.version_id == version.id)
-            .order_by(VersionReview.created_at, VersionReview.id)
-        )
-    ]
+    rows, next_cursor = paginate(
+        pctx.session,
+        select(VersionReview).where(VersionReview.version_id == version.id),
+        key=VersionReview.id,
+        limit=limit,
+        cursor=cursor,
+    )
+    return [_review_out(r) for r in rows], next_cursor
 
 
 def _add_review(pctx: Context, version: ModelVersion, kind: str, comment: str) -> None:
@@ -1072,12 +1075,10 @@ def lineage(ctx: Context, project: str, name: str, ref: str) -> schemas.LineageO
             "experiment": run.experiment,
             "status": run.status,
         }
-    rows = datasets.consumed_by(pctx.session, "model", [version.id]).get(version.id, [])
+    rows = datasets.consumed_by(pctx, "model", [version.id]).get(version.id, [])
     via_run = set()
     if version.run_id is not None:
-        via_run = set(
-            datasets.consumed_by(pctx.session, "run", [version.run_id]).get(version.run_id, [])
-        )
+        via_run = set(datasets.consumed_by(pctx, "run", [version.run_id]).get(version.run_id, []))
     found = [
         {"dataset": d, "version": v, "via": "run" if (d, v) in via_run else "card"} for d, v in rows
     ]
@@ -1108,7 +1109,7 @@ class GatePlan:
     facts: gates.GateFacts
 
 
-def plan_gates(ctx: Context, store: Store, project: str, name: str, ref: str) -> GatePlan:
+def plan_gates(ctx: Context, project: str, name: str, ref: str) -> GatePlan:
     """Everything the policy's gates need, read in one go (no writes). Running the gates
     loads the model and replaces the report protected aliases trust: model:write."""
     pctx = ctx.in_project(project)
@@ -1128,10 +1129,8 @@ def plan_gates(ctx: Context, store: Store, project: str, name: str, ref: str) ->
     tables: dict[str, tuple[str, gates.Reader] | str] = {}
     for rule in rules:
         if isinstance(rule, policies.MetricGate) and rule.dataset:
-            tables[gates.table_key(rule)] = _table(pctx, store, rule.dataset, str(rule.version))
-    blob = storage.blob_row(
-        pctx.session, version.blob_id, f"version {version.version} of {model.name!r}"
-    )
+            tables[gates.table_key(rule)] = _table(pctx, rule.dataset, str(rule.version))
+    blob = storage.blob_row(pctx, version.blob_id, f"version {version.version} of {model.name!r}")
     facts = gates.GateFacts(
         model=model.name,
         version=version.version,
@@ -1145,7 +1144,7 @@ def plan_gates(ctx: Context, store: Store, project: str, name: str, ref: str) ->
         metrics=metrics,
         sample_npz=version.sample,
         trust=_trust(loaded.policy),
-        read_model=_read_blob(store, blob),
+        read_model=_read_blob(pctx, blob),
         rules=rules,
         baselines=baselines,
         tables=tables,
@@ -1166,7 +1165,7 @@ def _baseline(
     return gates.Baseline(held.version, held.id == version.id, held.run_id, metrics)
 
 
-def _table(pctx: Context, store: Store, dataset: str, ref: str) -> tuple[str, gates.Reader] | str:
+def _table(pctx: Context, dataset: str, ref: str) -> tuple[str, gates.Reader] | str:
     """The version's Parquet file to evaluate on, or why there is none."""
     assert pctx.project is not None
     try:
@@ -1185,7 +1184,7 @@ def _table(pctx: Context, store: Store, dataset: str, ref: str) -> tuple[str, ga
         blob = storage.held_blob(pctx, tables[0].sha256, size=tables[0].size)
     except NotFound:
         return f"the content of {tables[0].path} is missing"
-    return tables[0].path.rsplit("/", 1)[-1], _read_blob(store, blob)
+    return tables[0].path.rsplit("/", 1)[-1], _read_blob(pctx, blob)
 
 
 def record_gates(

@@ -6,12 +6,25 @@ from typing import Annotated
 
 import typer
 
-from ghaf.console.output import JsonOpt, done, print_item, print_secret, print_table, with_client
+from ghaf.console.output import (
+    CursorOpt,
+    JsonOpt,
+    PageSizeOpt,
+    done,
+    print_item,
+    print_page,
+    print_secret,
+    with_client,
+)
+from ghaf.core.paging import DEFAULT_LIMIT
 
 users = typer.Typer(help="Users (platform admins manage them).", no_args_is_help=True)
 groups = typer.Typer(
-    help="Groups of principals; groups hold roles in projects.", no_args_is_help=True
+    help="Groups of users and service accounts; groups hold roles in projects.",
+    no_args_is_help=True,
 )
+group_members = typer.Typer(help="The members of a group.", no_args_is_help=True)
+groups.add_typer(group_members, name="members")
 tokens = typer.Typer(help="Your API tokens.", no_args_is_help=True)
 
 TOKEN_COLUMNS = ("name", "hint", "project", "read_only", "expires_at", "created_at", "revoked_at")
@@ -37,9 +50,12 @@ def users_create(
 
 
 @users.command("ls")
-def users_ls(as_json: JsonOpt = False) -> None:
-    print_table(
-        with_client(lambda c: c.users.list()),
+def users_ls(
+    page_size: PageSizeOpt = DEFAULT_LIMIT, cursor: CursorOpt = None, as_json: JsonOpt = False
+) -> None:
+    """One page of users, by name; prints the next page's cursor."""
+    print_page(
+        with_client(lambda c: c.users.page(page_size=page_size, cursor=cursor)),
         ("name", "email", "platform_admin", "created_at"),
         title="users",
         as_json=as_json,
@@ -105,9 +121,12 @@ def groups_create(name: str, description: str = "", as_json: JsonOpt = False) ->
 
 
 @groups.command("ls")
-def groups_ls(as_json: JsonOpt = False) -> None:
-    print_table(
-        with_client(lambda c: c.groups.list()),
+def groups_ls(
+    page_size: PageSizeOpt = DEFAULT_LIMIT, cursor: CursorOpt = None, as_json: JsonOpt = False
+) -> None:
+    """One page of groups, by name; prints the next page's cursor."""
+    print_page(
+        with_client(lambda c: c.groups.page(page_size=page_size, cursor=cursor)),
         ("name", "members", "description"),
         title="groups",
         as_json=as_json,
@@ -125,16 +144,18 @@ def groups_rm(name: str, as_json: JsonOpt = False) -> None:
     done(f"group {name} deleted", as_json=as_json)
 
 
-@groups.command("add-member")
-def groups_add_member(name: str, principal: str, as_json: JsonOpt = False) -> None:
-    group = with_client(lambda c: c.groups.add_member(name, principal))
-    done(f"{principal} added to {name}", as_json=as_json, payload=group)
+@group_members.command("add")
+def group_members_add(group: str, member: str, as_json: JsonOpt = False) -> None:
+    """Add a user or service account to a group."""
+    updated = with_client(lambda c: c.groups.members.add(group, member))
+    done(f"{member} added to {group}", as_json=as_json, payload=updated)
 
 
-@groups.command("remove-member")
-def groups_remove_member(name: str, principal: str, as_json: JsonOpt = False) -> None:
-    group = with_client(lambda c: c.groups.remove_member(name, principal))
-    done(f"{principal} removed from {name}", as_json=as_json, payload=group)
+@group_members.command("rm")
+def group_members_rm(group: str, member: str, as_json: JsonOpt = False) -> None:
+    """Remove a member from a group."""
+    updated = with_client(lambda c: c.groups.members.remove(group, member))
+    done(f"{member} removed from {group}", as_json=as_json, payload=updated)
 
 
 @tokens.command("create")
@@ -155,9 +176,19 @@ def tokens_create(
 
 
 @tokens.command("ls")
-def tokens_ls(include_revoked: bool = False, as_json: JsonOpt = False) -> None:
-    print_table(
-        with_client(lambda c: c.tokens.list(include_revoked=include_revoked)),
+def tokens_ls(
+    include_revoked: bool = False,
+    page_size: PageSizeOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One page of your tokens, oldest first; prints the next page's cursor."""
+    print_page(
+        with_client(
+            lambda c: c.tokens.page(
+                include_revoked=include_revoked, page_size=page_size, cursor=cursor
+            )
+        ),
         TOKEN_COLUMNS,
         title="tokens",
         as_json=as_json,

@@ -54,7 +54,7 @@ class GroupCreate(_Strict):
 
 
 class GroupMemberAdd(_Strict):
-    principal: Name
+    member: Name = Field(description="The user or service account to add.")
 
 
 class GroupOut(BaseModel):

@@ -17,12 +17,11 @@ from ghaf.core.errors import (
     GhafError,
     InvalidInput,
     NotFound,
-    PermissionDenied,
     TooManyRequests,
     Unauthenticated,
 )
 from ghaf.core.names import validate_name
-from ghaf.core.paging import paginate
+from ghaf.core.paging import DEFAULT_LIMIT, paginate
 from ghaf.security import schemas, standing
 from ghaf.security.audit.service import DENIED
 from ghaf.security.cache import CachedToken
@@ -267,7 +266,7 @@ def _still_locked(principal: Principal) -> datetime | None:
     return as_utc(until) if until is not None and as_utc(until) > utcnow() else None
 
 
-def add_principal(
+def _add_principal(
     ctx: Context,
     *,
     name: str,
@@ -301,9 +300,26 @@ def add_principal(
     return principal
 
 
+def add_service_account(ctx: Context, *, name: str) -> Principal:
+    """Insert a service account owned by ``ctx``'s project, in the caller's transaction
+    (the projects domain grants it its role and commits). Needs
+    ``service-account:write`` in that project."""
+    project = _project_of(ctx)
+    ctx.require("service-account:write", resource=f"project/{project.name}/service-account/{name}")
+    return _add_principal(ctx, name=name, kind=SERVICE, project_id=project.id)
+
+
+def _project_of(ctx: Context) -> Project:
+    if ctx.project is None:
+        # A programming error, not bad input: service accounts live in one project.
+        raise RuntimeError("a service account's context must be narrowed to its project")
+    return ctx.project
+
+
 def create_user(ctx: Context, request: schemas.UserCreate) -> schemas.PrincipalOut:
+    """Create a user (platform admins)."""
     ctx.require("user:write", resource=f"user/{request.name}")
-    principal = add_principal(
+    principal = _add_principal(
         ctx,
         name=request.name,
         kind=USER,
@@ -319,20 +335,22 @@ def create_user(ctx: Context, request: schemas.UserCreate) -> schemas.PrincipalO
 
 
 def list_users(
-    ctx: Context, *, limit: int, cursor: str | None
+    ctx: Context, *, page_size: int, cursor: str | None
 ) -> tuple[list[schemas.PrincipalOut], str | None]:
+    """One page of users by name (platform admins)."""
     ctx.require("user:read", resource="users")
     rows, next_cursor = paginate(
         ctx.session,
         select(Principal).where(Principal.kind == USER, Principal.deleted_at.is_(None)),
         key=Principal.name,
-        limit=limit,
+        limit=page_size,
         cursor=cursor,
     )
     return [principal_out(p) for p in rows], next_cursor
 
 
 def get_user(ctx: Context, name: str) -> schemas.PrincipalOut:
+    """A user's metadata: your own, or anyone's with ``user:read``."""
     if ctx.actor != name:
         ctx.require("user:read", resource=f"user/{name}")
     principal = get_principal(ctx.session, name, field="user")
@@ -364,6 +382,8 @@ def delete_user(ctx: Context, name: str) -> None:
 
 
 def set_password(ctx: Context, name: str, password: str) -> None:
+    """Set a user's password: your own (with a writable token), or anyone's with
+    ``user:write``."""
     if ctx.actor != name or (ctx.caller and ctx.caller.read_only):
         ctx.require("user:write", resource=f"user/{name}")
     # Hash before the write transaction starts (its first statement takes the lock).
@@ -377,8 +397,9 @@ def set_password(ctx: Context, name: str, password: str) -> None:
 
 
 def whoami(ctx: Context) -> schemas.WhoAmI:
-    caller = ctx.caller
-    assert caller is not None
+    """The caller, its token's limits and its role in each project it can see (any
+    authenticated caller may read itself: ghaf/security/standing.py)."""
+    caller = standing.require_authenticated(ctx, action="auth:whoami", resource="whoami")
     token = ctx.session.get(Token, caller.token_id) if caller.token_id else None
     token_project = (
         ctx.session.get(Project, caller.token_project_id) if (caller.token_project_id) else None
@@ -469,7 +490,7 @@ def token_out(token: Token, principal: str, project: str | None) -> schemas.Toke
     )
 
 
-def issue_token(
+def _issue_token(
     ctx: Context, principal: Principal, request: schemas.TokenCreate
 ) -> schemas.TokenCreated:
     """Create a token for ``principal``; the caller's authority was checked already."""
@@ -487,22 +508,19 @@ def issue_token(
     )
 
 
-def _self(ctx: Context) -> Principal:
-    assert ctx.caller is not None
-    principal = ctx.session.get(Principal, ctx.caller.principal_id)
-    assert principal is not None
+def _self(ctx: Context, caller: Caller) -> Principal:
+    principal = ctx.session.get(Principal, caller.principal_id)
+    if principal is None or principal.deleted_at is not None:
+        raise NotFound("your user or service account no longer exists", field="Authorization")
     return principal
 
 
 def create_own_token(ctx: Context, request: schemas.TokenCreate) -> schemas.TokenCreated:
     """A new token for the caller. Read-only tokens cannot mint tokens."""
-    if ctx.caller is None or ctx.caller.read_only:
-        ctx.deny(
-            "token:create",
-            f"token/{request.name}",
-            PermissionDenied("a read-only token cannot create tokens"),
-        )
-    return issue_token(ctx, _self(ctx), request)
+    caller = standing.require_authenticated(
+        ctx, action="token:create", resource=f"token/{request.name}", change="create tokens"
+    )
+    return _issue_token(ctx, _self(ctx, caller), request)
 
 
 def create_user_token(
@@ -518,28 +536,57 @@ def create_user_token(
     standing.require_not_stronger(
         ctx, principal, action="token:create", resource=resource, verb="mint a token for"
     )
-    return issue_token(ctx, principal, request)
+    return _issue_token(ctx, principal, request)
 
 
-def list_tokens_of(
-    ctx: Context, principal: Principal, *, include_revoked: bool = False
-) -> list[schemas.TokenOut]:
-    statement = (
-        select(Token, Project.name)
-        .outerjoin(Project, Project.id == Token.project_id)
-        .where(Token.principal_id == principal.id)
-        .order_by(Token.created_at)
-    )
+def _list_tokens(
+    ctx: Context,
+    principal: Principal,
+    *,
+    include_revoked: bool,
+    page_size: int,
+    cursor: str | None,
+) -> tuple[list[schemas.TokenOut], str | None]:
+    """One page of a principal's tokens, oldest first (ids are time-ordered)."""
+    statement = select(Token).where(Token.principal_id == principal.id)
     if not include_revoked:
         statement = statement.where(Token.revoked_at.is_(None))
-    return [token_out(t, principal.name, p) for t, p in ctx.session.execute(statement)]
+    rows, next_cursor = paginate(
+        ctx.session, statement, key=Token.id, limit=page_size, cursor=cursor
+    )
+    project_ids = {t.project_id for t in rows if t.project_id is not None}
+    names = (
+        dict(
+            ctx.session.execute(
+                select(Project.id, Project.name).where(Project.id.in_(project_ids))
+            ).all()
+        )
+        if project_ids
+        else {}
+    )
+    items = [token_out(t, principal.name, names.get(t.project_id or "")) for t in rows]
+    return items, next_cursor
 
 
-def list_own_tokens(ctx: Context, *, include_revoked: bool = False) -> list[schemas.TokenOut]:
-    return list_tokens_of(ctx, _self(ctx), include_revoked=include_revoked)
+def list_own_tokens(
+    ctx: Context,
+    *,
+    include_revoked: bool = False,
+    page_size: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> tuple[list[schemas.TokenOut], str | None]:
+    """One page of the caller's own tokens (any authenticated caller may read itself)."""
+    caller = standing.require_authenticated(ctx, action="token:list", resource="tokens")
+    return _list_tokens(
+        ctx,
+        _self(ctx, caller),
+        include_revoked=include_revoked,
+        page_size=page_size,
+        cursor=cursor,
+    )
 
 
-def revoke_token_of(ctx: Context, principal: Principal, name: str) -> None:
+def _revoke_token(ctx: Context, principal: Principal, name: str) -> None:
     token = ctx.session.scalar(
         select(Token).where(Token.principal_id == principal.id, Token.name == name)
     )
@@ -552,13 +599,60 @@ def revoke_token_of(ctx: Context, principal: Principal, name: str) -> None:
 
 
 def revoke_own_token(ctx: Context, name: str) -> None:
-    if ctx.caller is None or ctx.caller.read_only:
-        ctx.deny(
-            "token:revoke",
-            f"token/{name}",
-            PermissionDenied("a read-only token cannot revoke tokens"),
+    """Revoke one of the caller's own tokens (not with a read-only token)."""
+    caller = standing.require_authenticated(
+        ctx, action="token:revoke", resource=f"token/{name}", change="revoke tokens"
+    )
+    _revoke_token(ctx, _self(ctx, caller), name)
+
+
+# --- a project's service accounts' tokens (called by the projects domain) ------------
+
+
+def _require_account(ctx: Context, account: Principal, permission: str, *, what: str) -> None:
+    """``permission`` in the account's own project, which ``ctx`` is narrowed to."""
+    project = _project_of(ctx)
+    ctx.require(permission, resource=f"project/{project.name}/service-account/{account.name}{what}")
+    if account.kind != SERVICE or account.project_id != project.id:
+        raise NotFound(
+            f"project {project.name!r} has no service account named {account.name!r}",
+            field="service_account",
         )
-    revoke_token_of(ctx, _self(ctx), name)
+
+
+def issue_account_token(
+    ctx: Context, account: Principal, request: schemas.TokenCreate
+) -> schemas.TokenCreated:
+    """A token for one of ``ctx``'s project's service accounts, limited to that project
+    (needs ``service-account:write`` there)."""
+    _require_account(ctx, account, "service-account:write", what=f"/token/{request.name}")
+    project = _project_of(ctx)
+    if request.project not in (None, project.name):
+        raise InvalidInput(
+            "a service account's tokens are limited to its own project", field="project"
+        )
+    return _issue_token(ctx, account, request.model_copy(update={"project": project.name}))
+
+
+def list_account_tokens(
+    ctx: Context,
+    account: Principal,
+    *,
+    include_revoked: bool = False,
+    page_size: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> tuple[list[schemas.TokenOut], str | None]:
+    """One page of a service account's tokens (needs ``member:read`` in its project)."""
+    _require_account(ctx, account, "member:read", what="")
+    return _list_tokens(
+        ctx, account, include_revoked=include_revoked, page_size=page_size, cursor=cursor
+    )
+
+
+def revoke_account_token(ctx: Context, account: Principal, name: str) -> None:
+    """Revoke a service account's token (needs ``service-account:write`` in its project)."""
+    _require_account(ctx, account, "service-account:write", what=f"/token/{name}")
+    _revoke_token(ctx, account, name)
 
 
 # --- groups ------------------------------------------------------------------------
@@ -589,6 +683,7 @@ def _group_out(session: Session, group: Group) -> schemas.GroupOut:
 
 
 def create_group(ctx: Context, request: schemas.GroupCreate) -> schemas.GroupOut:
+    """Create a group (platform admins); grant it roles in projects with ``members``."""
     ctx.require("group:write", resource=f"group/{request.name}")
     group = Group(name=request.name, description=request.description)
     insert_unique(
@@ -600,21 +695,24 @@ def create_group(ctx: Context, request: schemas.GroupCreate) -> schemas.GroupOut
 
 
 def list_groups(
-    ctx: Context, *, limit: int, cursor: str | None
+    ctx: Context, *, page_size: int, cursor: str | None
 ) -> tuple[list[schemas.GroupOut], str | None]:
+    """One page of groups by name."""
     ctx.require("group:read", resource="groups")
     rows, next_cursor = paginate(
-        ctx.session, select(Group), key=Group.name, limit=limit, cursor=cursor
+        ctx.session, select(Group), key=Group.name, limit=page_size, cursor=cursor
     )
     return [_group_out(ctx.session, g) for g in rows], next_cursor
 
 
 def get_group(ctx: Context, name: str) -> schemas.GroupOut:
+    """A group with its members."""
     ctx.require("group:read", resource=f"group/{name}")
     return _group_out(ctx.session, get_group_by_name(ctx.session, name))
 
 
 def delete_group(ctx: Context, name: str) -> None:
+    """Delete a group (platform admins)."""
     ctx.require("group:write", resource=f"group/{name}")
     group = get_group_by_name(ctx.session, name)
     ctx.session.delete(group)
@@ -622,10 +720,11 @@ def delete_group(ctx: Context, name: str) -> None:
     ctx.commit()
 
 
-def add_group_member(ctx: Context, name: str, principal_name: str) -> schemas.GroupOut:
-    ctx.require("group:write", resource=f"group/{name}/member/{principal_name}")
+def add_group_member(ctx: Context, name: str, member: str) -> schemas.GroupOut:
+    """Add a user or service account to a group (never one stronger than yourself)."""
+    ctx.require("group:write", resource=f"group/{name}/member/{member}")
     group = get_group_by_name(ctx.session, name)
-    principal = get_principal(ctx.session, principal_name)
+    principal = get_principal(ctx.session, member, field="member")
     granted = ctx.session.scalars(
         select(ProjectMember.role).where(ProjectMember.group_id == group.id)
     ).all()
@@ -633,33 +732,34 @@ def add_group_member(ctx: Context, name: str, principal_name: str) -> schemas.Gr
         ctx,
         principal,
         action="group:add-member",
-        resource=f"group/{name}/member/{principal_name}",
+        resource=f"group/{name}/member/{member}",
         verb=f"add to group {name!r}",
         role=highest_role(list(granted)),
     )
     if ctx.session.get(GroupMember, (group.id, principal.id)) is None:
         ctx.session.add(GroupMember(group_id=group.id, principal_id=principal.id))
-        ctx.audit("group:add-member", f"group/{name}/member/{principal_name}")
+        ctx.audit("group:add-member", f"group/{name}/member/{member}")
         ctx.commit()
     return _group_out(ctx.session, group)
 
 
-def remove_group_member(ctx: Context, name: str, principal_name: str) -> schemas.GroupOut:
-    ctx.require("group:write", resource=f"group/{name}/member/{principal_name}")
+def remove_group_member(ctx: Context, name: str, member: str) -> schemas.GroupOut:
+    """Remove a member from a group (never one stronger than yourself)."""
+    ctx.require("group:write", resource=f"group/{name}/member/{member}")
     group = get_group_by_name(ctx.session, name)
-    principal = get_principal(ctx.session, principal_name)
+    principal = get_principal(ctx.session, member, field="member")
     standing.require_not_stronger(
         ctx,
         principal,
         action="group:remove-member",
-        resource=f"group/{name}/member/{principal_name}",
+        resource=f"group/{name}/member/{member}",
         verb=f"remove from group {name!r}",
     )
-    member = ctx.session.get(GroupMember, (group.id, principal.id))
-    if member is None:
-        raise NotFound(f"{principal_name!r} is not in group {name!r}", field="principal")
-    ctx.session.delete(member)
-    ctx.audit("group:remove-member", f"group/{name}/member/{principal_name}")
+    row = ctx.session.get(GroupMember, (group.id, principal.id))
+    if row is None:
+        raise NotFound(f"{member!r} is not in group {name!r}", field="member")
+    ctx.session.delete(row)
+    ctx.audit("group:remove-member", f"group/{name}/member/{member}")
     ctx.commit()
     return _group_out(ctx.session, group)
 
@@ -670,7 +770,12 @@ def remove_group_member(ctx: Context, name: str, principal_name: str) -> schemas
 def bootstrap_admin(
     ctx: Context, *, name: str, password: str | None = None
 ) -> schemas.TokenCreated | None:
-    """Create the first platform admin and its token; None if an admin already exists."""
+    """Create the first platform admin and its token; None if an admin already exists.
+
+    Runs as ghaf's own installation context (``system:admin-init``), which holds
+    platform authority; any other caller needs ``user:write`` like ``create_user``."""
+    validate_name(name, field="admin")
+    ctx.require("user:write", resource=f"user/{name}")
     existing = ctx.session.scalar(
         select(Principal)
         .where(Principal.is_platform_admin.is_(True), Principal.deleted_at.is_(None))
@@ -678,8 +783,7 @@ def bootstrap_admin(
     )
     if existing is not None:
         return None
-    validate_name(name, field="admin")
-    principal = add_principal(ctx, name=name, kind=USER, password=password, platform_admin=True)
+    principal = _add_principal(ctx, name=name, kind=USER, password=password, platform_admin=True)
     ctx.audit("user:create", f"user/{name}", detail={"platform_admin": True, "bootstrap": True})
     return _issue(ctx, principal, name="bootstrap", project=None, read_only=False, expires_at=None)
 

@@ -1,6 +1,11 @@
 """Standing: what a principal holds, and the people behind a service account.
 
-Two rules live here, each in one function that every route reaches through its service:
+Three rules live here, each in one function that every route reaches through its service:
+
+- :func:`require_authenticated`: **an authenticated caller may read itself.** Whoami and
+  the caller's own tokens need no permission, only a caller; changing them (minting or
+  revoking one's own tokens) also needs a token that is not read-only. Anonymous and
+  system contexts have no self and are refused.
 
 - :func:`require_not_stronger`: **no one acts on a principal stronger than themselves.**
   Nobody may create, change, delete, list or revoke the tokens of, or take a token for, a
@@ -21,14 +26,34 @@ from collections.abc import Iterable
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from ghaf.core.errors import PermissionDenied
-from ghaf.security.context import Context
+from ghaf.core.errors import PermissionDenied, Unauthenticated
+from ghaf.security.context import Caller, Context
 from ghaf.security.models import SERVICE, GroupMember, Principal, Token
 from ghaf.security.permissions import PLATFORM_ADMIN, ROLE_RANK, highest_role
 from ghaf.security.tenancy import ProjectMember
 
 RULE = "no one may act on a principal that holds more than they do"
 _TOP = max(ROLE_RANK.values()) + 1  # platform-admin outranks every project role
+
+
+def require_authenticated(
+    ctx: Context, *, action: str, resource: str, change: str | None = None
+) -> Caller:
+    """The door for a caller acting on itself: return the caller, or refuse (audited).
+
+    ``change`` says what the caller is about to change of itself ("create tokens"): a
+    read-only token may read itself but not change itself (403).
+    """
+    caller = ctx.caller
+    if caller is None:
+        ctx.deny(action, resource, Unauthenticated("this needs an authenticated caller"))
+    if change is not None and caller.read_only:
+        ctx.deny(
+            action,
+            resource,
+            PermissionDenied(f"a read-only token cannot {change}"),
+        )
+    return caller
 
 
 def rank(role: str | None) -> int:

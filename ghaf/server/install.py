@@ -153,8 +153,8 @@ def mint_admin_token(
                 raise NotFound(f"{admin_name!r} is not a platform admin", field="admin")
             ctx.caller = Caller(principal.id, principal.name, principal.kind, True)
             name = token_name or f"local-{utcnow().strftime('%Y%m%dT%H%M%S%f')}"
-            return security.issue_token(
-                ctx, principal, TokenCreate(name=name, expires_in_days=expires_in_days)
+            return security.create_user_token(
+                ctx, admin_name, TokenCreate(name=name, expires_in_days=expires_in_days)
             )
         finally:
             ctx.close()

@@ -10,17 +10,22 @@ from rich.progress import Progress
 
 from ghaf.console.output import (
     EXIT_CHECK_FAILED,
+    CursorOpt,
     JsonOpt,
+    PageSizeOpt,
+    ProjectOpt,
     console,
     done,
     fail,
     print_item,
     print_json,
+    print_page,
     print_table,
     styled,
     transfer_progress,
     with_client,
 )
+from ghaf.core.paging import DEFAULT_LIMIT
 
 artifacts = typer.Typer(
     help="Encrypted, content-addressed files in a project.", no_args_is_help=True
@@ -29,7 +34,6 @@ keys = typer.Typer(
     help="A project's key-encryption keys: versions and rotation.", no_args_is_help=True
 )
 
-ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name.")]
 COLUMNS = ("path", "size", "sha256", "region", "created_by", "created_at")
 
 
@@ -39,8 +43,8 @@ def _bar(description: str, total: int | None, quiet: bool) -> Progress:
     return progress
 
 
-@artifacts.command("put")
-def put(
+@artifacts.command("upload")
+def upload(
     source: Path,
     path: str,
     project: ProjectOpt,
@@ -50,18 +54,18 @@ def put(
     """Upload SOURCE (a local file) to PATH: hashed, encrypted, stored once per content."""
     if not source.is_file():
         fail(f"{source} is not a readable file")
-    with _bar(f"put {path}", source.stat().st_size, as_json) as bar:
+    with _bar(f"upload {path}", source.stat().st_size, as_json) as bar:
         task = bar.task_ids[0]
         stored = with_client(
-            lambda c: c.artifacts.put(
+            lambda c: c.artifacts.upload(
                 project, path, source, overwrite=overwrite, progress=lambda n: bar.advance(task, n)
             )
         )
     print_item(stored, as_json=as_json, title=f"stored {path}")
 
 
-@artifacts.command("get")
-def get(
+@artifacts.command("download")
+def download(
     path: str,
     project: ProjectOpt,
     output: Annotated[
@@ -71,11 +75,11 @@ def get(
 ) -> None:
     """Download PATH, verified against its SHA-256 before it lands."""
     target = output or Path(Path(path).name)
-    info = with_client(lambda c: c.artifacts.info(project, path))
-    with _bar(f"get {path}", info.size, as_json) as bar:
+    info = with_client(lambda c: c.artifacts.get(project, path))
+    with _bar(f"download {path}", info.size, as_json) as bar:
         task = bar.task_ids[0]
         with_client(
-            lambda c: c.artifacts.get(
+            lambda c: c.artifacts.download(
                 project, path, target, progress=lambda n: bar.advance(task, n)
             )
         )
@@ -86,10 +90,26 @@ def get(
     )
 
 
+@artifacts.command("show")
+def show(path: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """Metadata of PATH: size, SHA-256, region, who stored it and when."""
+    print_item(with_client(lambda c: c.artifacts.get(project, path)), as_json=as_json)
+
+
 @artifacts.command("ls")
-def ls(project: ProjectOpt, prefix: str | None = None, as_json: JsonOpt = False) -> None:
-    rows = with_client(lambda c: c.artifacts.list(project, prefix=prefix))
-    print_table(rows, COLUMNS, title=f"artifacts of {project}", as_json=as_json)
+def ls(
+    project: ProjectOpt,
+    prefix: Annotated[str | None, typer.Option(help="Only paths that start with this.")] = None,
+    page_size: PageSizeOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List artifacts by path."""
+    title = f"artifacts of {project}"
+    page = with_client(
+        lambda c: c.artifacts.page(project, prefix=prefix, page_size=page_size, cursor=cursor)
+    )
+    print_page(page, COLUMNS, title=title, as_json=as_json)
 
 
 @artifacts.command("rm")
@@ -120,17 +140,14 @@ def verify(project: ProjectOpt, as_json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-@keys.command("list")
-@keys.command("ls", hidden=True)
+@keys.command("ls")
 def keys_ls(project: ProjectOpt, as_json: JsonOpt = False) -> None:
     """KEK versions and how many objects each still wraps."""
     result = with_client(lambda c: c.keys.list(project))
     if as_json:
         print_json(result)
         return
-    print_table(
-        result.versions, ("version", "objects", "current"), title=f"key versions of {project}"
-    )
+    print_table(result.items, ("version", "objects", "current"), title=f"key versions of {project}")
     if result.pending_rewrap:
         console.print(
             f"{result.pending_rewrap} object(s) still wait for re-wrapping: "

@@ -78,8 +78,11 @@ class KeyVersionOut(BaseModel):
 
 
 class KeysOut(BaseModel):
+    """One page of a project's key versions (oldest first), with its rotation state."""
+
     project: str
-    versions: list[KeyVersionOut]
+    items: list[KeyVersionOut]
+    next_cursor: str | None = None
     pending_rewrap: int = Field(description="Objects not yet re-wrapped to the newest version.")
 
 

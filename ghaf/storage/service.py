@@ -1,9 +1,9 @@
 """Artifact store logic: authorisation, residency, metadata, dedup, verify and rotation.
 
 Uploads have three steps so that no database transaction stays open while bytes stream:
-``plan_put`` (authorise and check residency), the upload itself (``Store.start_upload``
-then ``finish_upload``), then ``commit_put`` (authorise again, verify the hash, record
-metadata atomically). An upload that fails or dies leaves no metadata; its bytes are
+``plan_put`` (authorise and check residency), the upload itself, then ``commit_put``
+(authorise again, verify the hash, record metadata atomically); ghaf/storage/flows.py
+runs them as one action. An upload that fails or dies leaves no metadata; its bytes are
 removed, or, if the process died, reported by ``verify`` as an orphan.
 """
 
@@ -30,7 +30,7 @@ from ghaf.core.errors import (
     StoredObjectCorrupt,
 )
 from ghaf.core.ids import new_id
-from ghaf.core.paging import paginate
+from ghaf.core.paging import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, paginate
 from ghaf.security.context import Context
 from ghaf.storage import packs, references, schemas
 from ghaf.storage.backends.base import INCOMPLETE
@@ -68,10 +68,10 @@ def _artifact_out(artifact: Artifact, blob: Blob, project: str) -> schemas.Artif
     )
 
 
-def _check_residency(pctx: Context, store: Store, path: str) -> None:
+def _check_residency(pctx: Context, path: str) -> None:
     project = pctx.project
     assert project is not None
-    region = store.backend.region
+    region = pctx.store.backend.region
     if region not in project.allowed_regions:
         pctx.deny(
             "artifact:write",
@@ -110,12 +110,13 @@ class PutPlan:
 
 
 def plan_put(
-    ctx: Context, store: Store, project: str, path: str, *, sha256: str | None, overwrite: bool
+    ctx: Context, project: str, path: str, *, sha256: str | None, overwrite: bool
 ) -> PutPlan:
+    """Authorise an upload to ``path`` and check residency; nothing is written."""
     pctx = ctx.in_project(project)
     path = normalise_path(path)
     pctx.require("artifact:write", resource=f"project/{project}/artifact/{path}")
-    _check_residency(pctx, store, path)
+    _check_residency(pctx, path)
     sha256 = _check_sha256(sha256)
     assert pctx.project is not None
     if not overwrite:
@@ -133,24 +134,11 @@ def _refuse_existing(pctx: Context, project_id: str, path: str) -> None:
         )
 
 
-def finish_upload(handle: Upload, plan: PutPlan) -> None:
-    """Seal the last chunk, check the declared hash, make the bytes durable (no DB)."""
-    digest = handle.finish()
-    if digest != plan.declared_sha256:
-        raise InvalidInput(
-            f"content does not match the declared sha256: declared {plan.declared_sha256}, "
-            f"received {digest} ({handle.size} bytes)",
-            field="X-Ghaf-SHA256",
-        )
-    handle.commit()
-
-
-def commit_put(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schemas.ArtifactOut:
+def commit_put(ctx: Context, plan: PutPlan, done: Upload) -> schemas.ArtifactOut:
     """Record the uploaded object under its path; content the project has is kept once."""
     assert plan.path is not None
     blob, artifact = _commit(
         ctx,
-        store,
         plan,
         done,
         action="artifact:put",
@@ -160,11 +148,10 @@ def commit_put(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schem
     return _artifact_out(artifact, blob, plan.project)
 
 
-def commit_blob(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> schemas.BlobOut:
+def commit_blob(ctx: Context, plan: PutPlan, done: Upload) -> schemas.BlobOut:
     """Record uploaded content without a path (datasets name it in their manifests)."""
     blob, _ = _commit(
         ctx,
-        store,
         plan,
         done,
         action="blob:put",
@@ -174,8 +161,9 @@ def commit_blob(ctx: Context, store: Store, plan: PutPlan, done: Upload) -> sche
 
 
 def _commit(
-    ctx: Context, store: Store, plan: PutPlan, done: Upload, *, action: str, resource: str
+    ctx: Context, plan: PutPlan, done: Upload, *, action: str, resource: str
 ) -> tuple[Blob, Artifact | None]:
+    store = ctx.store
     try:
         pctx = ctx.in_project(plan.project)
         pctx.require("artifact:write", resource=resource)
@@ -220,36 +208,18 @@ class PackPlan:
     project_id: str
 
 
-def plan_pack(ctx: Context, store: Store, project: str) -> PackPlan:
+def plan_pack(ctx: Context, project: str) -> PackPlan:
     """Authorise an upload of many small contents in one pack."""
     pctx = ctx.in_project(project)
     pctx.require("artifact:write", resource=f"project/{project}/blobs")
-    _check_residency(pctx, store, "blobs")
+    _check_residency(pctx, "blobs")
     assert pctx.project is not None
     return PackPlan(project, pctx.project.id)
 
 
-def add_frames(pack: PackUpload, frames: packs.FrameReader, piece: bytes) -> None:
-    """Seal each complete frame of ``piece`` into the pack, checking its declared hash."""
-    for declared, content in frames.feed(piece):
-        member = pack.add(content)
-        if member.sha256 != declared:
-            raise InvalidInput(
-                f"pack member {frames.count - 1} does not match its declared sha256: "
-                f"declared {declared}, received {member.sha256} ({member.size} bytes)",
-                field="body",
-            )
-
-
-def finish_pack(pack: PackUpload, frames: packs.FrameReader) -> None:
-    """The body is complete and well formed: seal and make the bytes durable (no DB)."""
-    frames.close()
-    pack.finish()
-    pack.commit()
-
-
-def commit_pack(ctx: Context, store: Store, plan: PackPlan, done: PackUpload) -> schemas.PackOut:
+def commit_pack(ctx: Context, plan: PackPlan, done: PackUpload) -> schemas.PackOut:
     """Record the members the project did not already hold; all in one transaction."""
+    store = ctx.store
     try:
         pctx = ctx.in_project(plan.project)
         pctx.require("artifact:write", resource=f"project/{plan.project}/blobs")
@@ -324,11 +294,11 @@ def _held(pctx: Context, project_id: str, hashes: list[str]) -> set[str]:
     )
 
 
-def plan_blob_put(ctx: Context, store: Store, project: str, sha256: str) -> PutPlan:
+def plan_blob_put(ctx: Context, project: str, sha256: str) -> PutPlan:
     """Authorise an upload of content addressed only by its SHA-256."""
     pctx = ctx.in_project(project)
     pctx.require("artifact:write", resource=f"project/{project}/blob/{sha256}")
-    _check_residency(pctx, store, f"blob/{sha256}")
+    _check_residency(pctx, f"blob/{sha256}")
     _check_sha256(sha256)
     assert pctx.project is not None
     return PutPlan(project, pctx.project.id, None, False, sha256)
@@ -387,22 +357,20 @@ def _forget_if_unused(pctx: Context, blob_id: str) -> None:
                 pctx.session.info.setdefault("ghaf_deleted_keys", []).append(blob.object_key)
 
 
-def _delete_forgotten(pctx: Context, store: Store) -> None:
+def _delete_forgotten(pctx: Context) -> None:
     for key in pctx.session.info.pop("ghaf_deleted_keys", []):
         try:
-            store.backend.delete(key)
+            pctx.store.backend.delete(key)
         except Exception:  # an undeleted object is an orphan that verify reports
             log.warning("could not delete object %s; verify will report it", key)
 
 
-def link(
-    ctx: Context, store: Store, project: str, request: schemas.ArtifactLink
-) -> schemas.ArtifactOut:
+def link(ctx: Context, project: str, request: schemas.ArtifactLink) -> schemas.ArtifactOut:
     """Name content the project already stores, without uploading it again (dedup)."""
     pctx = ctx.in_project(project)
     path = normalise_path(request.path)
     pctx.require("artifact:write", resource=f"project/{project}/artifact/{path}")
-    _check_residency(pctx, store, path)
+    _check_residency(pctx, path)
     assert pctx.project is not None
     blob = _blob_by_hash(pctx, pctx.project.id, request.sha256)
     if blob is None:
@@ -419,7 +387,7 @@ def link(
         detail={"sha256": blob.sha256, "size": blob.size, "dedup": True, "region": blob.region},
     )
     pctx.commit()
-    _delete_forgotten(pctx, store)
+    _delete_forgotten(pctx)
     return _artifact_out(artifact, blob, project)
 
 
@@ -435,26 +403,30 @@ def present_blobs(ctx: Context, project: str, hashes: list[str]) -> schemas.Blob
     )
 
 
-def held_blob(pctx: Context, sha256: str, *, size: int, field: str = "sha256") -> Blob:
-    """For domains above (runs, models): the content ``pctx``'s project already stores
-    with this SHA-256 and size, or NotFound telling the caller to upload it first."""
-    assert pctx.project is not None
-    blob = _blob_by_hash(pctx, pctx.project.id, sha256)
+def held_blob(ctx: Context, sha256: str, *, size: int, field: str = "sha256") -> Blob:
+    """For domains above (runs, models): the content the project of ``ctx`` (narrowed
+    to one) already stores with this SHA-256 and size, or NotFound telling the caller to
+    upload it first. Naming content needs the right to read it."""
+    assert ctx.project is not None
+    ctx.require("artifact:read", resource=f"project/{ctx.project.name}/blob/{sha256}")
+    blob = _blob_by_hash(ctx, ctx.project.id, sha256)
     if blob is None or blob.size != size:
         raise NotFound(
-            f"project {pctx.project.name!r} holds no content {sha256} of {size} bytes; "
+            f"project {ctx.project.name!r} holds no content {sha256} of {size} bytes; "
             "upload it (PUT .../blobs/{sha256}) first",
             field=field,
         )
     return blob
 
 
-def store_content(pctx: Context, store: Store, data: bytes) -> Blob:
-    """Content ghaf made itself (a converted model), stored encrypted in ``pctx``'s
-    project within the caller's transaction; the object is removed if that fails."""
-    assert pctx.project is not None
-    project_id = pctx.project.id
-    _check_residency(pctx, store, "blob/generated")
+def store_content(ctx: Context, data: bytes) -> Blob:
+    """Content ghaf made itself (a converted model), stored encrypted in the project of
+    ``ctx`` (narrowed to one) within the caller's transaction; the object is removed if
+    that fails."""
+    assert ctx.project is not None
+    ctx.require("artifact:write", resource=f"project/{ctx.project.name}/blob/generated")
+    pctx, store, project_id = ctx, ctx.store, ctx.project.id
+    _check_residency(pctx, "blob/generated")
     existing = _blob_by_hash(pctx, project_id, hashlib.sha256(data).hexdigest())
     if existing is not None:
         return existing
@@ -477,9 +449,12 @@ def store_content(pctx: Context, store: Store, data: bytes) -> Blob:
     return blob
 
 
-def read_content(store: Store, blob: Blob) -> Iterator[bytes]:
-    """The plaintext of ``blob``, authenticated chunk by chunk (callers authorised it)."""
-    return store.read(_slice(blob), data_key=_data_key(store, blob))
+def read_content(ctx: Context, blob: Blob) -> Iterator[bytes]:
+    """The plaintext of ``blob`` (of the project ``ctx`` is narrowed to), authenticated
+    chunk by chunk."""
+    assert ctx.project is not None and blob.project_id == ctx.project.id
+    ctx.require("artifact:read", resource=f"project/{ctx.project.name}/blob/{blob.sha256}")
+    return ctx.store.read(_slice(blob), data_key=_data_key(ctx.store, blob))
 
 
 def corrupt(what: str, error: IntegrityFailure) -> StoredObjectCorrupt:
@@ -494,9 +469,16 @@ def corrupt(what: str, error: IntegrityFailure) -> StoredObjectCorrupt:
     )
 
 
-def blob_row(session: Session, blob_id: str, what: str) -> Blob:
-    """The blob row metadata points at; a row that is gone (the database was damaged or
-    tampered with) is an integrity failure naming ``what``, never a crash."""
+def blob_row(ctx: Context, blob_id: str, what: str) -> Blob:
+    """The blob row metadata of the project ``ctx`` is narrowed to points at; a row that
+    is gone (the database was damaged or tampered with) is an integrity failure naming
+    ``what``, never a crash."""
+    assert ctx.project is not None
+    ctx.require("artifact:read", resource=f"project/{ctx.project.name}/blob-id/{blob_id}")
+    return _blob_row_of(ctx.session, blob_id, what)
+
+
+def _blob_row_of(session: Session, blob_id: str, what: str) -> Blob:
     blob = session.get(Blob, blob_id)
     if blob is None:
         raise StoredObjectCorrupt(
@@ -524,6 +506,11 @@ class OpenArtifact:
     artifact: schemas.ArtifactOut
     where: Slice
     data_key: bytes
+    store: Store
+
+    def read(self, *, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Authenticated plaintext of bytes ``start``..``end`` (inclusive)."""
+        return self.store.read(self.where, data_key=self.data_key, start=start, end=end)
 
 
 def _slice(blob: Blob) -> Slice:
@@ -551,17 +538,20 @@ def _find(pctx: Context, path: str) -> tuple[Artifact, Blob]:
     return row[0], row[1]
 
 
-def open_artifact(ctx: Context, store: Store, project: str, path: str) -> OpenArtifact:
+def open_artifact(ctx: Context, project: str, path: str) -> OpenArtifact:
     pctx = ctx.in_project(project)
     path = normalise_path(path)
     pctx.require("artifact:read", resource=f"project/{project}/artifact/{path}")
     artifact, blob = _find(pctx, path)
     return OpenArtifact(
-        _artifact_out(artifact, blob, project), _slice(blob), _data_key(store, blob)
+        _artifact_out(artifact, blob, project),
+        _slice(blob),
+        _data_key(pctx.store, blob),
+        pctx.store,
     )
 
 
-def open_blob(ctx: Context, store: Store, project: str, sha256: str) -> OpenArtifact:
+def open_blob(ctx: Context, project: str, sha256: str) -> OpenArtifact:
     """Content by hash, for readers of manifests (datasets)."""
     pctx = ctx.in_project(project)
     pctx.require("artifact:read", resource=f"project/{project}/blob/{sha256}")
@@ -581,7 +571,7 @@ def open_blob(ctx: Context, store: Store, project: str, sha256: str) -> OpenArti
         region=blob.region,
         created_at=as_utc(blob.created_at),
     )
-    return OpenArtifact(info, _slice(blob), _data_key(store, blob))
+    return OpenArtifact(info, _slice(blob), _data_key(pctx.store, blob), pctx.store)
 
 
 @dataclass(frozen=True)
@@ -591,9 +581,14 @@ class OpenObject:
     data_key: bytes
     hashes: list[str]
     slices: list[Slice]
+    store: Store
+
+    def contents(self) -> Iterator[bytes]:
+        """The whole content of each member, in order, authenticated."""
+        return self.store.read_many(self.slices, data_key=self.data_key)
 
 
-def open_blobs(ctx: Context, store: Store, project: str, hashes: list[str]) -> list[OpenObject]:
+def open_blobs(ctx: Context, project: str, hashes: list[str]) -> list[OpenObject]:
     """Many contents by hash, for one streamed pack; all must exist (none is skipped)."""
     pctx = ctx.in_project(project)
     pctx.require("artifact:read", resource=f"project/{project}/blobs")
@@ -634,13 +629,13 @@ def open_blobs(ctx: Context, store: Store, project: str, hashes: list[str]) -> l
     for row in rows:
         opened = objects.get(row.object_id)
         if opened is None:  # a pack's members share one data key: unwrap it once
-            data_key = store.data_key(
+            data_key = pctx.store.data_key(
                 project_id=pctx.project.id,
                 object_id=row.object_id,
                 kek_version=row.kek_version,
                 wrapped_key=row.wrapped_key,
             )
-            opened = objects[row.object_id] = OpenObject(data_key, [], [])
+            opened = objects[row.object_id] = OpenObject(data_key, [], [], pctx.store)
         opened.hashes.append(row.sha256)
         opened.slices.append(
             Slice(row.object_key, row.object_id, row.object_size, row.object_offset, row.size)
@@ -691,14 +686,14 @@ def list_artifacts(
     return [
         _artifact_out(
             a,
-            blobs.get(a.blob_id) or blob_row(pctx.session, a.blob_id, f"artifact {a.path!r}"),
+            blobs.get(a.blob_id) or _blob_row_of(pctx.session, a.blob_id, f"artifact {a.path!r}"),
             project,
         )
         for a in rows
     ], next_cursor
 
 
-def delete_artifact(ctx: Context, store: Store, project: str, path: str) -> None:
+def delete_artifact(ctx: Context, project: str, path: str) -> None:
     pctx = ctx.in_project(project)
     path = normalise_path(path)
     pctx.require("artifact:delete", resource=f"project/{project}/artifact/{path}")
@@ -710,20 +705,20 @@ def delete_artifact(ctx: Context, store: Store, project: str, path: str) -> None
         "artifact:delete", f"project/{project}/artifact/{path}", detail={"sha256": blob.sha256}
     )
     pctx.commit()
-    _delete_forgotten(pctx, store)
+    _delete_forgotten(pctx)
 
 
 # --- integrity ---------------------------------------------------------------------
 
 
 def verify(
-    ctx: Context, store: Store, project: str, progress: Callable[[int], None] | None = None
+    ctx: Context, project: str, progress: Callable[[int], None] | None = None
 ) -> schemas.StorageVerifyResult:
     """Re-read and authenticate every object; report (never repair) what is wrong."""
     pctx = ctx.in_project(project)
-    pctx.require("artifact:read", resource=f"project/{project}/verify")
+    pctx.require("artifact:verify", resource=f"project/{project}/verify")
     assert pctx.project is not None
-    project_id = pctx.project.id
+    project_id, store = pctx.project.id, pctx.store
     blobs = pctx.session.scalars(select(Blob).where(Blob.project_id == project_id)).all()
     paths: dict[str, list[str]] = {}
     for blob_id, path in pctx.session.execute(
@@ -784,10 +779,16 @@ def verify(
 # --- keys --------------------------------------------------------------------------
 
 
-def list_keys(ctx: Context, store: Store, project: str) -> schemas.KeysOut:
+def list_keys(
+    ctx: Context, project: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> schemas.KeysOut:
+    """Key versions, oldest first, one page at a time, and how many objects still wait
+    for re-wrapping to the newest."""
     pctx = ctx.in_project(project)
     pctx.require("key:read", resource=f"project/{project}/keys")
     assert pctx.project is not None
+    check_limit(limit)
+    after = _version_cursor(cursor)
     counts = dict(
         pctx.session.execute(
             # Objects, not blobs: the members of a pack share one wrapped data key.
@@ -796,17 +797,33 @@ def list_keys(ctx: Context, store: Store, project: str) -> schemas.KeysOut:
             .group_by(Blob.kek_version)
         ).all()
     )
-    newest = store.kms.newest_version(pctx.project.id)
+    newest = pctx.store.kms.newest_version(pctx.project.id)
+    page = range(after + 1, min(after + limit, newest) + 1)
     versions = [
         schemas.KeyVersionOut(version=v, objects=int(counts.get(v, 0)), current=v == newest)
-        for v in range(1, newest + 1)
+        for v in page
     ]
     pending = sum(int(n) for v, n in counts.items() if v != newest)
-    return schemas.KeysOut(project=project, versions=versions, pending_rewrap=pending)
+    more = bool(versions) and versions[-1].version < newest
+    return schemas.KeysOut(
+        project=project,
+        items=versions,
+        next_cursor=encode_cursor(versions[-1].version) if more else None,
+        pending_rewrap=pending,
+    )
+
+
+def _version_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    last = decode_cursor(cursor)
+    if not isinstance(last, int) or last < 0:
+        raise InvalidInput("cursor is not one this server issued", field="cursor")
+    return last
 
 
 def rotate_key(
-    ctx: Context, store: Store, project: str, *, max_batches: int | None = None
+    ctx: Context, project: str, *, max_batches: int | None = None
 ) -> schemas.RotationResult:
     """New KEK version, then re-wrap every data key to it in committed batches.
 
@@ -817,7 +834,7 @@ def rotate_key(
     pctx = ctx.in_project(project)
     pctx.require("key:rotate", resource=f"project/{project}/keys")
     assert pctx.project is not None
-    project_id = pctx.project.id
+    project_id, store = pctx.project.id, pctx.store
     current = store.kms.newest_version(project_id)
 
     def pending() -> int:
@@ -884,8 +901,12 @@ def rotate_key(
 # --- lifecycle ---------------------------------------------------------------------
 
 
-def delete_project_objects(store: Store, project_id: str) -> None:
-    """Remove every stored byte of a purged project (its rows cascade)."""
-    for key in list(store.backend.keys(project_prefix(project_id))):
+def delete_project_objects(ctx: Context, project_id: str) -> None:
+    """Remove every stored byte of a purged project (its rows are gone already).
+
+    Only for purges: ghaf's own work, or a platform admin's."""
+    ctx.require("platform:admin", resource=f"project-id/{project_id}/objects")
+    backend = ctx.store.backend
+    for key in list(backend.keys(project_prefix(project_id))):
         if not key.endswith(INCOMPLETE):
-            store.backend.delete(key)
+            backend.delete(key)

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import Database, dialect_insert
+from ghaf.core.errors import InvalidInput
+from ghaf.core.paging import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor
 from ghaf.tasks.models import ScheduledTask, TaskRun
 from ghaf.tasks.schemas import TaskOut
 
@@ -215,11 +217,34 @@ def _status(
 
 
 def list_tasks(
-    ctx: Authorizing, declared: Sequence[Declared], *, now: datetime | None = None
-) -> list[TaskOut]:
-    """The periodic tasks, their last run and next run (platform admins)."""
+    ctx: Authorizing,
+    declared: Sequence[Declared],
+    *,
+    page_size: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    now: datetime | None = None,
+) -> tuple[list[TaskOut], str | None]:
+    """One page of the periodic tasks by name, each with its last run and next run
+    (platform admins)."""
     ctx.require("platform:admin", resource="tasks")
-    return statuses(ctx.session, declared, now=now or utcnow())
+    check_limit(page_size)
+    after = _name_cursor(cursor)
+    listed = sorted(statuses(ctx.session, declared, now=now or utcnow()), key=lambda t: t.name)
+    if after is not None:
+        listed = [t for t in listed if t.name > after]
+    if len(listed) <= page_size:
+        return listed, None
+    page = listed[:page_size]
+    return page, encode_cursor(page[-1].name)
+
+
+def _name_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    last = decode_cursor(cursor)
+    if not isinstance(last, str):
+        raise InvalidInput("cursor is not one this server issued", field="cursor")
+    return last
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query, Request, status
 from pydantic import ValidationError
 
 from ghaf.core.errors import InvalidInput
-from ghaf.core.paging import Page
-from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit, ReadCall
+from ghaf.core.paging import DEFAULT_LIMIT, Page
+from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
 from ghaf.tracking import batches, schemas, service
 
 router = APIRouter(tags=["tracking"])
@@ -26,26 +26,28 @@ async def create_experiment(
 
 @router.get(EXPERIMENTS)
 async def list_experiments(
-    call: Call, project: str, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
+    call: Call, project: str, page_size: PageSize = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[schemas.ExperimentOut]:
-    items, next_cursor = await call(service.list_experiments, project, limit=limit, cursor=cursor)
+    items, next_cursor = await call(
+        service.list_experiments, project, limit=page_size, cursor=cursor
+    )
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get(EXPERIMENTS + "/{name}")
-async def get_experiment(call: Call, project: str, name: str) -> schemas.ExperimentOut:
-    return await call(service.get_experiment, project, name)
+@router.get(EXPERIMENTS + "/{experiment}")
+async def get_experiment(call: Call, project: str, experiment: str) -> schemas.ExperimentOut:
+    return await call(service.get_experiment, project, experiment)
 
 
-@router.post(EXPERIMENTS + "/{name}/runs", status_code=status.HTTP_201_CREATED)
+@router.post(EXPERIMENTS + "/{experiment}/runs", status_code=status.HTTP_201_CREATED)
 async def create_run(
-    call: Call, project: str, name: str, body: schemas.RunCreate
+    call: Call, project: str, experiment: str, body: schemas.RunCreate
 ) -> schemas.RunOut:
     """Start a run (creating the experiment unless ``create_experiment`` is false)."""
     return await call(
         service.create_run,
         project,
-        name,
+        experiment,
         body,
         heartbeat_timeout_s=call.settings.run_heartbeat_timeout_s,
     )
@@ -78,7 +80,7 @@ async def delete_run(call: Call, project: str, run: str) -> schemas.RunOut:
     return await call(service.delete_run, project, run)
 
 
-@router.post(RUNS + "/{run}/restore")
+@router.post(RUNS + "/{run}:restore")
 async def restore_run(call: Call, project: str, run: str) -> schemas.RunOut:
     return await call(service.restore_run, project, run)
 
@@ -101,7 +103,7 @@ _LOG_BODY: dict[str, Any] = {
 }
 
 
-@router.post(RUNS + "/{run}/log", openapi_extra=_LOG_BODY)
+@router.post(RUNS + "/{run}:log", openapi_extra=_LOG_BODY)
 async def log_batch(call: Call, request: Request, project: str, run: str) -> schemas.LogResult:
     """One batch of params, tags and metric points, applied atomically; an empty batch
     is a heartbeat. Send ``seq`` so a retried batch is never applied twice."""
@@ -145,8 +147,17 @@ async def add_artifact(
 
 
 @router.get(RUNS + "/{run}/artifacts")
-async def list_artifacts(call: Call, project: str, run: str) -> list[schemas.RunArtifactOut]:
-    return await call(service.list_artifacts, project, run)
+async def list_artifacts(
+    call: Call,
+    project: str,
+    run: str,
+    page_size: PageSize = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[schemas.RunArtifactOut]:
+    items, next_cursor = await call(
+        service.list_artifacts, project, run, limit=page_size, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
 
 
 @router.post(RUNS + "/{run}/inputs")

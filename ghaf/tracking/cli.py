@@ -11,24 +11,26 @@ from rich.table import Table
 
 from ghaf.console.output import (
     EXIT_CHECK_FAILED,
+    CursorOpt,
     JsonOpt,
+    PageSizeOpt,
+    ProjectOpt,
     console,
     done,
     print_item,
     print_json,
+    print_page,
     print_table,
     styled,
     with_client,
 )
+from ghaf.core.paging import DEFAULT_LIMIT
 from ghaf.tracking.schemas import RunOut
 
 experiments = typer.Typer(help="Experiments: named groups of runs.", no_args_is_help=True)
 runs = typer.Typer(
     help="Runs: params, metrics, artifacts and lineage of training code.", no_args_is_help=True
 )
-ProjectOpt = Annotated[
-    str, typer.Option("--project", "-p", envvar="GHAF_PROJECT", help="Project name.")
-]
 MAX_METRIC_COLUMNS = 6
 
 
@@ -52,9 +54,16 @@ def create_experiment(
 
 
 @experiments.command("ls")
-def list_experiments(project: ProjectOpt, as_json: JsonOpt = False) -> None:
-    print_table(
-        with_client(lambda c: c.experiments.list(project)),
+def list_experiments(
+    project: ProjectOpt,
+    page_size: PageSizeOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One page of the project's experiments, by name; prints the next page's cursor."""
+    page = with_client(lambda c: c.experiments.page(project, page_size=page_size, cursor=cursor))
+    print_page(
+        page,
         ("name", "description", "created_by", "created_at"),
         title=f"experiments of {project}",
         as_json=as_json,
@@ -74,18 +83,21 @@ def list_runs(
     order_by: Annotated[
         list[str] | None, typer.Option("--order-by", "-o", help="e.g. 'metrics.auc desc'")
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
+    page_size: PageSizeOpt = 50,
+    cursor: CursorOpt = None,
     deleted: Annotated[bool, typer.Option(help="Include deleted runs.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search runs: a filter over metrics (latest values), params, tags and attributes."""
+    """Search runs: a filter over metrics (latest values), params, tags and attributes;
+    one page, then the next page's cursor."""
     found = with_client(
         lambda c: c.runs.search(
             project,
             experiment,
             filter=filter_,
             order_by=order_by,
-            max_results=limit,
+            page_size=page_size,
+            cursor=cursor,
             include_deleted=deleted,
         )
     )
@@ -114,7 +126,7 @@ def list_runs(
         )
     console.print(table)
     if found.next_cursor:
-        console.print(styled((f"more runs match; raise --limit (now {limit})", "dim")))
+        console.print(styled(("next page: --cursor ", "dim"), found.next_cursor), highlight=False)
 
 
 def _show(run: RunOut) -> None:
@@ -194,7 +206,7 @@ def compare(
     console.print(table)
 
 
-@runs.command("delete")
+@runs.command("rm")
 def delete(run: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
     """Hide a run from searches (restore brings it back)."""
     found = with_client(lambda c: c.runs.delete(project, run))

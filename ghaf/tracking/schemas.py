@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ghaf.core.jsonvalues import JsonFloat, JsonObject
 from ghaf.core.names import Name
+from ghaf.core.paging import DEFAULT_LIMIT, MAX_LIMIT
 from ghaf.storage.schemas import SHA256_PATTERN
 
 MAX_PARAM_VALUE = 8000
 MAX_NOTE = 100_000
-MAX_SEARCH_RESULTS = 5000
 
 
 INT64_MAX = 2**63 - 1
@@ -133,8 +133,8 @@ class SearchRequest(_Strict):
     )
     filter: str = Field(default="", max_length=10_000, description="See docs/tracking.md.")
     order_by: list[str] = Field(default_factory=list, max_length=10)
-    max_results: int = Field(default=100, ge=1, le=MAX_SEARCH_RESULTS)
-    cursor: str | None = None
+    page_size: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size.")
+    cursor: str | None = Field(default=None, description="next_cursor of the previous page.")
     include_deleted: bool = False
 
 
@@ -163,4 +163,4 @@ class RunArtifactOut(BaseModel):
 
 class InputAdd(_Strict):
     dataset: Name
-    version: int | str = Field(description="A version number, 'latest' or a tag.")
+    version: int | str = Field(description="A version number, 'latest' or an alias.")

@@ -169,8 +169,10 @@ def _resource(project: str, run: Run) -> str:
     return f"project/{project}/run/{run.id}"
 
 
-def _details(session: Session, run_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Params, latest metrics, tags and inputs of many runs in four queries."""
+def _details(pctx: Context, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Params, latest metrics, tags and inputs of many runs of ``pctx``'s project in
+    four queries."""
+    session = pctx.session
     found: dict[str, dict[str, Any]] = {
         run_id: {"params": {}, "metrics": {}, "tags": {}, "inputs": []} for run_id in run_ids
     }
@@ -189,7 +191,7 @@ def _details(session: Session, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         )
     ):
         found[run_id]["metrics"][key] = float("nan") if number is None else number
-    for run_id, pairs in datasets.consumed_by(session, "run", run_ids).items():
+    for run_id, pairs in datasets.consumed_by(pctx, "run", run_ids).items():
         found[run_id]["inputs"] = [
             schemas.RunInputOut(dataset=name, version=version) for name, version in pairs
         ]
@@ -234,7 +236,7 @@ def _one_out(
         run,
         pctx.project.name,
         experiment or "",
-        _details(pctx.session, [run.id])[run.id],
+        _details(pctx, [run.id])[run.id],
         heartbeat_timeout_s=heartbeat_timeout_s,
     )
 
@@ -332,11 +334,15 @@ def run_id(pctx: Context, ref: str) -> str:
     return _run(pctx, ref).id
 
 
-def find_artifact(pctx: Context, run_id: str, path: str) -> RunArtifact:
-    """For domains above: the run's artifact at ``path`` (its blob names the bytes)."""
-    artifact = pctx.session.get(RunArtifact, (run_id, normalise_path(path)))
+def find_artifact(pctx: Context, ref: str, path: str) -> RunArtifact:
+    """For domains above (the registry): the artifact at ``path`` of a run of
+    ``pctx``'s project (its blob names the bytes). Needs ``run:read``."""
+    assert pctx.project is not None
+    pctx.require("run:read", resource=f"project/{pctx.project.name}/run/{ref}")
+    run = _run(pctx, ref)
+    artifact = pctx.session.get(RunArtifact, (run.id, normalise_path(path)))
     if artifact is None:
-        raise NotFound(f"run {run_id} has no artifact {path!r}", field="artifact")
+        raise NotFound(f"run {run.id} has no artifact {path!r}", field="artifact")
     return artifact
 
 
@@ -661,7 +667,7 @@ def search_runs(
         offset = decode_cursor(request.cursor)
         if not isinstance(offset, int) or offset < 0:
             raise InvalidInput("cursor is not one this server issued", field="cursor")
-    check_limit(min(request.max_results, 1000))
+    limit = check_limit(request.page_size)
     rows = pctx.session.execute(
         query.search_statement(
             project_id=pctx.project.id,
@@ -670,12 +676,12 @@ def search_runs(
             order=order,
             include_deleted=request.include_deleted,
             offset=offset,
-            limit=request.max_results + 1,
+            limit=limit + 1,
         )
     ).all()
-    more = len(rows) > request.max_results
-    rows = rows[: request.max_results]
-    details = _details(pctx.session, [run.id for run, _ in rows])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    details = _details(pctx, [run.id for run, _ in rows])
     items = [_run_out(run, project, name, details[run.id]) for run, name in rows]
     return items, encode_cursor(offset + len(rows)) if more else None
 
@@ -724,16 +730,21 @@ def _artifact_out(artifact: RunArtifact) -> schemas.RunArtifactOut:
     )
 
 
-def list_artifacts(ctx: Context, project: str, ref: str) -> list[schemas.RunArtifactOut]:
+def list_artifacts(
+    ctx: Context, project: str, ref: str, *, limit: int, cursor: str | None
+) -> tuple[list[schemas.RunArtifactOut], str | None]:
+    """The run's artifacts by path, one page."""
     pctx = ctx.in_project(project)
     pctx.require("run:read", resource=f"project/{project}/run/{ref}")
     run = _run(pctx, ref)
-    return [
-        _artifact_out(a)
-        for a in pctx.session.scalars(
-            select(RunArtifact).where(RunArtifact.run_id == run.id).order_by(RunArtifact.path)
-        )
-    ]
+    rows, next_cursor = paginate(
+        pctx.session,
+        select(RunArtifact).where(RunArtifact.run_id == run.id),
+        key=RunArtifact.path,
+        limit=limit,
+        cursor=cursor,
+    )
+    return [_artifact_out(a) for a in rows], next_cursor
 
 
 def add_input(ctx: Context, project: str, ref: str, request: schemas.InputAdd) -> schemas.RunOut:
@@ -759,8 +770,10 @@ def add_input(ctx: Context, project: str, ref: str, request: schemas.InputAdd) -
 def fail_stale_runs(ctx: Context, *, timeout_s: float) -> list[str]:
     """Mark failed every running run that has not been heard from in ``timeout_s``.
 
-    Runs as ghaf itself (a system context); each run it ends is audited.
+    Runs as ghaf itself (a system context, which holds ``platform:admin``) across every
+    project; each run it ends is audited.
     """
+    ctx.require("platform:admin", resource="runs")
     cutoff = utcnow() - timedelta(seconds=timeout_s)
     session = ctx.session
     stale = session.execute(

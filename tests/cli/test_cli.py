@@ -59,8 +59,8 @@ def test_project_and_member_commands(
     created = runner.invoke(app, ["projects", "create", name, "--json"])
     assert created.exit_code == 0, created.output
     assert json.loads(created.stdout)["name"] == name
-    listed = json.loads(runner.invoke(app, ["projects", "ls", "--json"]).stdout)
-    assert name in [p["name"] for p in listed]
+    listed = runner.invoke(app, ["projects", "ls", "--page-size", "1000", "--json"]).stdout
+    assert name in [p["name"] for p in json.loads(listed)["items"]]
     user, _ = platform.new_user()
     added = runner.invoke(
         app, ["members", "add", "-p", name, "--principal", user.name, "--role", "viewer", "--json"]
@@ -68,20 +68,22 @@ def test_project_and_member_commands(
     assert added.exit_code == 0 and json.loads(added.stdout)["role"] == "viewer"
     assert (
         runner.invoke(
-            app, ["members", "set-role", "-p", name, user.name, "--role", "member"]
+            app, ["members", "update", "-p", name, user.name, "--role", "member"]
         ).exit_code
         == 0
     )
-    members = json.loads(runner.invoke(app, ["members", "ls", "-p", name, "--json"]).stdout)
+    members = json.loads(runner.invoke(app, ["members", "ls", "-p", name, "--json"]).stdout)[
+        "items"
+    ]
     assert {"subject": user.name, "role": "member"}.items() <= {
         k: v for m in members if m["subject"] == user.name for k, v in m.items()
     }.items()
     bad = runner.invoke(app, ["projects", "create", "a/b"])
     assert bad.exit_code == 2 and "'/'" in bad.output
-    audit = json.loads(runner.invoke(app, ["audit", "list", "--project", name, "--json"]).stdout)
-    assert [e["action"] for e in audit][:2] == ["project:create", "member:add"]
-    assert runner.invoke(app, ["audit", "list", "--since", "yesterday"]).exit_code == 2
-    assert runner.invoke(app, ["projects", "delete", name]).exit_code == 0
+    audit = json.loads(runner.invoke(app, ["audit", "ls", "--project", name, "--json"]).stdout)
+    assert [e["action"] for e in audit["items"]][:2] == ["project:create", "member:add"]
+    assert runner.invoke(app, ["audit", "ls", "--since", "yesterday"]).exit_code == 2
+    assert runner.invoke(app, ["projects", "rm", name]).exit_code == 0
     assert runner.invoke(app, ["projects", "show", name]).exit_code == 2
 
 
@@ -169,32 +171,33 @@ def test_artifact_and_key_commands(
     source = tmp_path / "model.bin"
     source.write_bytes(b"weights" * 1000)
     put = runner.invoke(
-        app, ["artifacts", "put", str(source), "models/m.bin", "-p", project, "--json"]
+        app, ["artifacts", "upload", str(source), "models/m.bin", "-p", project, "--json"]
     )
     assert put.exit_code == 0, put.output
     assert json.loads(put.stdout)["size"] == 7000
     assert (
         runner.invoke(
-            app, ["artifacts", "put", str(tmp_path / "nope"), "x", "-p", project]
+            app, ["artifacts", "upload", str(tmp_path / "nope"), "x", "-p", project]
         ).exit_code
         == 2
     )
     target = tmp_path / "back.bin"
     got = runner.invoke(
-        app, ["artifacts", "get", "models/m.bin", "-p", project, "-o", str(target), "--json"]
+        app, ["artifacts", "download", "models/m.bin", "-p", project, "-o", str(target), "--json"]
     )
     assert got.exit_code == 0, got.output
     assert target.read_bytes() == source.read_bytes()
     listed = json.loads(runner.invoke(app, ["artifacts", "ls", "-p", project, "--json"]).stdout)
-    assert [a["path"] for a in listed] == ["models/m.bin"]
+    assert [a["path"] for a in listed["items"]] == ["models/m.bin"]
     assert runner.invoke(app, ["artifacts", "verify", "-p", project]).exit_code == 0
     rotated = json.loads(runner.invoke(app, ["keys", "rotate", "-p", project, "--json"]).stdout)
     assert rotated["version"] == 2 and rotated["rewrapped"] == 1
     keys = json.loads(runner.invoke(app, ["keys", "ls", "-p", project, "--json"]).stdout)
-    assert [(v["version"], v["objects"]) for v in keys["versions"]] == [(1, 0), (2, 1)]
+    assert [(v["version"], v["objects"]) for v in keys["items"]] == [(1, 0), (2, 1)]
     assert runner.invoke(app, ["artifacts", "rm", "models/m.bin", "-p", project]).exit_code == 0
-    assert runner.invoke(app, ["artifacts", "get", "models/m.bin", "-p", project]).exit_code == 2
-    bad = runner.invoke(app, ["artifacts", "put", str(source), "../x", "-p", project])
+    gone = runner.invoke(app, ["artifacts", "download", "models/m.bin", "-p", project])
+    assert gone.exit_code == 2
+    bad = runner.invoke(app, ["artifacts", "upload", str(source), "../x", "-p", project])
     assert bad.exit_code == 2 and "'..'" in bad.output
 
 
@@ -210,25 +213,33 @@ def test_data_commands(
     (folder / "a").mkdir(parents=True)
     (folder / "a" / "1.txt").write_text("one")
     (folder / "2.txt").write_text("two")
-    assert runner.invoke(app, ["data", "create", "imgs", "-p", project]).exit_code == 0
+    assert runner.invoke(app, ["datasets", "create", "imgs", "-p", project]).exit_code == 0
     added = runner.invoke(
-        app, ["data", "add", "imgs", str(folder), "-p", project, "-m", "first", "--json"]
+        app, ["datasets", "add", "imgs", str(folder), "-p", project, "-m", "first", "--json"]
     )
     assert added.exit_code == 0, added.output
     version = json.loads(added.stdout)
     assert (version["version"], version["file_count"]) == (1, 2)
-    assert "data add imgs" in version["provenance"]["command"] or version["provenance"]
-    shown = json.loads(runner.invoke(app, ["data", "show", "imgs", "-p", project, "--json"]).stdout)
-    assert shown[0]["tags"] == ["latest"]
-    tagged = runner.invoke(app, ["data", "tag", "imgs", "prod", "1", "-p", project, "--json"])
-    assert tagged.exit_code == 0 and "prod" in json.loads(tagged.stdout)["tags"]
+    assert "datasets add imgs" in version["provenance"]["command"] or version["provenance"]
+    shown = json.loads(
+        runner.invoke(app, ["datasets", "show", "imgs", "-p", project, "--json"]).stdout
+    )
+    assert shown[0]["aliases"] == ["latest"]
+    aliased = runner.invoke(
+        app, ["datasets", "alias", "imgs", "prod", "1", "-p", project, "--json"]
+    )
+    assert aliased.exit_code == 0 and json.loads(aliased.stdout)["alias"] == "prod"
     out = tmp_path / "out"
-    got = runner.invoke(app, ["data", "get", "imgs", "prod", "-p", project, "-o", str(out)])
+    got = runner.invoke(
+        app, ["datasets", "download", "imgs", "prod", "-p", project, "-o", str(out)]
+    )
     assert got.exit_code == 0, got.output
     assert (out / "a" / "1.txt").read_text() == "one"
-    listed = json.loads(runner.invoke(app, ["data", "ls", "-p", project, "--json"]).stdout)
-    assert [(d["name"], d["latest"]) for d in listed] == [("imgs", 1)]
-    missing = runner.invoke(app, ["data", "add", "imgs", str(tmp_path / "nope"), "-p", project])
+    listed = json.loads(runner.invoke(app, ["datasets", "ls", "-p", project, "--json"]).stdout)
+    assert [(d["name"], d["latest"]) for d in listed["items"]] == [("imgs", 1)]
+    removed = runner.invoke(app, ["datasets", "alias", "imgs", "prod", "--delete", "-p", project])
+    assert removed.exit_code == 0, removed.output
+    missing = runner.invoke(app, ["datasets", "add", "imgs", str(tmp_path / "nope"), "-p", project])
     assert missing.exit_code == 2 and "does not exist" in missing.output
 
 
@@ -246,28 +257,34 @@ def test_data_diff_classify_lineage_commands(
     first, second = tmp_path / "v1.parquet", tmp_path / "v2.parquet"
     pq.write_table(pa.table({"id": [1, 2, 3], "email": ["a", "b", "c"]}), first)
     pq.write_table(pa.table({"id": [1, 2, 3, 4]}), second)
-    runner.invoke(app, ["data", "create", "people", "-p", project])
-    assert runner.invoke(app, ["data", "add", "people", str(first), "-p", project]).exit_code == 0
-    classified = runner.invoke(app, ["data", "classify", "people", "email", "pii", "-p", project])
+    runner.invoke(app, ["datasets", "create", "people", "-p", project])
+    assert (
+        runner.invoke(app, ["datasets", "add", "people", str(first), "-p", project]).exit_code == 0
+    )
+    classified = runner.invoke(
+        app, ["datasets", "classify", "people", "email", "pii", "-p", project]
+    )
     assert classified.exit_code == 0, classified.output
-    runner.invoke(app, ["data", "add", "people", str(second), "-p", project])
-    diffed = runner.invoke(app, ["data", "diff", "people", "1", "2", "-p", project])
+    runner.invoke(app, ["datasets", "add", "people", str(second), "-p", project])
+    diffed = runner.invoke(app, ["datasets", "diff", "people", "1", "2", "-p", project])
     assert diffed.exit_code == 0 and "email: removed" in diffed.output
     assert "rows: 3 -> 4" in diffed.output
     as_json = json.loads(
         runner.invoke(
-            app, ["data", "diff", "people", "1", "latest", "-p", project, "--json"]
+            app, ["datasets", "diff", "people", "1", "latest", "-p", project, "--json"]
         ).stdout
     )
     assert as_json["removed"] == ["v1.parquet"] and as_json["added"] == ["v2.parquet"]
     shown = json.loads(
-        runner.invoke(app, ["data", "show", "people", "1", "-p", project, "--json"]).stdout
+        runner.invoke(app, ["datasets", "show", "people", "1", "-p", project, "--json"]).stdout
     )
     assert shown["classifications"] == {"email": "pii"}
-    lineage = runner.invoke(app, ["data", "lineage", "people", "-p", project])
+    lineage = runner.invoke(app, ["datasets", "lineage", "people", "-p", project])
     assert "v2 <- v1" in lineage.output
     assert (
-        runner.invoke(app, ["data", "classify", "people", "id", "secret", "-p", project]).exit_code
+        runner.invoke(
+            app, ["datasets", "classify", "people", "id", "secret", "-p", project]
+        ).exit_code
         == 2
     )
 
@@ -283,9 +300,34 @@ def test_data_add_reference(
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "x.csv").write_text("a\n1\n")
-    runner.invoke(app, ["data", "create", "ext", "-p", project])
+    runner.invoke(app, ["datasets", "create", "ext", "-p", project])
     added = runner.invoke(
-        app, ["data", "add", "ext", str(shared), "-p", project, "--reference", "--json"]
+        app, ["datasets", "add", "ext", str(shared), "-p", project, "--reference", "--json"]
     )
     assert added.exit_code == 0, added.output
     assert json.loads(added.stdout)["external"] is True
+
+
+def test_identity_ls_pages_and_group_members(platform: Platform, admin_cli: Path) -> None:
+    platform.new_user()
+    platform.new_user()
+    page = json.loads(runner.invoke(app, ["users", "ls", "--page-size", "1", "--json"]).stdout)
+    assert len(page["items"]) == 1 and page["next_cursor"]
+    table = runner.invoke(app, ["users", "ls", "--page-size", "1"], env={"COLUMNS": "200"})
+    assert f"next page: --cursor {page['next_cursor']}" in table.output
+    after = runner.invoke(app, ["users", "ls", "--cursor", page["next_cursor"], "--json"])
+    assert page["items"][0]["name"] not in [u["name"] for u in json.loads(after.stdout)["items"]]
+    assert runner.invoke(app, ["users", "ls", "--page-size", "0"]).exit_code == 2
+    assert runner.invoke(app, ["audit", "ls", "--page-size", "2"]).exit_code == 0
+    tokens = json.loads(runner.invoke(app, ["tokens", "ls", "--json"]).stdout)
+    assert tokens["items"] and "next_cursor" in tokens
+    user, _ = platform.new_user()
+    group = unique("g")
+    assert runner.invoke(app, ["groups", "create", group]).exit_code == 0
+    added = runner.invoke(app, ["groups", "members", "add", group, user.name, "--json"])
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["members"] == [user.name]
+    removed = runner.invoke(app, ["groups", "members", "rm", group, user.name])
+    assert removed.exit_code == 0 and f"{user.name} removed from {group}" in removed.output
+    again = runner.invoke(app, ["groups", "members", "rm", group, user.name])
+    assert again.exit_code == 2 and "[member]" in again.output

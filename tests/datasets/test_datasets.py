@@ -56,7 +56,7 @@ def test_folder_versions_upload_only_what_changed(
     assert len(uploads) == 10
     assert second.total_bytes == first.total_bytes + 10 * 100
     assert [v.version for v in admin.datasets.versions(project, "images")] == [1, 2]
-    assert "latest" in admin.datasets.version(project, "images").tags
+    assert "latest" in admin.datasets.version(project, "images").aliases
     assert admin.datasets.get(project, "images").latest == 2
 
 
@@ -67,7 +67,7 @@ def test_single_file_and_download(admin: Client, project: str, tmp_path: Path) -
     admin.datasets.add_version(project, "credit", source)
     assert [f.path for f in admin.datasets.files(project, "credit", 1)] == ["credit.csv"]
     out = tmp_path / "out"
-    admin.datasets.download(project, "credit", out, "latest")
+    admin.datasets.download(project, "credit", "latest", destination=out)
     assert (out / "credit.csv").read_bytes() == source.read_bytes()
 
 
@@ -76,31 +76,83 @@ def test_download_folder_round_trip(admin: Client, project: str, tmp_path: Path)
     admin.datasets.create(project, "d")
     admin.datasets.add_version(project, "d", data)
     out = tmp_path / "out"
-    admin.datasets.download(project, "d", out, 1)
+    admin.datasets.download(project, "d", 1, destination=out)
     for original in data.rglob("*.bin"):
         assert (out / original.relative_to(data)).read_bytes() == original.read_bytes()
 
 
-def test_tags_move_and_are_audited(admin: Client, project: str, tmp_path: Path) -> None:
+def test_aliases_move_and_are_audited(admin: Client, project: str, tmp_path: Path) -> None:
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("one")
     b.write_text("two")
     admin.datasets.create(project, "t")
     admin.datasets.add_version(project, "t", a)
     admin.datasets.add_version(project, "t", b)
-    assert admin.datasets.tag(project, "t", "prod-training", 1).version == 1
+    first = admin.datasets.set_alias(project, "t", "prod-training", 1)
+    assert (first.alias, first.version, first.previous) == ("prod-training", 1, None)
     assert admin.datasets.version(project, "t", "prod-training").version == 1
-    admin.datasets.tag(project, "t", "prod-training", 2)
+    assert admin.datasets.version(project, "t", 1).aliases == ["prod-training"]
+    moved = admin.datasets.set_alias(project, "t", "prod-training", 2)
+    assert (moved.version, moved.previous, moved.updated_by) == (2, 1, "admin")
     assert admin.datasets.version(project, "t", "prod-training").version == 2
-    moves = [e.detail for e in admin.audit.list(project=project) if e.action == "dataset:tag"]
+    assert admin.datasets.version(project, "t", 2).aliases == ["prod-training", "latest"]
+    moves = [e.detail for e in admin.audit.list(project=project) if e.action == "dataset:alias"]
     assert moves[-1] == {"from": 1, "to": 2}
-    with pytest.raises(InvalidInput, match="reserved"):
-        admin.datasets.tag(project, "t", "latest", 1)
-    with pytest.raises(NotFound):
-        admin.datasets.tag(project, "t", "x", 9)
-    admin.datasets.untag(project, "t", "prod-training")
-    with pytest.raises(NotFound):
+    with pytest.raises(InvalidInput, match="reserved") as reserved:
+        admin.datasets.set_alias(project, "t", "latest", 1)
+    assert reserved.value.field == "alias"
+    with pytest.raises(NotFound, match="no version or alias '9'"):
+        admin.datasets.set_alias(project, "t", "x", 9)
+    admin.datasets.delete_alias(project, "t", "prod-training")
+    removed = [e for e in admin.audit.list(project=project) if e.action == "dataset:alias-delete"]
+    assert removed[-1].detail == {"was": 2}
+    with pytest.raises(NotFound, match="no version or alias 'prod-training'"):
         admin.datasets.version(project, "t", "prod-training")
+    with pytest.raises(NotFound, match="no alias 'prod-training'") as gone:
+        admin.datasets.delete_alias(project, "t", "prod-training")
+    assert gone.value.field == "alias"
+
+
+def test_alias_routes_use_the_conventions_words(
+    admin: Client, project: str, tmp_path: Path
+) -> None:
+    """PUT/DELETE .../aliases/{alias}; the old tags route is gone; bad input is a 4xx."""
+    (tmp_path / "a.txt").write_text("one")
+    admin.datasets.create(project, "w")
+    admin.datasets.add_version(project, "w", tmp_path / "a.txt")
+    base = f"/api/v1/projects/{project}/datasets/w"
+    answer = admin.request("PUT", f"{base}/aliases/prod", json={"version": 1}).json()
+    assert (answer["dataset"], answer["alias"], answer["version"]) == ("w", "prod", 1)
+    with pytest.raises(NotFound):
+        admin.request("PUT", f"{base}/tags/prod", json={"version": 1})
+    with pytest.raises(InvalidInput) as bad:
+        admin.request("PUT", f"{base}/aliases/prod", json={"version": 0})
+    assert bad.value.field == "version"
+    with pytest.raises(InvalidInput) as bad_name:
+        admin.request("DELETE", f"{base}/aliases/{'x' * 200}")
+    assert bad_name.value.field == "alias"
+
+
+def test_versions_page_with_page_size_and_cursor(
+    admin: Client, project: str, tmp_path: Path
+) -> None:
+    admin.datasets.create(project, "paged")
+    for i in range(3):
+        (tmp_path / "f.txt").write_text(str(i))
+        admin.datasets.add_version(project, "paged", tmp_path / "f.txt")
+    url = f"/api/v1/projects/{project}/datasets/paged/versions"
+    first = admin.request("GET", url, params={"page_size": 2}).json()
+    assert [v["version"] for v in first["items"]] == [1, 2] and first["next_cursor"]
+    rest = admin.request("GET", url, params={"page_size": 2, "cursor": first["next_cursor"]}).json()
+    assert [v["version"] for v in rest["items"]] == [3] and rest["next_cursor"] is None
+    assert rest["items"][0]["aliases"] == ["latest"]
+    assert [v.version for v in admin.datasets.versions(project, "paged", page_size=1)] == [1, 2, 3]
+    with pytest.raises(InvalidInput) as bad:
+        admin.request("GET", url, params={"page_size": 0})
+    assert bad.value.field == "page_size"
+    with pytest.raises(InvalidInput) as wrong:
+        admin.request("GET", url, params={"cursor": "bm90LW91cnM"})
+    assert wrong.value.field == "cursor"
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "symlink-out", "symlink-in"])
@@ -177,7 +229,7 @@ def test_manifest_with_unuploaded_or_bad_entries(admin: Client, project: str) ->
     with pytest.raises(Conflict, match="not uploaded") as info:
         admin.request("POST", base, json={"files": [ghost]})
     assert info.value.field == "files"
-    stored = admin.artifacts.put(project, "x.bin", b"abc")
+    stored = admin.artifacts.upload(project, "x.bin", b"abc")
     good = {"path": "x.bin", "size": 3, "sha256": stored.sha256}
     with pytest.raises(InvalidInput, match="appears twice"):
         admin.request("POST", base, json={"files": [good, good]})
@@ -223,12 +275,12 @@ def test_content_named_by_a_version_is_never_deleted(
 ) -> None:
     source = tmp_path / "shared.bin"
     source.write_bytes(os.urandom(2000))
-    admin.artifacts.put(project, "shared.bin", source)
+    admin.artifacts.upload(project, "shared.bin", source)
     admin.datasets.create(project, "keep")
     admin.datasets.add_version(project, "keep", source)
     admin.artifacts.delete(project, "shared.bin")  # the dataset still names the content
     out = tmp_path / "out"
-    admin.datasets.download(project, "keep", out)
+    admin.datasets.download(project, "keep", destination=out)
     assert (out / "shared.bin").read_bytes() == source.read_bytes()
     assert admin.artifacts.verify(project).ok
 
@@ -315,16 +367,16 @@ def test_external_reference_to_a_shared_path(admin: Client, project: str, tmp_pa
     assert version.external and version.file_count == 5 and uploads == []
     assert all(f.uri and f.uri.startswith("file:///") for f in admin.datasets.files(project, "ext"))
     out = tmp_path / "out"
-    admin.datasets.download(project, "ext", out)
+    admin.datasets.download(project, "ext", destination=out)
     assert (out / "part-0" / "file-3.bin").read_bytes() == (
         shared / "part-0" / "file-3.bin"
     ).read_bytes()
     (shared / "part-0" / "file-3.bin").write_bytes(b"changed behind our back")
     with pytest.raises(IntegrityFailure, match="changed since the version was recorded"):
-        admin.datasets.download(project, "ext", tmp_path / "again")
+        admin.datasets.download(project, "ext", destination=tmp_path / "again")
     (shared / "part-0" / "file-3.bin").unlink()
     with pytest.raises(IntegrityFailure, match="gone"):
-        admin.datasets.download(project, "ext", tmp_path / "third")
+        admin.datasets.download(project, "ext", destination=tmp_path / "third")
 
 
 def test_external_reference_to_s3(
@@ -358,11 +410,11 @@ def test_external_reference_to_s3(
         "2026/part-2.csv",
     ]
     out = tmp_path / "out"
-    admin.datasets.download(project, "lake", out)
+    admin.datasets.download(project, "lake", destination=out)
     assert (out / "2026" / "part-1.csv").read_text() == "a,b\n1,1\n"
     s3.put_object(Bucket=bucket, Key="raw/2026/part-1.csv", Body="tampered")
     with pytest.raises(IntegrityFailure, match="changed since"):
-        admin.datasets.download(project, "lake", tmp_path / "again")
+        admin.datasets.download(project, "lake", destination=tmp_path / "again")
     with pytest.raises(InvalidInput, match="no objects"):
         admin.datasets.add_version(project, "lake", f"s3://{bucket}/empty/", reference=True)
 

@@ -67,7 +67,7 @@ def test_unchanged_files_are_not_read_again(
     assert reads == [str(target.resolve())]
     assert second.file_count == 20
     out = tmp_path / "out"
-    admin.datasets.download(project, "cached", out)
+    admin.datasets.download(project, "cached", destination=out)
     assert (out / "d1" / "f1.txt").read_text() == "FILE 1"
 
 
@@ -141,7 +141,7 @@ def test_one_hundred_thousand_tiny_files(databases: Databases, tmp_path: Path) -
         assert admin.datasets.diff(project, "tiny", 1, 2).changed == ["042/0042.txt"]
         assert second.total_bytes == first.total_bytes + len(b"changed") - len(b"42-42")
         out = tmp_path / "out"
-        admin.datasets.download(project, "tiny", out, 2)
+        admin.datasets.download(project, "tiny", 2, destination=out)
     assert (out / "042" / "0042.txt").read_bytes() == b"changed"
     assert (out / "099" / "0999.txt").read_bytes() == b"99-999"
     assert sum(1 for _ in out.rglob("*.txt")) == 100_000
@@ -161,7 +161,7 @@ def test_a_stale_stored_hint_falls_back_to_asking_the_server(
     version = admin.datasets.add_version(project, "hinted", data)
     assert version.file_count == 1
     out = tmp_path / "out"
-    admin.datasets.download(project, "hinted", out)
+    admin.datasets.download(project, "hinted", destination=out)
     assert (out / "new.txt").read_text() == "never uploaded anywhere"
 
 
@@ -220,7 +220,7 @@ def test_bad_change_lists_are_refused(admin: Client, project: str, tmp_path: Pat
         ({"base": 1, "files": [entry], "removed": ["one.txt"], **known}, InvalidInput, "both"),
         ({"base": 1, "removed": ["ghost.txt"], **known}, InvalidInput, "not in version 1"),
         ({"base": 1, "removed": ["one.txt"], **known}, InvalidInput, "at least one file"),
-        ({"base": 9, "files": [entry], **known}, NotFound, "no version or tag '9'"),
+        ({"base": 9, "files": [entry], **known}, NotFound, "no version or alias '9'"),
         ({"files": []}, InvalidInput, "at least one file"),
     ]
     for body, error, match in cases:

@@ -46,13 +46,13 @@ def test_maintainer_cannot_grant_owner(
         maintainer.members.add(project, principal=other.name, role="owner")
     maintainer.members.add(project, principal=other.name, role="maintainer")
     with pytest.raises(PermissionDenied, match="member:grant-owner"):
-        maintainer.members.set_role(project, other.name, "owner")
+        maintainer.members.update(project, other.name, role="owner")
 
 
 def test_maintainer_cannot_promote_self(project: str, member_in: MemberIn) -> None:
     name, maintainer = member_in(project, "maintainer")
     with pytest.raises(PermissionDenied):
-        maintainer.members.set_role(project, name, "owner")
+        maintainer.members.update(project, name, role="owner")
 
 
 def test_maintainer_cannot_demote_or_remove_an_owner(
@@ -61,7 +61,7 @@ def test_maintainer_cannot_demote_or_remove_an_owner(
     owner_name, _ = member_in(project, "owner")
     _, maintainer = member_in(project, "maintainer")
     with pytest.raises(PermissionDenied):
-        maintainer.members.set_role(project, owner_name, "viewer")
+        maintainer.members.update(project, owner_name, role="viewer")
     with pytest.raises(PermissionDenied):
         maintainer.members.remove(project, owner_name)
     assert {m.subject: m.role for m in admin.members.list(project)}[owner_name] == "owner"
@@ -75,7 +75,7 @@ def test_member_cannot_escalate_through_groups(
     with pytest.raises(PermissionDenied):
         member.members.add(project, group=group, role="owner")
     with pytest.raises(PermissionDenied, match="group:write"):
-        member.groups.add_member(group, "admin")
+        member.groups.members.add(group, "admin")
 
 
 def test_owner_manages_owners_but_keeps_one(platform: Platform) -> None:
@@ -83,9 +83,9 @@ def test_owner_manages_owners_but_keeps_one(platform: Platform) -> None:
     project = owner.projects.create(unique("p")).name
     other, _ = platform.new_user()
     owner.members.add(project, principal=other.name, role="owner")
-    owner.members.set_role(project, other.name, "viewer")
+    owner.members.update(project, other.name, role="viewer")
     with pytest.raises(Conflict, match="at least one owner"):
-        owner.members.set_role(project, owner_user.name, "maintainer")
+        owner.members.update(project, owner_user.name, role="maintainer")
     with pytest.raises(Conflict, match="at least one owner"):
         owner.members.remove(project, owner_user.name)
 
@@ -109,16 +109,16 @@ def test_outsider_sees_404_not_403(project: str, platform: Platform) -> None:
 def test_group_grants_give_roles(admin: Client, project: str, platform: Platform) -> None:
     user, client = platform.new_user()
     group = admin.groups.create(unique("g"), description="data science").name
-    admin.groups.add_member(group, user.name)
+    admin.groups.members.add(group, user.name)
     admin.members.add(project, group=group, role="maintainer")
     assert client.projects.get(project).role == "maintainer"
     assert f"group:{group}" in [m.subject for m in admin.members.list(project)]
     # a direct grant and a group grant: the stronger wins
     admin.members.add(project, principal=user.name, role="viewer")
     assert client.projects.get(project).role == "maintainer"
-    admin.groups.remove_member(group, user.name)
+    admin.groups.members.remove(group, user.name)
     assert client.projects.get(project).role == "viewer"
-    admin.members.set_role(project, f"group:{group}", "viewer")
+    admin.members.update(project, f"group:{group}", role="viewer")
     admin.members.remove(project, f"group:{group}")
 
 
@@ -144,7 +144,7 @@ def test_membership_bad_input(admin: Client, project: str) -> None:
     with pytest.raises(NotFound):
         admin.members.add(project, principal=unique("ghost"), role="viewer")
     with pytest.raises(NotFound):
-        admin.members.set_role(project, unique("ghost"), "viewer")
+        admin.members.update(project, unique("ghost"), role="viewer")
     with pytest.raises(NotFound):
         admin.members.remove(project, "group:" + unique("ghost"))
 

@@ -135,17 +135,17 @@ def test_list_pagination_walks_every_page(platform: Platform) -> None:
     for name in names:
         client.projects.create(name)
     assert [p.name for p in client.projects.list(page_size=3)] == names
-    page = client.request("GET", "/api/v1/projects", params={"limit": 3}).json()
+    page = client.request("GET", "/api/v1/projects", params={"page_size": 3}).json()
     assert len(page["items"]) == 3 and page["next_cursor"]
 
 
-def test_bad_cursor_and_limit_name_the_field(admin: Client) -> None:
+def test_bad_cursor_and_page_size_name_the_field(admin: Client) -> None:
     with pytest.raises(InvalidInput) as info:
         admin.request("GET", "/api/v1/projects", params={"cursor": "garbage!!"})
     assert info.value.field == "cursor"
     with pytest.raises(InvalidInput) as info:
-        admin.request("GET", "/api/v1/projects", params={"limit": 0})
-    assert info.value.field == "limit"
+        admin.request("GET", "/api/v1/projects", params={"page_size": 0})
+    assert info.value.field == "page_size"
 
 
 def test_regions_default_and_explicit(admin: Client) -> None:

@@ -1,4 +1,4 @@
-"""``ghaf models`` and ``ghaf gate check`` from the command line."""
+"""``ghaf models`` and ``ghaf gates check`` from the command line."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_policy_cards_reviews_and_gate_check_exit_codes(
     assert _cli("models", "policy", "set", str(policy), "-p", project).exit_code == 0
     assert "card_fields" in _cli("models", "policy", "show", "-p", project).output
     admin.models.register(project, "churn", path=trained.path, sample=trained.X[:3])
-    failing = _cli("gate", "check", "churn", "1", "-p", project)
+    failing = _cli("gates", "check", "churn", "1", "-p", project)
     assert failing.exit_code == 1, failing.output
     assert "FAIL" in failing.output and "missing owners" in failing.output
     card = _cli(
@@ -91,7 +91,7 @@ def test_policy_cards_reviews_and_gate_check_exit_codes(
         "intended_use=Churn triage",
     )
     assert card.exit_code == 0 and "- ml-platform" in card.output
-    passing = _cli("gate", "check", "churn", "1", "-p", project, "--json")
+    passing = _cli("gates", "check", "churn", "1", "-p", project, "--json")
     assert passing.exit_code == 0 and json.loads(passing.output)["passed"] is True
     html = tmp_path / "card.html"
     assert (
@@ -109,3 +109,23 @@ def test_policy_cards_reviews_and_gate_check_exit_codes(
     approved = _cli("models", "approve", "churn", "1", "-p", project, "-m", "ok")
     assert approved.exit_code == 0 and "approved" in approved.output
     assert _cli("models", "alias", "churn", "champion", "1", "-p", project).exit_code == 0
+
+
+def test_ls_pages_with_page_size_and_cursor(admin: Client, project: str, admin_cli: Path) -> None:
+    for name in ("a-model", "b-model", "c-model"):
+        admin.models.create(project, name)
+    first = _cli("models", "ls", "-p", project, "--page-size", "2", "--json")
+    assert first.exit_code == 0, first.output
+    page = json.loads(first.output)  # exactly what REST answers
+    assert [m["name"] for m in page["items"]] == ["a-model", "b-model"]
+    assert page["next_cursor"]
+    shown = _cli("models", "ls", "-p", project, "--page-size", "2")
+    assert f"--cursor {page['next_cursor']}" in shown.output.replace("\n", "")
+    rest = _cli("models", "ls", "-p", project, "--cursor", page["next_cursor"], "--json")
+    assert json.loads(rest.output) == {
+        "items": [json.loads(rest.output)["items"][0]],
+        "next_cursor": None,
+    }
+    assert json.loads(rest.output)["items"][0]["name"] == "c-model"
+    bad = _cli("models", "ls", "-p", project, "--page-size", "0")
+    assert bad.exit_code == 2 and "page-size" in bad.output

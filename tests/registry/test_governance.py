@@ -93,7 +93,7 @@ def test_policy_errors_name_the_line(admin: Client, project: str) -> None:
         with pytest.raises(InvalidInput) as refused:
             admin.models.set_policy(project, text)
         assert message in str(refused.value), (text, str(refused.value))
-    assert admin.models.get_policy(project).text == ""  # nothing was stored
+    assert admin.models.policy(project).text == ""  # nothing was stored
 
 
 def _train_run(project: str, trained: TrainedModel, C: float) -> str:

@@ -197,7 +197,7 @@ def test_module_level_calls_use_the_stored_login(
     monkeypatch.setenv("GHAF_URL", platform.url)
     monkeypatch.setenv("GHAF_TOKEN", platform.admin_token)
     monkeypatch.setenv("GHAF_PROJECT", project)
-    version = ghaf.models.register(name="churn", path=trained.path, sample=trained.X[:2])
+    version = ghaf.models.register("churn", path=trained.path, sample=trained.X[:2])
     ghaf.models.set_alias("churn", "staging", version.version)
     assert ghaf.models.version("churn@staging").id == version.id
     assert [m.name for m in ghaf.models.list()] == ["churn"]
@@ -259,3 +259,32 @@ def test_purging_a_project_removes_its_models(
     assert project_id is not None and left == 0
     with pytest.raises(NotFound):
         admin.models.get(doomed, "churn")
+
+
+def test_lists_page_with_page_size_and_cursor(
+    platform: object, admin: Client, project: str, trained: TrainedModel
+) -> None:
+    import httpx
+
+    for _ in range(3):
+        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:2])
+    base = f"{admin.url}/api/v1/projects/{project}/models/churn/versions"
+    headers = {"Authorization": admin._http.headers["Authorization"]}
+    first = httpx.get(base, params={"page_size": 2}, headers=headers).json()
+    assert [v["version"] for v in first["items"]] == [3, 2] and first["next_cursor"]
+    rest = httpx.get(
+        base, params={"page_size": 2, "cursor": first["next_cursor"]}, headers=headers
+    ).json()
+    assert [v["version"] for v in rest["items"]] == [1] and rest["next_cursor"] is None
+    too_big = httpx.get(base, params={"page_size": 1001}, headers=headers)
+    assert too_big.status_code == 422 and "page_size" in too_big.text
+    page = admin.models.versions_page(project, "churn", page_size=1)
+    assert [v.version for v in page.items] == [3]
+    assert [v.version for v in admin.models.versions(project, "churn", page_size=1)] == [3, 2, 1]
+    reviews = f"{base}/1/reviews"
+    for n in range(3):
+        admin.models.request_approval(project, "churn", 1, comment=f"please {n}")
+    one = httpx.get(reviews, params={"page_size": 1}, headers=headers).json()
+    assert len(one["items"]) == 1 and one["next_cursor"]
+    every = admin.models.reviews(project, "churn", 1, page_size=1)
+    assert [r.comment for r in every] == ["please 0", "please 1", "please 2"]

@@ -123,7 +123,7 @@ def test_streamed_uploads_may_exceed_the_json_limit(small: Platform) -> None:
     admin: Client = small.admin
     project = admin.projects.create(unique("p")).name
     content = os.urandom(3 * MB)
-    stored = admin.artifacts.put(project, "big.bin", content)
+    stored = admin.artifacts.upload(project, "big.bin", content)
     assert stored.size == 3 * MB
     assert admin.artifacts.read(project, "big.bin") == content
 

@@ -89,13 +89,13 @@ def test_service_account_made_strong_through_a_group_is_protected(
     bot, group = unique("sa"), unique("g")
     admin.service_accounts.create(project, bot, role="member")
     admin.groups.create(group)
-    admin.groups.add_member(group, bot)
+    admin.groups.members.add(group, bot)
     admin.members.add(project, group=group, role="owner")
     _, maintainer = member_in(project, "maintainer")
     with pytest.raises(PermissionDenied, match=RULE):
         maintainer.service_accounts.create_token(project, bot, token_name="x")
     with pytest.raises(PermissionDenied, match=RULE):
-        maintainer.members.set_role(project, bot, "viewer")
+        maintainer.members.update(project, bot, role="viewer")
     with pytest.raises(PermissionDenied, match=RULE):
         maintainer.members.remove(project, bot)
     assert {m.subject: m.role for m in admin.members.list(project)}[bot] == "member"
@@ -109,7 +109,7 @@ def test_maintainer_cannot_demote_or_remove_a_stronger_member(
     strong, _ = member_in(project, "member")
     group = unique("g")
     admin.groups.create(group)
-    admin.groups.add_member(group, strong)
+    admin.groups.members.add(group, strong)
     admin.members.add(project, group=group, role="owner")
     # A platform admin holding only "viewer" in the project.
     operator = admin.users.create(unique("u"), platform_admin=True).name
@@ -118,7 +118,7 @@ def test_maintainer_cannot_demote_or_remove_a_stronger_member(
 
     for subject, holds in ((strong, "owner"), (operator, "platform-admin")):
         with pytest.raises(PermissionDenied, match=RULE) as refused:
-            maintainer.members.set_role(project, subject, "viewer")
+            maintainer.members.update(project, subject, role="viewer")
         assert f"who would hold {holds}" in str(refused.value)
         with pytest.raises(PermissionDenied, match=RULE):
             maintainer.members.remove(project, subject)
@@ -129,12 +129,12 @@ def test_maintainer_cannot_demote_or_remove_a_stronger_member(
     # Equals and weaker members remain the maintainer's to manage.
     peer, _ = member_in(project, "maintainer")
     weak, _ = member_in(project, "viewer")
-    assert maintainer.members.set_role(project, weak, "member").role == "member"
-    assert maintainer.members.set_role(project, peer, "member").role == "member"
+    assert maintainer.members.update(project, weak, role="member").role == "member"
+    assert maintainer.members.update(project, peer, role="member").role == "member"
     maintainer.members.remove(project, weak)
     # The owner may act on the strong member.
     _, owner = member_in(project, "owner")
-    assert owner.members.set_role(project, strong, "viewer").role == "viewer"
+    assert owner.members.update(project, strong, role="viewer").role == "viewer"
 
 
 def test_no_one_grants_or_creates_above_their_role(
@@ -163,7 +163,7 @@ def test_project_limited_admin_token_holds_nothing_outside_its_project(
     with pytest.raises(PermissionDenied):
         limited.users.create(unique("u"), platform_admin=True)
     with pytest.raises(PermissionDenied):
-        limited.groups.add_member(admin.groups.create(unique("g")).name, other_admin)
+        limited.groups.members.add(admin.groups.create(unique("g")).name, other_admin)
     _denied(admin, None, "user:write", f"user/{other_admin}/token/steal", since)
     # An unrestricted admin token still mints tokens for an equal.
     assert admin.users.create_token(other_admin, token_name="ok").token.startswith("ghaf_")

@@ -75,7 +75,7 @@ def test_lockout_is_audited_and_admins_unlock(
     assert right.json()["detail"] == wrong.json()["detail"]
     assert int(right.headers["retry-after"]) > 60
     assert admin.users.get(name).locked_until is not None
-    lockouts = [e for e in admin.audit.list(limit=200) if e.action == "auth:lockout"]
+    lockouts = [e for e in admin.audit.list() if e.action == "auth:lockout"]
     assert [e.resource for e in lockouts] == [f"user/{name}"]
     # A name without an account locks the same way (a lockout tells nobody who exists).
     ghost = unique("ghost")
@@ -86,7 +86,7 @@ def test_lockout_is_audited_and_admins_unlock(
     unlocked = admin.users.unlock(name)
     assert unlocked.locked_until is None
     assert Client.login(live.url, name, PASSWORD).token.startswith("ghaf_")
-    assert "user:unlock" in [e.action for e in admin.audit.list(limit=50)]
+    assert "user:unlock" in [e.action for e in admin.audit.list()]
 
     # Locked again, and unlocked from the CLI this time.
     for _ in range(3):

@@ -66,7 +66,7 @@ def test_invalid_utf8_is_refused_before_authentication(platform: Platform) -> No
 
 
 def test_valid_utf8_names_still_work(platform: Platform, admin: Client, project: str) -> None:
-    admin.artifacts.put(project, "données/é.txt", b"ok")
+    admin.artifacts.upload(project, "données/é.txt", b"ok")
     assert admin.artifacts.read(project, "données/é.txt") == b"ok"
     response = httpx.get(
         f"{platform.url}/api/v1/projects/{project}/artifacts/donn%C3%A9es/%C3%A9.txt",

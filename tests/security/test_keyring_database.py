@@ -116,8 +116,8 @@ def test_two_servers_with_different_homes_share_one_database(
         if True:
             project = ca.projects.create(unique("p")).name
             assert project in {p.name for p in cb.projects.list()}
-            ca.artifacts.put(project, "from-a.bin", b"written through a")
-            cb.artifacts.get(project, "from-a.bin", tmp_path / "got-a.bin")
+            ca.artifacts.upload(project, "from-a.bin", b"written through a")
+            cb.artifacts.download(project, "from-a.bin", tmp_path / "got-a.bin")
             assert (tmp_path / "got-a.bin").read_bytes() == b"written through a"
 
             def hammer(args: tuple[str, int]) -> int:
@@ -125,15 +125,15 @@ def test_two_servers_with_different_homes_share_one_database(
                 with Client(url=server_url, token=token) as client:
                     for i in range(5):
                         name = client.projects.create(unique("c")).name
-                        client.artifacts.put(name, "x.bin", f"{n}-{i}".encode())
-                        client.artifacts.put(project, f"{n}/{i}.bin", f"{n}:{i}".encode())
+                        client.artifacts.upload(name, "x.bin", f"{n}-{i}".encode())
+                        client.artifacts.upload(project, f"{n}/{i}.bin", f"{n}:{i}".encode())
                 return 5
 
             with ThreadPoolExecutor(4) as pool:
                 assert sum(pool.map(hammer, [(a.url, 0), (b.url, 1), (a.url, 2), (b.url, 3)]))
             for n in range(4):
                 reader = ca if n % 2 else cb  # read through the other server
-                reader.artifacts.get(project, f"{n}/4.bin", tmp_path / f"{n}.bin")
+                reader.artifacts.download(project, f"{n}/4.bin", tmp_path / f"{n}.bin")
                 assert (tmp_path / f"{n}.bin").read_bytes() == f"{n}:4".encode()
             report = cb.audit.verify()
             assert report.ok, report.problem
@@ -192,7 +192,7 @@ def test_rotate_master_key(
         Client(url=server.url, token=token.token) as client,
     ):
         project = client.projects.create(unique("p")).name
-        client.artifacts.put(project, "a.bin", b"before rotation")
+        client.artifacts.upload(project, "a.bin", b"before rotation")
 
     new_file = tmp_path / "secrets" / "new-master.key"
     for name, value in _env(settings).items():
@@ -213,7 +213,7 @@ def test_rotate_master_key(
         ServerProcess(env=_env(rotated), log_path=tmp_path / "s2.log") as server,
         Client(url=server.url, token=token.token) as client,
     ):
-        client.artifacts.get(project, "a.bin", tmp_path / "a.bin")
+        client.artifacts.download(project, "a.bin", tmp_path / "a.bin")
         assert (tmp_path / "a.bin").read_bytes() == b"before rotation"
         events = [e for e in client.audit.list() if e.action == "keyring:rotate-master-key"]
         assert len(events) == 1 and events[0].detail["generation"] == 2
@@ -238,7 +238,7 @@ def test_a_file_keyring_is_imported_into_the_database(databases: Databases, tmp_
         Client(url=server.url, token=token.token) as client,
     ):
         project = client.projects.create(unique("p")).name
-        client.artifacts.put(project, "a.bin", b"from the file era")
+        client.artifacts.upload(project, "a.bin", b"from the file era")
 
     # Turn the installation into one from before the keyring moved: keys in the file.
     database = Database(url)
@@ -269,7 +269,7 @@ def test_a_file_keyring_is_imported_into_the_database(databases: Databases, tmp_
         ServerProcess(env=_env(settings), log_path=tmp_path / "s2.log") as server,
         Client(url=server.url, token=token.token) as client,
     ):
-        client.artifacts.get(project, "a.bin", tmp_path / "a.bin")
+        client.artifacts.download(project, "a.bin", tmp_path / "a.bin")
         assert (tmp_path / "a.bin").read_bytes() == b"from the file era"
         assert client.audit.verify().ok
 
@@ -345,8 +345,8 @@ def test_aws_kms_seals_the_keyring(
         Client(url=sb.url, token=token.token) as cb,
     ):
         project = ca.projects.create(unique("p")).name
-        ca.artifacts.put(project, "k.bin", b"sealed by kms")
-        cb.artifacts.get(project, "k.bin", tmp_path / "k.bin")
+        ca.artifacts.upload(project, "k.bin", b"sealed by kms")
+        cb.artifacts.download(project, "k.bin", tmp_path / "k.bin")
         assert (tmp_path / "k.bin").read_bytes() == b"sealed by kms"
 
     wrong_kms = a.model_copy(update={"kms_url": f"aws-kms://{other}"})

@@ -22,7 +22,7 @@ def test_every_name_field(platform: Platform, admin: Client, project: str, value
         "service accounts": lambda: admin.service_accounts.create(project, value),
         "members": lambda: admin.members.add(project, principal=value, role="viewer"),
         "group members": lambda: admin.request(
-            "POST", f"/api/v1/groups/{group}/members", json={"principal": value}
+            "POST", f"/api/v1/groups/{group}/members", json={"member": value}
         ),
         "token project": lambda: user.tokens.create(unique("t"), project=value),
         "projects": lambda: admin.projects.create(value),

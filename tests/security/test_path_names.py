@@ -160,7 +160,7 @@ def test_artifact_puts_refuse_hostile_paths_in_the_url(
 
 def test_sdk_refuses_hostile_names_before_sending(admin: Client, project: str) -> None:
     with pytest.raises(InvalidInput):
-        admin.artifacts.put(project, "../x.bin", b"x")
+        admin.artifacts.upload(project, "../x.bin", b"x")
     with pytest.raises(InvalidInput):
         admin.runs.log_artifact(project, admin.runs.create(project, "e").id, b"x", path="/etc/x")
 
@@ -235,7 +235,7 @@ def test_hostile_dataset_and_run_artifact_paths_are_never_written(
     dest = root / "a" / "dest"
     dest.mkdir(parents=True)
     with pytest.raises(InvalidInput, match="cannot be written under"):
-        admin.datasets.download(project, "ds", dest)
+        admin.datasets.download(project, "ds", destination=dest)
     with pytest.raises(InvalidInput):
         admin.datasets.local_files(project, "ds", cache=tmp_path / "cache")
     with pytest.raises(InvalidInput, match="cannot be written under"):
@@ -259,7 +259,7 @@ def test_downloads_never_follow_links_inside_the_destination(
     dest.mkdir()
     (dest / "sub").symlink_to(outside, target_is_directory=True)
     with pytest.raises(InvalidInput, match="symbolic link"):
-        admin.datasets.download(project, "ds", dest)
+        admin.datasets.download(project, "ds", destination=dest)
     assert list(outside.iterdir()) == []
     # A link at the file itself is refused too (the in-place write would follow it).
     os.unlink(dest / "sub")
@@ -267,7 +267,7 @@ def test_downloads_never_follow_links_inside_the_destination(
     victim.write_text("keep")
     (dest / "b.csv").symlink_to(victim)
     with pytest.raises(InvalidInput, match="symbolic link"):
-        admin.datasets.download(project, "ds", dest)
+        admin.datasets.download(project, "ds", destination=dest)
     assert victim.read_text() == "keep"
 
 

@@ -48,7 +48,7 @@ def test_rest_refuses_and_keeps_the_stored_policy(admin: Client, project: str, t
         admin.models.set_policy(project, text)
     assert time.perf_counter() - started < 2.0
     assert "YAML aliases" in refused.value.detail or "nested more than" in refused.value.detail
-    assert admin.models.get_policy(project).policy["approvals"]["required"] == 2
+    assert admin.models.policy(project).policy["approvals"]["required"] == 2
 
 
 def test_anchors_without_aliases_and_plain_documents_still_parse() -> None:

@@ -86,12 +86,12 @@ def test_numbers_past_64_bits_name_their_field(
     base = f"{platform.url}/api/v1/projects/{project}/runs/{run.id}"
     headers = _headers(platform.admin_token)
     assert (
-        _problem(httpx.post(f"{base}/log", json={"seq": 10**30}, headers=headers), 422)["field"]
+        _problem(httpx.post(f"{base}:log", json={"seq": 10**30}, headers=headers), 422)["field"]
         == "seq"
     )
     for column in ("step", "timestamp"):
         metrics = {"key": ["a"], "value": [1.0], "step": [0], "timestamp": [0], column: [2**63]}
-        response = httpx.post(f"{base}/log", json={"metrics": metrics}, headers=headers)
+        response = httpx.post(f"{base}:log", json={"metrics": metrics}, headers=headers)
         assert column in str(_problem(response, 422)["field"])
     response = httpx.post(
         f"{base}/artifacts", json={"path": "x", "sha256": "a" * 64, "size": 10**30}, headers=headers
@@ -124,14 +124,14 @@ def test_json_nested_past_what_can_be_served_is_refused(
     assert problem["field"] == "provenance" and "nested deeper" in str(problem["detail"])
     run = admin.runs.create(project, "e")
     response = httpx.post(
-        f"{base}/runs/{run.id}/log", json={"params": {"x": deep}}, headers=headers
+        f"{base}/runs/{run.id}:log", json={"params": {"x": deep}}, headers=headers
     )
     _problem(response, 422)
     forty: object = 1
     for _ in range(40):
         forty = [forty]
     response = httpx.post(
-        f"{base}/runs/{run.id}/log", json={"params": {"x": forty}}, headers=headers
+        f"{base}/runs/{run.id}:log", json={"params": {"x": forty}}, headers=headers
     )
     assert str(_problem(response, 422)["field"]).startswith("params")
     response = httpx.post(
@@ -159,9 +159,9 @@ def test_damaged_metadata_rows_are_reported_not_crashed_on(
     admin = live.admin
     headers = _headers(live.admin_token)
     blobs, regions = (admin.projects.create(unique("p")).name for _ in range(2))
-    admin.artifacts.put(blobs, "a.txt", b"hello")
+    admin.artifacts.upload(blobs, "a.txt", b"hello")
     admin.models.register(blobs, "m", path=trained.path, sample=trained.X[:3])
-    admin.artifacts.put(regions, "a.txt", b"hello")
+    admin.artifacts.upload(regions, "a.txt", b"hello")
     path = live.settings.database_url.removeprefix("sqlite:///")
     db = sqlite3.connect(path)
     db.execute("PRAGMA foreign_keys=OFF")

@@ -76,12 +76,12 @@ def test_registering_a_tampered_upload_is_refused_and_audited(
 def test_a_tampered_artifact_is_refused_before_any_byte(
     platform: Platform, admin: Client, project: str, tmp_path: Path
 ) -> None:
-    stored = admin.artifacts.put(project, "small.bin", os.urandom(5000))
+    stored = admin.artifacts.upload(project, "small.bin", os.urandom(5000))
     _tamper(platform, project, stored.sha256)
     with pytest.raises(IntegrityFailure, match="failed its integrity check"):
         admin.artifacts.read(project, "small.bin")
     with pytest.raises(IntegrityFailure):
-        admin.artifacts.get(project, "small.bin", tmp_path / "small.bin")
+        admin.artifacts.download(project, "small.bin", tmp_path / "small.bin")
     assert list(tmp_path.iterdir()) == []
     assert len(_refusals(admin, project, "artifact:read")) == 2
 
@@ -90,11 +90,11 @@ def test_a_later_chunk_failure_aborts_and_leaves_no_file(
     platform: Platform, admin: Client, project: str, tmp_path: Path
 ) -> None:
     chunk = platform.settings.storage_chunk_bytes
-    stored = admin.artifacts.put(project, "big.bin", os.urandom(3 * chunk))
+    stored = admin.artifacts.upload(project, "big.bin", os.urandom(3 * chunk))
     _tamper(platform, project, stored.sha256, offset=2 * chunk + 1000)  # inside the third chunk
     target = tmp_path / "big.bin"
     with pytest.raises(IntegrityFailure, match="cut short"):
-        admin.artifacts.get(project, "big.bin", target)
+        admin.artifacts.download(project, "big.bin", target)
     assert list(tmp_path.iterdir()) == []  # neither the file nor a .partial
     reasons = _refusals(admin, project, "artifact:read")
     assert len(reasons) == 1 and "chunk 2" in reasons[0]
@@ -115,7 +115,7 @@ def test_tampered_dataset_files_are_refused_and_audited(
     dest = tmp_path / "dest"
     dest.mkdir()
     with pytest.raises(IntegrityFailure):
-        admin.datasets.download(project, "ds", dest)
+        admin.datasets.download(project, "ds", destination=dest)
     assert not any(p.is_file() and p.name == "large.bin" for p in dest.rglob("*"))
     assert not any(p.name.endswith(".partial") for p in dest.rglob("*"))
     reasons = _refusals(admin, project, "artifact:read")

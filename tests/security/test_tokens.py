@@ -169,3 +169,33 @@ def test_whoami_lists_roles(platform: Platform) -> None:
     me = client.whoami()
     assert me.name == user.name and me.projects == {project: "owner"}
     assert not me.platform_admin
+
+
+def test_own_tokens_page_oldest_first(platform: Platform) -> None:
+    _, client = platform.new_user()
+    names = ["test", *(client.tokens.create(unique("t")).name for _ in range(3))]
+    first = client.tokens.page(page_size=3)
+    assert [t.name for t in first.items] == names[:3] and first.next_cursor
+    rest = client.tokens.page(page_size=3, cursor=first.next_cursor)
+    assert [t.name for t in rest.items] == names[3:] and rest.next_cursor is None
+    assert [t.name for t in client.tokens.list(page_size=1)] == names
+    client.tokens.revoke(names[1])
+    assert names[1] not in [t.name for t in client.tokens.list()]
+    assert names[1] in [t.name for t in client.tokens.list(include_revoked=True)]
+    for params, field in (({"page_size": 0}, "page_size"), ({"cursor": "nope"}, "cursor")):
+        response = httpx.get(
+            f"{platform.url}/api/v1/tokens",
+            params=params,
+            headers={"Authorization": f"Bearer {platform.admin_token}"},
+        )
+        assert response.status_code == 422 and response.json()["field"] == field
+
+
+def test_unlock_is_a_custom_method(platform: Platform, admin: Client) -> None:
+    user = admin.users.create(unique("u"))
+    headers = {"Authorization": f"Bearer {platform.admin_token}"}
+    base = f"{platform.url}/api/v1/users/{user.name}"
+    assert httpx.post(f"{base}:unlock", headers=headers).json()["name"] == user.name
+    assert httpx.post(f"{base}/unlock", headers=headers).status_code in (404, 405)
+    missing = httpx.post(f"{platform.url}/api/v1/users/{unique('nobody')}:unlock", headers=headers)
+    assert missing.status_code == 404 and missing.json()["field"] == "user"

@@ -97,11 +97,11 @@ def test_aliases_and_tags_cannot_look_like_versions(
             admin.models.set_alias(project, "m", alias, 1)
     admin.datasets.create(project, "ds")
     admin.datasets.add_version(project, "ds", _frame())
-    for tag in ["007", "latest", "٣"]:
+    for alias in ["007", "latest", "٣"]:
         with pytest.raises(InvalidInput):
-            admin.datasets.tag(project, "ds", tag, 1)
+            admin.datasets.set_alias(project, "ds", alias, 1)
     with pytest.raises(InvalidInput):
-        admin.datasets.tag(project, "ds", "prod", 10**12)
+        admin.datasets.set_alias(project, "ds", "prod", 10**12)
 
 
 def _frame() -> object:

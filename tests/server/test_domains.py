@@ -50,7 +50,9 @@ def test_a_new_domain_plugs_in_through_its_manifest(
     # revision there is (written here because that one changes as ghaf grows).
     folder = tmp_path / "notes-migrations"
     folder.mkdir()
-    (folder / "0100_sample_notes.py").write_text(_NOTES_REVISION.format(down=migrate.head_revision()))
+    (folder / "0100_sample_notes.py").write_text(
+        _NOTES_REVISION.format(down=migrate.head_revision())
+    )
     domains = (*DOMAINS, dataclasses.replace(MANIFEST, migrations=folder))
     # The table: loaded through the manifest's models module.
     load_models(domains)

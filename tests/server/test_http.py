@@ -59,7 +59,7 @@ def test_metrics_by_route_and_status(platform: Platform) -> None:
         headers={"Authorization": f"Bearer {platform.admin_token}"},
     )
     body = httpx.get(f"{platform.url}/metrics").text
-    assert 'ghaf_http_requests_total{method="GET",route="/api/v1/projects/{name}",' in body
+    assert 'ghaf_http_requests_total{method="GET",route="/api/v1/projects/{project}",' in body
     assert "ghaf_http_request_duration_seconds_bucket" in body
 
 
@@ -68,8 +68,8 @@ def test_openapi_lists_the_routes(platform: Platform) -> None:
     paths = spec["paths"]
     for path in (
         "/api/v1/projects",
-        "/api/v1/projects/{name}",
-        "/api/v1/projects/{name}/members",
+        "/api/v1/projects/{project}",
+        "/api/v1/projects/{project}/members",
         "/api/v1/audit",
         "/api/v1/tokens",
     ):
@@ -221,7 +221,7 @@ def test_several_worker_processes_share_the_port(databases: Databases, tmp_path:
 
 
 def test_hot_routes_answer_like_fastapi_routes(platform: Platform) -> None:
-    """``GET .../models/{name}/versions/{ref}`` is served before FastAPI's routing; its
+    """``GET .../models/{model}/versions/{version}`` is served before FastAPI's routing; its
     errors, request ids and metrics look the same as every other route's."""
     headers = {"Authorization": f"Bearer {platform.admin_token}"}
     missing = httpx.get(
@@ -234,4 +234,4 @@ def test_hot_routes_answer_like_fastapi_routes(platform: Platform) -> None:
     anonymous = httpx.get(f"{platform.url}/api/v1/projects/nope/models/m/versions/1")
     assert anonymous.status_code == 401
     metrics = httpx.get(f"{platform.url}/metrics").text
-    assert 'route="/api/v1/projects/{project}/models/{name}/versions/{ref}"' in metrics
+    assert 'route="/api/v1/projects/{project}/models/{model}/versions/{version}"' in metrics

@@ -32,25 +32,25 @@ def _object_files(platform: Platform) -> list[Path]:
 
 def test_put_get_round_trip(admin: Client, project: str, tmp_path: Path) -> None:
     source = _file(tmp_path, 3 * (1 << 20) + 123)
-    stored = admin.artifacts.put(project, "models/churn.onnx", source)
+    stored = admin.artifacts.upload(project, "models/churn.onnx", source)
     assert stored.size == source.stat().st_size
     assert stored.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     target = tmp_path / "back.onnx"
-    admin.artifacts.get(project, "models/churn.onnx", target)
+    admin.artifacts.download(project, "models/churn.onnx", target)
     assert target.read_bytes() == source.read_bytes()
-    assert admin.artifacts.info_by_id(project, stored.id).path == "models/churn.onnx"
+    assert admin.artifacts.get_by_id(project, stored.id).path == "models/churn.onnx"
 
 
 def test_bytes_are_encrypted_at_rest(platform: Platform, admin: Client, project: str) -> None:
     marker = b"PLAINTEXT-MARKER-" * 1000
-    admin.artifacts.put(project, "secret.txt", marker)
+    admin.artifacts.upload(project, "secret.txt", marker)
     for path in _object_files(platform):
         assert b"PLAINTEXT-MARKER" not in path.read_bytes()
 
 
 def test_range_requests(platform: Platform, admin: Client, project: str) -> None:
     data = os.urandom(2 * (1 << 20) + 500)
-    admin.artifacts.put(project, "big.bin", data)
+    admin.artifacts.upload(project, "big.bin", data)
     assert (
         admin.artifacts.read(project, "big.bin", start=(1 << 20) - 3, end=(1 << 20) + 3)
         == (data[(1 << 20) - 3 : (1 << 20) + 4])
@@ -68,7 +68,7 @@ def test_range_requests(platform: Platform, admin: Client, project: str) -> None
 def test_zero_byte_artifact(admin: Client, project: str, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
-    stored = admin.artifacts.put(project, "empty", empty)
+    stored = admin.artifacts.upload(project, "empty", empty)
     assert stored.size == 0 and stored.sha256 == hashlib.sha256(b"").hexdigest()
     assert admin.artifacts.read(project, "empty") == b""
     assert admin.artifacts.verify(project).ok
@@ -79,8 +79,8 @@ def test_dedup_stores_content_once(
 ) -> None:
     source = _file(tmp_path, 1 << 20)
     before = len(_object_files(platform))
-    admin.artifacts.put(project, "a.bin", source)
-    admin.artifacts.put(project, "copy/of/a.bin", source)
+    admin.artifacts.upload(project, "a.bin", source)
+    admin.artifacts.upload(project, "copy/of/a.bin", source)
     assert len(_object_files(platform)) == before + 1
     with platform.runtime.database.session(write=False) as session:
         project_id = admin.projects.get(project).id
@@ -105,7 +105,7 @@ def test_wrong_declared_hash_stores_nothing(
         )
     assert info.value.field == "X-Ghaf-SHA256"
     with pytest.raises(NotFound):
-        admin.artifacts.info(project, "x.bin")
+        admin.artifacts.get(project, "x.bin")
     assert len(_object_files(platform)) == before
     with pytest.raises(InvalidInput, match="64 lowercase hex"):
         admin.request(
@@ -133,7 +133,7 @@ def test_interrupted_upload_leaves_nothing(platform: Platform, admin: Client, pr
             headers={"X-Ghaf-SHA256": "a" * 64},
         )
     with pytest.raises(NotFound):
-        admin.artifacts.info(project, "half.bin")
+        admin.artifacts.get(project, "half.bin")
     deadline = __import__("time").monotonic() + 10
     while len(_object_files(platform)) != before and __import__("time").monotonic() < deadline:
         __import__("time").sleep(0.1)
@@ -142,16 +142,16 @@ def test_interrupted_upload_leaves_nothing(platform: Platform, admin: Client, pr
 
 
 def test_overwrite_is_explicit(admin: Client, project: str) -> None:
-    admin.artifacts.put(project, "m.bin", b"one")
+    admin.artifacts.upload(project, "m.bin", b"one")
     with pytest.raises(Conflict, match="overwrite"):
-        admin.artifacts.put(project, "m.bin", b"two")
-    admin.artifacts.put(project, "m.bin", b"two", overwrite=True)
+        admin.artifacts.upload(project, "m.bin", b"two")
+    admin.artifacts.upload(project, "m.bin", b"two", overwrite=True)
     assert admin.artifacts.read(project, "m.bin") == b"two"
 
 
 def test_listing_with_prefix_and_pages(admin: Client, project: str) -> None:
     for name in ("runs/1/a", "runs/1/b", "runs/2/a", "runs%/x", "models/m"):
-        admin.artifacts.put(project, name, name.encode())
+        admin.artifacts.upload(project, name, name.encode())
     assert [a.path for a in admin.artifacts.list(project, prefix="runs/1/")] == [
         "runs/1/a",
         "runs/1/b",
@@ -168,7 +168,7 @@ def test_hostile_paths_are_refused(
 ) -> None:
     before = len(_object_files(platform))
     with pytest.raises((InvalidInput, NotFound)):
-        admin.artifacts.put(project, path, b"data")
+        admin.artifacts.upload(project, path, b"data")
     assert len(_object_files(platform)) == before
     assert not (platform.settings.home.parent / "etc").exists()
 
@@ -176,25 +176,25 @@ def test_hostile_paths_are_refused(
 def test_another_projects_artifact_is_not_found(
     platform: Platform, admin: Client, project: str
 ) -> None:
-    stored = admin.artifacts.put(project, "private.bin", b"mine")
+    stored = admin.artifacts.upload(project, "private.bin", b"mine")
     other = admin.projects.create(unique("p")).name
     with pytest.raises(NotFound):
-        admin.artifacts.info_by_id(other, stored.id)
+        admin.artifacts.get_by_id(other, stored.id)
     _, outsider = platform.new_user()
     with pytest.raises(NotFound):
-        outsider.artifacts.info_by_id(project, stored.id)
+        outsider.artifacts.get_by_id(project, stored.id)
     with pytest.raises(NotFound):
         outsider.artifacts.read(project, "private.bin")
 
 
 def test_roles(project: str, member_in, admin: Client) -> None:  # type: ignore[no-untyped-def]
-    admin.artifacts.put(project, "r.bin", b"r")
+    admin.artifacts.upload(project, "r.bin", b"r")
     _, viewer = member_in(project, "viewer")
     assert viewer.artifacts.read(project, "r.bin") == b"r"
     with pytest.raises(PermissionDenied, match="artifact:write"):
-        viewer.artifacts.put(project, "v.bin", b"v")
+        viewer.artifacts.upload(project, "v.bin", b"v")
     _, member = member_in(project, "member")
-    member.artifacts.put(project, "m.bin", b"m")
+    member.artifacts.upload(project, "m.bin", b"m")
     with pytest.raises(PermissionDenied, match="artifact:delete"):
         member.artifacts.delete(project, "m.bin")
     with pytest.raises(PermissionDenied, match="key:rotate"):
@@ -205,14 +205,14 @@ def test_verify_reports_corrupt_missing_and_orphaned(fresh_platform: MakePlatfor
     live = fresh_platform()
     admin = live.admin
     project = admin.projects.create("v").name
-    admin.artifacts.put(project, "corrupt.bin", os.urandom(5000))
-    admin.artifacts.put(project, "missing.bin", os.urandom(5000))
-    admin.artifacts.put(project, "fine.bin", os.urandom(5000))
+    admin.artifacts.upload(project, "corrupt.bin", os.urandom(5000))
+    admin.artifacts.upload(project, "missing.bin", os.urandom(5000))
+    admin.artifacts.upload(project, "fine.bin", os.urandom(5000))
     with live.runtime.database.session(write=False) as session:
         keys = {b.sha256: b.object_key for b in session.query(Blob)}
     root = live.settings.artifacts_dir
-    corrupt_key = keys[admin.artifacts.info(project, "corrupt.bin").sha256]
-    missing_key = keys[admin.artifacts.info(project, "missing.bin").sha256]
+    corrupt_key = keys[admin.artifacts.get(project, "corrupt.bin").sha256]
+    missing_key = keys[admin.artifacts.get(project, "missing.bin").sha256]
     blob = bytearray((root / corrupt_key).read_bytes())
     blob[100] ^= 0xFF
     (root / corrupt_key).write_bytes(bytes(blob))
@@ -239,24 +239,24 @@ def test_rotation_interrupted_then_resumed(
     project = admin.projects.create("k").name
     contents = {f"f{i}": os.urandom(100 + i) for i in range(5)}
     for name, data in contents.items():
-        admin.artifacts.put(project, name, data)
-    assert admin.keys.list(project).versions[0].objects == 5
+        admin.artifacts.upload(project, name, data)
+    assert admin.keys.list(project).items[0].objects == 5
     monkeypatch.setattr(service, "REWRAP_BATCH", 2)
     ctx = live.runtime.context(write=True, system_actor="test")
     try:
-        partial = service.rotate_key(ctx, live.runtime.store, project, max_batches=1)
+        partial = service.rotate_key(ctx, project, max_batches=1)
     finally:
         ctx.close()
     assert (partial.version, partial.rewrapped, partial.complete) == (2, 2, False)
     keys = admin.keys.list(project)
     assert keys.pending_rewrap == 3
-    assert {v.version: v.objects for v in keys.versions} == {1: 3, 2: 2}
+    assert {v.version: v.objects for v in keys.items} == {1: 3, 2: 2}
     for name, data in contents.items():  # reads work mid-rotation
         assert admin.artifacts.read(project, name) == data
-    admin.artifacts.put(project, "during", b"written mid-rotation")
+    admin.artifacts.upload(project, "during", b"written mid-rotation")
     resumed = admin.keys.rotate(project)
     assert resumed.resumed and resumed.complete and resumed.version == 2
-    assert {v.version: v.objects for v in admin.keys.list(project).versions} == {1: 0, 2: 6}
+    assert {v.version: v.objects for v in admin.keys.list(project).items} == {1: 0, 2: 6}
     again = admin.keys.rotate(project)
     assert again.version == 3 and not again.resumed and again.rewrapped == 6
     for name, data in contents.items():
@@ -269,13 +269,13 @@ def test_residency_is_enforced(fresh_platform: MakePlatform) -> None:
     admin = live.admin
     project = admin.projects.create("uae", allowed_regions=["ae-abudhabi", "ae-dubai"]).name
     with pytest.raises(PermissionDenied, match="eu-west") as info:
-        admin.artifacts.put(project, "data.csv", b"a,b\n1,2\n")
+        admin.artifacts.upload(project, "data.csv", b"a,b\n1,2\n")
     assert "allowed_regions" in str(info.value)
     last = admin.audit.list(project=project)[-1]
     assert (last.action, last.outcome) == ("artifact:write", "denied")
     assert "eu-west" in last.detail["reason"]
     open_project = admin.projects.create("eu", allowed_regions=["eu-west"]).name
-    admin.artifacts.put(open_project, "data.csv", b"a,b\n")
+    admin.artifacts.upload(open_project, "data.csv", b"a,b\n")
     with pytest.raises(Conflict, match="eu-west: 1 object") as narrowing:
         admin.projects.update(open_project, allowed_regions=["ae-dubai"])
     assert narrowing.value.field == "allowed_regions"
@@ -302,7 +302,7 @@ def test_purge_removes_stored_bytes(fresh_platform: MakePlatform) -> None:
 
     live = fresh_platform()
     project = live.admin.projects.create("gone").name
-    live.admin.artifacts.put(project, "x.bin", os.urandom(1000))
+    live.admin.artifacts.upload(project, "x.bin", os.urandom(1000))
     assert _object_files(live)
     live.admin.projects.delete(project)
     with live.runtime.database.transaction() as session:
@@ -320,7 +320,7 @@ def test_wrong_kek_version_is_an_integrity_error(
     live = fresh_platform()
     admin = live.admin
     project = admin.projects.create("kv").name
-    admin.artifacts.put(project, "w.bin", b"weights")
+    admin.artifacts.upload(project, "w.bin", b"weights")
     admin.keys.rotate(project)  # now wrapped under version 2
     with live.runtime.database.transaction() as session:
         session.execute(update(Blob).values(kek_version=wrong_version))
@@ -341,3 +341,17 @@ def test_server_refuses_encoded_traversal(platform: Platform, project: str, raw:
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "path"
     assert len(_object_files(platform)) == before
+
+
+def test_verifying_every_object_needs_a_maintainer(
+    admin: Client, project: str, member_in: Callable[[str, str], tuple[str, Client]]
+) -> None:
+    """``artifacts:verify`` re-reads the whole project's storage: viewers and members may
+    read objects one at a time, not start a full re-read at will."""
+    admin.artifacts.upload(project, "v/one.bin", b"x" * 100)
+    for role in ("viewer", "member"):
+        _, client = member_in(project, role)
+        with pytest.raises(PermissionDenied):
+            client.artifacts.verify(project)
+    _, maintainer = member_in(project, "maintainer")
+    assert maintainer.artifacts.verify(project).ok

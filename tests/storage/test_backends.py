@@ -80,14 +80,14 @@ def test_platform_on_s3(
     data = os.urandom(2 * PART_BYTES + 999)
     source = tmp_path / "model.bin"
     source.write_bytes(data)
-    stored = admin.artifacts.put(project, "models/model.bin", source)
+    stored = admin.artifacts.upload(project, "models/model.bin", source)
     assert stored.size == len(data)
     assert (
         admin.artifacts.read(project, "models/model.bin", start=PART_BYTES - 2, end=PART_BYTES + 2)
         == data[PART_BYTES - 2 : PART_BYTES + 3]
     )
     target = tmp_path / "back.bin"
-    admin.artifacts.get(project, "models/model.bin", target)
+    admin.artifacts.download(project, "models/model.bin", target)
     assert target.read_bytes() == data
     assert admin.keys.rotate(project).complete
     assert admin.artifacts.verify(project).ok

@@ -166,7 +166,7 @@ def test_members_survive_rotation_and_are_verified(
     files = _files(tmp_path, contents)
     admin.artifacts.put_pack(project, files)
     keys = admin.keys.list(project)
-    assert keys.versions[0].objects == 1  # one pack, one data key
+    assert keys.items[0].objects == 1  # one pack, one data key
     rotated = admin.keys.rotate(project)
     assert rotated.complete and rotated.rewrapped == 5
     assert dict(admin.artifacts.fetch_pack(project, [f.sha256 for f in files])) == {
@@ -195,8 +195,8 @@ def test_a_pack_object_goes_with_its_last_member(
     project = admin.projects.create("p").name
     first, second = _files(tmp_path, [b"first", b"second"])
     admin.artifacts.put_pack(project, [first, second])
-    admin.artifacts.put(project, "a.txt", b"first")  # linked: no second copy
-    admin.artifacts.put(project, "b.txt", b"second")
+    admin.artifacts.upload(project, "a.txt", b"first")  # linked: no second copy
+    admin.artifacts.upload(project, "b.txt", b"second")
     project_id = _project_id(live, project)
     admin.artifacts.delete(project, "a.txt")
     assert len(_objects(live, project_id)) == 1
@@ -210,7 +210,7 @@ def test_a_pack_object_goes_with_its_last_member(
 def test_large_content_is_not_fetched_in_a_pack(
     admin: Client, project: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stored = admin.artifacts.put(project, "big.bin", os.urandom(3000))
+    stored = admin.artifacts.upload(project, "big.bin", os.urandom(3000))
     monkeypatch.setattr(packs, "MEMBER_MAX", 1000)  # the server runs in this process
     with pytest.raises(InvalidInput, match="fetch it on its own"):
         list(admin.artifacts.fetch_pack(project, [stored.sha256]))
@@ -218,8 +218,8 @@ def test_large_content_is_not_fetched_in_a_pack(
 
 def test_openapi_documents_the_binary_bodies(platform: Platform) -> None:
     spec = httpx.get(f"{platform.url}/api/v1/openapi.json").json()
-    pack = spec["paths"]["/api/v1/projects/{name}/blobs:pack"]["post"]
+    pack = spec["paths"]["/api/v1/projects/{project}/blobs:pack"]["post"]
     assert packs.MEDIA_TYPE in pack["requestBody"]["content"]
-    blob = spec["paths"]["/api/v1/projects/{name}/blobs/{sha256}"]["put"]
+    blob = spec["paths"]["/api/v1/projects/{project}/blobs/{sha256}"]["put"]
     assert "application/octet-stream" in blob["requestBody"]["content"]
-    assert "/api/v1/projects/{name}/blobs:fetch" in spec["paths"]
+    assert "/api/v1/projects/{project}/blobs:fetch" in spec["paths"]

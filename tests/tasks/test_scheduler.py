@@ -351,3 +351,20 @@ def test_admin_tasks_cli(platform: Platform, monkeypatch: pytest.MonkeyPatch) ->
     table = runner.invoke(app, ["admin", "tasks"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert "projects.purge" in table.output and "next_run_at" in table.output
+
+
+def test_admin_tasks_page_by_name(platform: Platform) -> None:
+    admin = platform.admin
+    names: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"page_size": 1, **({"cursor": cursor} if cursor else {})}
+        page = admin.request("GET", "/api/v1/admin/tasks", params=params).json()
+        assert len(page["items"]) == 1
+        names += [t["name"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert names == SERVER_TASKS == [t.name for t in admin.admin.tasks(page_size=2)]
+    bad = admin._http.get("/api/v1/admin/tasks", params={"cursor": "bm9wZQ"})
+    assert bad.status_code == 422 and bad.json()["field"] == "cursor"

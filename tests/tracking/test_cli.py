@@ -62,12 +62,21 @@ def test_runs_ls_show_compare_delete_restore(
         app, ["runs", "download", b, "model.bin", "-p", project, "-o", str(tmp_path)]
     )
     assert fetched.exit_code == 0 and (tmp_path / "model.bin").read_bytes() == b"weights"
-    assert runner.invoke(app, ["runs", "delete", a, "-p", project]).exit_code == 0
+    assert runner.invoke(app, ["runs", "rm", a, "-p", project]).exit_code == 0
     remaining = json.loads(runner.invoke(app, ["runs", "ls", "-p", project, "--json"]).stdout)
     assert [r["id"] for r in remaining["items"]] == [b]
     assert runner.invoke(app, ["runs", "restore", a, "-p", project]).exit_code == 0
     experiments = runner.invoke(app, ["experiments", "ls", "-p", project, "--json"])
-    assert [e["name"] for e in json.loads(experiments.stdout)] == ["cli"]
+    assert [e["name"] for e in json.loads(experiments.stdout)["items"]] == ["cli"]
+    first = runner.invoke(app, ["runs", "ls", "-p", project, "--page-size", "1"])
+    assert first.exit_code == 0 and "next page: --cursor " in first.output
+    cursor = first.output.split("next page: --cursor ")[1].split()[0]
+    second = json.loads(
+        runner.invoke(
+            app, ["runs", "ls", "-p", project, "--page-size", "1", "--cursor", cursor, "--json"]
+        ).stdout
+    )
+    assert len(second["items"]) == 1 and second["next_cursor"] is None
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(admin_cli: Path, project: str) -> None:

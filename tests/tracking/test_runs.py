@@ -142,7 +142,7 @@ def test_a_retried_batch_is_applied_once(admin: Client, project: str) -> None:
 
 def test_rest_json_batches_and_their_errors(admin: Client, project: str) -> None:
     created = admin.runs.create(project, "json")
-    url = f"/api/v1/projects/{project}/runs/{created.id}/log"
+    url = f"/api/v1/projects/{project}/runs/{created.id}:log"
     admin.request(
         "POST",
         url,

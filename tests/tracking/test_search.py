@@ -77,7 +77,7 @@ def test_cursor_paging(admin: Client, project: str, seeded: dict[str, str]) -> N
     cursor = None
     while True:
         page = admin.runs.search(
-            project, "search", order_by=["metrics.auc desc"], max_results=4, cursor=cursor
+            project, "search", order_by=["metrics.auc desc"], page_size=4, cursor=cursor
         )
         seen += _names(page)
         cursor = page.next_cursor
@@ -87,6 +87,14 @@ def test_cursor_paging(admin: Client, project: str, seeded: dict[str, str]) -> N
     assert len(admin.runs.list(project, "search", page_size=2)) == 6
     with pytest.raises(InvalidInput, match="cursor"):
         admin.runs.search(project, "search", cursor="garbage")
+    url = f"/api/v1/projects/{project}/runs:search"
+    for retired in ({"max_results": 4}, {"limit": 4}):
+        with pytest.raises(InvalidInput):  # one word for paging: page_size
+            admin.request("POST", url, json=retired)
+    for size in (0, 1001):
+        with pytest.raises(InvalidInput) as bad:
+            admin.request("POST", url, json={"page_size": size})
+        assert bad.value.field == "page_size"
 
 
 def test_syntax_errors_name_the_position(admin: Client, project: str) -> None:

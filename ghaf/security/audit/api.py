@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from ghaf.core.clock import as_utc
-from ghaf.core.paging import Page
-from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, Limit
+from ghaf.core.paging import DEFAULT_LIMIT, Page
+from ghaf.platform.calls import Call, Cursor, PageSize
 from ghaf.security.audit import schemas, service
 
 router = APIRouter(tags=["audit"])
@@ -21,7 +21,7 @@ async def list_audit(
     project: str | None = None,
     since: datetime | None = None,
     actor: str | None = None,
-    limit: Limit = DEFAULT_PAGE,
+    page_size: PageSize = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[schemas.AuditEventOut]:
     """The trail in chain order; without ``project`` this needs a platform admin."""
@@ -30,13 +30,13 @@ async def list_audit(
         project=project,
         since=as_utc(since) if since else None,
         actor=actor,
-        limit=limit,
+        limit=page_size,
         cursor=cursor,
     )
     return Page(items=rows, next_cursor=next_cursor)
 
 
-@router.post("/audit/verify")
+@router.post("/audit:verify")
 async def verify(call: Call, anchor: str | None = None) -> schemas.VerifyResult:
     """Recompute the whole chain, checkpoints and signed head, against the newest
     witnessed checkpoint and, if given, an ``anchor`` (``SEQ:HASH`` kept elsewhere)."""
@@ -44,7 +44,7 @@ async def verify(call: Call, anchor: str | None = None) -> schemas.VerifyResult:
     return schemas.VerifyResult(**vars(report))
 
 
-@router.get("/audit/export")
+@router.get("/audit:export")
 async def export(call: Call) -> StreamingResponse:
     """The trail as JSON lines with checkpoints and head, for a SIEM or offline check."""
     return StreamingResponse(

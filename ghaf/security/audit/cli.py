@@ -1,4 +1,4 @@
-"""``ghaf audit list | verify | export``."""
+"""``ghaf audit ls | verify | export``."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ import typer
 
 from ghaf.console.output import (
     EXIT_CHECK_FAILED,
+    CursorOpt,
     JsonOpt,
+    PageSizeOpt,
     console,
     fail,
     print_json,
-    print_table,
+    print_page,
     reporting_errors,
     with_client,
 )
+from ghaf.core.paging import DEFAULT_LIMIT
 from ghaf.security.audit.chain import VerifyReport, parse_anchor
 from ghaf.security.audit.schemas import VerifyResult
 from ghaf.security.audit.service import verify_export
@@ -31,24 +34,28 @@ audit = typer.Typer(
 COLUMNS = ("seq", "ts", "actor", "project", "action", "resource", "outcome", "client")
 
 
-@audit.command("list")
-def list_(
+@audit.command("ls")
+def ls(
     project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     since: Annotated[str | None, typer.Option(help="ISO 8601 time, UTC if naive.")] = None,
     actor: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 1000,
+    page_size: PageSizeOpt = DEFAULT_LIMIT,
+    cursor: CursorOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Events in chain order, filtered by project, time and actor."""
+    """One page of events in chain order, filtered by project, time and actor; prints
+    the next page's cursor."""
     if since is not None:
         from ghaf.core.clock import parse_time
 
         with reporting_errors():
             parse_time(since, field="since")
-    rows = with_client(
-        lambda c: c.audit.list(project=project, since=since, actor=actor, limit=limit)
+    page = with_client(
+        lambda c: c.audit.page(
+            project=project, since=since, actor=actor, page_size=page_size, cursor=cursor
+        )
     )
-    print_table(rows, COLUMNS, title="audit trail", as_json=as_json)
+    print_page(page, COLUMNS, title="audit trail", as_json=as_json)
 
 
 def _report(result: VerifyResult, as_json: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import httpx
 import pytest
 from sqlalchemy import delete, select, text, update
 
@@ -227,3 +228,22 @@ def test_export_verifies_offline_with_key(
     lines[at] = json.dumps(record)
     assert not verify_export(iter(lines), lambda v: None).ok
     assert runner.invoke(app, ["audit", "export", "--format", "csv"]).exit_code == 2
+
+
+def test_audit_pages_and_custom_methods(platform: Platform, admin: Client) -> None:
+    first = admin.audit.page(page_size=2)
+    assert len(first.items) == 2 and first.next_cursor
+    second = admin.audit.page(page_size=2, cursor=first.next_cursor)
+    assert second.items[0].seq > first.items[-1].seq
+    headers = {"Authorization": f"Bearer {platform.admin_token}"}
+    api = f"{platform.url}/api/v1"
+    assert httpx.post(f"{api}/audit:verify", headers=headers).json()["ok"] is True
+    exported = httpx.get(f"{api}/audit:export", headers=headers)
+    assert json.loads(exported.text.splitlines()[0])["name"] == "ghaf-audit"
+    for old in ("verify", "export"):
+        assert httpx.request("POST", f"{api}/audit/{old}", headers=headers).status_code in (
+            404,
+            405,
+        )
+    bad = httpx.get(f"{api}/audit", params={"page_size": 1001}, headers=headers)
+    assert bad.status_code == 422 and bad.json()["field"] == "page_size"

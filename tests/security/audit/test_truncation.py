@@ -433,7 +433,7 @@ def test_a_reused_project_name_does_not_read_the_old_projects_audit(
     _, owner = live.new_user()
     name = unique("x")
     old_id = owner.projects.create(name).id
-    owner.artifacts.put(name, "confidential/merger-plan.txt", b"secret")
+    owner.artifacts.upload(name, "confidential/merger-plan.txt", b"secret")
     owner.projects.update(name, description="old")
     old_rows = owner.audit.list(project=name)
     assert len(old_rows) >= 2 and all(e.project_id == old_id for e in old_rows)
