@@ -24,6 +24,7 @@ from ghaf.client import Client
 from ghaf.core.settings import Settings
 from ghaf.domains import open_runtime
 from ghaf.runtime import Runtime
+from ghaf.security.context import Context
 from ghaf.security.schemas import PrincipalOut
 from ghaf.server.app import create_app
 from ghaf.server.install import initialise
@@ -161,6 +162,20 @@ class Platform:
     def app(self) -> Any:
         """The ASGI app the server runs (for tests that enumerate its routes)."""
         return self._server.config.app
+
+    @contextmanager
+    def context_as(self, client: Client) -> Iterator[Context]:
+        """A write context for ``client``'s caller, its token resolved as a request's
+        would be: for calling services and flows in-process."""
+        authorization = client._http.headers["authorization"]
+        resolved = self.runtime.resolve_caller(
+            authorization, write=True, request_id=None, client=None
+        )
+        ctx = self.runtime.context(write=True, caller=resolved.caller, request_id=unique("ctx"))
+        try:
+            yield ctx
+        finally:
+            ctx.close()
 
     def new_user(self, *, password: str | None = None) -> tuple[PrincipalOut, Client]:
         """A new user and a client authenticated as them."""

@@ -519,23 +519,34 @@ def _latest_points(table: pa.Table) -> list[dict[str, Any]]:
     ]
 
 
+_LATEST_UPSERTS: dict[str, Any] = {}
+
+
+def _latest_upsert(session: Session) -> Any:
+    """The upsert of latest points, built once per dialect: building it (with its
+    ``excluded`` columns and condition) cost 8% of a log batch's server CPU."""
+    dialect = session.get_bind().dialect.name
+    found = _LATEST_UPSERTS.get(dialect)
+    if found is None:
+        statement = dialect_insert(session, LatestMetric)
+        excluded = statement.excluded
+        newer = (excluded.step > LatestMetric.step) | (
+            (excluded.step == LatestMetric.step) & (excluded.timestamp >= LatestMetric.timestamp)
+        )
+        found = statement.on_conflict_do_update(
+            index_elements=[LatestMetric.run_id, LatestMetric.key],
+            set_={"value": excluded.value, "step": excluded.step, "timestamp": excluded.timestamp},
+            where=newer,
+        ).returning(LatestMetric.key, LatestMetric.id)
+        _LATEST_UPSERTS[dialect] = found
+    return found
+
+
 def _update_latest(session: Session, run_id: str, table: pa.Table) -> dict[str, int]:
     """Upsert each key's series row with the batch's latest point (unless the stored one
     is newer); returns the series id of every key in the batch."""
     rows = [{"run_id": run_id, **point} for point in _latest_points(table)]
-    statement = dialect_insert(session, LatestMetric)
-    excluded = statement.excluded
-    newer = (excluded.step > LatestMetric.step) | (
-        (excluded.step == LatestMetric.step) & (excluded.timestamp >= LatestMetric.timestamp)
-    )
-    upserted = session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[LatestMetric.run_id, LatestMetric.key],
-            set_={"value": excluded.value, "step": excluded.step, "timestamp": excluded.timestamp},
-            where=newer,
-        ).returning(LatestMetric.key, LatestMetric.id),
-        rows,
-    )
+    upserted = session.execute(_latest_upsert(session), rows)
     series = {key: series_id for key, series_id in upserted}
     # Keys whose stored point is newer were not touched, so not returned: look them up.
     older = [row["key"] for row in rows if row["key"] not in series]

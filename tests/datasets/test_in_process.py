@@ -12,7 +12,6 @@ from ghaf.client import Client
 from ghaf.core.errors import InvalidInput, PermissionDenied
 from ghaf.datasets import schemas, service
 from tests.conftest import Platform
-from tests.tracking.test_in_process import context_of
 
 
 def test_aliases_in_process(
@@ -27,9 +26,9 @@ def test_aliases_in_process(
     admin.datasets.add_version(project, "inproc", tmp_path / "a.txt")
     _, viewer = member_in(project, "viewer")
     _, member = member_in(project, "member")
-    with context_of(platform, viewer) as ctx, pytest.raises(PermissionDenied):
+    with platform.context_as(viewer) as ctx, pytest.raises(PermissionDenied):
         service.set_alias(ctx, project, "inproc", "prod", schemas.AliasSet(version=1))
-    with context_of(platform, member) as ctx:
+    with platform.context_as(member) as ctx:
         moved = service.set_alias(ctx, project, "inproc", "prod", schemas.AliasSet(version=1))
         assert (moved.alias, moved.version, moved.previous) == ("prod", 1, None)
         assert service.get_version(ctx, project, "inproc", "prod").aliases == ["prod", "latest"]

@@ -63,14 +63,8 @@ def test_purge_flow_needs_a_platform_admin(fresh_platform: MakePlatform) -> None
     name = _deleted_project_with_bytes(live)
     _past_retention(live, name)
     user, client = live.new_user()
-    token = client._http.headers["authorization"]
-    caller = live.runtime.resolve_caller(token, write=True, request_id=None, client=None).caller
-    ctx = live.runtime.context(write=True, caller=caller)
-    try:
-        with pytest.raises(PermissionDenied, match="platform:admin"):
-            flows.purge(ctx)
-    finally:
-        ctx.close()
+    with live.context_as(client) as ctx, pytest.raises(PermissionDenied, match="platform:admin"):
+        flows.purge(ctx)
     assert _object_files(live)  # nothing was removed
     with pytest.raises(PermissionDenied):
         client.projects.purge()  # REST: POST /projects:purge

@@ -5,8 +5,7 @@ from the runtime, no HTTP in between."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,24 +14,9 @@ import pytest
 from ghaf.client import Client
 from ghaf.core.errors import InvalidInput, NotFound, PermissionDenied
 from ghaf.registry import checks, flows, schemas, tensors
-from ghaf.security.context import Context
 from tests.conftest import Platform, TrainedModel, audited, unique
 
 TIMEOUT_S = 60.0
-
-
-@contextmanager
-def context_of(platform: Platform, client: Client) -> Iterator[Context]:
-    """A write context acting as ``client``'s principal (its token resolved as a request's
-    would be)."""
-    runtime = platform.runtime
-    authorization = client._http.headers["Authorization"]
-    caller = runtime.resolve_caller(authorization, write=True, request_id=None, client=None).caller
-    ctx = runtime.context(write=True, caller=caller, request_id=unique("flow"))
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 def upload_request(
@@ -64,7 +48,7 @@ def test_register_check_and_alias_in_process(
     reviewer: tuple[str, Client],
 ) -> None:
     request = upload_request(admin, project, trained, trained.X[:5])
-    with context_of(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         version = flows.register_version(ctx, project, "churn", request, timeout_s=TIMEOUT_S)
     assert (version.model, version.version, version.status) == ("churn", 1, "pending")
     assert version.checks["sample_rows"] == 5
@@ -74,14 +58,14 @@ def test_register_check_and_alias_in_process(
 
     admin.models.set_policy(project, GATED)
     reviewer[1].models.approve(project, "churn", 1, comment="fine")
-    with context_of(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         # A protected alias with no passing gate check runs the gates first, in the flow.
         moved = flows.set_alias(
             ctx, project, "churn", "champion", schemas.AliasSet(version=1), timeout_s=TIMEOUT_S
         )
     assert (moved.alias, moved.version) == ("champion", 1)
     assert admin.models.version(project, "churn@champion").gates["passed"] is True
-    with context_of(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         report = flows.check_gates(ctx, project, "churn", "@champion", timeout_s=TIMEOUT_S)
     assert report.passed and report.checked_by == admin.whoami().name
 
@@ -96,11 +80,11 @@ def test_a_viewer_is_refused_and_nothing_is_written(
     request = upload_request(admin, project, trained, trained.X[:5])
     admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
     _, viewer = member_in(project, "viewer")
-    with context_of(platform, viewer) as ctx, pytest.raises(PermissionDenied, match="model:write"):
+    with platform.context_as(viewer) as ctx, pytest.raises(PermissionDenied, match="model:write"):
         flows.register_version(ctx, project, "other", request, timeout_s=TIMEOUT_S)
-    with context_of(platform, viewer) as ctx, pytest.raises(PermissionDenied, match="model:write"):
+    with platform.context_as(viewer) as ctx, pytest.raises(PermissionDenied, match="model:write"):
         flows.check_gates(ctx, project, "churn", "1", timeout_s=TIMEOUT_S)
-    with context_of(platform, viewer) as ctx, pytest.raises(PermissionDenied, match="model:write"):
+    with platform.context_as(viewer) as ctx, pytest.raises(PermissionDenied, match="model:write"):
         flows.set_alias(
             ctx, project, "churn", "prod", schemas.AliasSet(version=1), timeout_s=TIMEOUT_S
         )
@@ -117,7 +101,7 @@ def test_a_failed_check_commits_nothing_and_is_audited(
 ) -> None:
     # Nine features where the model takes four: the child process refuses to predict.
     request = upload_request(admin, project, trained, np.ones((2, 9)))
-    with context_of(platform, admin) as ctx, pytest.raises(InvalidInput, match="predict"):
+    with platform.context_as(admin) as ctx, pytest.raises(InvalidInput, match="predict"):
         flows.register_version(ctx, project, "churn", request, timeout_s=TIMEOUT_S)
     with pytest.raises(NotFound):
         admin.models.get(project, "churn")  # not even the model the commit would create
@@ -149,6 +133,6 @@ def test_no_transaction_is_held_while_the_model_runs(
 
     monkeypatch.setattr(checks, "check", check_while_someone_writes)
     request = upload_request(admin, project, trained, trained.X[:2])
-    with context_of(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         version = flows.register_version(ctx, project, "churn", request, timeout_s=TIMEOUT_S)
     assert version.version == 1 and len(wrote) == 1

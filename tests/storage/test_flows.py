@@ -6,29 +6,14 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from ghaf.client import Client
 from ghaf.core.errors import InvalidInput, PermissionDenied
-from ghaf.security.context import Context
 from ghaf.storage import flows, packs
 from tests.conftest import Platform, unique
-
-
-@contextmanager
-def _context(platform: Platform, client: Client) -> Iterator[Context]:
-    """A write context for ``client``'s caller, as the server would open it."""
-    token = client._http.headers["authorization"]
-    runtime = platform.runtime
-    caller = runtime.resolve_caller(token, write=True, request_id=None, client=None).caller
-    ctx = runtime.context(write=True, caller=caller, request_id=unique("flow"))
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 def _object_files(platform: Platform) -> set[Path]:
@@ -42,7 +27,7 @@ def _pieces(data: bytes, size: int) -> Iterator[bytes]:
 
 def test_upload_artifact_from_an_iterable(platform: Platform, admin: Client, project: str) -> None:
     data = os.urandom(3 * (1 << 20) + 17)  # several pieces, sent in odd-sized chunks
-    with _context(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         stored = asyncio.run(
             flows.upload_artifact(
                 ctx,
@@ -67,7 +52,7 @@ def test_upload_artifact_from_an_async_source(
             await asyncio.sleep(0)
             yield piece
 
-    with _context(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         stored = asyncio.run(
             flows.upload_artifact(
                 ctx, project, "a.bin", source(), sha256=hashlib.sha256(data).hexdigest()
@@ -79,7 +64,7 @@ def test_upload_artifact_from_an_async_source(
 
 def test_a_wrong_hash_stores_nothing(platform: Platform, admin: Client, project: str) -> None:
     before = _object_files(platform)
-    with _context(platform, admin) as ctx, pytest.raises(InvalidInput) as info:
+    with platform.context_as(admin) as ctx, pytest.raises(InvalidInput) as info:
         asyncio.run(
             flows.upload_artifact(ctx, project, "bad.bin", [b"abc", b"def"], sha256="0" * 64)
         )
@@ -92,7 +77,7 @@ def test_the_flow_authorises(platform: Platform, admin: Client, project: str) ->
     viewer, client = platform.new_user()
     admin.members.add(project, principal=viewer.name, role="viewer")
     before = _object_files(platform)
-    with _context(platform, client) as ctx, pytest.raises(PermissionDenied):
+    with platform.context_as(client) as ctx, pytest.raises(PermissionDenied):
         asyncio.run(
             flows.upload_artifact(
                 ctx, project, "v.bin", [b"v"], sha256=hashlib.sha256(b"v").hexdigest()
@@ -117,7 +102,7 @@ def test_no_transaction_stays_open_while_bytes_stream(
         await asyncio.wait_for(asyncio.to_thread(admin.projects.create, other), 10)
         yield data[4:]
 
-    with _context(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         asyncio.run(
             flows.upload_artifact(
                 ctx, project, "slow.bin", slow(), sha256=hashlib.sha256(data).hexdigest()
@@ -131,7 +116,7 @@ def test_upload_blob_and_pack(platform: Platform, admin: Client, project: str) -
     blob = os.urandom(4096)
     small = [os.urandom(n) for n in (1, 100, 5000)]
     body = b"".join(packs.frame_header(hashlib.sha256(c).hexdigest(), len(c)) + c for c in small)
-    with _context(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         out = asyncio.run(flows.upload_blob(ctx, project, hashlib.sha256(blob).hexdigest(), [blob]))
         pack = asyncio.run(flows.upload_pack(ctx, project, _pieces(body, 333)))
     assert (out.sha256, out.size) == (hashlib.sha256(blob).hexdigest(), len(blob))
@@ -144,7 +129,7 @@ def test_a_truncated_pack_stores_nothing(platform: Platform, admin: Client, proj
     content = b"x" * 100
     frame = packs.frame_header(hashlib.sha256(content).hexdigest(), len(content)) + content
     before = _object_files(platform)
-    with _context(platform, admin) as ctx, pytest.raises(InvalidInput):
+    with platform.context_as(admin) as ctx, pytest.raises(InvalidInput):
         asyncio.run(flows.upload_pack(ctx, project, [frame[:-1]]))
     assert _object_files(platform) == before
     assert admin.artifacts.present(project, [hashlib.sha256(content).hexdigest()]) == set()

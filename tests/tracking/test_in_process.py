@@ -3,8 +3,7 @@ other domains call them: each authorises itself, and none reaches past its proje
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,23 +14,9 @@ from ghaf.client import Client
 from ghaf.core.clock import utcnow
 from ghaf.core.errors import NotFound, PermissionDenied
 from ghaf.datasets import service as datasets
-from ghaf.security.context import Context
 from ghaf.tracking import service
 from ghaf.tracking.models import Run
 from tests.conftest import Platform, unique
-
-
-@contextmanager
-def context_of(platform: Platform, client: Client) -> Iterator[Context]:
-    """A write context acting as ``client``'s principal, resolved as a request's is."""
-    runtime = platform.runtime
-    authorization = client._http.headers["Authorization"]
-    caller = runtime.resolve_caller(authorization, write=True, request_id=None, client=None).caller
-    ctx = runtime.context(write=True, caller=caller, request_id=unique("in-process"))
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 def _age(platform: Platform, run_id: str) -> None:
@@ -51,7 +36,7 @@ def test_fail_stale_runs_is_ghafs_own_work(
     run = admin.runs.create(project, "stale")
     _age(platform, run.id)
     _, owner = member_in(project, "owner")
-    with context_of(platform, owner) as ctx, pytest.raises(PermissionDenied):
+    with platform.context_as(owner) as ctx, pytest.raises(PermissionDenied):
         service.fail_stale_runs(ctx, timeout_s=60)
     assert admin.runs.get(project, run.id).status == "running"
     with platform.runtime.acting_as("system:runs", request_id=unique("reap")) as ctx:
@@ -66,7 +51,7 @@ def test_find_artifact_authorises_and_stays_in_its_project(
     run = admin.runs.create(project, "with-artifact")
     admin.runs.log_artifact(project, run.id, b"weights", path="model/model.bin")
     other = admin.projects.create(unique("p")).name
-    with context_of(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         found = service.find_artifact(ctx.in_project(project), run.id[:13], "model/model.bin")
         assert (found.run_id, found.size) == (run.id, 7)
         with pytest.raises(NotFound, match="no artifact"):
@@ -89,7 +74,7 @@ def test_consumed_by_authorises_and_stays_in_its_project(
     run = admin.runs.create(project, "reader")
     admin.runs.log_input(project, run.id, "read-me")
     other = admin.projects.create(unique("p")).name
-    with context_of(platform, admin) as ctx:
+    with platform.context_as(admin) as ctx:
         assert datasets.consumed_by(ctx.in_project(project), "run", [run.id]) == {
             run.id: [("read-me", 1)]
         }
