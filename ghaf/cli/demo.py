@@ -468,6 +468,11 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
         if line.startswith("ghaf_http_requests_total{")
     )
     _ok(f"/metrics: {served:.0f} requests counted by route and status (Prometheus format)")
+    # One in-server scheduler runs every domain's periodic work, leased in the database
+    # so that several workers or servers never run a task twice at once.
+    tasks = admin.admin.tasks()
+    states = ", ".join(f"{t.name} {t.state}" for t in tasks)
+    _ok(f"background tasks ({len(tasks)}, one scheduler; `ghaf admin tasks`): {states}")
     admin.close()
     alice.close()
 

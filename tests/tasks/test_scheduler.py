@@ -16,6 +16,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from ghaf.cli.main import app
+from ghaf.console import output
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import Database
 from ghaf.core.errors import PermissionDenied
@@ -348,7 +349,10 @@ def test_admin_tasks_cli(platform: Platform, monkeypatch: pytest.MonkeyPatch) ->
     assert sorted(listed) == SERVER_TASKS
     assert listed["projects.purge"]["state"] == "ok"
     assert listed["projects.purge"]["next_run_at"]
-    table = runner.invoke(app, ["admin", "tasks"], env={"COLUMNS": "200"})
+    # Wide enough for every column: the console is the process's own, sized once, so an
+    # in-process invocation cannot resize it through COLUMNS.
+    monkeypatch.setattr(output.console, "width", 200)
+    table = runner.invoke(app, ["admin", "tasks"])
     assert table.exit_code == 0, table.output
     assert "projects.purge" in table.output and "next_run_at" in table.output
 
