@@ -217,6 +217,29 @@ def connect_with(connect: Callable[[], AbstractContextManager[Any]]) -> None:
     _connect = connect
 
 
+def move_alias(
+    collection: Callable[[Any], Any],
+    project: str,
+    name: str,
+    alias: str,
+    version: int | None,
+    *,
+    delete: bool,
+    as_json: bool,
+) -> None:
+    """``alias NAME ALIAS VERSION`` (or ``--delete``) for datasets and models alike:
+    ``collection(client)`` is the SDK resource (``client.datasets``, ``client.models``)."""
+    if delete:
+        with_client(lambda c: collection(c).delete_alias(project, name, alias))
+        done(f"alias {alias} of {name} removed", as_json=as_json)
+        return
+    if version is None:
+        fail("give the VERSION the alias should name (or --delete)")
+    moved = with_client(lambda c: collection(c).set_alias(project, name, alias, version))
+    was = f" (was v{moved.previous})" if moved.previous else ""
+    done(f"{name}@{alias} -> v{moved.version}{was}", as_json=as_json, payload=moved)
+
+
 def with_client(fn: Callable[[Any], T]) -> T:
     """Run ``fn(client)`` with the stored login, reporting errors the CLI way."""
     if _connect is None:

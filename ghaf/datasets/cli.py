@@ -14,7 +14,7 @@ from ghaf.console.output import (
     ProjectOpt,
     console,
     done,
-    fail,
+    move_alias,
     print_item,
     print_page,
     print_table,
@@ -165,15 +165,9 @@ def alias(
 ) -> None:
     """Point ALIAS at VERSION (moving it if it exists; every move is audited), or
     remove it with --delete."""
-    if delete:
-        with_client(lambda c: c.datasets.delete_alias(project, name, alias_name))
-        done(f"alias {alias_name} of {name} removed", as_json=as_json)
-        return
-    if version is None:
-        fail("give the VERSION the alias should name (or --delete)")
-    moved = with_client(lambda c: c.datasets.set_alias(project, name, alias_name, version))
-    was = f" (was v{moved.previous})" if moved.previous else ""
-    done(f"{name}@{alias_name} -> v{moved.version}{was}", as_json=as_json, payload=moved)
+    move_alias(
+        lambda c: c.datasets, project, name, alias_name, version, delete=delete, as_json=as_json
+    )
 
 
 @datasets.command("classify")

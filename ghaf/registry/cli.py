@@ -22,6 +22,7 @@ from ghaf.console.output import (
     console,
     done,
     fail,
+    move_alias,
     print_item,
     print_json,
     print_page,
@@ -197,15 +198,9 @@ def alias(
     as_json: JsonOpt = False,
 ) -> None:
     """Point ALIAS at VERSION (one audited call), or remove it with --delete."""
-    if delete:
-        with_client(lambda c: c.models.delete_alias(project, name, alias_name))
-        done(f"alias {alias_name} of {name} removed", as_json=as_json)
-        return
-    if version is None:
-        fail("give the VERSION the alias should name (or --delete)")
-    moved = with_client(lambda c: c.models.set_alias(project, name, alias_name, version))
-    was = f" (was v{moved.previous})" if moved.previous else ""
-    done(f"{name}@{alias_name} -> v{moved.version}{was}", as_json=as_json, payload=moved)
+    move_alias(
+        lambda c: c.models, project, name, alias_name, version, delete=delete, as_json=as_json
+    )
 
 
 @models.command("download")
