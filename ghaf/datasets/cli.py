@@ -18,6 +18,7 @@ from ghaf.console.output import (
     print_item,
     print_page,
     print_table,
+    styled,
     transfer_progress,
     with_client,
 )
@@ -197,7 +198,7 @@ def diff(name: str, before: str, after: str, project: ProjectOpt, as_json: JsonO
         ("~", result.changed, "yellow"),
     ):
         for path in paths:
-            console.print(f"  [{style}]{label} {path}[/{style}]", highlight=False)
+            console.print(styled("  ", (f"{label} {path}", style)), highlight=False)
     for change in result.schema_changes:
         console.print(
             f"  column {change.column}: {change.change} "

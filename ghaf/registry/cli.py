@@ -335,7 +335,8 @@ def policy_show(project: ProjectOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(found)
     else:
-        console.print(found.text or "# no policy set: defaults apply", markup=False)
+        # Written as is: wrapping would break the YAML that `policy set` reads back.
+        console.print(found.text or "# no policy set: defaults apply", markup=False, soft_wrap=True)
 
 
 @policy.command("set")

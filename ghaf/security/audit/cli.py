@@ -20,6 +20,7 @@ from ghaf.console.output import (
     print_json,
     print_page,
     reporting_errors,
+    styled,
     with_client,
 )
 from ghaf.core.paging import DEFAULT_LIMIT
@@ -68,13 +69,19 @@ def _report(result: VerifyResult, as_json: bool) -> None:
             else ("signatures NOT checked (no key)")
         )
         console.print(
-            f"[green]audit trail intact[/green]: {result.rows} rows, "
-            f"{result.checkpoints} checkpoints, {signed}",
+            styled(
+                ("audit trail intact", "green"),
+                f": {result.rows} rows, {result.checkpoints} checkpoints, {signed}",
+            ),
             highlight=False,
         )
     else:
         where = f"at row {result.first_bad_seq}" if result.first_bad_seq else "(not one row)"
-        console.print(f"[red]audit trail BROKEN[/red] {where}: {result.problem}", highlight=False)
+        console.print(
+            styled(("audit trail BROKEN", "red"), f" {where}: {result.problem}"),
+            highlight=False,
+            soft_wrap=True,
+        )
     if not as_json:
         if result.anchor:
             console.print(

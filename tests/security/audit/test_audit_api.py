@@ -231,6 +231,8 @@ def test_export_verifies_offline_with_key(
 
 
 def test_audit_pages_and_custom_methods(platform: Platform, admin: Client) -> None:
+    for _ in range(3):  # rows enough for two pages, whichever tests ran before
+        admin.projects.create(unique("paged"))
     first = admin.audit.page(page_size=2)
     assert len(first.items) == 2 and first.next_cursor
     second = admin.audit.page(page_size=2, cursor=first.next_cursor)
