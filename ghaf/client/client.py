@@ -143,15 +143,14 @@ class Client:
         *,
         page_size: int = 100,
     ) -> Iterator[M]:
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        query["page_size"] = page_size
+        """Every item of a list, following ``next_cursor`` page by page."""
+        cursor: str | None = None
         while True:
-            page = self.request("GET", path, params=query).json()
-            for item in page["items"]:
-                yield model.model_validate(item)
-            if not page.get("next_cursor"):
+            page = self._page(model, path, params, page_size=page_size, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor:
                 return
-            query["cursor"] = page["next_cursor"]
+            cursor = page.next_cursor
 
     def _page(
         self,

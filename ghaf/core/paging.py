@@ -46,10 +46,13 @@ def decode_cursor(cursor: str) -> Any:
     return value
 
 
-def check_limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}, got {limit}", field="limit")
-    return limit
+def check_page_size(page_size: int) -> int:
+    """``page_size`` (the one paging word: docs/conventions.md), or a clear refusal."""
+    if not 1 <= page_size <= MAX_LIMIT:
+        raise InvalidInput(
+            f"page_size must be between 1 and {MAX_LIMIT}, got {page_size}", field="page_size"
+        )
+    return page_size
 
 
 def paginate(
@@ -62,7 +65,7 @@ def paginate(
     descending: bool = False,
 ) -> tuple[Sequence[Any], str | None]:
     """Run ``statement`` ordered by the unique column ``key``, one page at a time."""
-    check_limit(limit)
+    check_page_size(limit)
     if cursor:
         last = decode_cursor(cursor)
         # A cursor of the wrong type (a name where a number belongs) is not ours either;

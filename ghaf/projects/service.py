@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, or_, select, update
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
-from ghaf.core.paging import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, paginate
+from ghaf.core.paging import DEFAULT_LIMIT, check_page_size, decode_cursor, encode_cursor, paginate
 from ghaf.projects import schemas
 from ghaf.security import schemas as security_schemas
 from ghaf.security import service as security
@@ -271,7 +271,7 @@ def _page_of(
     items: list[T], key: Callable[[T], str], *, limit: int, cursor: str | None
 ) -> tuple[list[T], str | None]:
     """One page of ``items`` (few, sorted by the unique ``key``), as ``paginate`` pages."""
-    check_limit(limit)
+    check_page_size(limit)
     if cursor:
         last = decode_cursor(cursor)
         if not isinstance(last, str):

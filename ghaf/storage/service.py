@@ -30,7 +30,7 @@ from ghaf.core.errors import (
     StoredObjectCorrupt,
 )
 from ghaf.core.ids import new_id
-from ghaf.core.paging import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor, paginate
+from ghaf.core.paging import DEFAULT_LIMIT, check_page_size, decode_cursor, encode_cursor, paginate
 from ghaf.security.context import Context
 from ghaf.storage import packs, references, schemas
 from ghaf.storage.backends.base import INCOMPLETE
@@ -787,7 +787,7 @@ def list_keys(
     pctx = ctx.in_project(project)
     pctx.require("key:read", resource=f"project/{project}/keys")
     assert pctx.project is not None
-    check_limit(limit)
+    check_page_size(limit)
     after = _version_cursor(cursor)
     counts = dict(
         pctx.session.execute(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import Database, dialect_insert
 from ghaf.core.errors import InvalidInput
-from ghaf.core.paging import DEFAULT_LIMIT, check_limit, decode_cursor, encode_cursor
+from ghaf.core.paging import DEFAULT_LIMIT, check_page_size, decode_cursor, encode_cursor
 from ghaf.tasks.models import ScheduledTask, TaskRun
 from ghaf.tasks.schemas import TaskOut
 
@@ -227,7 +227,7 @@ def list_tasks(
     """One page of the periodic tasks by name, each with its last run and next run
     (platform admins)."""
     ctx.require("platform:admin", resource="tasks")
-    check_limit(page_size)
+    check_page_size(page_size)
     after = _name_cursor(cursor)
     listed = sorted(statuses(ctx.session, declared, now=now or utcnow()), key=lambda t: t.name)
     if after is not None:

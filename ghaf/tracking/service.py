@@ -22,7 +22,7 @@ from ghaf.core.database import among, dialect_insert, insert_many, insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.ids import new_id
 from ghaf.core.names import validate_name
-from ghaf.core.paging import check_limit, decode_cursor, encode_cursor, paginate
+from ghaf.core.paging import check_page_size, decode_cursor, encode_cursor, paginate
 from ghaf.datasets import service as datasets
 from ghaf.security.context import Context
 from ghaf.security.tenancy import Project
@@ -678,7 +678,7 @@ def search_runs(
         offset = decode_cursor(request.cursor)
         if not isinstance(offset, int) or offset < 0:
             raise InvalidInput("cursor is not one this server issued", field="cursor")
-    limit = check_limit(request.page_size)
+    limit = check_page_size(request.page_size)
     rows = pctx.session.execute(
         query.search_statement(
             project_id=pctx.project.id,
