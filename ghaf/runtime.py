@@ -63,7 +63,11 @@ class Runtime:
         keyring, so such a server never serves, nor signs an audit checkpoint. Each
         domain's ``on_open`` hook runs before (the app and the admin commands call
         them: ghaf/domains.py)."""
-        database = Database(settings.resolved_database_url)
+        database = Database(
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
         try:
             keyring = DatabaseKeyring.open(database, settings)
         except BaseException:

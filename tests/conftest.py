@@ -31,6 +31,8 @@ from ghaf.server.install import initialise
 from ghaf.server.process import free_port
 
 PG_ADMIN_URL = os.environ.get("GHAF_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Fails the session when a token or password created in it appears in anything logged.
+pytest_plugins = ("tests.secrets_in_logs",)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -197,7 +199,13 @@ def start_platform(home: Path, database_url: str, **overrides: object) -> Platfo
     result = initialise(settings)
     assert result.token is not None
     runtime = open_runtime(settings)
-    app = create_app(settings, runtime=runtime)
+    server, thread, url = serve_in_thread(create_app(settings, runtime=runtime))
+    return Platform(settings, runtime, url, result.token.token, server, thread)
+
+
+def serve_in_thread(app: Any) -> tuple[_ThreadServer, threading.Thread, str]:
+    """``app`` under uvicorn on a free port in a daemon thread, once it has started (its
+    lifespan included): (server, thread, URL). Stop it with ``server.should_exit``."""
     port = free_port()
     server = _ThreadServer(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
@@ -208,10 +216,8 @@ def start_platform(home: Path, database_url: str, **overrides: object) -> Platfo
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    return Platform(
-        settings, runtime, f"http://127.0.0.1:{port}", result.token.token, server, thread
-    )
+        time.sleep(0.01)
+    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")
@@ -347,6 +353,6 @@ def reviewer(
     return member_in(project, "maintainer")
 
 
-def audited(client: Client, project: str, action: str) -> list:
+def audited(client: Client, project: str, action: str) -> list[Any]:
     """The project's audit events of one action, oldest first."""
     return [e for e in client.audit.list(project=project) if e.action == action]

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ghaf.client import Client, credentials
 from ghaf.console.output import JsonOpt, done, fail, print_item, reporting_errors, with_client
 
 
@@ -20,6 +19,10 @@ def login(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the credentials against the server and store them (mode 0600)."""
+    from ghaf.client import Client, credentials
+
+    with reporting_errors():
+        url = credentials.normalise_url(url, what="--url")
     if token is None:
         if user is None:
             fail("give --token, or --user to log in with a password")
@@ -28,7 +31,7 @@ def login(
             token = Client.login(url, user, password).token
     with reporting_errors(), Client(url=url, token=token) as client:
         me = client.whoami()
-    path = credentials.save(credentials.Credentials(url=url.rstrip("/"), token=token))
+    path = credentials.save(credentials.Credentials(url=url, token=token))
     done(
         f"logged in to {url} as {me.name}; credentials stored in {path}",
         as_json=as_json,
@@ -38,6 +41,8 @@ def login(
 
 def logout(as_json: JsonOpt = False) -> None:
     """Forget the stored credentials."""
+    from ghaf.client import credentials
+
     removed = credentials.forget()
     done(
         "logged out" if removed else "was not logged in",

@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Any
 
 from ghaf.client import provenance, spool
 from ghaf.client.client import Client
@@ -33,10 +33,20 @@ from ghaf.client.files import file_sha256
 from ghaf.client.tracking import _create_body
 from ghaf.core.errors import GhafError, InvalidInput, Unavailable
 from ghaf.core.ids import new_id
-from ghaf.tracking import batches
-from ghaf.tracking.batches import LogBatch
 from ghaf.tracking.keys import validate_key
 from ghaf.tracking.schemas import MAX_PARAM_VALUE, RunArtifactOut, RunOut
+
+if TYPE_CHECKING:
+    from ghaf.tracking.batches import LogBatch
+
+
+def _batches() -> ModuleType:
+    """The Arrow wire form (ghaf.tracking.batches: pyarrow), loaded when a run starts,
+    not by ``import ghaf``."""
+    from ghaf.tracking import batches
+
+    return batches
+
 
 log = logging.getLogger("ghaf.client")
 BATCH_POINTS = 50_000  # send early when this many points wait
@@ -143,6 +153,7 @@ class ActiveRun:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._spool = spool.Spool(self.id)
+        _batches()  # pyarrow now, not in the sender thread's first batch
         self._offline = False
         self._last_contact = time.monotonic()
         self._flush_interval = flush_interval
@@ -332,12 +343,16 @@ class ActiveRun:
         if not (points.codes or params or tags or status):
             return None
         self._seq += 1
+        batches = _batches()
         table = batches.SCHEMA.empty_table()
         if points.codes:
             table = batches.coded_metrics_table(
                 points.codes, names, points.values, points.steps, points.stamps
             )
-        return LogBatch(metrics=table, params=params, tags=tags, seq=self._seq, status=status)
+        batch: LogBatch = batches.LogBatch(
+            metrics=table, params=params, tags=tags, seq=self._seq, status=status
+        )
+        return batch
 
     def _send(self, status: str | None = None, *, background: bool = False) -> None:
         with self._send_lock:
@@ -346,9 +361,10 @@ class ActiveRun:
             if self._offline and time.monotonic() - self._last_contact > 10:
                 self._try_reconnect()
             batch = self._take(status)
+            batches = _batches()
             if batch is None:
                 if not self._offline and time.monotonic() - self._last_contact > self._heartbeat_s:
-                    self._post(batches.encode(LogBatch()), heartbeat=True)
+                    self._post(batches.encode(batches.LogBatch()), heartbeat=True)
                 return
             body = batches.encode(batch)
             if self._offline:
@@ -421,7 +437,8 @@ class ActiveRun:
             if len(self._errors) > refused:
                 # The final batch was refused, end and all: still end the run, as failed.
                 self._seq += 1
-                self._post(batches.encode(LogBatch(seq=self._seq, status="failed")))
+                batches = _batches()
+                self._post(batches.encode(batches.LogBatch(seq=self._seq, status="failed")))
         finally:
             self._thread.join()
             if self in _active:

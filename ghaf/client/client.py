@@ -8,11 +8,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ghaf.client import credentials
 from ghaf.client.datasets import Datasets
@@ -31,6 +31,7 @@ from ghaf.client.tracking import Experiments, Runs
 from ghaf.core.errors import (
     GhafError,
     IntegrityFailure,
+    InvalidInput,
     NotFound,
     Unavailable,
     error_from_problem,
@@ -48,7 +49,10 @@ from ghaf.storage.schemas import (
     RotationResult,
     StorageVerifyResult,
 )
-from ghaf.tasks.schemas import TaskOut
+
+if TYPE_CHECKING:
+    # ghaf.tasks' package imports its scheduler (SQLAlchemy): loaded by Admin.tasks only.
+    from ghaf.tasks.schemas import TaskOut
 
 M = TypeVar("M", bound=BaseModel)
 API = "/api/v1"
@@ -95,11 +99,11 @@ class Client:
     @staticmethod
     def login(url: str, name: str, password: str, *, timeout: float = 30.0) -> TokenCreated:
         """Exchange a user name and password for a token (no token needed)."""
-        with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as http:
+        with httpx.Client(base_url=credentials.normalise_url(url), timeout=timeout) as http:
             response = _send(
                 http, "POST", f"{API}/auth/login", json={"name": name, "password": password}
             )
-        return TokenCreated.model_validate(response.json())
+        return _validated(TokenCreated, response)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send a request; any problem response is raised as its typed ``GhafError``."""
@@ -130,10 +134,14 @@ class Client:
             raise Unavailable(f"cannot reach the ghaf server at {self.url}: {exc}") from None
 
     def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
-        return model.model_validate(self.request(method, path, **kwargs).json())
+        return _validated(model, self.request(method, path, **kwargs))
 
     def _models(self, model: type[M], method: str, path: str, **kwargs: Any) -> list[M]:
-        return [model.model_validate(i) for i in self.request(method, path, **kwargs).json()]
+        response = self.request(method, path, **kwargs)
+        answer = _json(response)
+        if not isinstance(answer, list):
+            raise _not_ghaf(response, "a JSON list was expected")
+        return [_validated(model, response, item) for item in answer]
 
     def _paged(
         self,
@@ -164,9 +172,12 @@ class Client:
         """One page of a list, for callers that page themselves (``ls --cursor``)."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         query.update(page_size=page_size, **({"cursor": cursor} if cursor else {}))
-        answer = self.request("GET", path, params=query).json()
+        response = self.request("GET", path, params=query)
+        answer = _json(response)
+        if not isinstance(answer, dict) or not isinstance(answer.get("items"), list):
+            raise _not_ghaf(response, "a page of items was expected")
         return Page[model](  # type: ignore[valid-type]
-            items=[model.model_validate(i) for i in answer["items"]],
+            items=[_validated(model, response, i) for i in answer["items"]],
             next_cursor=answer.get("next_cursor"),
         )
 
@@ -197,13 +208,83 @@ def _send(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Re
     return response
 
 
+_GHAF_PROBLEM = "urn:ghaf:problem:"
+
+
+def _where(response: httpx.Response) -> str:
+    request = response.request
+    return f"{request.method} {request.url.copy_with(query=None)}"
+
+
+def _root_of(response: httpx.Response) -> str:
+    """The URL the request was sent under, less ghaf's own part of the path."""
+    url = response.request.url
+    path = url.path
+    cut = path.find(API + "/")
+    if cut < 0:
+        cut = path.rfind("/")
+    return str(url.copy_with(path=path[:cut] or "/", query=None)).rstrip("/")
+
+
+def _not_ghaf(response: httpx.Response, why: str) -> InvalidInput:
+    """The answer came from something that is not a ghaf server (or not this version):
+    the URL is the likely mistake, so the message names it."""
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return InvalidInput(
+        f"{_where(response)} answered HTTP {response.status_code} ({kind}), not as a "
+        f"ghaf server would ({why}): check that the server URL is the root of a ghaf "
+        f"server, e.g. {_root_of(response)} (GHAF_URL, or `ghaf login --url`)",
+        field="url",
+    )
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise _not_ghaf(response, "the body is not JSON") from None
+
+
+def _validated(model: type[M], response: httpx.Response, item: Any = None) -> M:
+    """``item`` (by default the whole JSON body) as ``model``, or an error naming the URL
+    when the answer has another shape (another service, another version)."""
+    try:
+        return model.model_validate(_json(response) if item is None else item)
+    except ValidationError as exc:
+        errors = exc.errors()
+        where = ".".join(str(p) for p in errors[0]["loc"]) if errors else ""
+        message = errors[0]["msg"] if errors else "unexpected shape"
+        raise _not_ghaf(response, f"{where or model.__name__}: {message}") from None
+
+
 def _error(response: httpx.Response) -> GhafError:
     try:
         problem = response.json()
     except ValueError:
-        problem = {"detail": f"HTTP {response.status_code}: {response.text[:200]}"}
-    if not isinstance(problem, dict):
-        problem = {"detail": f"HTTP {response.status_code}"}
+        problem = None
+    if not isinstance(problem, dict) or not str(problem.get("type", "")).startswith(_GHAF_PROBLEM):
+        # Not a ghaf problem document: a proxy, another service or a web page answered.
+        text = " ".join(response.text[:200].split())
+        if response.status_code in (404, 405):
+            return _not_ghaf(response, "no such route")
+        status = response.status_code
+        return error_from_problem(
+            {
+                "detail": f"{_where(response)} answered HTTP {status}, not as a ghaf "
+                f"server would (a proxy in between, or the wrong URL?): {text or 'no body'}"
+            },
+            status=status,
+        )
+    if problem["type"] == f"{_GHAF_PROBLEM}http-404":
+        # ghaf itself, but it has no such route: the URL has a path it should not have,
+        # or the server is an older ghaf.
+        extra = {"request_id": problem["request_id"]} if problem.get("request_id") else {}
+        return NotFound(
+            f"the ghaf server has no route {_where(response)}: the server URL should be its "
+            f"root (e.g. {_root_of(response)}), or the server runs an older ghaf",
+            field="url",
+            **extra,
+        )
     return error_from_problem(problem, status=response.status_code)
 
 
@@ -581,6 +662,8 @@ class Admin(_Resource):
 
     def tasks(self, *, page_size: int = 100) -> builtins.list[TaskOut]:
         """Every periodic background task by name: last run, its outcome, next run."""
+        from ghaf.tasks.schemas import TaskOut
+
         return list(self._client._paged(TaskOut, f"{API}/admin/tasks", page_size=page_size))
 
 

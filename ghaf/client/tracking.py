@@ -16,8 +16,6 @@ from ghaf.client import spool
 from ghaf.client.files import download_target, file_sha256, write_verified
 from ghaf.core.errors import GhafError, IntegrityFailure, InvalidInput, NotFound
 from ghaf.core.paging import Page
-from ghaf.tracking import batches
-from ghaf.tracking.batches import LogBatch
 from ghaf.tracking.schemas import (
     ExperimentOut,
     LogResult,
@@ -28,6 +26,10 @@ from ghaf.tracking.schemas import (
 
 if TYPE_CHECKING:
     from ghaf.client.client import Client
+    from ghaf.tracking.batches import LogBatch
+
+# The Arrow wire form (ghaf.tracking.batches, pyarrow) is imported where a batch is sent,
+# so ``import ghaf`` and ``ghaf.Client()`` do not pay for pyarrow.
 
 API = "/api/v1"
 
@@ -223,9 +225,14 @@ class Runs:
 
     def log(self, project: str, run: str, batch: LogBatch) -> LogResult:
         """Send one batch (Arrow IPC, zstd) and wait until it is applied."""
+        from ghaf.tracking import batches
+
         return self.log_encoded(project, run, batches.encode(batch))
 
     def log_encoded(self, project: str, run: str, body: bytes) -> LogResult:
+        """Send one batch already in its Arrow IPC form (a spooled one, say)."""
+        from ghaf.tracking import batches
+
         return self._client._model(
             LogResult,
             "POST",

@@ -1,7 +1,13 @@
 """Printing results for people (Rich) or scripts (``--json``), and exit codes.
 
 Exit codes: 0 success, 1 a failed check or an unavailable/failed server, 2 usage or
-input errors (bad names, unknown resources, refused permissions).
+input errors (bad names, unknown resources, refused permissions), 3 the server could
+not listen on its address (``ghaf server``: the port is in use).
+
+Every error leaves through :func:`print_error`: one line on stderr (``error: ...``,
+never wrapped, never read as markup), or with ``--json`` one JSON object on stderr with
+the problem's fields (``type``, ``title``, ``status``, ``detail``, ``field``,
+``request_id``), so a script reads stdout for results and stderr for the failure.
 
 Below the domains: each domain's CLI group prints through here. The SDK client, which
 sits above the domains (it speaks their schemas), is handed in by the ``ghaf`` command
@@ -11,6 +17,7 @@ sits above the domains (it speaks their schemas), is handed in by the ``ghaf`` c
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -19,6 +26,7 @@ from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from pydantic import BaseModel
+from rich.cells import cell_len
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
@@ -30,13 +38,44 @@ from ghaf.core.paging import MAX_LIMIT
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
+EXIT_ADDRESS_IN_USE = 3
 
-# Markup is off: messages carry server-chosen and user-chosen text (names, hints such as
-# "pip install 'ghaf[s3]'"), and Rich would silently eat anything in square brackets.
-# Styling goes through :func:`styled` instead, which never parses its text.
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+# Markup and emoji codes are off: messages carry server-chosen and user-chosen text
+# (names, hints such as "pip install 'ghaf[s3]'", "[Errno 111]"), and Rich would
+# silently eat anything in square brackets or turn ":name:" into a picture. Styling goes
+# through :func:`styled` instead, which never parses its text.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
+
+
+class _ErrorFormat:
+    """Whether errors print as JSON: the running command's ``--json`` sets it."""
+
+    json = False
+
+
+def _json_errors(ctx: typer.Context, value: bool) -> bool:
+    # Called by click for every command that has --json (with its default too), while
+    # the command line is parsed, so errors raised afterwards know how to print; reset
+    # when the command is done, so nothing later in the process inherits it.
+    _ErrorFormat.json = bool(value)
+    ctx.call_on_close(reset_error_format)
+    return value
+
+
+def reset_error_format() -> None:
+    """Plain errors until a ``--json`` says otherwise (the ``ghaf`` root calls it)."""
+    _ErrorFormat.json = False
+
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print machine-readable JSON (errors too, on stderr).",
+        callback=_json_errors,
+    ),
+]
 # The same options on every command that has them (docs/conventions.md): ``ls`` prints one
 # page of ``--page-size`` items and the cursor of the next.
 ProjectOpt = Annotated[
@@ -49,6 +88,15 @@ PageSizeOpt = Annotated[
 CursorOpt = Annotated[
     str | None, typer.Option("--cursor", help="The next cursor a previous page printed.")
 ]
+DescriptionOpt = Annotated[str, typer.Option("--description", help="A free-text description.")]
+# A new token's options, the same on every command that mints one.
+ReadOnlyOpt = Annotated[
+    bool, typer.Option("--read-only", help="The token may read, never change anything.")
+]
+ExpiresOpt = Annotated[
+    float | None,
+    typer.Option("--expires-in-days", help="Days until the token expires (default: never)."),
+]
 T = TypeVar("T")
 
 
@@ -58,25 +106,55 @@ def styled(*parts: str | tuple[str, str]) -> Text:
 
 
 def exit_code_for(error: GhafError) -> int:
+    """2 for the caller's mistakes (4xx), 1 for everything else."""
     return EXIT_USAGE if 400 <= error.status < 500 else EXIT_CHECK_FAILED
 
 
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+def print_error(problem: dict[str, Any], *, as_json: bool | None = None) -> None:
+    """The one way an error reaches the user: ``problem`` (RFC 9457 fields) as one JSON
+    object on stderr (``as_json``, by default the command's ``--json``), or as one line
+    ``error: DETAIL [FIELD]`` that is never wrapped and never read as markup."""
+    if _ErrorFormat.json if as_json is None else as_json:
+        sys.stderr.write(json.dumps(_plain(problem), ensure_ascii=False) + "\n")
+        sys.stderr.flush()
+        return
+    detail = _LINE_BREAKS.sub(" ", str(problem.get("detail") or problem.get("title") or ""))
+    field = problem.get("field")
+    where = f" [{field}]" if field else ""
+    # soft_wrap: a long line is left to the terminal, so copying it gives the whole text.
+    err_console.print(
+        styled(("error:", "red"), f" {detail}{where}"), highlight=False, soft_wrap=True
+    )
+
+
 def fail(message: str, *, code: int = EXIT_USAGE) -> NoReturn:
-    err_console.print(styled(("error:", "red"), f" {message}"), highlight=False, soft_wrap=True)
+    """Stop the command with ``message`` (a usage error unless ``code`` says otherwise)."""
+    print_error(
+        {
+            "type": "urn:ghaf:problem:" + ("usage" if code == EXIT_USAGE else "failed"),
+            "title": "Invalid usage" if code == EXIT_USAGE else "Command failed",
+            "detail": message,
+        }
+    )
     raise typer.Exit(code)
+
+
+def fail_with(error: GhafError) -> NoReturn:
+    """Stop the command with ``error`` and its exit code."""
+    print_error(error.to_problem())
+    raise typer.Exit(exit_code_for(error)) from None
 
 
 @contextmanager
 def reporting_errors() -> Iterator[None]:
-    """Turn a ``GhafError`` into one line on stderr and the matching exit code."""
+    """Turn a ``GhafError`` into :func:`print_error` and the matching exit code."""
     try:
         yield
     except GhafError as error:
-        where = f" [{error.field}]" if error.field else ""
-        err_console.print(
-            styled(("error:", "red"), f" {error.detail}{where}"), highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(exit_code_for(error)) from None
+        fail_with(error)
 
 
 def _plain(value: Any) -> Any:
@@ -120,14 +198,62 @@ def print_table(
     if not rows:
         console.print(styled((f"no {title or 'results'}", "dim")))
         return
+    cells = [[_cell(getattr(row, c, None)) for c in columns] for row in rows]
+    shown = _fitting(columns, cells, console.width)
     table = Table(title=title, show_lines=False)
-    for index, column in enumerate(columns):
+    for index in shown:
         # The first column names the row (a name, a path): never broken across lines, so
         # it stays greppable and copyable when the table is narrower than its content.
-        table.add_column(column, no_wrap=index == 0)
-    for row in rows:
-        table.add_row(*(_cell(getattr(row, c, None)) for c in columns), style=None)
+        # The others keep a readable width and fold (never cut) what does not fit.
+        table.add_column(
+            columns[index],
+            no_wrap=index == 0,
+            min_width=_min_width(columns[index], cells, index),
+            overflow="fold",
+        )
+    for row_cells in cells:
+        table.add_row(*(row_cells[i] for i in shown), style=None)
     console.print(table)
+    hidden = [columns[i] for i in range(len(columns)) if i not in shown]
+    if hidden:
+        console.print(
+            styled(
+                (f"(not shown at {console.width} columns: {', '.join(hidden)}; ", "dim"),
+                ("a wider terminal or --json shows them)", "dim"),
+            ),
+            highlight=False,
+        )
+
+
+# A column narrower than this (or its header) is unreadable; past it, cells fold.
+_MIN_COLUMN = 8
+# Rich's default box: one border per column plus one, and one space each side of a cell.
+_PER_COLUMN, _EDGE = 3, 1
+
+
+def _widest(text: str) -> int:
+    return max((cell_len(line) for line in text.splitlines()), default=0)
+
+
+def _min_width(header: str, cells: Sequence[Sequence[str]], index: int) -> int:
+    content = max([_widest(header)] + [_widest(row[index]) for row in cells])
+    if index == 0:
+        return content  # never wrapped (see print_table)
+    return min(content, max(_widest(header), _MIN_COLUMN))
+
+
+def _fitting(columns: Sequence[str], cells: Sequence[Sequence[str]], width: int) -> list[int]:
+    """The columns (by index, in order) that fit ``width`` at a readable width each: the
+    first always, then each next one while it fits. Callers list columns by importance."""
+    shown: list[int] = []
+    used = _EDGE
+    for index, header in enumerate(columns):
+        need = _min_width(header, cells, index) + _PER_COLUMN
+        if shown and used + need > width:
+            continue  # a narrower column further on may still fit
+        shown.append(index)
+        used += need
+    return shown
 
 
 class _Page(Protocol):
@@ -147,7 +273,17 @@ def print_page(
         return
     print_table(page.items, columns, title=title)
     if page.next_cursor:
-        console.print(styled(("next page: --cursor ", "dim"), page.next_cursor), highlight=False)
+        # Never wrapped, so the cursor is copied whole even from a narrow terminal.
+        console.print(
+            styled(
+                (f"{len(page.items)} shown, there are more; ", "dim"),
+                ("next page: --cursor ", "dim"),
+                page.next_cursor,
+                (" (with the same command and options)", "dim"),
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_item(
@@ -169,7 +305,9 @@ def done(message: str, *, as_json: bool, payload: Any = None) -> None:
     if as_json:
         print_json(payload if payload is not None else {"ok": True, "message": message})
     else:
-        console.print(message, highlight=False)
+        # One line that a terminal may fold but that never gets newlines of ours, so a
+        # path or a command in it can be copied whole.
+        console.print(message, highlight=False, soft_wrap=True)
 
 
 class Secret(Protocol):

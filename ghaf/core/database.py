@@ -63,8 +63,12 @@ def _stored_json(text: str) -> Any:
         ) from None
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine with the settings ghaf relies on for ``url``'s dialect."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """Create an engine with the settings ghaf relies on for ``url``'s dialect.
+
+    ``pool_size`` and ``max_overflow`` (``GHAF_DATABASE_POOL_SIZE``,
+    ``GHAF_DATABASE_MAX_OVERFLOW``) size PostgreSQL's connection pool; SQLite keeps
+    SQLAlchemy's own pool for a local file."""
     if is_sqlite(url):
         engine = create_engine(
             url,
@@ -74,7 +78,11 @@ def make_engine(url: str) -> Engine:
         _configure_sqlite(engine)
         return engine
     return create_engine(
-        url, pool_size=10, max_overflow=20, pool_pre_ping=True, json_deserializer=_stored_json
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        json_deserializer=_stored_json,
     )
 
 
@@ -189,9 +197,9 @@ def among(session: Session, column: Any, values: list[str]) -> Any:
 class Database:
     """An engine plus the two session factories: ``read()`` and ``write()``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(ghaf_write=True), expire_on_commit=False

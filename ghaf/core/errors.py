@@ -52,6 +52,20 @@ class InvalidEncoding(InvalidInput):
     title = "Invalid encoding"
 
 
+class MalformedBody(InvalidInput):
+    """A request body that cannot be parsed at all (not UTF-8, not JSON, not an Arrow
+    stream): one answer, 400, whichever parser found it, before any field is looked at."""
+
+    status = 400
+    code = "malformed-body"
+    title = "Malformed request body"
+
+    @classmethod
+    def not_json(cls, reason: str) -> MalformedBody:
+        """The problem for a JSON body that does not parse (``{bad``, bytes not UTF-8)."""
+        return cls(f"the request body is not valid JSON in UTF-8 ({reason})", field="body")
+
+
 class Unauthenticated(GhafError):
     status = 401
     code = "unauthenticated"
@@ -134,6 +148,7 @@ ERRORS_BY_CODE: dict[str, type[GhafError]] = {
         GhafError,
         InvalidInput,
         InvalidEncoding,
+        MalformedBody,
         Unauthenticated,
         PermissionDenied,
         NotFound,

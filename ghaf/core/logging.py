@@ -6,11 +6,16 @@ import json
 import logging
 import sys
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
-from ghaf.core.clock import isoformat, utcnow
+from ghaf.core.clock import isoformat
 
 request_id_var: ContextVar[str | None] = ContextVar("ghaf_request_id", default=None)
+FIELDS = "ghaf_fields"
+"""A record's ``extra`` key naming its arguments: ``log.info("%s %d", a, b,
+extra={FIELDS: ("name", "count")})`` is text as usual, and in JSON also carries
+``"name": a, "count": b`` as fields of their own (the access log's lines)."""
 
 
 class _RequestIdFilter(logging.Filter):
@@ -22,12 +27,15 @@ class _RequestIdFilter(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {
-            "ts": isoformat(utcnow()),
+            "ts": isoformat(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", None),
         }
+        fields = getattr(record, FIELDS, None)
+        if fields is not None and isinstance(record.args, tuple):
+            payload.update(zip(fields, record.args, strict=False))
         if record.exc_info:
             payload["error"] = self.formatException(record.exc_info)
         return json.dumps(payload, ensure_ascii=False)

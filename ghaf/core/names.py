@@ -5,10 +5,21 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 MAX_NAME_LENGTH = 64
 _ALLOWED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9_.-]*$"
+"""What :func:`validate_name` accepts, as a JSON Schema (ECMA-262) pattern: the OpenAPI
+document states it so that clients can check a name before they send it."""
+NAME_SCHEMA: dict[str, object] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME_LENGTH,
+    "pattern": NAME_PATTERN,
+    "description": "Letters, digits, '_', '.' and '-', starting with a letter or digit; "
+    f"at most {MAX_NAME_LENGTH} characters; never '..'.",
+}
 
 
 def validate_name(value: str, *, field: str = "name") -> str:
@@ -51,5 +62,6 @@ def _as_pydantic(value: str) -> str:
         raise ValueError(exc.detail.removeprefix("name ").removeprefix("name")) from None
 
 
-Name = Annotated[str, AfterValidator(_as_pydantic)]
+# The schema is stated, not enforced by Pydantic: validate_name gives the clearer message.
+Name = Annotated[str, AfterValidator(_as_pydantic), WithJsonSchema(NAME_SCHEMA)]
 """A validated name, for Pydantic request schemas."""

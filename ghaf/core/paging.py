@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Select
-from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ghaf.core.errors import InvalidInput
+
+if TYPE_CHECKING:  # the SDK pages too, and must not need SQLAlchemy to import
+    from sqlalchemy import Select
+    from sqlalchemy.orm import InstrumentedAttribute, Session
 
 T = TypeVar("T")
 DEFAULT_LIMIT = 100

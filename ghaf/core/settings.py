@@ -32,6 +32,19 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL; empty means SQLite at <home>/ghaf.db.",
     )
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections each server process keeps open in its pool.",
+    )
+    database_max_overflow: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description="PostgreSQL connections a server process may open beyond the pool "
+        "under load (closed again when returned).",
+    )
     host: str = Field(default="127.0.0.1", description="Address the server binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port the server binds.")
     workers: int = Field(
@@ -45,6 +58,11 @@ class Settings(BaseSettings):
     tls_key: Path | None = Field(default=None, description="PEM private key for HTTPS.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log format.")
     log_level: str = Field(default="info", description="Log level.")
+    access_log: bool = Field(
+        default=True,
+        description="One log line per request (logger ghaf.access): request id, principal, "
+        "method, route, status, duration and bytes; JSON with log_format=json.",
+    )
     region: str = Field(
         default="local", description="Region this installation runs in, e.g. ae-abudhabi."
     )
@@ -166,6 +184,74 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest streamed upload (artifacts, blobs, blob packs).",
     )
+    # Slow clients (ghaf/server/serve.py, ghaf/server/guards.py): a client that sends
+    # its request a byte at a time must not hold a connection for ever.
+    keep_alive_timeout_s: float = Field(
+        default=5,
+        gt=0,
+        description="How long an idle keep-alive connection stays open between requests.",
+    )
+    header_timeout_s: float = Field(
+        default=10,
+        gt=0,
+        description="A request's line and headers must arrive within this many seconds of "
+        "the connection opening (or the previous response ending); else it is closed.",
+    )
+    max_header_bytes: int = Field(
+        default=64 << 10,
+        ge=4096,
+        description="Largest request line plus headers; larger ones are answered 431.",
+    )
+    body_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        description="Seconds the server waits for a request body, plus one second per "
+        "body_min_rate bytes received; a slower body is answered 408 and its connection "
+        "closed. Only time spent waiting on the client counts.",
+    )
+    body_min_rate: int = Field(
+        default=1024,
+        ge=1,
+        description="Bytes per second of body that extend body_timeout_s (large uploads "
+        "on a working link are never cut off).",
+    )
+    # ``ghaf serve`` (docs/serving.md); its command-line options override these.
+    serve_tls_cert: Path | None = Field(
+        default=None, description="PEM certificate with which ghaf serve answers HTTPS."
+    )
+    serve_tls_key: Path | None = Field(
+        default=None, description="PEM private key of serve_tls_cert."
+    )
+    serve_invoke_key: SecretStr | None = Field(
+        default=None,
+        description="A per-server invoke key: ghaf serve accepts 'Authorization: Bearer "
+        "<key>' without asking the platform (at least 32 characters).",
+    )
+    serve_invoke_key_file: Path | None = Field(
+        default=None, description="File (mode 0600) holding ghaf serve's invoke key."
+    )
+    serve_prediction_log: bool = Field(
+        default=True,
+        description="ghaf serve writes every answered request to the prediction log "
+        "(Parquet artifacts of the model's project).",
+    )
+    serve_prediction_log_queue: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records the prediction log buffers; more are dropped and counted, "
+        "never waited for.",
+    )
+    serve_prediction_log_rotate_bytes: int = Field(
+        default=32 << 20,
+        ge=4096,
+        description="A prediction log file is stored once it holds this many bytes.",
+    )
+    serve_prediction_log_rotate_s: float = Field(
+        default=300,
+        gt=0,
+        description="A prediction log file is stored at the latest this many seconds "
+        "after its first record.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -206,6 +292,8 @@ class Settings(BaseSettings):
     def _tls_needs_both(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        if (self.serve_tls_cert is None) != (self.serve_tls_key is None):
+            raise ValueError("serve_tls_cert and serve_tls_key must be set together")
         return self
 
     @cached_property

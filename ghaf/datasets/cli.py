@@ -9,6 +9,7 @@ import typer
 
 from ghaf.console.output import (
     CursorOpt,
+    DescriptionOpt,
     JsonOpt,
     PageSizeOpt,
     ProjectOpt,
@@ -41,7 +42,10 @@ def _source_bytes(source: Path) -> int | None:
 
 
 @datasets.command("create")
-def create(name: str, project: ProjectOpt, description: str = "", as_json: JsonOpt = False) -> None:
+def create(
+    name: str, project: ProjectOpt, description: DescriptionOpt = "", as_json: JsonOpt = False
+) -> None:
+    """Create an empty dataset; `ghaf datasets add` stores its versions."""
     print_item(
         with_client(lambda c: c.datasets.create(project, name, description=description)),
         as_json=as_json,
@@ -54,7 +58,9 @@ def add(
     name: str,
     source: str,
     project: ProjectOpt,
-    description: Annotated[str, typer.Option("--description", "-m")] = "",
+    description: Annotated[
+        str, typer.Option("--description", "-m", help="What changed in this version.")
+    ] = "",
     reference: Annotated[
         bool,
         typer.Option(
@@ -132,7 +138,7 @@ def download(
     name: str,
     project: ProjectOpt,
     version: VersionArg = "latest",
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path("."),
+    output: Annotated[Path, typer.Option("--output", "-o", help="The folder.")] = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """Download a version into a folder; every file is checked against its SHA-256."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 from fastapi import Depends, Query, Request
@@ -219,6 +219,25 @@ PageSize = Annotated[
 """The ``page_size`` query parameter of every list (docs/conventions.md)."""
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page.")]
 DEFAULT_PAGE = DEFAULT_LIMIT
+
+
+def body_components(*models: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` for a route that parses its own body: the models' request
+    schemas, which the app's OpenAPI document moves into ``components/schemas`` (see
+    ghaf/server/openapi.py), so ``{"$ref": "#/components/schemas/<Model>"}`` resolves."""
+    ref = "#/components/schemas/{model}"
+    return {
+        "x-ghaf-components": {
+            model.__name__: model.model_json_schema(ref_template=ref) for model in models
+        }
+    }
+
+
+def bytes_response(description: str, *media_types: str) -> dict[str, Any]:
+    """A success response of raw bytes, for ``responses=`` of a route that streams them
+    (FastAPI would document JSON): the OpenAPI document then names the real media type."""
+    binary = {"type": "string", "format": "binary"}
+    return {"description": description, "content": {m: {"schema": binary} for m in media_types}}
 
 
 def json_response(body: bytes | BaseModel) -> Response:

@@ -8,9 +8,12 @@ import typer
 
 from ghaf.console.output import (
     CursorOpt,
+    DescriptionOpt,
+    ExpiresOpt,
     JsonOpt,
     PageSizeOpt,
     ProjectOpt,
+    ReadOnlyOpt,
     done,
     print_item,
     print_page,
@@ -37,7 +40,7 @@ PROJECT_COLUMNS = ("name", "role", "allowed_regions", "description", "created_at
 @projects.command("create")
 def create(
     name: str,
-    description: str = "",
+    description: DescriptionOpt = "",
     region: Annotated[
         list[str] | None, typer.Option("--region", help="Allowed region (repeat for several).")
     ] = None,
@@ -67,6 +70,7 @@ def ls(
 
 @projects.command("show")
 def show(name: str, as_json: JsonOpt = False) -> None:
+    """Show a project: its description, allowed regions and your role."""
     print_item(with_client(lambda c: c.projects.get(name)), as_json=as_json)
 
 
@@ -165,6 +169,7 @@ def sa_create(
     role: Annotated[str, typer.Option(help="Role in the project.")] = "member",
     as_json: JsonOpt = False,
 ) -> None:
+    """Create a service account holding ROLE in the project (mint it a token next)."""
     account = with_client(lambda c: c.service_accounts.create(project, name, role=role))
     print_item(account, as_json=as_json, title=f"service account {name} created")
 
@@ -196,8 +201,8 @@ def sa_token(
     project: ProjectOpt,
     name: str,
     token_name: Annotated[str, typer.Option("--name", help="Token name.")],
-    read_only: bool = False,
-    expires_in_days: Annotated[float | None, typer.Option()] = None,
+    read_only: ReadOnlyOpt = False,
+    expires_in_days: ExpiresOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token for a service account (printed once)."""
@@ -229,7 +234,7 @@ def sa_tokens(project: ProjectOpt, name: str, as_json: JsonOpt = False) -> None:
 def sa_revoke_token(
     project: ProjectOpt,
     name: str,
-    token_name: Annotated[str, typer.Option("--name")],
+    token_name: Annotated[str, typer.Option("--name", help="The token's name.")],
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke a service account's token; it stops working on the next request."""

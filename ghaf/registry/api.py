@@ -14,6 +14,7 @@ from ghaf.platform.calls import (
     Cursor,
     PageSize,
     ReadCall,
+    bytes_response,
     json_response,
 )
 from ghaf.registry import flows, schemas, service
@@ -106,7 +107,10 @@ async def update_version(
     return await call(service.update_version, project, model, version, body)
 
 
-@router.get(VERSION + "/file")
+@router.get(
+    VERSION + "/file",
+    responses={200: bytes_response("The model file.", "application/octet-stream")},
+)
 async def download_version(
     call: AuditedReadCall,
     project: str,
@@ -191,7 +195,19 @@ async def list_reviews(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get(VERSION + "/card")
+@router.get(
+    VERSION + "/card",
+    responses={
+        200: {
+            "description": "The card as JSON, Markdown or HTML (``format``).",
+            "model": schemas.CardOut,
+            "content": {
+                "text/markdown": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 async def get_card(
     call: ReadCall,
     project: str,

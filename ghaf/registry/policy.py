@@ -187,12 +187,32 @@ class _PolicyLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml is untyped h
             self._depth -= 1
 
 
+def _construct(node: yaml.Node) -> Any:
+    """A key or scalar's value, built by the safe constructors from the node itself (a
+    round trip through ``yaml.serialize`` fails on some nodes, an empty ``?`` key, and a
+    tag they do not know is refused as bad input, not a server error)."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        line = node.start_mark.line + 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidInput(f"line {line}: {problem}", field="policy", line=line) from None
+    finally:
+        loader.dispose()
+
+
 def _plain(node: yaml.Node, path: Loc, lines: dict[Loc, int]) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
+            if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]`: not hashable
+                line = key_node.start_mark.line + 1
+                raise InvalidInput(
+                    f"line {line}: a key must be a plain word", field="policy", line=line
+                )
+            key = _construct(key_node)
             if key in out:
                 raise InvalidInput(
                     f"line {key_node.start_mark.line + 1}: key {key!r} appears twice",
@@ -203,7 +223,7 @@ def _plain(node: yaml.Node, path: Loc, lines: dict[Loc, int]) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_plain(item, (*path, i), lines) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+    return _construct(node)
 
 
 def _line(lines: dict[Loc, int], loc: Loc) -> int:

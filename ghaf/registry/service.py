@@ -29,6 +29,7 @@ from ghaf.core.errors import (
     NotFound,
     PermissionDenied,
 )
+from ghaf.core.metrics import MODEL_REGISTRATIONS, MODEL_REVIEWS
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
 from ghaf.core.paths import file_name
@@ -173,7 +174,13 @@ def set_policy(ctx: Context, project: str, request: schemas.PolicyIn) -> schemas
     """Replace the project's registry policy (validated first; needs ``policy:write``)."""
     # Parsed before the first statement: a write context's session takes SQLite's write
     # lock on BEGIN, and no parsing may run while other tenants wait on it.
-    parsed = policies.parse(request.text)
+    try:
+        parsed = policies.parse(request.text)
+    except InvalidInput:
+        # Only someone who may write the policy learns what is wrong with theirs: an
+        # outsider gets the 404 a missing project gets, whatever the body.
+        ctx.in_project(project).require("policy:write", resource=f"project/{project}/model-policy")
+        raise
     pctx = ctx.in_project(project)
     pctx.require("policy:write", resource=f"project/{project}/model-policy")
     assert pctx.project is not None
@@ -464,6 +471,7 @@ def commit_version(
         },
     )
     pctx.commit()
+    MODEL_REGISTRATIONS.inc()
     return _version_out(pctx, model, version)
 
 
@@ -962,6 +970,7 @@ def approve(
         },
     )
     pctx.commit()
+    MODEL_REVIEWS.inc(value="approve")
     return _version_out(pctx, model, version, policy=policy)
 
 
@@ -991,6 +1000,7 @@ def reject(
         detail={"comment": request.comment, "previous": previous},
     )
     pctx.commit()
+    MODEL_REVIEWS.inc(value="reject")
     return _version_out(pctx, model, version)
 
 

@@ -45,6 +45,16 @@ class SecurityCache:
         self._tokens: dict[str, CachedToken] = {}
         self._grants: dict[tuple[Any, ...], tuple[Project, str]] = {}
         self._views: dict[tuple[Any, ...], Any] = {}
+        # [hits, misses] per kind, counted under the lock already held (free on the hot
+        # path); /metrics reads them through stats(). A stale epoch counts as a miss.
+        self._tally: dict[str, list[int]] = {"token": [0, 0], "grant": [0, 0], "view": [0, 0]}
+        self._invalidations = 0
+
+    def stats(self) -> tuple[dict[str, tuple[int, int]], int]:
+        """(hits, misses) per kind (token, grant, view) and how often a newer epoch
+        emptied the cache, since this process started."""
+        with self._lock:
+            return {k: (v[0], v[1]) for k, v in self._tally.items()}, self._invalidations
 
     @staticmethod
     def read_epoch(database: Database) -> int:
@@ -55,6 +65,7 @@ class SecurityCache:
     def _usable(self, epoch: int) -> bool:
         """Move to a newer epoch (dropping everything); refuse an older one."""
         if self._epoch is None or epoch > self._epoch:
+            self._invalidations += self._epoch is not None
             self._epoch = epoch
             self._tokens = {}
             self._grants = {}
@@ -63,7 +74,9 @@ class SecurityCache:
 
     def token(self, epoch: int, secret_hash: str) -> CachedToken | None:
         with self._lock:
-            return self._tokens.get(secret_hash) if self._usable(epoch) else None
+            found = self._tokens.get(secret_hash) if self._usable(epoch) else None
+            self._tally["token"][found is None] += 1
+            return found
 
     def put_token(self, epoch: int, secret_hash: str, entry: CachedToken) -> None:
         with self._lock:
@@ -74,7 +87,9 @@ class SecurityCache:
 
     def grant(self, epoch: int, key: tuple[Any, ...]) -> tuple[Project, str] | None:
         with self._lock:
-            return self._grants.get(key) if self._usable(epoch) else None
+            found = self._grants.get(key) if self._usable(epoch) else None
+            self._tally["grant"][found is None] += 1
+            return found
 
     def put_grant(self, epoch: int, key: tuple[Any, ...], value: tuple[Project, str]) -> None:
         with self._lock:
@@ -86,7 +101,9 @@ class SecurityCache:
     def view(self, epoch: int, key: tuple[Any, ...]) -> Any:
         """A domain's read result cached at ``epoch`` (see :meth:`put_view`), or None."""
         with self._lock:
-            return self._views.get(key) if self._usable(epoch) else None
+            found = self._views.get(key) if self._usable(epoch) else None
+            self._tally["view"][found is None] += 1
+            return found
 
     def put_view(self, epoch: int, key: tuple[Any, ...], value: Any) -> None:
         """Cache a read result that depends only on audited state: every change to it

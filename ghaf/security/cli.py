@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
 
 from ghaf.console.output import (
     CursorOpt,
+    DescriptionOpt,
+    ExpiresOpt,
     JsonOpt,
     PageSizeOpt,
+    ReadOnlyOpt,
     done,
+    fail,
     print_item,
     print_page,
     print_secret,
     with_client,
 )
+from ghaf.core.errors import Conflict, NotFound
 from ghaf.core.paging import DEFAULT_LIMIT
 
 users = typer.Typer(help="Users (platform admins manage them).", no_args_is_help=True)
@@ -30,19 +36,53 @@ tokens = typer.Typer(help="Your API tokens.", no_args_is_help=True)
 TOKEN_COLUMNS = ("name", "hint", "project", "read_only", "expires_at", "created_at", "revoked_at")
 
 
+PasswordStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from the first line of standard input (scripts, CI).",
+    ),
+]
+
+
+def _password(prompt: str, *, from_stdin: bool) -> str:
+    """The password from stdin's first line, or asked twice (hidden) at the terminal."""
+    if from_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+        if not secret:
+            fail("--password-stdin: standard input held no password")
+        return secret
+    return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=True))
+
+
+def _refuse_taken(client: Any, name: str) -> None:  # a ghaf.client.Client
+    # Asked before the password prompt, so nobody types a password twice only to hear
+    # the name is taken; the create itself still refuses a race with a 409.
+    try:
+        client.users.get(name)
+    except NotFound:
+        return
+    raise Conflict(f"a user or service account named {name!r} already exists", field="name")
+
+
 @users.command("create")
 def users_create(
     name: str,
-    email: str | None = None,
+    email: Annotated[str | None, typer.Option(help="The user's e-mail address.")] = None,
     password: Annotated[
         bool, typer.Option("--password", help="Prompt for a password (for web login).")
     ] = False,
-    platform_admin: bool = False,
+    password_stdin: PasswordStdinOpt = False,
+    platform_admin: Annotated[
+        bool, typer.Option("--platform-admin", help="Make the user a platform admin.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    secret = (
-        typer.prompt("password", hide_input=True, confirmation_prompt=True) if (password) else None
-    )
+    """Create a user (platform admins); give --password to let them log in on the web."""
+    secret = None
+    if password or password_stdin:
+        with_client(lambda c: _refuse_taken(c, name))
+        secret = _password("password", from_stdin=password_stdin)
     user = with_client(
         lambda c: c.users.create(name, password=secret, email=email, platform_admin=platform_admin)
     )
@@ -64,13 +104,16 @@ def users_ls(
 
 @users.command("show")
 def users_show(name: str, as_json: JsonOpt = False) -> None:
+    """Show a user."""
     print_item(with_client(lambda c: c.users.get(name)), as_json=as_json)
 
 
 @users.command("set-password")
-def users_set_password(name: str, as_json: JsonOpt = False) -> None:
+def users_set_password(
+    name: str, password_stdin: PasswordStdinOpt = False, as_json: JsonOpt = False
+) -> None:
     """Set a user's password (your own, or anyone's as a platform admin); prompts."""
-    secret = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    secret = _password("new password", from_stdin=password_stdin)
     with_client(lambda c: c.users.set_password(name, secret))
     done(f"password of {name} changed", as_json=as_json)
 
@@ -92,10 +135,10 @@ def users_rm(name: str, as_json: JsonOpt = False) -> None:
 @users.command("token")
 def users_token(
     name: str,
-    token_name: Annotated[str, typer.Option("--name")],
-    project: str | None = None,
-    read_only: bool = False,
-    expires_in_days: float | None = None,
+    token_name: Annotated[str, typer.Option("--name", help="Token name.")],
+    project: Annotated[str | None, typer.Option(help="Limit the token to one project.")] = None,
+    read_only: ReadOnlyOpt = False,
+    expires_in_days: ExpiresOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token for another user (platform admins); printed once."""
@@ -112,7 +155,8 @@ def users_token(
 
 
 @groups.command("create")
-def groups_create(name: str, description: str = "", as_json: JsonOpt = False) -> None:
+def groups_create(name: str, description: DescriptionOpt = "", as_json: JsonOpt = False) -> None:
+    """Create a group (platform admins)."""
     print_item(
         with_client(lambda c: c.groups.create(name, description=description)),
         as_json=as_json,
@@ -135,11 +179,13 @@ def groups_ls(
 
 @groups.command("show")
 def groups_show(name: str, as_json: JsonOpt = False) -> None:
+    """Show a group and its members."""
     print_item(with_client(lambda c: c.groups.get(name)), as_json=as_json)
 
 
 @groups.command("rm")
 def groups_rm(name: str, as_json: JsonOpt = False) -> None:
+    """Delete a group; the roles it held in projects go with it."""
     with_client(lambda c: c.groups.delete(name))
     done(f"group {name} deleted", as_json=as_json)
 
@@ -162,8 +208,8 @@ def group_members_rm(group: str, member: str, as_json: JsonOpt = False) -> None:
 def tokens_create(
     name: str,
     project: Annotated[str | None, typer.Option(help="Limit the token to one project.")] = None,
-    read_only: bool = False,
-    expires_in_days: Annotated[float | None, typer.Option()] = None,
+    read_only: ReadOnlyOpt = False,
+    expires_in_days: ExpiresOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token for yourself; the secret is printed once."""
@@ -177,7 +223,9 @@ def tokens_create(
 
 @tokens.command("ls")
 def tokens_ls(
-    include_revoked: bool = False,
+    include_revoked: Annotated[
+        bool, typer.Option("--include-revoked", help="Also list revoked tokens.")
+    ] = False,
     page_size: PageSizeOpt = DEFAULT_LIMIT,
     cursor: CursorOpt = None,
     as_json: JsonOpt = False,

@@ -18,6 +18,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from ghaf.core.errors import TooManyRequests
+from ghaf.core.metrics import LOGINS
 from ghaf.core.settings import Settings
 
 LOCKED = "too many failed logins for this user name; try again later"
@@ -70,6 +71,7 @@ class LoginGuard:
             checks.insert(0, (self._per_address, "address", client, "address"))
         for item, kind, key, what in checks:
             if not self._limiter.test(item, "login", kind, key):
+                LOGINS.inc(value="throttled")
                 raise TooManyRequests(
                     f"too many login attempts for this {what}; try again later",
                     retry_after=self._retry_after(item, kind, key),
@@ -81,6 +83,7 @@ class LoginGuard:
         """Raise ``TooManyRequests`` if ``client`` is over its limit (counts nothing):
         lets a flood be refused before its body is even parsed."""
         if client and not self._limiter.test(self._per_address, "login", "address", client):
+            LOGINS.inc(value="throttled")
             raise TooManyRequests(
                 "too many login attempts for this address; try again later",
                 retry_after=self._retry_after(self._per_address, "address", client),

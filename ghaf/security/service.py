@@ -20,6 +20,7 @@ from ghaf.core.errors import (
     TooManyRequests,
     Unauthenticated,
 )
+from ghaf.core.metrics import LOGINS
 from ghaf.core.names import validate_name
 from ghaf.core.paging import DEFAULT_LIMIT, paginate
 from ghaf.security import schemas, standing
@@ -155,7 +156,7 @@ def login(
     principal.locked_until = None
     ctx.caller = Caller(principal.id, principal.name, principal.kind, principal.is_platform_admin)
     stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
-    return _issue(
+    issued = _issue(
         ctx,
         principal,
         name=f"login-{stamp}",
@@ -164,6 +165,8 @@ def login(
         expires_at=utcnow() + timedelta(hours=hours),
         action="auth:login",
     )
+    LOGINS.inc(value="success")
+    return issued
 
 
 _LOGIN_LOOKUP = select(Principal.id, Principal.password_hash, Principal.locked_until).where(
@@ -184,6 +187,7 @@ def _refuse_login(ctx: Context, name: str, *, retry_after: int | None = None) ->
         if retry_after is None
         else TooManyRequests(LOCKED, retry_after=retry_after)
     )
+    LOGINS.inc(value="failure" if retry_after is None else "locked")
     ctx.deny("auth:login", f"user/{name}", error)
 
 
@@ -215,6 +219,7 @@ def _count_failure(ctx: Context, principal_id: str, name: str, lockout: Lockout)
             },
         )
     ctx.commit()
+    LOGINS.inc(value="failure")
     raise error
 
 

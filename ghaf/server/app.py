@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from fastapi.responses import RedirectResponse
 
 from ghaf.core.migrate import check_schema
 from ghaf.core.settings import Settings
@@ -17,24 +17,31 @@ from ghaf.domains import DOMAINS, open_runtime, periodic_tasks, register_referen
 from ghaf.platform.manifest import Domain
 from ghaf.runtime import Runtime
 from ghaf.security.audit.witness import witness_tip
-from ghaf.server import health, problems
+from ghaf.server import docs, health, openapi, problems
 from ghaf.server.encoding import RefuseInvalidEncoding
 from ghaf.server.guards import Authenticate, BodyLimit
 from ghaf.server.hot_routes import HotRoute, HotRoutes, hot_routes_of
+from ghaf.server.metrics import app_registry
 from ghaf.server.middleware import RequestContextMiddleware, RequestMetrics
 from ghaf.tasks import Scheduler
 
 __all__ = ["app_from_environment", "create_app"]
 
 API_PREFIX = "/api/v1"
-# The only /api/v1 paths served without a token (health and metrics live outside it).
+DOCS_URL = f"{API_PREFIX}/docs"
+# The only /api/v1 paths served without a token (health and metrics live outside it):
+# the login, the OpenAPI document, and the docs page with its assets (ghaf/server/docs.py).
 ANONYMOUS_PATHS = (
     f"{API_PREFIX}/auth/login",
     f"{API_PREFIX}/openapi.json",
-    f"{API_PREFIX}/docs",
-    f"{API_PREFIX}/docs/oauth2-redirect",
+    *docs.paths(DOCS_URL),
 )
 log = logging.getLogger("ghaf.server")
+
+
+async def _to_docs() -> RedirectResponse:
+    """307 to the API docs (temporary: ``/`` may serve the web UI one day)."""
+    return RedirectResponse(DOCS_URL)
 
 
 def create_app(
@@ -75,15 +82,21 @@ def create_app(
         version=__version__,
         description="Secure-by-default MLOps platform API.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served from a package, not a CDN: docs.install below
         redoc_url=None,
         lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.state.tasks = tasks
-    app.state.metrics = RequestMetrics(CollectorRegistry())
+    app.state.metrics = RequestMetrics(app_registry(runtime))
     problems.install(app)
+    openapi.install(app, prefix=API_PREFIX, anonymous=ANONYMOUS_PATHS)
+    docs.install(app, docs_url=DOCS_URL, openapi_url=f"{API_PREFIX}/openapi.json", title=app.title)
     app.include_router(health.router)
+    # Someone who opens the server's address (or /docs) in a browser lands on the API
+    # docs. Outside /api/v1, so served without a token, like the docs page itself.
+    for path in ("/", "/docs"):
+        app.add_api_route(path, _to_docs, methods=["GET"], include_in_schema=False)
     hot: list[HotRoute] = []
     for domain in domains:
         if domain.router is not None:
@@ -100,9 +113,17 @@ def create_app(
         anonymous=ANONYMOUS_PATHS,
         login=f"{API_PREFIX}/auth/login",
     )
-    app.add_middleware(BodyLimit, default=settings.max_body_bytes, most=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_body_bytes,
+        most=settings.max_upload_bytes,
+        timeout_s=settings.body_timeout_s,
+        min_rate=settings.body_min_rate,
+    )
     app.add_middleware(RefuseInvalidEncoding)  # inside the request id, outside hot routes
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=app.state.metrics, access_log=settings.access_log
+    )
     return app
 
 

@@ -6,19 +6,35 @@ of chunked bodies. Ordinary (JSON, Arrow) bodies get ``max_body_bytes``; a strea
 upload route raises its own limit to ``max_upload_bytes`` with
 :func:`ghaf.platform.uploads.allow_upload` before it reads.
 
+``BodyLimit`` also bounds how slowly a body may arrive: the time spent waiting on the
+client for body bytes may not exceed ``body_timeout_s`` plus one second per
+``body_min_rate`` bytes received (mod_reqtimeout's rule), so a client that sends a byte a
+second is answered 408 and its connection closed, while a large upload on a working link
+is never cut off. Time the route spends between reads does not count.
+
 ``Authenticate`` resolves the bearer token of every ``/api/v1`` request except the few
 anonymous ones (password login, the OpenAPI document) before the route parses anything,
 so an anonymous 100 MB body is answered 401 without being read. The caller is kept in
 the request's state, and :class:`~ghaf.platform.calls.ServiceCall` reuses it.
+
+Below ASGI, :class:`HeaderDeadline` (mixed into uvicorn's HTTP protocol by
+ghaf/server/serve.py) adds the one bound uvicorn lacks: a request's line and headers must
+arrive within ``header_timeout_s`` of the connection opening or the previous response
+ending (uvicorn's keep-alive timer stops at the first byte, so a client sending a header
+byte a second held its connection for ever) and may not exceed ``max_header_bytes``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Collection
 from functools import partial
+from typing import Any, ClassVar
 
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,13 +63,57 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-class BodyLimit:
-    """Counts every request body against its route's limit (see the module docstring)."""
+class BodyTimeout(GhafError, HTTPException):
+    """Raised from ``receive`` when the body arrives too slowly; an ``HTTPException`` too,
+    so FastAPI's body parsing lets it through unchanged to the problem handler."""
 
-    def __init__(self, app: ASGIApp, *, default: int, most: int) -> None:
+    status: ClassVar[int] = 408
+    code: ClassVar[str] = "request-timeout"
+    title: ClassVar[str] = "Request timeout"
+
+    def __init__(self, waited: float) -> None:
+        GhafError.__init__(
+            self,
+            f"the request body arrived too slowly (waited {waited:.0f} s for it); send it "
+            "again over a faster link",
+            field="body",
+        )
+        self.status_code = 408
+        self.headers = None
+
+
+class _BodyClock:
+    """How long this request has waited on its client for body bytes."""
+
+    __slots__ = ("complete", "timed_out", "waited")
+
+    def __init__(self) -> None:
+        self.waited = 0.0
+        self.complete = False
+        self.timed_out = False
+
+
+_CLOSE = (b"connection", b"close")
+
+
+class BodyLimit:
+    """Counts every request body against its route's limit and bounds how slowly it may
+    arrive (see the module docstring)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: int,
+        most: int,
+        timeout_s: float = 60.0,
+        min_rate: int = 1024,
+    ) -> None:
         self.app = app
         self.default = default
         self.most = max(most, default)
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,16 +126,39 @@ class BodyLimit:
             return
         budget = BodyBudget(self.default, declared)
         scope.setdefault("state", {})[BODY_STATE] = budget
+        clock = _BodyClock()
 
         async def counted() -> Message:
             budget.check()
-            message = await receive()
+            if clock.complete:
+                # After the body, receive() waits for the disconnect (streaming
+                # responses listen for it): that is not the client being slow.
+                return await receive()
+            allowed = self.timeout_s + budget.received / self.min_rate - clock.waited
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(max(allowed, 0.0)):
+                    message = await receive()
+            except TimeoutError:
+                clock.timed_out = True
+                raise BodyTimeout(clock.waited + (time.monotonic() - started)) from None
+            finally:
+                clock.waited += time.monotonic() - started
             if message["type"] == "http.request":
                 budget.received += len(message.get("body", b""))
                 budget.check()
+                clock.complete = not message.get("more_body", False)
+            else:
+                clock.complete = True
             return message
 
-        await self.app(scope, counted, send)
+        async def closing(message: Message) -> None:
+            # The rest of a too-slow body is never read: the connection cannot be reused.
+            if message["type"] == "http.response.start" and clock.timed_out:
+                message["headers"] = [*message.get("headers", []), _CLOSE]
+            await send(message)
+
+        await self.app(scope, counted, closing)
 
 
 # --- authentication ------------------------------------------------------------------
@@ -161,3 +244,74 @@ class Authenticate:
             return
         state[AUTH_STATE] = resolved
         await self.app(scope, receive, send)
+
+
+# --- slow request headers (uvicorn's protocol) -----------------------------------------
+
+
+class HeaderDeadline:
+    """Mixed into one of uvicorn's HTTP protocols: the next request's line and headers
+    must arrive within ``header_timeout_s`` of the connection opening or the previous
+    response ending, and within ``max_header_bytes``; otherwise the connection closes."""
+
+    # The attributes of uvicorn's protocols this relies on (both have them).
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    cycle: Any
+
+    def __init__(
+        self, *args: Any, header_timeout_s: float, max_header_bytes: int, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout_s = header_timeout_s
+        self._max_header_bytes = max_header_bytes
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._waiting_after: Any = None  # the cycle that was current when waiting began
+        self._header_bytes = 0
+
+    def _await_headers(self) -> None:
+        self._stop_waiting()
+        self._waiting_after = self.cycle
+        self._header_bytes = 0
+        self._header_timer = self.loop.call_later(self._header_timeout_s, self._too_slow)
+
+    def _stop_waiting(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if self.cycle is self._waiting_after and not self.transport.is_closing():
+            log.debug("closed a connection whose request headers were too slow")
+            self.transport.close()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self._header_timer is None:
+            return
+        if self.cycle is not self._waiting_after:
+            self._stop_waiting()  # a new request's headers are complete
+            return
+        self._header_bytes += len(data)
+        if self._header_bytes > self._max_header_bytes and not self.transport.is_closing():
+            self._stop_waiting()
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        running = self.cycle is not None and not self.cycle.response_complete
+        if not running and not self.transport.is_closing():
+            self._await_headers()  # a pipelined request already has its headers

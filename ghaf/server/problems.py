@@ -12,11 +12,63 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from ghaf.core.errors import GhafError, InvalidInput, StoredObjectCorrupt, TooManyRequests
+from ghaf.core.errors import (
+    GhafError,
+    InvalidInput,
+    MalformedBody,
+    StoredObjectCorrupt,
+    TooManyRequests,
+)
 from ghaf.platform.calls import ServiceCall
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("ghaf.server")
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 9457 problem document: every error ghaf answers has this shape. "
+    "`type` names the kind of problem (`urn:ghaf:problem:<code>`, one per error class); "
+    "other members are extensions some problems carry.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {
+            "type": "string",
+            "description": "urn:ghaf:problem:<code>, e.g. urn:ghaf:problem:not-found.",
+            "examples": ["urn:ghaf:problem:not-found"],
+        },
+        "title": {"type": "string", "description": "The same for every problem of a type."},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string", "description": "What went wrong, for a person."},
+        "field": {
+            "type": "string",
+            "description": "The one input that was wrong (a body field such as `name`, a "
+            "parameter, or `body`, `path`, `query` as a whole).",
+        },
+        "request_id": {
+            "type": "string",
+            "description": "Also in the X-Request-ID header and the server's log.",
+        },
+        "errors": {
+            "type": "array",
+            "description": "Every problem a validation found (422), the first is `field`.",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+        "retry_after": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Seconds to wait (429; also the Retry-After header).",
+        },
+    },
+    "additionalProperties": True,
+}
+"""The schema of every error response, ``components/schemas/Problem`` in the OpenAPI
+document (ghaf/server/openapi.py): what :meth:`GhafError.to_problem` and the handlers
+below emit."""
 
 
 def problem_response(error: GhafError, request: Request) -> Response:
@@ -92,7 +144,17 @@ def _field_of(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def malformed_json(reason: str) -> MalformedBody:
+    """The one problem for a body that is not JSON at all (``{bad``, invalid UTF-8):
+    FastAPI's parser and routes that parse their own body (a run's log) answer alike."""
+    return MalformedBody.not_json(reason)
+
+
 def _validation_problem(error: RequestValidationError) -> GhafError:
+    undecodable = [e for e in error.errors() if e.get("type") == "json_invalid"]
+    if undecodable:
+        reason = str(undecodable[0].get("ctx", {}).get("error", "JSON decode error"))
+        return malformed_json(reason)
     first = error.errors()[0]
     field = _field_of(tuple(first.get("loc", ())))
     message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
@@ -109,6 +171,9 @@ def _validation_problem(error: RequestValidationError) -> GhafError:
 
 
 def _http_problem(error: HTTPException, request: Request) -> Response:
+    if error.status_code == 400 and isinstance(error.__cause__, UnicodeDecodeError):
+        # FastAPI's "There was an error parsing the body": bytes that are not UTF-8.
+        return problem_response(malformed_json("it is not UTF-8"), request)
     problem = GhafError(str(error.detail))
     body = problem.to_problem(request_id=getattr(request.state, "request_id", None))
     body.update(
@@ -163,6 +228,14 @@ async def _hidden_project(request: Request) -> GhafError | None:
     return None
 
 
+def error_status(error: RequestValidationError | HTTPException) -> int:
+    """The status a request error answers before the hidden-project check: 422 for
+    validation, 400 for a body FastAPI could not parse."""
+    if isinstance(error, HTTPException):
+        return error.status_code
+    return _validation_problem(error).status
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(GhafError)
     @app.exception_handler(RequestValidationError)
@@ -172,7 +245,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ValidationError)
     @app.exception_handler(Exception)
     async def _problem(request: Request, error: Exception) -> Response:
-        if isinstance(error, RequestValidationError):
+        if isinstance(error, RequestValidationError | HTTPException) and (
+            error_status(error) in (400, 422)
+        ):
             hidden = await _hidden_project(request)
             if hidden is not None:
                 return problem_response(hidden, request)

@@ -12,10 +12,18 @@ from fastapi.responses import Response, StreamingResponse
 
 from ghaf.core.errors import GhafError, IntegrityFailure
 from ghaf.core.paging import Page
-from ghaf.platform.calls import DEFAULT_PAGE, Call, Cursor, PageSize, ReadCall, ServiceCall
+from ghaf.platform.calls import (
+    DEFAULT_PAGE,
+    Call,
+    Cursor,
+    PageSize,
+    ReadCall,
+    ServiceCall,
+    bytes_response,
+)
 from ghaf.platform.uploads import allow_upload
 from ghaf.storage import flows, packs, schemas, service
-from ghaf.storage.streaming import refuse_in_stream, stream_stored
+from ghaf.storage.streaming import count_sent, refuse_in_stream, stream_stored
 
 router = APIRouter(tags=["artifacts"])
 log = logging.getLogger("ghaf.storage")
@@ -90,7 +98,10 @@ async def put_pack(call: Call, request: Request, project: str) -> schemas.PackOu
     return await call.flow(flows.upload_pack, project, _body(request))
 
 
-@router.post("/projects/{project}/blobs:fetch")
+@router.post(
+    "/projects/{project}/blobs:fetch",
+    responses={200: bytes_response("Pack frames (docs/storage.md).", packs.MEDIA_TYPE)},
+)
 async def fetch_blobs(call: ReadCall, project: str, body: schemas.BlobQuery) -> Response:
     """Many contents by SHA-256 as one stream of pack frames (in storage order)."""
     opened = await call(service.open_blobs, project, body.sha256)
@@ -112,7 +123,7 @@ async def fetch_blobs(call: ReadCall, project: str, body: schemas.BlobQuery) -> 
                     return
                 yield packs.frame_header(sha256, where.size) + content
 
-    return StreamingResponse(_regroup(frames()), media_type=packs.MEDIA_TYPE)
+    return StreamingResponse(count_sent(_regroup(frames())), media_type=packs.MEDIA_TYPE)
 
 
 def _regroup(pieces: Iterator[bytes]) -> Iterator[bytes]:
@@ -127,7 +138,10 @@ def _regroup(pieces: Iterator[bytes]) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-@router.get("/projects/{project}/blobs/{sha256}")
+@router.get(
+    "/projects/{project}/blobs/{sha256}",
+    responses={200: bytes_response("The content.", "application/octet-stream")},
+)
 async def get_blob(call: Call, project: str, sha256: str) -> Response:
     """Content by SHA-256, streamed and authenticated chunk by chunk."""
     opened = await call(service.open_blob, project, sha256)
@@ -169,7 +183,21 @@ async def get_artifact_by_id(call: Call, project: str, artifact_id: str) -> sche
     return await call(service.get_artifact_by_id, project, artifact_id)
 
 
-@router.get("/projects/{project}/artifacts/{path:path}")
+_CONTENT = "application/octet-stream"
+
+
+@router.get(
+    "/projects/{project}/artifacts/{path:path}",
+    responses={
+        200: {
+            "description": "The content; its metadata with ``metadata=true``.",
+            "model": schemas.ArtifactOut,
+            "content": {_CONTENT: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        206: bytes_response("The part the Range header asked for.", _CONTENT),
+        416: {"description": "The Range header cannot be satisfied."},
+    },
+)
 async def get_artifact(
     call: Call,
     project: str,

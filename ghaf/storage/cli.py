@@ -114,6 +114,7 @@ def ls(
 
 @artifacts.command("rm")
 def rm(path: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """Delete the artifact at PATH (its content stays while anything else names it)."""
     with_client(lambda c: c.artifacts.delete(project, path))
     done(f"artifact {path} deleted", as_json=as_json)
 

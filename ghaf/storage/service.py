@@ -30,6 +30,7 @@ from ghaf.core.errors import (
     StoredObjectCorrupt,
 )
 from ghaf.core.ids import new_id
+from ghaf.core.metrics import ARTIFACT_BYTES
 from ghaf.core.paging import DEFAULT_LIMIT, check_page_size, decode_cursor, encode_cursor, paginate
 from ghaf.security.context import Context
 from ghaf.storage import packs, references, schemas
@@ -199,6 +200,7 @@ def _commit(
         raise
     if duplicate:
         store.backend.delete(done.key)  # the project already stores these bytes
+    ARTIFACT_BYTES.inc(done.size, value="in")
     return blob, artifact
 
 
@@ -260,6 +262,7 @@ def commit_pack(ctx: Context, plan: PackPlan, done: PackUpload) -> schemas.PackO
         raise
     if stored == 0:
         store.backend.delete(done.key)  # every member was already stored
+    ARTIFACT_BYTES.inc(done.size, value="in")
     return out
 
 

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from ghaf.core.errors import IntegrityFailure, StoredObjectCorrupt
+from ghaf.core.metrics import ARTIFACT_BYTES
 from ghaf.platform.calls import ServiceCall
 from ghaf.security.context import Context
 from ghaf.storage import service as storage
@@ -71,8 +72,24 @@ async def stream_stored(
             raise
 
     return StreamingResponse(
-        body(), status_code=status_code, headers=dict(headers), media_type=media_type
+        count_sent(body()), status_code=status_code, headers=dict(headers), media_type=media_type
     )
+
+
+def count_sent(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """``pieces``, counting what the client was sent as artifact bytes out (once, when
+    the body ends: completed, cut short or abandoned by the client)."""
+    iterator = iter(pieces)
+    sent = 0
+    try:
+        for piece in iterator:
+            yield piece
+            sent += len(piece)
+    finally:
+        ARTIFACT_BYTES.inc(sent, value="out")
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()  # as ``yield from`` would: the source's own cleanup runs now
 
 
 def content_disposition(filename: str) -> str:

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, status
 from pydantic import ValidationError
 
-from ghaf.core.errors import InvalidInput
+from ghaf.core.errors import InvalidInput, MalformedBody
 from ghaf.core.paging import DEFAULT_LIMIT, Page
-from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
+from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall, body_components
 from ghaf.tracking import batches, schemas, service
 
 router = APIRouter(tags=["tracking"])
@@ -99,7 +99,8 @@ _LOG_BODY: dict[str, Any] = {
                 }
             },
         },
-    }
+    },
+    **body_components(schemas.LogRequest),
 }
 
 
@@ -123,6 +124,8 @@ def _decode_batch(body: bytes, content_type: str) -> batches.LogBatch:
         return batches.from_request(schemas.LogRequest.model_validate_json(body or b"{}"))
     except ValidationError as exc:
         error = exc.errors()[0]
+        if error["type"] == "json_invalid":  # not JSON at all: the same 400 as FastAPI's
+            raise MalformedBody.not_json(str(error.get("ctx", {}).get("error", ""))) from None
         where = ".".join(str(part) for part in error["loc"])
         raise InvalidInput(f"{where}: {error['msg']}", field=where or None) from None
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from pydantic import ValidationError
 
-from ghaf.core.errors import InvalidInput
+from ghaf.core.errors import InvalidInput, MalformedBody
 from ghaf.tracking.schemas import LogRequest
 
 MEDIA_TYPE = "application/vnd.apache.arrow.stream"
@@ -112,7 +112,7 @@ def decode(body: bytes) -> LogBatch:
     try:
         table = ipc.open_stream(body).read_all()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InvalidInput(f"log batch is not an Arrow IPC stream: {exc}") from None
+        raise MalformedBody(f"log batch is not an Arrow IPC stream: {exc}", field="body") from None
     metadata = (table.schema.metadata or {}).get(_METADATA_KEY, b"{}")
     try:
         rest = json.loads(metadata)

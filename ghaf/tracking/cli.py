@@ -12,6 +12,7 @@ from rich.table import Table
 from ghaf.console.output import (
     EXIT_CHECK_FAILED,
     CursorOpt,
+    DescriptionOpt,
     JsonOpt,
     PageSizeOpt,
     ProjectOpt,
@@ -44,8 +45,9 @@ def _number(value: float | None) -> str:
 
 @experiments.command("create")
 def create_experiment(
-    name: str, project: ProjectOpt, description: str = "", as_json: JsonOpt = False
+    name: str, project: ProjectOpt, description: DescriptionOpt = "", as_json: JsonOpt = False
 ) -> None:
+    """Create an experiment (runs also create theirs on first use)."""
     print_item(
         with_client(lambda c: c.experiments.create(project, name, description=description)),
         as_json=as_json,
@@ -215,6 +217,7 @@ def delete(run: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
 
 @runs.command("restore")
 def restore(run: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """Restore a deleted run (within the retention)."""
     found = with_client(lambda c: c.runs.restore(project, run))
     done(f"run {found.id} restored", as_json=as_json, payload=found)
 
@@ -224,7 +227,7 @@ def download(
     run: str,
     path: str,
     project: ProjectOpt,
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path("."),
+    output: Annotated[Path, typer.Option("--output", "-o", help="File or folder.")] = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """Download one of a run's artifacts (checked against its SHA-256)."""

@@ -21,6 +21,7 @@ from ghaf.core.clock import as_utc, utcnow
 from ghaf.core.database import among, dialect_insert, insert_many, insert_unique
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.ids import new_id
+from ghaf.core.metrics import POINTS_LOGGED, RUNS_CREATED
 from ghaf.core.names import validate_name
 from ghaf.core.paging import check_page_size, decode_cursor, encode_cursor, paginate
 from ghaf.datasets import service as datasets
@@ -303,6 +304,7 @@ def create_run(
     _upsert_tags(pctx.session, run.id, tags)
     pctx.audit("run:create", _resource(project, run), detail={"experiment": experiment_name})
     pctx.commit()
+    RUNS_CREATED.inc()
     return _run_out(
         run,
         project,
@@ -627,6 +629,7 @@ def log_batch(ctx: Context, project: str, ref: str, batch: LogBatch) -> schemas.
     elif logged is not None:
         pctx.audit("run:log", _resource(project, run), detail=logged)
     pctx.commit()
+    POINTS_LOGGED.inc(batch.points)
     return _log_result(run, batch, applied=True, points=batch.points)
 
 

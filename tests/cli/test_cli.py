@@ -130,6 +130,23 @@ def test_set_password_then_login(
     assert short.exit_code == 2 and "at least 12" in short.output
 
 
+def test_users_create_refuses_a_taken_name_before_asking_for_a_password(
+    platform: Platform, admin_cli: Path
+) -> None:
+    from ghaf.client import Client
+
+    name = unique("u")
+    secret = "a long enough password"
+    made = runner.invoke(app, ["users", "create", name, "--password-stdin"], input=f"{secret}\n")
+    assert made.exit_code == 0, made.output
+    assert Client.login(platform.url, name, secret).token.startswith("ghaf_")
+    again = runner.invoke(app, ["users", "create", name, "--password"], input="")
+    assert again.exit_code != 0
+    assert "already exists" in again.output and "password:" not in again.output
+    empty = runner.invoke(app, ["users", "set-password", name, "--password-stdin"], input="\n")
+    assert empty.exit_code == 2 and "held no password" in empty.output
+
+
 def test_service_account_commands(
     platform: Platform,
     admin,

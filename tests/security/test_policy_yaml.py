@@ -8,8 +8,9 @@ import time
 import pytest
 
 from ghaf.client import Client
-from ghaf.core.errors import InvalidInput
+from ghaf.core.errors import InvalidInput, NotFound
 from ghaf.registry import policy
+from tests.conftest import Platform, unique
 
 # ~300 bytes that a plain SafeLoader expands to 10^6 leaves ("billion laughs").
 LAUGHS = "\n".join(
@@ -56,3 +57,35 @@ def test_anchors_without_aliases_and_plain_documents_still_parse() -> None:
     assert (
         policy.parse("allow_pickle: false\nprotected_aliases: [champion]\n").allow_pickle is False
     )
+
+
+# Found by the fuzzer (tests/security/test_fuzz.py): each of these was a 500.
+ODD_KEYS = {
+    "an empty explicit key": "?",
+    "a null key": "? : 1\n",
+    "a sequence as key": "? [a, b]\n: 1\n",
+    "a mapping as key": "? {a: 1}\n: 2\n",
+    "an unknown tag": "allow_pickle: !!python/object:os.system x\n",
+}
+
+
+@pytest.mark.parametrize("text", ODD_KEYS.values(), ids=ODD_KEYS.keys())
+def test_odd_yaml_is_bad_input_not_a_server_error(text: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        policy.parse(text)
+    assert refused.value.field == "policy"
+    assert refused.value.detail.startswith("line ")
+
+
+def test_odd_yaml_over_http_is_a_422(admin: Client, project: str) -> None:
+    with pytest.raises(InvalidInput):
+        admin.request("PUT", f"/api/v1/projects/{project}/model-policy", json={"text": "?"})
+
+
+def test_an_outsiders_bad_policy_gets_the_404_of_a_missing_project(
+    platform: Platform, project: str
+) -> None:
+    _, outsider = platform.new_user()
+    for where in (project, unique("missing")):
+        with pytest.raises(NotFound):
+            outsider.request("PUT", f"/api/v1/projects/{where}/model-policy", json={"text": "?"})

@@ -126,7 +126,9 @@ def test_json_nested_past_what_can_be_served_is_refused(
     response = httpx.post(
         f"{base}/runs/{run.id}:log", json={"params": {"x": deep}}, headers=headers
     )
-    _problem(response, 422)
+    # The log route parses its own body, and past the parser's depth limit the body is
+    # refused as malformed (400) before any field is looked at.
+    assert _problem(response, 400)["type"] == "urn:ghaf:problem:malformed-body"
     forty: object = 1
     for _ in range(40):
         forty = [forty]

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from ghaf.core.clock import as_utc
 from ghaf.core.paging import DEFAULT_LIMIT, Page
-from ghaf.platform.calls import Call, Cursor, PageSize
+from ghaf.platform.calls import Call, Cursor, PageSize, bytes_response
 from ghaf.security.audit import schemas, service
 
 router = APIRouter(tags=["audit"])
@@ -44,7 +44,10 @@ async def verify(call: Call, anchor: str | None = None) -> schemas.VerifyResult:
     return schemas.VerifyResult(**vars(report))
 
 
-@router.get("/audit:export")
+@router.get(
+    "/audit:export",
+    responses={200: bytes_response("JSON lines.", "application/x-ndjson")},
+)
 async def export(call: Call) -> StreamingResponse:
     """The trail as JSON lines with checkpoints and head, for a SIEM or offline check."""
     return StreamingResponse(

@@ -37,9 +37,11 @@ COLUMNS = ("seq", "ts", "actor", "project", "action", "resource", "outcome", "cl
 
 @audit.command("ls")
 def ls(
-    project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Only this project's events.")
+    ] = None,
     since: Annotated[str | None, typer.Option(help="ISO 8601 time, UTC if naive.")] = None,
-    actor: Annotated[str | None, typer.Option()] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this principal's events.")] = None,
     page_size: PageSizeOpt = DEFAULT_LIMIT,
     cursor: CursorOpt = None,
     as_json: JsonOpt = False,
@@ -71,7 +73,8 @@ def _report(result: VerifyResult, as_json: bool) -> None:
         console.print(
             styled(
                 ("audit trail intact", "green"),
-                f": {result.rows} rows, {result.checkpoints} checkpoints, {signed}",
+                f": {_count(result.rows, 'row')}, "
+                f"{_count(result.checkpoints, 'checkpoint')}, {signed}",
             ),
             highlight=False,
         )
@@ -150,7 +153,9 @@ def verify(
 @audit.command("export")
 def export(
     format_: Annotated[str, typer.Option("--format", help="Only jsonl.")] = "jsonl",
-    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
 ) -> None:
     """Write the whole trail with checkpoints and signed head, one JSON object a line."""
     if format_ != "jsonl":
@@ -171,3 +176,7 @@ def export(
     count = with_client(write)
     if output:
         console.print(f"wrote {count} lines to {output}", highlight=False)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
