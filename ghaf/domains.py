@@ -19,6 +19,7 @@ from ghaf.projects.manifest import MANIFEST as projects
 from ghaf.registry.manifest import MANIFEST as registry
 from ghaf.runtime import Runtime
 from ghaf.security.manifest import MANIFEST as security
+from ghaf.serving.manifest import MANIFEST as serving
 from ghaf.storage import references
 from ghaf.storage.manifest import MANIFEST as storage
 from ghaf.tasks.manifest import MANIFEST as tasks
@@ -33,6 +34,7 @@ DOMAINS: tuple[Domain, ...] = (
     registry,
     security,
     tasks,
+    serving,
 )
 
 

@@ -6,6 +6,10 @@ earlier run created and never deletes user data.
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +30,19 @@ from ghaf.core.errors import (
 from ghaf.core.ids import new_id
 from ghaf.core.settings import load_settings
 from ghaf.server.install import initialise, mint_admin_token
-from ghaf.server.process import ServerProcess
+from ghaf.server.process import ServerProcess, free_port
 
 DEMO_PASSWORD = "demo-password-123"  # noqa: S105 - a local demo user's password, printed
+
+
+def database_kind(url: str) -> str:
+    """What a person calls the database behind ``url``: from its dialect, never assumed."""
+    from sqlalchemy.engine import make_url
+
+    backend = make_url(url).get_backend_name()
+    # ghaf opens every SQLite file in WAL mode (ghaf.core.database).
+    names = {"sqlite": "SQLite (WAL)", "postgresql": "PostgreSQL"}
+    return names.get(backend, backend)
 
 
 def _step(number: int, title: str) -> None:
@@ -65,7 +79,10 @@ def _run() -> None:
 
     _step(1, "Initialise the platform home")
     result = initialise(settings)
-    _ok(f"home {result.home}: SQLite (WAL) database with the sealed keyring, artifact folder")
+    _ok(
+        f"home {result.home}: {database_kind(settings.resolved_database_url)} database "
+        f"({result.database}) with the sealed keyring; artifact folder in the home"
+    )
     _ok(f"schema at revision {result.schema_after}")
     if result.token is not None:
         admin_token = result.token.token
@@ -82,7 +99,7 @@ def _run() -> None:
         _lifecycle(server.url, admin_token, settings.home)
     finally:
         code = server.stop()
-    _step(13, "Stop the server cleanly")
+    _step(14, "Stop the server cleanly")
     if code != 0:
         raise GhafError(f"the server exited with code {code}; see {log_path}")
     _ok("server exited with code 0; a signed audit checkpoint was written on shutdown")
@@ -201,8 +218,6 @@ def _table_versions(alice: Client) -> None:
 
 def _tracking(alice: Client) -> list[str]:
     """Train a few models with autolog, then search and compare the runs."""
-    import time
-
     import numpy as np
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -473,8 +488,137 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
     tasks = admin.admin.tasks()
     states = ", ".join(f"{t.name} {t.state}" for t in tasks)
     _ok(f"background tasks ({len(tasks)}, one scheduler; `ghaf admin tasks`): {states}")
+
+    _step(13, "Serve the champion: Open Inference Protocol v2 and /predict")
+    _serving(alice, url)
     admin.close()
     alice.close()
+
+
+@contextmanager
+def _listening(app: Any) -> Iterator[str]:
+    """``app`` under uvicorn in a background thread on a free 127.0.0.1 port."""
+    import threading
+
+    import uvicorn
+
+    class Quiet(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:  # the demo's main thread keeps them
+            yield
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+    )
+    server = Quiet(config)
+    thread = threading.Thread(target=server.run, name="demo-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise GhafError("the demo's serving app did not start")
+        time.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def _serving(alice: Client, url: str) -> None:
+    """``ghaf serve credit-scorer@champion`` in-process: fetched with alice's token and
+    checked against its SHA-256, called over both protocols with her token (which the
+    serving app checks with the platform), then bundled and served with no platform."""
+    import secrets
+    import tempfile
+
+    import httpx
+    import numpy as np
+
+    from ghaf.serving.app import create_serving_app
+    from ghaf.serving.auth import InvokeKey, KeyAuthorizer, RemoteAuthorizer
+    from ghaf.serving.standalone import prepare, prepare_bundle
+
+    ref = "credit-scorer@champion"
+    with tempfile.TemporaryDirectory(prefix="ghaf-demo-serve-") as folder:
+        started = time.perf_counter()
+        loaded = prepare(alice.models, "risk", ref, Path(folder))
+        spec = loaded.signature[0]
+        _ok(
+            f"{ref} -> v{loaded.version} ({loaded.info.format}, SHA-256 checked) loaded in "
+            f"{(time.perf_counter() - started) * 1000:.0f} ms; input {spec.name} "
+            f"{spec.datatype}{list(spec.shape)}"
+        )
+        authorizer = RemoteAuthorizer(url, "risk", loaded.name)
+        features = spec.shape[1] if len(spec.shape) == 2 and spec.shape[1] > 0 else 5
+        rows = np.random.default_rng(11).normal(size=(3, features)).round(4)
+        tensor = {"name": spec.name, "datatype": "FP64", "shape": [3, rows.shape[1]]}
+        expected = loaded.predict({spec.name: rows})["predictions"].tolist()
+        token = {"authorization": alice._http.headers["authorization"]}
+        with (
+            _listening(create_serving_app([loaded], authorizer=authorizer)) as served,
+            httpx.Client(base_url=served, timeout=30) as http,
+        ):
+            infer = http.post(
+                f"/v2/models/{loaded.name}/infer",
+                json={"id": "demo-1", "inputs": [{**tensor, "data": rows.tolist()}]},
+                headers=token,
+            )
+            _check(infer, "OIP v2 infer")
+            outputs = {o["name"]: o for o in infer.json()["outputs"]}
+            got = outputs["predictions"]["data"]
+            _ok(
+                f"POST /v2/models/{loaded.name}/infer (3 rows, FP64): predictions {got}, "
+                f"outputs {sorted(outputs)}; id echoed: {infer.json()['id']}"
+            )
+            plain = http.post("/predict", json=rows.tolist(), headers=token)
+            _check(plain, "/predict")
+            _ok(f"POST /predict with a bare list of rows: {plain.json()}")
+            if got != expected or plain.json() != expected:
+                raise GhafError(f"served predictions {got} differ from a direct call {expected}")
+            _ok("both answers match a direct call of the model, row for row")
+            anonymous = http.post("/predict", json=rows.tolist())
+            refusal = anonymous.json()["error"].split(":", 1)[0]
+            _ok(f"without a token: {anonymous.status_code} ", (refusal, "yellow"))
+
+        bundle = Path(folder) / "bundle"
+        alice.models.download("risk", ref, destination=bundle, bundle=True)
+        key = secrets.token_urlsafe(32)
+        offline = prepare_bundle(bundle, expected_sha256=loaded.info.sha256)
+        gate = KeyAuthorizer(InvokeKey(key), "risk")
+        with (
+            _listening(create_serving_app([offline], authorizer=gate)) as served,
+            httpx.Client(base_url=served, timeout=30) as http,
+        ):
+            answer = http.post(
+                "/predict", json=rows.tolist(), headers={"authorization": f"Bearer {key}"}
+            )
+            _check(answer, "/predict on the bundle")
+        if answer.json() != expected:
+            raise GhafError(f"the bundle answered {answer.json()}, the platform's {expected}")
+        files = ", ".join(sorted(p.name for p in bundle.iterdir()))
+        _ok(
+            f"bundle written ({files}), hash-checked and served with no platform behind its "
+            f"own invoke key: {answer.json()}, the same answers"
+        )
+    _ok("try it (a token of a risk member in GHAF_TOKEN):")
+    body = json.dumps({"inputs": [{**tensor, "data": rows.tolist()}]})
+    auth = '-H "Authorization: Bearer $GHAF_TOKEN"'
+    for line in (
+        "ghaf serve credit-scorer@champion -p risk --port 8081 &",
+        f"curl -s localhost:8081/v2/models/{loaded.name}/infer {auth} -d '{body}'",
+        f"curl -s localhost:8081/predict {auth} -d '{json.dumps(rows.tolist())}'",
+        "ghaf models download credit-scorer@champion -p risk --bundle ./credit   # air-gapped:",
+        "ghaf serve --bundle ./credit --invoke-key-file KEYFILE",
+    ):
+        # Never wrapped, so that each line can be copied as it is.
+        console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _check(response: Any, what: str) -> None:
+    if response.status_code != 200:
+        raise GhafError(f"{what} answered {response.status_code}: {response.text[:300]}")
 
 
 def _guess_passwords(url: str) -> tuple[int, int]:

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ghaf.client.files import download_target, write_verified
-from ghaf.core.errors import InvalidInput
+from ghaf.core.errors import InvalidInput, PermissionDenied
 from ghaf.core.paging import Page
-from ghaf.registry import tensors
 from ghaf.registry.cards import ModelCard
 from ghaf.registry.schemas import (
     AliasOut,
@@ -131,6 +130,8 @@ class Models:
         else:
             raise InvalidInput("give path (a model file) or run (a run id)", field="path")
         if sample is not None:
+            from ghaf.registry import tensors  # numpy: only for a sample
+
             body["sample"] = tensors.to_wire(tensors.from_user(sample))
         if card is not None:
             body["card"] = card.model_dump() if isinstance(card, ModelCard) else dict(card)
@@ -188,8 +189,23 @@ class Models:
         *,
         destination: str | Path = ".",
         onnx: bool = False,
+        bundle: bool = False,
     ) -> Path:
-        """Download the model file (or its ONNX conversion), checking its SHA-256."""
+        """Download the model file (or its ONNX conversion), checking its SHA-256.
+
+        With ``bundle=True``, ``destination`` is a new or empty folder that receives a
+        self-describing bundle (the file, its signature and SHA-256, the version's
+        metadata and card, and a ``manifest.json``) which ``ghaf serve --bundle`` serves
+        with no platform reachable; the folder is returned.
+        """
+        if bundle:
+            if onnx:
+                raise InvalidInput(
+                    "a bundle holds the registered file; bundle the ONNX conversion by "
+                    "registering it as a version of its own",
+                    field="onnx",
+                )
+            return self._bundle(project, name, version, Path(destination))
         found = self.version(project, name, version)
         if onnx and found.onnx is None:
             raise InvalidInput(
@@ -202,6 +218,32 @@ class Models:
         write_verified(
             self._pieces(url, onnx), target, sha256, name=f"{found.model} v{found.version}"
         )
+        return target
+
+    def _bundle(self, project: str, name: str, version: int | str | None, folder: Path) -> Path:
+        from ghaf.serving import bundle  # numpy, skops: only for a bundle
+
+        found = self.version(project, name, version)  # one version, whatever moves later
+        target = bundle.prepare_folder(folder)
+        path = target / bundle.model_file_name(found.filename)
+        try:
+            self.download(project, found.model, found.version, destination=path)
+            card = self.card(project, found.model, found.version)
+            try:
+                policy_types = self.policy(project).policy.get("trusted_types", ())
+            except PermissionDenied:  # then only the built-in safe types will load
+                policy_types = ()
+            bundle.write_manifest(
+                target,
+                found,
+                path,
+                card_markdown=card.markdown,
+                trusted_types=bundle.needed_trusted_types(path, found.format, policy_types),
+                source=str(self._client.url),
+            )
+        except BaseException:
+            bundle.discard(target, path)  # no half-written bundle is left behind
+            raise
         return target
 
     def _pieces(self, url: str, onnx: bool) -> Iterator[bytes]:

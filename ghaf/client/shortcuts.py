@@ -152,11 +152,17 @@ class ModelsShortcut:
         *,
         destination: str | Path = ".",
         onnx: bool = False,
+        bundle: bool = False,
         project: str | None = None,
     ) -> Path:
         with Client() as client:
             return client.models.download(
-                default_project(project), name, version, destination=destination, onnx=onnx
+                default_project(project),
+                name,
+                version,
+                destination=destination,
+                onnx=onnx,
+                bundle=bundle,
             )
 
 

@@ -75,7 +75,8 @@ class Domain:
     - ``hot_routes``: endpoints of ``router`` (the functions themselves) that are also
       served before FastAPI's routing, by the same function (ghaf/server/hot_routes.py).
       Each may take path parameters (``str``) and one ``Call``/``ReadCall``.
-    - ``cli``: ``(name, typer group)`` pairs added to the ``ghaf`` command.
+    - ``cli``: ``(name, typer group)`` pairs added to the ``ghaf`` command; a function
+      instead of a group is a top-level command (``ghaf serve``).
     - ``models``: modules whose tables join the one metadata (migrations, checks).
     - ``tasks``: the periodic tasks, given the settings (intervals may depend on them).
     - ``references``: checks storage asks before deleting a blob.
@@ -89,7 +90,7 @@ class Domain:
     name: str
     router: APIRouter | None = None
     hot_routes: tuple[Endpoint, ...] = ()
-    cli: tuple[tuple[str, typer.Typer], ...] = ()
+    cli: tuple[tuple[str, typer.Typer | Callable[..., Any]], ...] = ()
     models: tuple[str, ...] = ()
     tasks: Callable[[Settings], Sequence[PeriodicTask[Any]]] = no_tasks
     references: tuple[ReferenceCheck, ...] = ()

@@ -16,6 +16,7 @@ from rich.table import Table
 from ghaf.console.output import (
     EXIT_CHECK_FAILED,
     CursorOpt,
+    DescriptionOpt,
     JsonOpt,
     PageSizeOpt,
     ProjectOpt,
@@ -125,7 +126,7 @@ def register(
     ] = None,
     rows: Annotated[int, typer.Option(help="Rows of the sample file to use.")] = 5,
     convert_onnx: Annotated[bool, typer.Option(help="Also store an ONNX conversion.")] = False,
-    description: str = "",
+    description: DescriptionOpt = "",
     tag: Annotated[list[str] | None, typer.Option(help="key=value (repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -210,8 +211,32 @@ def download(
     version: VersionArg = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="File or folder.")] = Path("."),
     onnx: Annotated[bool, typer.Option(help="The ONNX conversion instead.")] = False,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            metavar="DIR",
+            help="Write a self-describing bundle into this new or empty folder instead "
+            "(file, signature, SHA-256, metadata, card): `ghaf serve --bundle DIR` serves it "
+            "with no platform.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
+    """Download a version's model file (or its ONNX conversion), checked by SHA-256."""
+    if bundle is not None:
+        folder = with_client(
+            lambda c: c.models.download(
+                project, name, version, destination=bundle, onnx=onnx, bundle=True
+            )
+        )
+        done(
+            f"bundle written to {folder} (SHA-256 verified); serve it with: "
+            f"ghaf serve --bundle {folder} --invoke-key-file KEYFILE",
+            as_json=as_json,
+            payload={"path": str(folder)},
+        )
+        return
     target = with_client(
         lambda c: c.models.download(project, name, version, destination=output, onnx=onnx)
     )
@@ -281,6 +306,7 @@ _review_command("reject", "Reject, with a comment saying why (needs model:approv
 def archive(
     name: str, project: ProjectOpt, version: VersionArg = None, as_json: JsonOpt = False
 ) -> None:
+    """Archive a version: kept and readable, no longer a candidate for aliases."""
     found = with_client(lambda c: c.models.update(project, name, version, archive=True))
     done(f"{found.model} v{found.version} archived", as_json=as_json, payload=found)
 
@@ -295,7 +321,9 @@ def card(
         typer.Option("--set", help="field=value; lists (owners, training_data) comma-separated."),
     ] = None,
     format_: Annotated[str, typer.Option("--format", help="markdown, html or json.")] = "markdown",
-    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the card to this file.")
+    ] = None,
 ) -> None:
     """Show (or with --set, update) a version's model card."""
     if format_ not in ("markdown", "html", "json"):
@@ -331,6 +359,7 @@ def card(
 
 @policy.command("show")
 def policy_show(project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """Show the project's model policy (as YAML; --json as REST answers it)."""
     found = with_client(lambda c: c.models.policy(project))
     if as_json:
         print_json(found)

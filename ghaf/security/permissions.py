@@ -44,6 +44,9 @@ _GRANTS: dict[str, frozenset[str]] = {
             "model:write",
             "job:write",
             "monitor:write",
+            # Calling a served model (ghaf serve, deployments): members and the service
+            # accounts given a member role run the applications that send requests.
+            "deployment:invoke",
         }
     ),
     MAINTAINER: frozenset(

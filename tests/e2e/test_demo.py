@@ -11,6 +11,9 @@ import pytest
 
 
 @pytest.mark.embedded
+# Two demo runs, each with its own 120 s limit below: the whole test may take longer
+# than the suite's default 120 s on a loaded machine without a run having hung.
+@pytest.mark.timeout(300)
 def test_demo_runs_twice(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GHAF_")}
     env["GHAF_HOME"] = str(tmp_path / "home")
@@ -32,6 +35,9 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     assert "changed 1 of 20 files" in out and "downloaded and verified" in out
     assert "a joblib pickle refused" in out and "alice cannot approve" in out
     assert "all 7 gates passed" in out and "credit-scorer@champion -> v" in out
+    assert "/v2/models/credit-scorer/infer (3 rows" in out and "POST /predict" in out
+    assert "both answers match a direct call" in out and "without a token: 401" in out
+    assert "served with no platform" in out and "--bundle ./credit" in out
     assert (tmp_path / "home" / "ghaf.db").exists()
     assert (tmp_path / "home" / "master.key").exists()  # the keyring is in the database
     assert not (tmp_path / "home" / "keyring.json").exists()

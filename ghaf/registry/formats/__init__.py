@@ -29,6 +29,19 @@ class Trust:
     pickle_globals: Sequence[str] = ()
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a loaded model runs: the checker's child keeps the defaults (one thread, the CPU
+    provider); the serving runtime sizes them to its cores and device
+    (ghaf/serving/runtime.py). Formats without such knobs ignore them."""
+
+    threads: int = 1
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+
+DEFAULT_LOAD = LoadOptions()
+
+
 @dataclass
 class Inspection:
     """What reading a file without running it found out."""
@@ -59,7 +72,7 @@ class ModelFormat(ABC):
         """Check the file without executing it; raise ``UnsafeModel``/``InvalidInput``."""
 
     @abstractmethod
-    def load(self, path: Path, *, trust: Trust) -> Any: ...
+    def load(self, path: Path, *, trust: Trust, options: LoadOptions = DEFAULT_LOAD) -> Any: ...
 
     @abstractmethod
     def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays: ...

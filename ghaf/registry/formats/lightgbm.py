@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 
 from ghaf.core.errors import InvalidInput
-from ghaf.registry.formats import Arrays, Inspection, ModelFormat, Trust, tabular
+from ghaf.registry.formats import (
+    DEFAULT_LOAD,
+    Arrays,
+    Inspection,
+    LoadOptions,
+    ModelFormat,
+    Trust,
+    tabular,
+)
 
 
 class LightGBMFormat(ModelFormat):
@@ -39,7 +47,7 @@ class LightGBMFormat(ModelFormat):
             inputs=[{"name": "X", "dtype": "float64", "shape": [-1, features]}],
         )
 
-    def load(self, path: Path, *, trust: Trust) -> Any:
+    def load(self, path: Path, *, trust: Trust, options: LoadOptions = DEFAULT_LOAD) -> Any:
         import lightgbm as lgb
 
         return lgb.Booster(model_file=str(path))  # threads: OMP_NUM_THREADS=1 in the child

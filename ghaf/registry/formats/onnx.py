@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 
 from ghaf.core.errors import InvalidInput
-from ghaf.registry.formats import Arrays, Inspection, ModelFormat, Trust, UnsafeModel
+from ghaf.registry.formats import (
+    DEFAULT_LOAD,
+    Arrays,
+    Inspection,
+    LoadOptions,
+    ModelFormat,
+    Trust,
+    UnsafeModel,
+)
 
 # ONNX TensorProto element types to numpy names (the ones models use as inputs).
 _ELEMENT_TYPES = {
@@ -98,12 +106,12 @@ class OnnxFormat(ModelFormat):
             outputs=_value_specs(graph.output),
         )
 
-    def load(self, path: Path, *, trust: Trust) -> Any:
+    def load(self, path: Path, *, trust: Trust, options: LoadOptions = DEFAULT_LOAD) -> Any:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = options.threads
+        return ort.InferenceSession(str(path), session_options, providers=list(options.providers))
 
     def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
         feeds = {}
@@ -115,9 +123,9 @@ class OnnxFormat(ModelFormat):
             else:
                 raise InvalidInput(f"the model needs input {spec.name!r}", field="sample")
             if spec.type == "tensor(float)":
-                value = value.astype(np.float32)
+                value = value.astype(np.float32, copy=False)
             elif spec.type == "tensor(double)":
-                value = value.astype(np.float64)
+                value = value.astype(np.float64, copy=False)
             feeds[spec.name] = value
         names = [o.name for o in model.get_outputs()]
         results = model.run(names, feeds)

@@ -36,7 +36,15 @@ from typing import Any
 import numpy as np
 
 from ghaf.core.errors import InvalidInput
-from ghaf.registry.formats import Arrays, Inspection, ModelFormat, Trust, UnsafeModel
+from ghaf.registry.formats import (
+    DEFAULT_LOAD,
+    Arrays,
+    Inspection,
+    LoadOptions,
+    ModelFormat,
+    Trust,
+    UnsafeModel,
+)
 from ghaf.registry.formats.skops import predict_tabular
 
 SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle", ".sav", ".dill", ".pt", ".pth")
@@ -644,7 +652,7 @@ class PickleFormat(ModelFormat):
             )
         return Inspection(details={"scan": found.as_dict()})
 
-    def load(self, path: Path, *, trust: Trust) -> Any:
+    def load(self, path: Path, *, trust: Trust, options: LoadOptions = DEFAULT_LOAD) -> Any:
         return restricted_load(path.read_bytes(), allowed=tuple(trust.pickle_globals))
 
     def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:

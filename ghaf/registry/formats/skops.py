@@ -13,7 +13,16 @@ from typing import Any
 import numpy as np
 
 from ghaf.core.errors import InvalidInput
-from ghaf.registry.formats import Arrays, Inspection, ModelFormat, Trust, UnsafeModel, tabular
+from ghaf.registry.formats import (
+    DEFAULT_LOAD,
+    Arrays,
+    Inspection,
+    LoadOptions,
+    ModelFormat,
+    Trust,
+    UnsafeModel,
+    tabular,
+)
 
 # scikit-learn's own internals that skops does not trust by default but whose state is
 # plain arrays: tree structures, neighbour indexes, distance metrics, optimiser state.
@@ -78,7 +87,7 @@ class SkopsFormat(ModelFormat):
             names = archive.namelist()
         return Inspection(details={"members": len(names)})
 
-    def load(self, path: Path, *, trust: Trust) -> Any:
+    def load(self, path: Path, *, trust: Trust, options: LoadOptions = DEFAULT_LOAD) -> Any:
         import skops.io as sio
 
         allowed = BUILTIN_TRUSTED | set(trust.skops_types)

@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from ghaf.core.errors import InvalidInput
-from ghaf.registry.formats import Arrays, Inspection, ModelFormat, Trust, tabular
+from ghaf.registry.formats import (
+    DEFAULT_LOAD,
+    Arrays,
+    Inspection,
+    LoadOptions,
+    ModelFormat,
+    Trust,
+    tabular,
+)
 
 
 class XGBoostFormat(ModelFormat):
@@ -38,12 +46,12 @@ class XGBoostFormat(ModelFormat):
             inputs=[{"name": "X", "dtype": "float32", "shape": [-1, features]}],
         )
 
-    def load(self, path: Path, *, trust: Trust) -> Any:
+    def load(self, path: Path, *, trust: Trust, options: LoadOptions = DEFAULT_LOAD) -> Any:
         import xgboost as xgb
 
         booster = xgb.Booster()
         booster.load_model(str(path))
-        booster.set_param({"nthread": 1})
+        booster.set_param({"nthread": options.threads})
         return booster
 
     def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:

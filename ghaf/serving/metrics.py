@@ -1,0 +1,208 @@
+"""A serving app's ``/metrics`` and the observer that feeds it and the prediction log.
+
+:class:`ServingObserver` (pure ASGI, outermost) gives each request an id (a safe
+incoming ``X-Request-ID`` or a new one, echoed in the answer), leaves an
+:class:`~ghaf.serving.predlog.Exchange` for the routes to fill, and when the answer is
+sent counts it by model, version and status, observes its latency and, for an answered
+prediction, hands the record to the prediction log (which never blocks).
+
+:class:`ServingMetrics` holds the series, on a registry of the app's own (the process,
+GC and platform collectors included: ghaf/platform/metrics.py):
+
+- ``ghaf_serving_requests_total{model,version,status}`` and
+  ``ghaf_serving_request_duration_seconds{model,version}`` (requests that named no
+  served model have empty ``model`` and ``version``; health probes are not counted);
+- ``ghaf_serving_batch_rows{model,version}``: rows per model call (from the batcher);
+- ``ghaf_serving_queue_depth{model,version}``: requests waiting for a model call;
+- ``ghaf_serving_prediction_log_*``: records logged and dropped, rows and files
+  stored, failed writes, and records waiting for the writer.
+
+Gauges and the log's counts are read when scraped, so nothing but two series updates
+runs on a request.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ghaf.core.ids import new_request_id
+from ghaf.core.logging import request_id_var
+from ghaf.platform.metrics import RequestSeries, process_registry
+from ghaf.serving.auth import GRANT_STATE
+from ghaf.serving.predlog import EXCHANGE, Exchange, PredictionLog
+
+if TYPE_CHECKING:
+    from ghaf.serving.served import ModelTable, ServedModel
+
+__all__ = ["ServingMetrics", "ServingObserver"]
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+
+class ServingMetrics:
+    """The series of one serving app (see the module docstring)."""
+
+    def __init__(self, models: ModelTable, prediction_log: PredictionLog | None = None) -> None:
+        self.registry: CollectorRegistry = process_registry()
+        self.series = RequestSeries(
+            self.registry,
+            name="ghaf_serving",
+            labels=("model", "version"),
+            requests_help="Serving requests by model, version and status.",
+            latency_help="Serving request latency (body read to answer sent), by model and "
+            "version.",
+            buckets=LATENCY_BUCKETS,
+        )
+        self.record = self.series.record
+        self.batch_rows = Histogram(
+            "ghaf_serving_batch_rows",
+            "Rows per model call (requests merged by the batcher), by model and version.",
+            ["model", "version"],
+            registry=self.registry,
+            buckets=BATCH_BUCKETS,
+        )
+        for served in models:
+            served.batcher.on_batch = self.batch_rows.labels(served.name, served.version).observe
+        self.registry.register(_QueueCollector(models))
+        if prediction_log is not None:
+            self.registry.register(_LogCollector(prediction_log))
+
+
+class _QueueCollector:
+    def __init__(self, models: Iterable[ServedModel]) -> None:
+        self.models = list(models)
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "ghaf_serving_queue_depth",
+            "Requests waiting for a model call, by model and version.",
+            labels=["model", "version"],
+        )
+        for served in self.models:
+            depth.add_metric([served.name, served.version], served.batcher.depth)
+        yield depth
+
+
+class _LogCollector:
+    def __init__(self, prediction_log: PredictionLog) -> None:
+        self.log = prediction_log
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.log.stats
+        prefix = "ghaf_serving_prediction_log"
+        counts = {
+            "records": ("Answered requests queued for the prediction log.", stats.logged),
+            "dropped": (
+                "Prediction log records lost: the queue was full, or their file could not "
+                "be stored.",
+                stats.dropped,
+            ),
+            "rows": ("Prediction rows stored in the log's Parquet files.", stats.rows),
+            "files": ("Parquet files of the prediction log stored.", stats.files),
+            "write_failures": (
+                "Failed tries to store a prediction log file (each is retried).",
+                stats.failures,
+            ),
+        }
+        for name, (doc, value) in counts.items():
+            yield CounterMetricFamily(f"{prefix}_{name}", doc, value=value)
+        yield GaugeMetricFamily(
+            f"{prefix}_queue_depth",
+            "Prediction log records waiting for the writer.",
+            value=self.log.depth,
+        )
+
+
+class ServingObserver:
+    """Request ids, metrics and the prediction log, around everything else."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ServingMetrics,
+        prediction_log: PredictionLog | None,
+        quiet_paths: Iterable[str],
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.prediction_log = prediction_log
+        self.quiet_paths = frozenset(quiet_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.quiet_paths:
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_request_id(scope) or new_request_id()
+        exchange = Exchange()
+        token = EXCHANGE.set(exchange)
+        log_token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            EXCHANGE.reset(token)
+            request_id_var.reset(log_token)
+            served = exchange.model
+            if served is None:
+                self.metrics.record("", "", status, elapsed)
+            else:
+                self.metrics.record(served.name, served.version, status, elapsed)
+                if (
+                    self.prediction_log is not None
+                    and status == 200
+                    and exchange.outputs is not None
+                    and exchange.inputs is not None
+                    and served.loaded.info.project is not None
+                ):
+                    grant = scope.get("state", {}).get(GRANT_STATE)
+                    self.prediction_log.log(
+                        project=served.loaded.info.project,
+                        model=served.name,
+                        version=served.version,
+                        request_id=request_id,
+                        caller=grant.principal if grant is not None else "",
+                        latency_s=elapsed,
+                        inputs=exchange.inputs,
+                        outputs=exchange.outputs,
+                    )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return value.decode() if _SAFE_REQUEST_ID.fullmatch(value) else None
+    return None

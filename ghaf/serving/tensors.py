@@ -1,0 +1,461 @@
+"""Typed tensors of the Open Inference Protocol v2 (JSON), checked against a signature.
+
+A request input is ``{"name", "shape", "datatype", "data"}`` with ``data`` row-major,
+flat or nested. :func:`decode_inputs` turns the ``inputs`` of a request into numpy
+arrays fitted to the served version's signature (the registry's ``inputs``: ``name``,
+``dtype`` as numpy names it, ``shape`` with ``-1`` for open dimensions) and refuses,
+naming the input and what is wrong, anything that does not fit: an unknown datatype,
+values of the wrong kind, a shape the data or the signature disagrees with, a missing
+or extra input, an empty batch, NaN or infinity where the signature does not allow them
+(``"allow_nan": true`` on a signature entry allows them). Nothing here runs the model.
+
+The binary tensor extension (Triton's, which tritonclient speaks) is here too: the body
+is a JSON header of ``Inference-Header-Content-Length`` bytes followed by raw tensors,
+each input that has ``parameters.binary_data_size`` taking the next that many bytes, in
+order. Fixed-size datatypes are little-endian and row-major (read in place with
+``numpy.frombuffer``); a BYTES tensor is its elements one after another, each a 4-byte
+little-endian length and that many bytes (UTF-8 text here). Every framing fault (a header
+length or size past the body, a negative size, a size that does not match shape x
+datatype, bytes left over) is an ``InvalidInput`` naming the input.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ghaf.core.errors import InvalidInput
+
+Array = np.ndarray[Any, Any]
+
+# OIP datatype -> numpy dtype. BYTES carries text (JSON strings) as numpy unicode.
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.str_),
+}
+# The numpy kinds JSON values of each datatype family may arrive as: integers fit float
+# tensors, but a float never silently becomes an integer, nor a boolean a number.
+_ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "fiu", "U": "U"}
+_KIND_WORDS = {
+    "b": "booleans",
+    "i": "integers",
+    "u": "integers",
+    "f": "numbers",
+    "U": "strings",
+    "O": "mixed or null values",
+}
+
+
+def datatype_of(dtype: np.dtype[Any]) -> str:
+    """The OIP datatype of a numpy dtype (text of any kind is BYTES)."""
+    if dtype.kind in "USO":
+        return "BYTES"
+    for name, candidate in DATATYPES.items():
+        if candidate == dtype:
+            return name
+    raise InvalidInput(f"numpy dtype {dtype} has no Open Inference Protocol datatype")
+
+
+def signature_datatype(dtype_name: str) -> str | None:
+    """The OIP datatype of a registry signature's dtype (``float32`` -> ``FP32``,
+    ``str`` -> ``BYTES``); None when the signature names none we know."""
+    if dtype_name == "str":
+        return "BYTES"
+    try:
+        return datatype_of(np.dtype(dtype_name))
+    except (TypeError, InvalidInput):
+        return None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One entry of a version's input signature, in the form serving checks it."""
+
+    name: str
+    datatype: str | None  # None: the signature's dtype is not one OIP names
+    dtype: np.dtype[Any] | None
+    shape: tuple[int, ...]  # -1: any size
+    allow_nan: bool = False
+
+    @classmethod
+    def from_signature(cls, spec: Mapping[str, Any]) -> InputSpec:
+        datatype = signature_datatype(str(spec.get("dtype", "")))
+        return cls(
+            name=str(spec["name"]),
+            datatype=datatype,
+            dtype=DATATYPES[datatype] if datatype else None,
+            shape=tuple(-1 if d is None else int(d) for d in spec.get("shape", [])),
+            allow_nan=bool(spec.get("allow_nan", False)),
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        """The entry as OIP model metadata writes it."""
+        return {"name": self.name, "datatype": self.datatype or "BYTES", "shape": list(self.shape)}
+
+
+def _fail(name: str, problem: str) -> InvalidInput:
+    return InvalidInput(f"input {name!r}: {problem}", field=f"inputs.{name}")
+
+
+def _shape(name: str, raw: Any) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in raw
+    ):
+        raise _fail(name, f"shape must be a list of integers, not {raw!r}")
+    if any(d < 0 for d in raw):
+        raise _fail(name, f"shape {raw} has a negative dimension")
+    return tuple(raw)
+
+
+def decode_tensor(raw: Any, position: int, binary: BinaryData | None = None) -> tuple[str, Array]:
+    """One OIP input (a JSON object) as a named array of its declared datatype; its
+    values are its ``data`` or, with ``binary_data_size``, the next bytes of ``binary``."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"inputs[{position}] must be an object", field=f"inputs[{position}]")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(
+            f"inputs[{position}] needs a name (a non-empty string)", field=f"inputs[{position}]"
+        )
+    datatype = raw.get("datatype")
+    if datatype not in DATATYPES:
+        raise _fail(name, f"unknown datatype {datatype!r}; one of {', '.join(DATATYPES)}")
+    shape = _shape(name, raw.get("shape"))
+    params = raw.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise _fail(name, "parameters must be an object")
+    if params and "shared_memory_region" in params:
+        raise _fail(name, "the shared-memory extension is not supported; send data or binary data")
+    if params and "binary_data_size" in params:
+        if "data" in raw:
+            raise _fail(name, "has both data and binary_data_size; send one of them")
+        size = binary_size(name, params["binary_data_size"])
+        if binary is None:
+            raise _fail(
+                name,
+                f"has binary_data_size {size} but the request has no {BINARY_HEADER} header "
+                "saying where the JSON ends",
+            )
+        return name, binary_array(name, binary.take(name, size), datatype, shape)
+    if "data" not in raw:
+        raise _fail(name, "has no data")
+    data = raw["data"]
+    if not isinstance(data, list):
+        data = [data]  # a single scalar value
+    return name, values_array(name, data, datatype, shape)
+
+
+def values_array(
+    name: str, data: Any, datatype: str, shape: tuple[int, ...] | None = None
+) -> Array:
+    """JSON ``data`` (flat or nested) as an array of ``datatype``; with ``shape``, laid
+    out in it (flat data is row-major), else in the nesting's own shape."""
+    target = DATATYPES[datatype]
+    try:
+        array = np.asarray(data)
+    except ValueError:
+        raise _fail(name, "nested data is ragged (rows of different lengths)") from None
+    if shape is None:
+        shape = array.shape
+    expected = math.prod(shape)
+    if array.size != expected:
+        raise _fail(
+            name, f"shape {list(shape)} needs {expected:,} values, data holds {array.size:,}"
+        )
+    if expected == 0:
+        return np.zeros(shape, dtype=target)
+    if array.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
+        got = _KIND_WORDS.get(array.dtype.kind, f"values of kind {array.dtype.kind!r}")
+        raise _fail(name, f"datatype {datatype} needs {_KIND_WORDS[target.kind]}, got {got}")
+    if array.shape != shape:
+        if array.ndim > 1:
+            raise _fail(
+                name, f"nested data has shape {list(array.shape)}, shape says {list(shape)}"
+            )
+        array = array.reshape(shape)
+    return _cast(name, array, target, datatype)
+
+
+def _cast(name: str, array: Array, target: np.dtype[Any], datatype: str) -> Array:
+    if array.dtype == target:
+        return array
+    if target.kind in "iu" and array.size:
+        info = np.iinfo(target)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            raise _fail(name, f"values from {low} to {high} do not fit {datatype}")
+    if target.kind == "f" and array.size and target.itemsize < 8:
+        finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
+        if finite.size and np.abs(finite).max() > np.finfo(target).max:
+            raise _fail(name, f"values too large for {datatype}")
+    return array.astype(target)
+
+
+def decode_inputs(
+    raw_inputs: Any, signature: Sequence[InputSpec], binary: BinaryData | None = None
+) -> dict[str, Array]:
+    """The ``inputs`` of an infer request as arrays fitted to ``signature``; ``binary``
+    holds the bytes after the JSON header of a binary request (every byte must be used)."""
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("the request needs 'inputs': a non-empty list", field="inputs")
+    arrays: dict[str, Array] = {}
+    for position, raw in enumerate(raw_inputs):
+        name, array = decode_tensor(raw, position, binary)
+        if name in arrays:
+            raise _fail(name, "is given twice")
+        arrays[name] = array
+    if binary is not None:
+        binary.finish()
+    return fit(arrays, signature)
+
+
+# --- the binary tensor extension --------------------------------------------------------
+
+BINARY_HEADER = "Inference-Header-Content-Length"
+"""The request and response header giving the JSON header's length in bytes."""
+_LENGTH = struct.Struct("<I")  # a BYTES element's length prefix
+
+
+class BinaryData:
+    """The bytes after an infer request's JSON header, handed out to its inputs in turn."""
+
+    def __init__(self, buffer: memoryview) -> None:
+        self.buffer = buffer
+        self.offset = 0
+
+    def take(self, name: str, size: int) -> memoryview:
+        """The next ``size`` bytes, for input ``name`` (a view: nothing is copied)."""
+        left = len(self.buffer) - self.offset
+        if size > left:
+            raise _fail(
+                name,
+                f"binary_data_size {size:,} overruns the body: only {left:,} byte(s) of "
+                "binary data are left for it",
+            )
+        start, self.offset = self.offset, self.offset + size
+        return self.buffer[start : self.offset]
+
+    def finish(self) -> None:
+        """Refuse bytes no input claimed (a size that is too small, or a missing input)."""
+        left = len(self.buffer) - self.offset
+        if left:
+            raise InvalidInput(
+                f"the body has {left:,} byte(s) of binary data after the last binary input; "
+                "the binary_data_size values must add up to what follows the JSON header",
+                field="inputs",
+            )
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, BinaryData | None]:
+    """The JSON header of an infer request body and what follows it, as the
+    ``Inference-Header-Content-Length`` header (when sent) divides them."""
+    if header_length is None:
+        return body, None
+    text = header_length.strip()
+    if text.startswith("-") and text[1:].isdigit():
+        raise InvalidInput(
+            f"{BINARY_HEADER} is negative ({text}); it must be the JSON header's length in bytes",
+            field=BINARY_HEADER,
+        )
+    if not text.isdigit() or not text.isascii():
+        raise InvalidInput(
+            f"{BINARY_HEADER} must be a whole number of bytes, not {header_length!r}",
+            field=BINARY_HEADER,
+        )
+    length = int(text)
+    if length == 0:
+        raise InvalidInput(
+            f"{BINARY_HEADER} is 0: the request needs a JSON header before its binary data",
+            field=BINARY_HEADER,
+        )
+    if length > len(body):
+        raise InvalidInput(
+            f"{BINARY_HEADER} is {length:,} but the body holds only {len(body):,} bytes",
+            field=BINARY_HEADER,
+        )
+    return body[:length], BinaryData(memoryview(body)[length:])
+
+
+def binary_size(name: str, raw: Any) -> int:
+    """A ``binary_data_size`` parameter checked: a whole, non-negative number of bytes."""
+    if not isinstance(raw, int) or isinstance(raw, bool):
+        raise _fail(name, f"binary_data_size must be a whole number of bytes, not {raw!r}")
+    if raw < 0:
+        raise _fail(name, f"binary_data_size {raw} is negative")
+    return raw
+
+
+def binary_array(name: str, chunk: memoryview, datatype: str, shape: tuple[int, ...]) -> Array:
+    """The raw bytes of one binary input as an array of ``datatype`` in ``shape``."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _bytes_array(name, chunk, count, shape)
+    dtype = DATATYPES[datatype].newbyteorder("<")
+    needed = count * dtype.itemsize
+    if len(chunk) != needed:
+        raise _fail(
+            name,
+            f"binary_data_size is {len(chunk):,} bytes, but shape {list(shape)} of {datatype} "
+            f"needs {needed:,} ({count:,} x {dtype.itemsize})",
+        )
+    if count == 0:
+        return np.zeros(shape, dtype=dtype)
+    array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
+    if datatype == "BOOL" and array.view(np.uint8).max() > 1:
+        raise _fail(name, "BOOL binary data must be bytes 0 or 1")
+    if not array.flags.aligned:
+        # The JSON header's length decides where a tensor starts; a misaligned one is
+        # copied once (a memcpy) rather than handed to kernels that may assume alignment.
+        array = array.copy()
+    return array
+
+
+def _bytes_array(name: str, chunk: memoryview, count: int, shape: tuple[int, ...]) -> Array:
+    values: list[str] = []
+    offset, end = 0, len(chunk)
+    for index in range(count):
+        if offset + 4 > end:
+            raise _fail(
+                name,
+                f"BYTES element {index} of {count:,} is missing: its binary data ends after "
+                f"{offset:,} byte(s)",
+            )
+        (length,) = _LENGTH.unpack_from(chunk, offset)
+        offset += 4
+        if offset + length > end:
+            raise _fail(
+                name,
+                f"BYTES element {index} claims {length:,} byte(s) but only {end - offset:,} "
+                "are left in its binary data",
+            )
+        try:
+            values.append(str(chunk[offset : offset + length], "utf-8"))
+        except UnicodeDecodeError:
+            raise _fail(name, f"BYTES element {index} is not UTF-8 text") from None
+        offset += length
+    if offset != end:
+        raise _fail(
+            name,
+            f"binary_data_size is {end:,} bytes, but its {count:,} BYTES element(s) take "
+            f"{offset:,}",
+        )
+    if not values:
+        return np.zeros(shape, dtype=np.str_)
+    return np.array(values, dtype=np.str_).reshape(shape)
+
+
+def fit(arrays: Mapping[str, Array], signature: Sequence[InputSpec]) -> dict[str, Array]:
+    """``arrays`` checked against ``signature`` and cast to its dtypes, in its order.
+
+    Safe widening casts are allowed (FP32 data for an FP64 input, INT32 for INT64);
+    anything that could lose information is refused.
+    """
+    known = {spec.name for spec in signature}
+    extra = [name for name in arrays if name not in known]
+    if extra:
+        raise _fail(extra[0], f"is not an input of this model; it takes {', '.join(sorted(known))}")
+    fitted: dict[str, Array] = {}
+    batch: tuple[str, int] | None = None
+    for spec in signature:
+        if spec.name not in arrays:
+            raise _fail(spec.name, "is missing; the model needs it")
+        array = _fit_one(spec, arrays[spec.name])
+        if array.ndim:
+            if batch is None:
+                batch = (spec.name, array.shape[0])
+            elif array.shape[0] != batch[1]:
+                raise _fail(
+                    spec.name,
+                    f"has {array.shape[0]} rows but {batch[0]!r} has {batch[1]}; every "
+                    "input of one request needs the same number of rows",
+                )
+        fitted[spec.name] = array
+    return fitted
+
+
+def _fit_one(spec: InputSpec, array: Array) -> Array:
+    name = spec.name
+    if len(spec.shape) != array.ndim:
+        raise _fail(
+            name, f"has shape {list(array.shape)}, the model takes shape {list(spec.shape)}"
+        )
+    for want, got in zip(spec.shape, array.shape, strict=True):
+        if want != -1 and want != got:
+            raise _fail(
+                name, f"has shape {list(array.shape)}, the model takes shape {list(spec.shape)}"
+            )
+    if array.ndim and array.shape[0] == 0:
+        raise _fail(name, "the batch is empty (0 rows); send at least one row")
+    if spec.dtype is not None and array.dtype != spec.dtype:
+        text = (spec.dtype.kind, array.dtype.kind)
+        if text != ("U", "U"):  # text of any length fits a text input
+            if "U" in text or not np.can_cast(array.dtype, spec.dtype, casting="safe"):
+                got = datatype_of(array.dtype)
+                raise _fail(name, f"datatype {got} does not fit the model's {spec.datatype}")
+            array = array.astype(spec.dtype)
+    if array.dtype.kind == "f" and not spec.allow_nan and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise _fail(
+            name,
+            f"holds {bad} NaN or infinite value(s); the model's signature does not allow them",
+        )
+    return array
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+
+def encode_binary(name: str, array: Array) -> tuple[dict[str, Any], bytes | Array]:
+    """One OIP output in the binary extension: its descriptor (``binary_data_size``, no
+    ``data``) and its bytes (the array itself where it is already little-endian and
+    contiguous: bytes.join reads it without a copy)."""
+    raw: bytes | Array
+    if array.dtype.kind in "USO":
+        parts: list[bytes] = []
+        for value in array.ravel().tolist():
+            encoded = value if isinstance(value, bytes) else str(value).encode("utf-8")
+            parts += (_LENGTH.pack(len(encoded)), encoded)
+        raw = b"".join(parts)
+        size = len(raw)
+    else:
+        raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        size = raw.nbytes
+    descriptor = {
+        "name": name,
+        "datatype": datatype_of(array.dtype),
+        "shape": list(array.shape),
+        "parameters": {"binary_data_size": size},
+    }
+    return descriptor, raw
+
+
+def encode_tensor(name: str, array: Array) -> dict[str, Any]:
+    """One OIP output: flat row-major data with its shape and datatype."""
+    if array.dtype.kind == "S":
+        data: list[Any] = [v.decode("utf-8", "replace") for v in array.ravel().tolist()]
+    elif array.dtype.kind == "O":
+        data = [v if isinstance(v, str) else str(v) for v in array.ravel().tolist()]
+    else:
+        data = array.ravel().tolist()
+    return {
+        "name": name,
+        "datatype": datatype_of(array.dtype),
+        "shape": list(array.shape),
+        "data": data,
+    }
