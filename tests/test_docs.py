@@ -356,6 +356,9 @@ def session(tmp_path: Path) -> Iterator[Session]:
     live.close()
 
 
+# The docs follow a new user on the embedded defaults; the commands they run are tested
+# on PostgreSQL by their own domains' tests, so once per suite is enough (CI time).
+@pytest.mark.embedded
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("doc", DOCS, ids=_counts)
 def test_blocks_run_as_written(
