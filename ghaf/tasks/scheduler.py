@@ -65,6 +65,7 @@ class Scheduler(Generic[R]):
         self._lock = threading.Lock()
         self._loop: asyncio.Task[None] | None = None
         self._runners: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self._wake: asyncio.Event | None = None
 
     @property
@@ -83,6 +84,7 @@ class Scheduler(Generic[R]):
     async def stop(self) -> None:
         """Stop scheduling. A run in progress finishes in its thread and records its
         outcome; if the process exits first, its lease simply expires."""
+        self._stopping = True
         waiting = [t for t in (self._loop, *self._runners) if t is not None]
         for task in waiting:
             task.cancel()
@@ -90,12 +92,13 @@ class Scheduler(Generic[R]):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._loop = None
+        self._stopping = False
 
     async def run_forever(self) -> None:
         started = time.monotonic()
         self._wake = asyncio.Event()
         registered = False
-        while True:
+        while not self._stopping:
             delay = self.poll_s
             try:
                 if not registered:
@@ -104,8 +107,12 @@ class Scheduler(Generic[R]):
                 delay = await self._tick(started)
             except Exception:  # the database may be away for a while: keep trying
                 log.exception("task scheduler pass failed; retrying in %.0fs", self.poll_s)
+            # Not asyncio.wait_for: on 3.11 it swallows a cancellation that arrives as
+            # the wait ends (a run finishing sets the event), and stop() then waited
+            # forever for a loop that went on.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _tick(self, started: float) -> float:
         """Start every task that is due; return how long to sleep until the next."""
