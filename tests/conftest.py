@@ -7,6 +7,7 @@ CI=true a missing PostgreSQL fails the run instead of skipping it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -55,6 +56,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if embedded:
         config.hook.pytest_deselected(items=embedded)
         items[:] = [i for i in items if not i.get_closest_marker("embedded")]
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Undo what a command run in-process (``ghaf serve``, ``ghaf server``) did to the
+    process's logging: its handler writes to the current stderr, so it would otherwise
+    put the in-process servers' log lines into later CLI tests' captured output."""
+    root = logging.getLogger()
+    handlers, levels = list(root.handlers), {n: logging.getLogger(n).level for n in ("", "ghaf")}
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    for handler in [h for h in handlers if h not in root.handlers]:
+        root.addHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(autouse=True, scope="session")
