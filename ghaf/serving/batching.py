@@ -17,8 +17,11 @@ up, so a cheap model is never batched; an expensive one always goes to the worke
 the event loop keeps reading requests while it runs. Batches form from what arrives
 while a call is running; and once recent batches held more than one request (the model
 is under concurrent load), the batcher also holds a batch that is not full for up to
-``max_latency_ms`` after its oldest request arrived, to let it fill. A request thus waits at most
-``max_latency_ms`` plus the model calls already running before its own call starts.
+``max_latency_ms`` after its oldest request arrived, to let it fill; for requests that
+arrived while a call was running, the wait starts when that call ends, so the callers it
+has just answered can join them (without it, callers under a closed loop fall into two
+groups whose calls alternate, and each waits for two calls). A request thus waits at
+most ``max_latency_ms`` plus the model calls already running before its own call starts.
 
 When the queue holds ``max_queue`` requests, a new one is refused at once with
 :class:`QueueFull` (429 with ``Retry-After``): back-pressure instead of unbounded
@@ -136,6 +139,7 @@ class Batcher:
         self._queued_rows = 0
         self._window = options.max_latency_ms / 1000.0
         self._busy_recently = False  # did a recent batch hold more than one request?
+        self._freed = 0.0  # when the last call on the workers ended (monotonic)
         self._executor: ThreadPoolExecutor | None = None
         self._slots: asyncio.Semaphore | None = None
         self._arrived: asyncio.Event | None = None
@@ -226,8 +230,13 @@ class Batcher:
     async def _fill(self) -> None:
         """Wait, up to the oldest request's deadline, for the batch to fill."""
         assert self._arrived is not None
+        # The window opens when the oldest request arrived or, for requests that arrived
+        # while the model was busy, when its last call ended: the callers that call
+        # answered come back at once, and without the wait for them the requests split
+        # into two groups whose calls alternate, each caller waiting for two calls.
+        opened = max(self._queue[0].arrived, self._freed) if self._queue else 0.0
         while self._queue and self._queued_rows < self.options.max_batch_size:
-            remaining = self._queue[0].arrived + self._window - time.monotonic()
+            remaining = opened + self._window - time.monotonic()
             if remaining <= 0:
                 return
             self._arrived.clear()
@@ -287,6 +296,7 @@ class Batcher:
                 if not request.future.done():
                     request.future.set_result(part)
         finally:
+            self._freed = time.monotonic()
             self._slots.release()
 
     async def _run_alone(self, request: _Request) -> None:

@@ -29,7 +29,14 @@ from starlette.responses import Response
 
 from ghaf.core.errors import InvalidInput
 from ghaf.serving import tensors
-from ghaf.serving.served import ModelTable, ServedModel, json_answer, parse_json, read_body
+from ghaf.serving.served import (
+    ModelTable,
+    ServedModel,
+    all_finite,
+    json_answer,
+    parse_json,
+    read_body,
+)
 from ghaf.serving.tensors import InputSpec
 
 router = APIRouter()
@@ -122,24 +129,30 @@ async def predict(request: Request) -> Response:
         outputs = await served.predict(_from_arrow(raw, served.signature))
         if arrow_answer:
             return _arrow_answer(outputs)
-        return json_answer({"columns": {n: _plain(a) for n, a in outputs.items()}})
+        return json_answer(
+            {"columns": {n: _plain(a) for n, a in outputs.items()}},
+            finite=all_finite(outputs.values()),
+        )
     body = parse_json(raw)
     if isinstance(body, list):
         outputs = await served.predict(_from_rows(body, served.signature))
         if arrow_answer:
             return _arrow_answer(outputs)
         first = next(iter(outputs))
-        return json_answer(_plain(outputs[first]))
+        return json_answer(_plain(outputs[first]), finite=all_finite([outputs[first]]))
     if isinstance(body, dict) and len(body) == 1 and "records" in body:
         outputs = await served.predict(_from_records(body["records"], served.signature))
         if arrow_answer:
             return _arrow_answer(outputs)
-        return json_answer({"records": _records(outputs)})
+        return json_answer({"records": _records(outputs)}, finite=all_finite(outputs.values()))
     if isinstance(body, dict) and len(body) == 1 and "columns" in body:
         outputs = await served.predict(_from_columns(body["columns"], served.signature))
         if arrow_answer:
             return _arrow_answer(outputs)
-        return json_answer({"columns": {n: _plain(a) for n, a in outputs.items()}})
+        return json_answer(
+            {"columns": {n: _plain(a) for n, a in outputs.items()}},
+            finite=all_finite(outputs.values()),
+        )
     raise InvalidInput(
         'send {"records": [{...}, ...]}, {"columns": {...}}, a bare list of rows or an '
         f"Arrow stream ({ARROW})"

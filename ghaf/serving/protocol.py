@@ -18,7 +18,6 @@ queue is full.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,7 +27,15 @@ from ghaf.core.errors import InvalidInput
 from ghaf.core.version import __version__
 from ghaf.serving import tensors
 from ghaf.serving.schemas import ModelReady, ServerMetadata
-from ghaf.serving.served import ModelTable, ServedModel, json_answer, parse_json, read_body
+from ghaf.serving.served import (
+    ModelTable,
+    ServedModel,
+    all_finite,
+    dump_json,
+    json_answer,
+    parse_json,
+    read_body,
+)
 
 router = APIRouter()
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
@@ -178,7 +185,7 @@ async def answer_infer(request: Request, served: ServedModel) -> Response:
         answer["id"] = request_id
     if not any(as_binary for _, as_binary in wanted):
         answer["outputs"] = [tensors.encode_tensor(name, outputs[name]) for name, _ in wanted]
-        return json_answer(answer)
+        return json_answer(answer, finite=all_finite(outputs[name] for name, _ in wanted))
     return _binary_answer(answer, [(name, outputs[name], as_binary) for name, as_binary in wanted])
 
 
@@ -195,7 +202,7 @@ def _binary_answer(answer: dict[str, Any], outputs: list[tuple[str, Any, bool]])
         else:
             described.append(tensors.encode_tensor(name, array))
     answer["outputs"] = described
-    header = json.dumps(answer).encode()
+    header = dump_json(answer, finite=all_finite(a for _, a, as_binary in outputs if not as_binary))
     return Response(
         b"".join([header, *chunks]),
         media_type="application/octet-stream",

@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,7 +117,12 @@ class LoadedModel:
 
     def predict(self, inputs: Mapping[str, Array]) -> dict[str, Array]:
         """One model call (thread-safe: the batcher runs it on worker threads)."""
-        return self.fmt.predict(self.model, inputs)
+        return self._predictor(inputs)
+
+    @cached_property
+    def _predictor(self) -> Callable[[Mapping[str, Array]], dict[str, Array]]:
+        # Bound on first use: the format looks up what every call needs once.
+        return self.fmt.predictor(self.model)
 
 
 def file_sha256(path: Path) -> str:

@@ -62,8 +62,14 @@ _KIND_WORDS = {
 }
 
 
+_NAMES = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
+
+
 def datatype_of(dtype: np.dtype[Any]) -> str:
     """The OIP datatype of a numpy dtype (text of any kind is BYTES)."""
+    found = _NAMES.get(dtype)  # every answer asks: one lookup for native byte order
+    if found is not None:
+        return found
     if dtype.kind in "USO":
         return "BYTES"
     for name, candidate in DATATYPES.items():
@@ -200,11 +206,22 @@ def _cast(name: str, array: Array, target: np.dtype[Any], datatype: str) -> Arra
         low, high = array.min(), array.max()
         if low < info.min or high > info.max:
             raise _fail(name, f"values from {low} to {high} do not fit {datatype}")
-    if target.kind == "f" and array.size and target.itemsize < 8:
+    # One pass decides the usual case: the largest magnitude fits (NaN and infinity fail
+    # this test too). Only otherwise are the finite values looked at apart, so that NaN
+    # or infinity is left for the signature's check, not called too large.
+    if (
+        target.kind == "f"
+        and array.size
+        and target.itemsize < 8
+        and not np.abs(array).max() <= _FLOAT_MAX[target]
+    ):
         finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
-        if finite.size and np.abs(finite).max() > np.finfo(target).max:
+        if finite.size and np.abs(finite).max() > _FLOAT_MAX[target]:
             raise _fail(name, f"values too large for {datatype}")
     return array.astype(target)
+
+
+_FLOAT_MAX = {DATATYPES[n]: float(np.finfo(DATATYPES[n]).max) for n in ("FP16", "FP32", "FP64")}
 
 
 def decode_inputs(
@@ -409,13 +426,22 @@ def _fit_one(spec: InputSpec, array: Array) -> Array:
                 got = datatype_of(array.dtype)
                 raise _fail(name, f"datatype {got} does not fit the model's {spec.datatype}")
             array = array.astype(spec.dtype)
-    if array.dtype.kind == "f" and not spec.allow_nan and not np.isfinite(array).all():
+    if not spec.allow_nan and not finite(array):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise _fail(
             name,
             f"holds {bad} NaN or infinite value(s); the model's signature does not allow them",
         )
     return array
+
+
+def finite(array: Array) -> bool:
+    """Whether ``array`` holds no NaN or infinity (anything but floats cannot)."""
+    if array.dtype.kind not in "fc":
+        return True
+    # The ufunc's own reduce: ``.all()`` goes through a Python wrapper that costs as
+    # much again on the small tensors of a hot request.
+    return bool(np.logical_and.reduce(np.isfinite(array), axis=None))
 
 
 # --- outputs ---------------------------------------------------------------------------

@@ -179,3 +179,37 @@ def test_options_are_checked() -> None:
         BatchingOptions(max_batch_size=0)
     with pytest.raises(InvalidInput, match="max_latency_ms"):
         BatchingOptions(max_latency_ms=-1)
+
+
+def test_callers_that_fall_out_of_step_are_merged_again() -> None:
+    # A closed loop of callers (as 32 connections under load): one joins while a call
+    # runs. The batch after that call waits for the callers it answered instead of
+    # starting with the late one alone, which would split the callers into two groups
+    # whose calls alternate, each caller then waiting for two calls.
+    calls: list[int] = []
+
+    def predict(inputs: Mapping[str, Array]) -> dict[str, Array]:
+        calls.append(len(inputs["X"]))
+        time.sleep(0.04)
+        return {"y": inputs["X"].sum(axis=1)}
+
+    async def main() -> None:
+        batcher = Batcher(predict, BatchingOptions(max_batch_size=8, max_latency_ms=10))
+        batcher.start()
+
+        async def caller(rounds: int) -> None:
+            for _ in range(rounds):
+                await batcher.predict({"X": np.ones((1, 3))})
+                await asyncio.sleep(0.002)  # the answer's way back, and the next request's
+
+        try:
+            early = [asyncio.create_task(caller(10)) for _ in range(7)]
+            while not batcher._in_flight:  # the late caller arrives early in a call
+                await asyncio.sleep(0.001)
+            await asyncio.gather(*early, caller(8))
+        finally:
+            await batcher.stop()
+
+    run(main())
+    assert sum(calls) == 7 * 10 + 8
+    assert calls[-4:-1] == [8, 8, 8], calls  # in step again: every caller in each call

@@ -9,8 +9,9 @@ parses (ONNX protobuf, a skops schema, pickle opcodes) and refuses what is unsaf
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -76,6 +77,13 @@ class ModelFormat(ABC):
 
     @abstractmethod
     def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays: ...
+
+    def predictor(self, model: Any) -> Callable[[Mapping[str, np.ndarray[Any, Any]]], Arrays]:
+        """``predict`` bound to one loaded model, for calling it many times (serving).
+
+        A format whose ``predict`` looks the same things up on every call (onnxruntime's
+        input and output lists) overrides this to look them up once."""
+        return partial(self.predict, model)
 
 
 def tabular(inputs: Mapping[str, np.ndarray[Any, Any]]) -> Any:

@@ -4,7 +4,7 @@ the server (the CVE class fixed in onnx 1.16/1.21)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -35,6 +35,12 @@ _ELEMENT_TYPES = {
     11: "float64",
     12: "uint32",
     13: "uint64",
+}
+
+# Inputs onnxruntime takes only in one float width: other floats are cast to it.
+_FEED_TYPES: dict[str, np.dtype[Any]] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
 }
 
 
@@ -114,23 +120,33 @@ class OnnxFormat(ModelFormat):
         return ort.InferenceSession(str(path), session_options, providers=list(options.providers))
 
     def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
-        feeds = {}
-        for spec in model.get_inputs():
-            if spec.name in inputs:
-                value = inputs[spec.name]
-            elif len(inputs) == 1 and len(model.get_inputs()) == 1:
-                value = next(iter(inputs.values()))
-            else:
-                raise InvalidInput(f"the model needs input {spec.name!r}", field="sample")
-            if spec.type == "tensor(float)":
-                value = value.astype(np.float32, copy=False)
-            elif spec.type == "tensor(double)":
-                value = value.astype(np.float64, copy=False)
-            feeds[spec.name] = value
+        return self.predictor(model)(inputs)
+
+    def predictor(self, model: Any) -> Callable[[Mapping[str, np.ndarray[Any, Any]]], Arrays]:
+        # The session's inputs and outputs are fixed once it is loaded: looked up once
+        # here, not on every call (they are rebuilt from C++ objects each time they are
+        # asked for, several microseconds against an 8 us call of a small model).
+        specs = [(spec.name, _FEED_TYPES.get(spec.type)) for spec in model.get_inputs()]
         names = [o.name for o in model.get_outputs()]
-        results = model.run(names, feeds)
-        return {
-            name: np.asarray(result)
-            for name, result in zip(names, results, strict=True)
-            if isinstance(result, np.ndarray)
-        }
+        run = model.run
+
+        def predict(inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
+            feeds = {}
+            for name, dtype in specs:
+                if name in inputs:
+                    value = inputs[name]
+                elif len(inputs) == 1 and len(specs) == 1:
+                    value = next(iter(inputs.values()))
+                else:
+                    raise InvalidInput(f"the model needs input {name!r}", field="sample")
+                if dtype is not None:
+                    value = value.astype(dtype, copy=False)
+                feeds[name] = value
+            results = run(names, feeds)
+            return {
+                name: np.asarray(result)
+                for name, result in zip(names, results, strict=True)
+                if isinstance(result, np.ndarray)
+            }
+
+        return predict
