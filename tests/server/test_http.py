@@ -14,7 +14,7 @@ from ghaf.core.migrate import check_schema
 from ghaf.core.settings import Settings
 from ghaf.server.install import initialise, migrate
 from ghaf.server.process import ServerProcess
-from tests.conftest import Databases, Platform
+from tests.conftest import Databases, Platform, self_signed_cert
 
 
 def test_health_and_readiness(platform: Platform) -> None:
@@ -141,42 +141,9 @@ def test_server_process_starts_fast_and_stops_cleanly(databases: Databases, tmp_
 
 
 def test_tls_and_json_logs(databases: Databases, tmp_path: Path) -> None:
-    import datetime
     import json
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path, key_path = self_signed_cert(tmp_path)
     url, home = databases.new_url(), tmp_path / "h"
     initialise(Settings(home=home, database_url=url, master_key=None))
     log = tmp_path / "server.log"

@@ -4,9 +4,7 @@ time, never shown; and ``ghaf serve`` with it, over TLS, logging its predictions
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import io
-import ipaddress
 import os
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from ghaf.core.errors import InvalidInput, Unauthenticated
 from ghaf.server.process import free_port
 from ghaf.serving.auth import KEY_PRINCIPAL, InvokeKey, KeyAuthorizer, RemoteAuthorizer
 from ghaf.serving.standalone import check_tls, invoke_key
-from tests.conftest import Platform
+from tests.conftest import Platform, self_signed_cert
 from tests.serving.conftest import AllowAll, Registered, bearer, ghaf_serve
 
 KEY = "Zx9-" + "q" * 40
@@ -93,44 +91,8 @@ def test_the_key_works_while_the_platform_is_unreachable() -> None:
 # --- TLS -------------------------------------------------------------------------------
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_tls_files_that_cannot_serve_are_refused_before_listening(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     check_tls(cert, key)
     with pytest.raises(InvalidInput, match="is not a file"):
         check_tls(tmp_path / "nope.pem", key)
@@ -141,7 +103,7 @@ def test_tls_files_that_cannot_serve_are_refused_before_listening(tmp_path: Path
 def test_serve_refuses_bad_tls_and_bad_keys_with_one_line(
     admin_cli: Path, registered: Registered, tmp_path: Path
 ) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     args = ["serve", "churn@prod", "-p", registered.project, "--port", "1"]
     half = runner.invoke(cli, [*args, "--tls-cert", str(cert)])
     assert half.exit_code != 0 and "--tls-key" in half.output
@@ -160,7 +122,7 @@ def test_serve_refuses_bad_tls_and_bad_keys_with_one_line(
 def test_serve_over_tls_with_an_invoke_key_logs_its_predictions(
     platform: Platform, registered: Registered, tmp_path: Path
 ) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     env = {
         **os.environ,
         "GHAF_URL": platform.url,
