@@ -112,6 +112,10 @@ class Models:
         DataFrame): the server loads the model in a child process and predicts it. From a
         run, autolog's ``model/sample.npz`` is used when no sample is given. Pickle files
         are refused unless the project's policy allows scanned pickles.
+
+        ``inputs`` and ``outputs`` declare the signature, a list of ``{"name", "dtype",
+        "shape"}`` entries (otherwise the file's own, or the sample's); an input entry may
+        add ``"allow_nan": True`` so that serving accepts NaN and infinities in it.
         """
         body: dict[str, Any] = {
             "description": description,

@@ -20,9 +20,20 @@ class _Strict(BaseModel):
 
 
 class TensorSpec(_Strict):
+    """One named tensor of a declared signature (a version's inputs or outputs)."""
+
     name: str = Field(min_length=1, max_length=250)
     dtype: str = Field(min_length=1, max_length=32)
     shape: list[int]
+    allow_nan: bool = Field(
+        default=False,
+        description="Inputs: serving accepts NaN and infinities here (refused otherwise).",
+    )
+
+    def stored(self) -> dict[str, Any]:
+        """The entry as a version keeps it: ``allow_nan`` only when true, so signatures
+        that do not use it are stored and answered exactly as before it existed."""
+        return self.model_dump(exclude=None if self.allow_nan else {"allow_nan"})
 
 
 class ModelCreate(_Strict):

@@ -357,8 +357,8 @@ def plan_version(
         can_trust="model:trust" in pctx.permissions,
         sample=request.sample,
         sample_npz=sample_npz,
-        inputs=[t.model_dump() for t in request.inputs] if request.inputs else None,
-        outputs=[t.model_dump() for t in request.outputs] if request.outputs else None,
+        inputs=[t.stored() for t in request.inputs] if request.inputs else None,
+        outputs=[t.stored() for t in request.outputs] if request.outputs else None,
         convert_onnx=request.convert_onnx,
     )
     return VersionPlan(

@@ -8,6 +8,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from ghaf.core.errors import InvalidInput
 from ghaf.registry import formats, tensors
 from ghaf.registry.formats import Trust, UnsafeModel
 from ghaf.registry.formats.pickle import restricted_load, scan
+from tests.conftest import TrainedModel
 
 MARKER = Path("/tmp/ghaf-pickle-test-marker")
 
@@ -191,6 +193,34 @@ def test_xgboost_and_lightgbm_are_detected_and_described(tmp_path: Path, trained
     (tmp_path / "bad.json").write_text('{"learner": 1}')
     with pytest.raises(InvalidInput, match="not a valid XGBoost JSON model"):
         formats.get("xgboost").inspect(tmp_path / "bad.json", trust=Trust())
+
+
+def test_lightgbm_predicts_with_the_serving_thread_count(
+    tmp_path: Path, trained: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightgbm as lgb
+
+    from ghaf.registry.formats import LoadOptions
+
+    X = np.asarray(trained.X)
+    light = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(X, trained.y), 3)
+    text = tmp_path / "model.txt"
+    light.save_model(text)
+    asked: list[object] = []
+    real_predict = lgb.Booster.predict
+
+    def recording(self: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("num_threads"))
+        return real_predict(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(lgb.Booster, "predict", recording)
+    fmt = formats.get("lightgbm")
+    served = fmt.load(text, trust=Trust(), options=LoadOptions(threads=3))
+    assert fmt.predict(served, {"X": X[:3]})["predictions"].shape == (3,)
+    fmt.predictor(served)({"X": X[:3]})
+    # The checker's child loads with the defaults: one thread, as its OMP_NUM_THREADS=1.
+    fmt.predict(fmt.load(text, trust=Trust()), {"X": X[:3]})
+    assert asked == [3, 3, 1]
 
 
 def test_tensors_wire_round_trip_and_errors() -> None:

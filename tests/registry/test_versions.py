@@ -82,6 +82,37 @@ def test_signature_that_does_not_match_the_sample_is_refused(
         admin.models.get(project, "churn")  # nothing was created by refused attempts
 
 
+def test_a_signature_can_allow_nan_and_reads_back_with_it(
+    admin: Client, project: str, trained: TrainedModel
+) -> None:
+    spec: dict[str, object] = {"name": "X", "dtype": "float64", "shape": [-1, 4]}
+    rows = np.asarray(trained.X)[:3]
+    nan = admin.models.register(
+        project,
+        "gaps",
+        path=trained.path,
+        sample=rows,
+        inputs=[spec | {"allow_nan": True}],
+    )
+    assert nan.inputs == [spec | {"allow_nan": True}]
+    assert admin.models.version(project, "gaps", nan.version).inputs == nan.inputs
+    # Left out or false, the entry is stored and answered as it was before the field.
+    plain = admin.models.register(project, "gaps", path=trained.path, sample=rows, inputs=[spec])
+    off = admin.models.register(
+        project,
+        "gaps",
+        path=trained.path,
+        sample=rows,
+        inputs=[spec | {"allow_nan": False}],
+    )
+    assert plain.inputs == off.inputs == [spec]
+    assert admin.models.version(project, "gaps", off.version).inputs == [spec]
+    with pytest.raises(InvalidInput):
+        admin.models.register(
+            project, "gaps", path=trained.path, sample=rows, inputs=[spec | {"nan": True}]
+        )
+
+
 def test_corrupt_onnx_and_unknown_files_are_refused(
     admin: Client, project: str, tmp_path: Path
 ) -> None:

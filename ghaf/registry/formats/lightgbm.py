@@ -50,7 +50,14 @@ class LightGBMFormat(ModelFormat):
     def load(self, path: Path, *, trust: Trust, options: LoadOptions = DEFAULT_LOAD) -> Any:
         import lightgbm as lgb
 
-        return lgb.Booster(model_file=str(path))  # threads: OMP_NUM_THREADS=1 in the child
+        booster = lgb.Booster(model_file=str(path))
+        # A booster read from a file ignores constructor params, and LightGBM takes the
+        # thread count per predict call; keeping it in the booster's own params (over the
+        # training run's value) lets predict() bound OpenMP to what serving sized, and to
+        # one thread in the checker's child, as its OMP_NUM_THREADS=1 does.
+        booster.params["num_threads"] = options.threads
+        return booster
 
     def predict(self, model: Any, inputs: Mapping[str, np.ndarray[Any, Any]]) -> Arrays:
-        return {"predictions": np.asarray(model.predict(tabular(inputs)))}
+        threads = model.params.get("num_threads", DEFAULT_LOAD.threads)
+        return {"predictions": np.asarray(model.predict(tabular(inputs), num_threads=threads))}
