@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,14 @@ def _fail(name: str, problem: str) -> InvalidInput:
 
 
 def _shape(name: str, raw: Any) -> tuple[int, ...]:
+    if type(raw) is list:
+        # One plain loop decides the usual shape (a few non-negative ints); anything
+        # else goes through the checks below, which word the error.
+        for d in raw:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return tuple(raw)
     if not isinstance(raw, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in raw
     ):
@@ -132,6 +140,12 @@ def _shape(name: str, raw: Any) -> tuple[int, ...]:
 def decode_tensor(raw: Any, position: int, binary: BinaryData | None = None) -> tuple[str, Array]:
     """One OIP input (a JSON object) as a named array of its declared datatype; its
     values are its ``data`` or, with ``binary_data_size``, the next bytes of ``binary``."""
+    name, array, _ = _decode_tensor(raw, position, binary)
+    return name, array
+
+
+def _decode_tensor(raw: Any, position: int, binary: BinaryData | None) -> tuple[str, Array, bool]:
+    """:func:`decode_tensor`, and whether the array is already known to be finite."""
     if not isinstance(raw, dict):
         raise InvalidInput(f"inputs[{position}] must be an object", field=f"inputs[{position}]")
     name = raw.get("name")
@@ -140,7 +154,7 @@ def decode_tensor(raw: Any, position: int, binary: BinaryData | None = None) -> 
             f"inputs[{position}] needs a name (a non-empty string)", field=f"inputs[{position}]"
         )
     datatype = raw.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a list is unhashable
         raise _fail(name, f"unknown datatype {datatype!r}; one of {', '.join(DATATYPES)}")
     shape = _shape(name, raw.get("shape"))
     params = raw.get("parameters")
@@ -158,13 +172,14 @@ def decode_tensor(raw: Any, position: int, binary: BinaryData | None = None) -> 
                 f"has binary_data_size {size} but the request has no {BINARY_HEADER} header "
                 "saying where the JSON ends",
             )
-        return name, binary_array(name, binary.take(name, size), datatype, shape)
+        return name, binary_array(name, binary.take(name, size), datatype, shape), False
     if "data" not in raw:
         raise _fail(name, "has no data")
     data = raw["data"]
     if not isinstance(data, list):
         data = [data]  # a single scalar value
-    return name, values_array(name, data, datatype, shape)
+    array, checked = _values(name, data, datatype, shape)
+    return name, array, checked
 
 
 def values_array(
@@ -172,6 +187,14 @@ def values_array(
 ) -> Array:
     """JSON ``data`` (flat or nested) as an array of ``datatype``; with ``shape``, laid
     out in it (flat data is row-major), else in the nesting's own shape."""
+    return _values(name, data, datatype, shape)[0]
+
+
+def _values(
+    name: str, data: Any, datatype: str, shape: tuple[int, ...] | None
+) -> tuple[Array, bool]:
+    """:func:`values_array`, and whether the array is already known to be finite (so
+    that :func:`fit` need not look again)."""
     target = DATATYPES[datatype]
     try:
         array = np.asarray(data)
@@ -185,9 +208,10 @@ def values_array(
             name, f"shape {list(shape)} needs {expected:,} values, data holds {array.size:,}"
         )
     if expected == 0:
-        return np.zeros(shape, dtype=target)
-    if array.dtype.kind not in _ACCEPTED_KINDS[target.kind]:
-        got = _KIND_WORDS.get(array.dtype.kind, f"values of kind {array.dtype.kind!r}")
+        return np.zeros(shape, dtype=target), False
+    kind = array.dtype.kind
+    if kind not in _ACCEPTED_KINDS[target.kind]:
+        got = _KIND_WORDS.get(kind, f"values of kind {kind!r}")
         raise _fail(name, f"datatype {datatype} needs {_KIND_WORDS[target.kind]}, got {got}")
     if array.shape != shape:
         if array.ndim > 1:
@@ -198,30 +222,74 @@ def values_array(
     return _cast(name, array, target, datatype)
 
 
-def _cast(name: str, array: Array, target: np.dtype[Any], datatype: str) -> Array:
-    if array.dtype == target:
-        return array
-    if target.kind in "iu" and array.size:
+def _cast(name: str, array: Array, target: np.dtype[Any], datatype: str) -> tuple[Array, bool]:
+    """``array`` (not empty) as ``target``, and whether it is known to hold no NaN or
+    infinity; values that do not fit ``target`` are refused."""
+    source = array.dtype
+    if source is target or source == target:
+        return array, False
+    if target.kind == "f":
+        return _cast_float(name, array, target, datatype)
+    if target.kind in "iu":
+        # The ufuncs' own reduce: ``.min()``/``.max()`` go through a Python wrapper.
+        low, high = _MIN(array, axis=None), _MAX(array, axis=None)
         info = np.iinfo(target)
-        low, high = array.min(), array.max()
         if low < info.min or high > info.max:
             raise _fail(name, f"values from {low} to {high} do not fit {datatype}")
-    # One pass decides the usual case: the largest magnitude fits (NaN and infinity fail
-    # this test too). Only otherwise are the finite values looked at apart, so that NaN
-    # or infinity is left for the signature's check, not called too large.
-    if (
-        target.kind == "f"
-        and array.size
-        and target.itemsize < 8
-        and not np.abs(array).max() <= _FLOAT_MAX[target]
-    ):
-        finite = array[np.isfinite(array)] if array.dtype.kind == "f" else array
-        if finite.size and np.abs(finite).max() > _FLOAT_MAX[target]:
-            raise _fail(name, f"values too large for {datatype}")
-    return array.astype(target)
+    return array.astype(target), True  # nothing but floats can be NaN or infinite
 
 
+def _cast_float(
+    name: str, array: Array, target: np.dtype[Any], datatype: str
+) -> tuple[Array, bool]:
+    """:func:`_cast` to a float ``target`` (``array`` holds numbers: floats or integers)."""
+    if array.dtype.kind == "f":
+        if _fits(array, target):
+            return array.astype(target), True
+        # Only otherwise are the finite values looked at apart, so that NaN or infinity
+        # is left for the signature's check, not called too large.
+        if target.itemsize < 8 and not _MAX(np.abs(array), axis=None) <= _FLOAT_MAX[target]:
+            finite_values = array[np.isfinite(array)]
+            if finite_values.size and _MAX(np.abs(finite_values), axis=None) > _FLOAT_MAX[target]:
+                raise _fail(name, f"values too large for {datatype}")
+        return array.astype(target), False
+    # Integers: every 64-bit one fits FP32 or FP64, so only FP16 needs a look.
+    if target.itemsize < 4 and not _MAX(np.abs(array), axis=None) <= _FLOAT_MAX[target]:
+        raise _fail(name, f"values too large for {datatype}")
+    return array.astype(target), target.itemsize >= 4
+
+
+def _fits(array: Array, target: np.dtype[Any]) -> bool:
+    """Whether every value of the float ``array`` is finite and fits ``target``, in one
+    pass; False may be a false alarm (the caller then looks at the values one by one)."""
+    if array.size <= _SMALL:
+        # The sum of squares (one BLAS call, which raises no floating-point warning where
+        # it overflows) is at most the square of the target's largest value only when
+        # every value fits and none is NaN or infinite. Rounding cannot hide a value past
+        # the limit: that value's square alone rounds above it, and adding squares never
+        # lowers a sum. float(): numpy would compare a float32 sum in float32, where
+        # FP32's largest value squared is infinite.
+        return float(np.vdot(array, array)) <= _SQUARED_MAX[target]
+    if target.itemsize < 8:
+        # The largest magnitude fits (NaN and infinity fail this test too).
+        return bool(_MAX(np.abs(array), axis=None) <= _FLOAT_MAX[target])
+    return False  # FP64 takes any float: only finiteness is left, for fit() to ask
+
+
+_MIN, _MAX = np.minimum.reduce, np.maximum.reduce
+# The most elements given to one BLAS dot product: OpenBLAS does one this size on the
+# calling thread (it hands larger ones to its own threads, which cost more than they save
+# here and stall a busy server); past it a ufunc pass is little beside decoding the data.
+_SMALL = 4096
 _FLOAT_MAX = {DATATYPES[n]: float(np.finfo(DATATYPES[n]).max) for n in ("FP16", "FP32", "FP64")}
+# The bound on a float array's sum of squares (see _fits): FP16's and FP32's largest
+# value squared, exact in a float64; for FP64 the largest float64, so that only finiteness
+# is asked.
+_SQUARED_MAX = {
+    DATATYPES["FP16"]: _FLOAT_MAX[DATATYPES["FP16"]] ** 2,
+    DATATYPES["FP32"]: _FLOAT_MAX[DATATYPES["FP32"]] ** 2,
+    DATATYPES["FP64"]: _FLOAT_MAX[DATATYPES["FP64"]],
+}
 
 
 def decode_inputs(
@@ -232,14 +300,17 @@ def decode_inputs(
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInput("the request needs 'inputs': a non-empty list", field="inputs")
     arrays: dict[str, Array] = {}
+    checked: set[str] = set()
     for position, raw in enumerate(raw_inputs):
-        name, array = decode_tensor(raw, position, binary)
+        name, array, finite_known = _decode_tensor(raw, position, binary)
         if name in arrays:
             raise _fail(name, "is given twice")
         arrays[name] = array
+        if finite_known:
+            checked.add(name)
     if binary is not None:
         binary.finish()
-    return fit(arrays, signature)
+    return _fit(arrays, signature, checked)
 
 
 # --- the binary tensor extension --------------------------------------------------------
@@ -383,16 +454,25 @@ def fit(arrays: Mapping[str, Array], signature: Sequence[InputSpec]) -> dict[str
     Safe widening casts are allowed (FP32 data for an FP64 input, INT32 for INT64);
     anything that could lose information is refused.
     """
+    return _fit(arrays, signature, ())
+
+
+def _fit(
+    arrays: Mapping[str, Array], signature: Sequence[InputSpec], checked: Container[str]
+) -> dict[str, Array]:
+    """:func:`fit`, not looking again for NaN or infinity in the arrays ``checked``
+    names (decoding found them finite; a widening cast keeps them so)."""
     known = {spec.name for spec in signature}
-    extra = [name for name in arrays if name not in known]
-    if extra:
-        raise _fail(extra[0], f"is not an input of this model; it takes {', '.join(sorted(known))}")
+    for name in arrays:
+        if name not in known:
+            raise _fail(name, f"is not an input of this model; it takes {', '.join(sorted(known))}")
     fitted: dict[str, Array] = {}
     batch: tuple[str, int] | None = None
     for spec in signature:
-        if spec.name not in arrays:
+        array = arrays.get(spec.name)
+        if array is None:
             raise _fail(spec.name, "is missing; the model needs it")
-        array = _fit_one(spec, arrays[spec.name])
+        array = _fit_one(spec, array, spec.name in checked)
         if array.ndim:
             if batch is None:
                 batch = (spec.name, array.shape[0])
@@ -406,27 +486,25 @@ def fit(arrays: Mapping[str, Array], signature: Sequence[InputSpec]) -> dict[str
     return fitted
 
 
-def _fit_one(spec: InputSpec, array: Array) -> Array:
+def _fit_one(spec: InputSpec, array: Array, checked: bool = False) -> Array:
     name = spec.name
-    if len(spec.shape) != array.ndim:
-        raise _fail(
-            name, f"has shape {list(array.shape)}, the model takes shape {list(spec.shape)}"
-        )
-    for want, got in zip(spec.shape, array.shape, strict=True):
+    shape = array.shape
+    if len(spec.shape) != len(shape):
+        raise _fail(name, f"has shape {list(shape)}, the model takes shape {list(spec.shape)}")
+    for want, got in zip(spec.shape, shape, strict=True):
         if want != -1 and want != got:
-            raise _fail(
-                name, f"has shape {list(array.shape)}, the model takes shape {list(spec.shape)}"
-            )
-    if array.ndim and array.shape[0] == 0:
+            raise _fail(name, f"has shape {list(shape)}, the model takes shape {list(spec.shape)}")
+    if shape and shape[0] == 0:
         raise _fail(name, "the batch is empty (0 rows); send at least one row")
-    if spec.dtype is not None and array.dtype != spec.dtype:
-        text = (spec.dtype.kind, array.dtype.kind)
+    dtype = spec.dtype
+    if dtype is not None and array.dtype is not dtype and array.dtype != dtype:
+        text = (dtype.kind, array.dtype.kind)
         if text != ("U", "U"):  # text of any length fits a text input
-            if "U" in text or not np.can_cast(array.dtype, spec.dtype, casting="safe"):
+            if "U" in text or not np.can_cast(array.dtype, dtype, casting="safe"):
                 got = datatype_of(array.dtype)
                 raise _fail(name, f"datatype {got} does not fit the model's {spec.datatype}")
-            array = array.astype(spec.dtype)
-    if not spec.allow_nan and not finite(array):
+            array = array.astype(dtype)
+    if not checked and not spec.allow_nan and not finite(array):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise _fail(
             name,
@@ -437,7 +515,13 @@ def _fit_one(spec: InputSpec, array: Array) -> Array:
 
 def finite(array: Array) -> bool:
     """Whether ``array`` holds no NaN or infinity (anything but floats cannot)."""
-    if array.dtype.kind not in "fc":
+    kind = array.dtype.kind
+    if kind not in "fc":
+        return True
+    # The sum of squares (one BLAS call, which raises no floating-point warning) is
+    # finite only when every value is; it overflows for merely large values too, and
+    # only then is each value looked at.
+    if kind == "f" and array.size <= _SMALL and math.isfinite(np.vdot(array, array)):
         return True
     # The ufunc's own reduce: ``.all()`` goes through a Python wrapper that costs as
     # much again on the small tensors of a hot request.
@@ -478,7 +562,7 @@ def encode_tensor(name: str, array: Array) -> dict[str, Any]:
     elif array.dtype.kind == "O":
         data = [v if isinstance(v, str) else str(v) for v in array.ravel().tolist()]
     else:
-        data = array.ravel().tolist()
+        data = array.tolist() if array.ndim == 1 else array.ravel().tolist()
     return {
         "name": name,
         "datatype": datatype_of(array.dtype),

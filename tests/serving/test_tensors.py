@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
 from ghaf.core.errors import InvalidInput
-from ghaf.serving.tensors import DATATYPES, InputSpec, decode_inputs, encode_tensor
+from ghaf.serving.tensors import (
+    DATATYPES,
+    InputSpec,
+    decode_inputs,
+    encode_tensor,
+    finite,
+    fit,
+    values_array,
+)
 
 SIGNATURE = [InputSpec.from_signature({"name": "X", "dtype": "float32", "shape": [-1, 3]})]
 
@@ -78,6 +89,8 @@ def test_nan_is_refused_unless_the_signature_allows_it() -> None:
         ([tensor([], [0, 3])], r"'X': the batch is empty \(0 rows\)"),
         ([tensor([1, 2, 3], [1, -3])], r"negative dimension"),
         ([tensor([1, 2, 3], [1, 3], "FP99")], r"unknown datatype 'FP99'"),
+        ([tensor([1, 2, 3], [1, 3], ["FP32"])], r"unknown datatype \['FP32'\]"),  # type: ignore[arg-type]
+        ([tensor([1, 2, 3], [1, 3], {"a": 1})], r"unknown datatype \{'a': 1\}"),  # type: ignore[arg-type]
         ([tensor([1, 2, 3], [1, 3], name="Y")], r"input 'Y': is not an input of this model"),
         (
             [tensor([1, 2, 3], [1, 3]), tensor([1], [1], name="extra")],
@@ -115,3 +128,115 @@ def test_integers_out_of_range_are_refused() -> None:
     small = [InputSpec.from_signature({"name": "X", "dtype": "uint8", "shape": [-1]})]
     with pytest.raises(InvalidInput, match=r"values from -1 to 3 do not fit UINT8"):
         decode_inputs([tensor([-1, 3], [2], "UINT8")], small)
+
+
+FP32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize(
+    "too_large",
+    [1e39, -1e39, float(np.nextafter(FP32_MAX, np.inf)), 1e200, -1.7e308],
+    ids=["1e39", "-1e39", "just-past-max", "1e200", "near-fp64-max"],
+)
+def test_a_value_that_would_become_infinite_in_fp32_is_refused(too_large: float) -> None:
+    inputs = [tensor([1.0, too_large, 3.0], [1, 3])]
+    with _no_warnings(), pytest.raises(InvalidInput, match=r"input 'X': values too large for FP32"):
+        decode_inputs(inputs, SIGNATURE)
+    allowing = [
+        InputSpec.from_signature(
+            {"name": "X", "dtype": "float32", "shape": [-1, 3], "allow_nan": True}
+        )
+    ]
+    with pytest.raises(InvalidInput, match=r"values too large for FP32"):
+        decode_inputs(inputs, allowing)  # allow_nan allows NaN, not overflow
+
+
+def test_the_largest_fp32_value_fits() -> None:
+    got = decode_inputs([tensor([FP32_MAX, -FP32_MAX, 0.0], [1, 3])], SIGNATURE)["X"]
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("special", [float("nan"), float("inf"), float("-inf")])
+def test_nan_and_infinity_pass_with_allow_nan_and_are_counted_without(special: float) -> None:
+    data = [special, 2.0, special]
+    allowing = [
+        InputSpec.from_signature(
+            {"name": "X", "dtype": "float32", "shape": [-1, 3], "allow_nan": True}
+        )
+    ]
+    got = decode_inputs([tensor(data, [1, 3])], allowing)["X"]
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.array([data], dtype=np.float32))
+    with pytest.raises(InvalidInput, match=r"holds 2 NaN or infinite value\(s\)"):
+        decode_inputs([tensor(data, [1, 3])], SIGNATURE)
+
+
+def test_too_large_is_named_before_nan_when_both_are_sent() -> None:
+    with pytest.raises(InvalidInput, match=r"values too large for FP32"):
+        decode_inputs([tensor([float("nan"), 1e39, 1.0], [1, 3])], SIGNATURE)
+
+
+def test_fp16_overflow_is_refused_and_its_largest_value_fits() -> None:
+    half = [InputSpec.from_signature({"name": "h", "dtype": "float16", "shape": [-1]})]
+    got = decode_inputs([tensor([65504.0, -65504, 0.5], [3], "FP16", "h")], half)["h"]
+    assert got.dtype == np.float16 and got.tolist() == [65504.0, -65504.0, 0.5]
+    for too_large in (65520.0, -1e6, 70000):  # a float, and an integer (another branch)
+        with pytest.raises(InvalidInput, match=r"input 'h': values too large for FP16"):
+            decode_inputs([tensor([1.0, too_large], [2], "FP16", "h")], half)
+
+
+def test_integers_fit_float_inputs_and_are_finite() -> None:
+    got = decode_inputs([tensor([2**62, -(2**63), 7], [1, 3])], SIGNATURE)["X"]
+    assert got.dtype == np.float32 and np.isfinite(got).all()
+
+
+def test_a_large_request_takes_the_same_checks() -> None:
+    wide = [InputSpec.from_signature({"name": "X", "dtype": "float32", "shape": [-1, 20]})]
+    data = [0.5] * 6000
+    got = decode_inputs([tensor(data, [300, 20])], wide)["X"]
+    assert got.shape == (300, 20) and got.dtype == np.float32
+    data[4321] = float("nan")
+    with pytest.raises(InvalidInput, match=r"holds 1 NaN or infinite value\(s\)"):
+        decode_inputs([tensor(data, [300, 20])], wide)
+    data[17] = 1e39
+    with pytest.raises(InvalidInput, match=r"values too large for FP32"):
+        decode_inputs([tensor(data, [300, 20])], wide)
+
+
+def test_values_array_then_fit_still_checks_finiteness() -> None:
+    """The path of the bare-rows and columns bodies: values_array, then fit."""
+    wide = [InputSpec.from_signature({"name": "X", "dtype": "float64", "shape": [-1, 2]})]
+    array = values_array("X", [[1.0, float("inf")]], "FP32")
+    with pytest.raises(InvalidInput, match=r"holds 1 NaN or infinite value\(s\)"):
+        fit({"X": array}, wide)
+    assert fit({"X": values_array("X", [[1.0, 2.0]], "FP32")}, wide)["X"].dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected"),
+    [
+        ([3e38, 3e38], np.float32, True),  # the sum of squares overflows: still finite
+        ([60000.0, 60000.0], np.float16, True),
+        ([1e300, -1e300], np.float64, True),
+        ([1.0, float("nan")], np.float32, False),
+        ([float("inf"), 1.0], np.float64, False),
+        ([float("-inf"), 1.0], np.float16, False),
+        ([1, 2], np.int64, True),
+        ([1 + 2j, 3j], np.complex64, True),
+        ([1 + 2j, complex(0, float("inf"))], np.complex128, False),
+    ],
+)
+def test_finite(values: list[Any], dtype: Any, expected: bool) -> None:
+    with _no_warnings():
+        assert finite(np.array(values, dtype=dtype)) is expected
+        big = np.zeros(5000, dtype=dtype)
+        big[-2:] = values
+        assert finite(big) is expected
+
+
+@contextlib.contextmanager
+def _no_warnings() -> Iterator[None]:
+    """Any warning (numpy's overflow warnings above all) fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
