@@ -220,12 +220,15 @@ def start_platform(home: Path, database_url: str, **overrides: object) -> Platfo
     return Platform(settings, runtime, url, result.token.token, server, thread)
 
 
-def serve_in_thread(app: Any) -> tuple[_ThreadServer, threading.Thread, str]:
+def serve_in_thread(app: Any, **config: Any) -> tuple[_ThreadServer, threading.Thread, str]:
     """``app`` under uvicorn on a free port in a daemon thread, once it has started (its
-    lifespan included): (server, thread, URL). Stop it with ``server.should_exit``."""
+    lifespan included): (server, thread, URL). Stop it with ``server.should_exit``.
+    ``config``: more of uvicorn's settings (e.g. ``http``)."""
     port = free_port()
     server = _ThreadServer(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, **config
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

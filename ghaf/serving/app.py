@@ -27,7 +27,7 @@ from ghaf.core.version import __version__
 from ghaf.serving import predict, protocol
 from ghaf.serving.auth import Authorizer, InvokeGuard
 from ghaf.serving.batching import BatchingOptions
-from ghaf.serving.fastpath import ServingApp
+from ghaf.serving.fastpath import HotPath, ServingApp
 from ghaf.serving.metrics import ServingMetrics, ServingObserver
 from ghaf.serving.predlog import PredictionLog
 from ghaf.serving.runtime import LoadedModel
@@ -51,7 +51,7 @@ def create_serving_app(
     authorizer: Authorizer,
     options: ServingOptions | None = None,
     prediction_log: PredictionLog | None = None,
-) -> FastAPI:
+) -> ServingApp:
     """An ASGI app serving ``models`` (the first is ``/predict``'s default), every
     request but the health probes checked by ``authorizer``; every answered prediction
     goes to ``prediction_log`` (None: not logged), which the app starts and stops."""
@@ -107,10 +107,11 @@ def create_serving_app(
     app.add_middleware(InvokeGuard, authorizer=authorizer, open_paths=protocol.OPEN_PATHS)
     # Added last, so outermost: it also counts what the guard refuses.
     app.add_middleware(
-        ServingObserver,
-        metrics=metrics,
-        prediction_log=prediction_log,
-        quiet_paths=(*protocol.OPEN_PATHS, "/metrics"),
+        ServingObserver, metrics=metrics, quiet_paths=(*protocol.OPEN_PATHS, "/metrics")
+    )
+    # The prediction routes, with what the two middlewares above do, in one step each.
+    app.hot = HotPath(
+        table, authorizer=authorizer, metrics=metrics, max_body_bytes=options.max_body_bytes
     )
     return app
 

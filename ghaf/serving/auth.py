@@ -343,6 +343,31 @@ def error_headers(error: GhafError) -> list[tuple[bytes, bytes]]:
     return []
 
 
+class Refused(Exception):
+    """A request the guard turns away: its status, message and headers."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+async def admit(
+    authorizer: Authorizer, authorization: str | None, client: str | None
+) -> InvokeGrant:
+    """The caller's grant, or :class:`Refused` (401, 403 or 503: an authorizer's other
+    errors are 401, and one that fails unexpectedly is 503, never a way in)."""
+    try:
+        return await authorizer.authorize(authorization, client=client)
+    except GhafError as error:
+        status = error.status if error.status in (401, 403, 503) else 401
+        raise Refused(status, error.detail, error_headers(error)) from None
+    except Exception:
+        log.exception("checking an invoke token failed unexpectedly")
+        raise Refused(503, "the token could not be checked; see the server log", []) from None
+
+
 class InvokeGuard:
     """Refuses requests without a token that may invoke, before their body is read."""
 
@@ -357,16 +382,11 @@ class InvokeGuard:
             return
         client = scope.get("client")
         try:
-            grant = await self.authorizer.authorize(
-                _authorization(scope), client=client[0] if client else None
+            grant = await admit(
+                self.authorizer, _authorization(scope), client[0] if client else None
             )
-        except GhafError as error:
-            status = error.status if error.status in (401, 403, 503) else 401
-            await send_error(send, status, error.detail, error_headers(error))
-            return
-        except Exception:
-            log.exception("checking an invoke token failed unexpectedly")
-            await send_error(send, 503, "the token could not be checked; see the server log")
+        except Refused as refused:
+            await send_error(send, refused.status, refused.message, refused.headers)
             return
         scope.setdefault("state", {})[GRANT_STATE] = grant
         await self.app(scope, receive, send)

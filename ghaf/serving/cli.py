@@ -172,8 +172,12 @@ def serve(
         )
 
     def listen(app: Any) -> None:
+        from ghaf.serving.wire import protocol_for
+
         uvicorn.run(
             app,
+            # Prediction requests answered off the connection, without ASGI (wire.py).
+            http=protocol_for(app) or "auto",
             host=host,
             port=port,
             log_config=None,

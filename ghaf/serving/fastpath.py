@@ -2,92 +2,143 @@
 
 A serving app answers ``POST /v2/models/{model}[/versions/{version}]/infer`` and
 ``POST /predict`` thousands of times a second, and for a small model FastAPI's routing,
-dependency solving and exception middleware cost several times the model call
-(docs/adr/0021-serving-hot-path.md). :class:`ServingApp` is the FastAPI app that
-:func:`ghaf.serving.app.create_serving_app` returns; it looks each request's path up in a
-table of exact strings, built once from the served models, and sends a match through the
-app's own middleware (the observer with its metrics and prediction log, then the invoke
-guard, built from ``user_middleware`` in the same order as FastAPI builds them) straight
-to the route's function. Everything else, unknown models included, goes through FastAPI
-as before, so both ways give the same answers, headers and errors.
+dependency solving and middleware cost several times the model call
+(docs/adr/0021-serving-hot-path.md). :class:`HotPath` holds a table of those paths as
+exact strings, built once from the served models, and answers a :class:`Call` to one of
+them with everything the app's middleware does on other routes, in the same order: a
+request id (the caller's safe ``X-Request-ID`` or a new one, echoed), the invoke check
+(ghaf/serving/auth.py), the route's function, its errors answered as the exception
+handlers answer them, and the metrics and prediction log (ghaf/serving/metrics.py).
+
+Two doors lead to it: :class:`ServingApp` (the FastAPI app that
+:func:`ghaf.serving.app.create_serving_app` returns) sends a matching ASGI request
+there, and ``ghaf serve`` reads it straight off the connection (ghaf/serving/wire.py).
+Everything else, unknown models included, goes through FastAPI, so every way gives the
+same answers, headers and errors.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from ghaf.core.errors import GhafError
+from ghaf.core.ids import new_request_id
+from ghaf.core.logging import request_id_var
 from ghaf.serving import predict, protocol
-from ghaf.serving.served import ModelTable, error_answer, json_answer
+from ghaf.serving.auth import Refused, admit
+from ghaf.serving.calls import Answer, Call
+from ghaf.serving.metrics import incoming_request_id
+from ghaf.serving.predlog import EXCHANGE, Exchange
+from ghaf.serving.served import ModelTable, error_reply, json_reply
 
-__all__ = ["ServingApp"]
+if TYPE_CHECKING:
+    from ghaf.serving.auth import Authorizer
+    from ghaf.serving.metrics import ServingMetrics
+
+__all__ = ["HotPath", "ServingApp", "hot_routes"]
 log = logging.getLogger("ghaf.serving")
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Call], Awaitable[Answer]]
 
 
-def _infer(name: str, version: str | None) -> Handler:
-    async def handle(request: Request) -> Response:
-        table: ModelTable = request.app.state.models
-        return await protocol.answer_infer(request, table.get(name, version))
+def hot_routes(table: ModelTable, limit: int) -> dict[str, Handler]:
+    """The POST paths the hot path answers, each with its handler (``limit``: the most
+    body bytes a request may send)."""
 
-    return handle
+    def infer(name: str, version: str | None) -> Handler:
+        async def handle(call: Call) -> Answer:
+            return await protocol.answer_infer(call, table.get(name, version), limit=limit)
 
+        return handle
 
-def hot_routes(table: ModelTable) -> dict[str, Handler]:
-    """The POST paths the fast path answers, each with its handler."""
-    routes: dict[str, Handler] = {"/predict": predict.predict}
+    async def predict_call(call: Call) -> Answer:
+        return await predict.predict(call, table, limit=limit)
+
+    routes: dict[str, Handler] = {"/predict": predict_call}
     for served in table:
-        routes[f"/v2/models/{served.name}/infer"] = _infer(served.name, None)
-        routes[f"/v2/models/{served.name}/versions/{served.version}/infer"] = _infer(
+        routes[f"/v2/models/{served.name}/infer"] = infer(served.name, None)
+        routes[f"/v2/models/{served.name}/versions/{served.version}/infer"] = infer(
             served.name, served.version
         )
     return routes
 
 
-async def _answer(scope: Scope, receive: Receive, send: Send) -> None:
-    """The innermost layer: the route's function, its errors answered as the app's
-    exception handlers answer them."""
-    handler: Handler = scope["ghaf.handler"]
-    try:
-        response = await handler(Request(scope, receive))
-    except GhafError as error:
-        response = error_answer(error)
-    except Exception:
-        log.exception("serving request failed")
-        response = json_answer({"error": "internal error; see the server log"}, 500)
-    await response(scope, receive, send)
+INTERNAL = "internal error; see the server log"
+
+
+class HotPath:
+    """The prediction routes and what runs around them (module docstring)."""
+
+    def __init__(
+        self,
+        table: ModelTable,
+        *,
+        authorizer: Authorizer,
+        metrics: ServingMetrics,
+        max_body_bytes: int,
+    ) -> None:
+        self.routes = hot_routes(table, max_body_bytes)
+        self.max_body_bytes = max_body_bytes
+        self.authorizer = authorizer
+        self.metrics = metrics
+
+    async def answer(self, handler: Handler, call: Call) -> Answer:
+        """``call`` answered by ``handler``: checked, counted and logged."""
+        request_id = incoming_request_id(call.raw_headers) or new_request_id()
+        exchange = Exchange()
+        token = EXCHANGE.set(exchange)
+        log_token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        grant = None
+        try:
+            grant = await admit(self.authorizer, call.headers.get("authorization"), call.client)
+            answer = await handler(call)
+        except Refused as refused:
+            answer = json_reply({"error": refused.message}, refused.status)
+            answer.headers.extend(refused.headers)
+        except GhafError as error:
+            answer = error_reply(error)
+        except ClientDisconnect:
+            raise
+        except Exception:
+            log.exception("serving request failed")
+            answer = json_reply({"error": INTERNAL}, 500)
+        finally:
+            EXCHANGE.reset(token)
+            request_id_var.reset(log_token)
+        self.metrics.observe(
+            exchange, answer.status, time.perf_counter() - started, grant, request_id
+        )
+        answer.headers.append((b"x-request-id", request_id.encode()))
+        return answer
 
 
 class ServingApp(FastAPI):
-    """FastAPI, with its hot routes answered by a direct path (module docstring)."""
+    """FastAPI, with its prediction routes answered by the hot path (module docstring)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._hot: dict[str, Handler] | None = None
-        self._direct: ASGIApp | None = None
-
-    def _build_direct(self) -> tuple[dict[str, Handler], ASGIApp]:
-        # Built on the first request, once every middleware and the models are in place.
-        app: ASGIApp = _answer
-        for cls, args, kwargs in reversed(self.user_middleware):
-            app = cls(app, *args, **kwargs)
-        return hot_routes(self.state.models), app
+        self.hot: HotPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not self.root_path:
-            if self._hot is None or self._direct is None:
-                self._hot, self._direct = self._build_direct()
-            handler = self._hot.get(scope["path"])
+        if (
+            self.hot is not None
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not self.root_path
+        ):
+            handler = self.hot.routes.get(scope["path"])
             if handler is not None:
-                scope["app"] = self
-                scope["ghaf.handler"] = handler
-                await self._direct(scope, receive, send)
+                try:
+                    answer = await self.hot.answer(handler, Call.of_asgi(scope, receive))
+                except ClientDisconnect:
+                    return  # nobody to answer
+                await answer.send(send)
                 return
         await super().__call__(scope, receive, send)

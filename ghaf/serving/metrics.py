@@ -37,11 +37,12 @@ from ghaf.core.logging import request_id_var
 from ghaf.platform.metrics import RequestSeries, process_registry
 from ghaf.serving.auth import GRANT_STATE
 from ghaf.serving.predlog import EXCHANGE, Exchange, PredictionLog
+from ghaf.serving.schemas import InvokeGrant
 
 if TYPE_CHECKING:
     from ghaf.serving.served import ModelTable, ServedModel
 
-__all__ = ["ServingMetrics", "ServingObserver"]
+__all__ = ["ServingMetrics", "ServingObserver", "incoming_request_id"]
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 LATENCY_BUCKETS = (
     0.0005,
@@ -65,6 +66,7 @@ class ServingMetrics:
     """The series of one serving app (see the module docstring)."""
 
     def __init__(self, models: ModelTable, prediction_log: PredictionLog | None = None) -> None:
+        self.prediction_log = prediction_log
         self.registry: CollectorRegistry = process_registry()
         self.series = RequestSeries(
             self.registry,
@@ -88,6 +90,39 @@ class ServingMetrics:
         self.registry.register(_QueueCollector(models))
         if prediction_log is not None:
             self.registry.register(_LogCollector(prediction_log))
+
+    def observe(
+        self,
+        exchange: Exchange,
+        status: int,
+        elapsed: float,
+        grant: InvokeGrant | None,
+        request_id: str,
+    ) -> None:
+        """Count one answered request and log its prediction (the observer, and the hot
+        path that answers prediction requests without it: ghaf/serving/fastpath.py)."""
+        served = exchange.model
+        if served is None:
+            self.record("", "", status, elapsed)
+            return
+        self.record(served.name, served.version, status, elapsed)
+        if (
+            self.prediction_log is not None
+            and status == 200
+            and exchange.outputs is not None
+            and exchange.inputs is not None
+            and served.loaded.info.project is not None
+        ):
+            self.prediction_log.log(
+                project=served.loaded.info.project,
+                model=served.name,
+                version=served.version,
+                request_id=request_id,
+                caller=grant.principal if grant is not None else "",
+                latency_s=elapsed,
+                inputs=exchange.inputs,
+                outputs=exchange.outputs,
+            )
 
 
 class _QueueCollector:
@@ -143,19 +178,17 @@ class ServingObserver:
         app: ASGIApp,
         *,
         metrics: ServingMetrics,
-        prediction_log: PredictionLog | None,
         quiet_paths: Iterable[str],
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.prediction_log = prediction_log
         self.quiet_paths = frozenset(quiet_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.quiet_paths:
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or new_request_id()
+        request_id = incoming_request_id(scope["headers"]) or new_request_id()
         exchange = Exchange()
         token = EXCHANGE.set(exchange)
         log_token = request_id_var.set(request_id)
@@ -173,36 +206,15 @@ class ServingObserver:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
             EXCHANGE.reset(token)
             request_id_var.reset(log_token)
-            served = exchange.model
-            if served is None:
-                self.metrics.record("", "", status, elapsed)
-            else:
-                self.metrics.record(served.name, served.version, status, elapsed)
-                if (
-                    self.prediction_log is not None
-                    and status == 200
-                    and exchange.outputs is not None
-                    and exchange.inputs is not None
-                    and served.loaded.info.project is not None
-                ):
-                    grant = scope.get("state", {}).get(GRANT_STATE)
-                    self.prediction_log.log(
-                        project=served.loaded.info.project,
-                        model=served.name,
-                        version=served.version,
-                        request_id=request_id,
-                        caller=grant.principal if grant is not None else "",
-                        latency_s=elapsed,
-                        inputs=exchange.inputs,
-                        outputs=exchange.outputs,
-                    )
+            grant = scope.get("state", {}).get(GRANT_STATE)
+            self.metrics.observe(exchange, status, time.perf_counter() - started, grant, request_id)
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
+def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The caller's ``X-Request-ID`` when it is safe to echo and log, else None."""
+    for name, value in headers:
         if name == b"x-request-id":
             return value.decode() if _SAFE_REQUEST_ID.fullmatch(value) else None
     return None

@@ -29,11 +29,12 @@ from starlette.responses import Response
 
 from ghaf.core.errors import InvalidInput
 from ghaf.serving import tensors
+from ghaf.serving.calls import Answer, Call
 from ghaf.serving.served import (
     ModelTable,
     ServedModel,
     all_finite,
-    json_answer,
+    json_reply,
     parse_json,
     read_body,
 )
@@ -118,18 +119,25 @@ def _table(request: Request) -> ModelTable:
 
 
 @router.post("/predict")
-async def predict(request: Request) -> Response:
+async def predict_route(request: Request) -> Response:
     """Predictions for records, columns or bare rows, answered in the same shape."""
-    table = _table(request)
-    name = request.query_params.get("model")
-    served: ServedModel = table.get(name or table.default.name, request.query_params.get("version"))
-    raw = await read_body(request, request.app.state.max_body_bytes)
-    arrow_answer = ARROW in request.headers.get("accept", "")
-    if _media_type(request) == ARROW:
+    call = Call.of_request(request)
+    answer = await predict(call, _table(request), limit=request.app.state.max_body_bytes)
+    return answer.response()
+
+
+async def predict(call: Call, table: ModelTable, *, limit: int) -> Answer:
+    """A ``/predict`` request answered (the route above and the serving hot path,
+    ghaf/serving/fastpath.py, both call it); ``limit``: the most body bytes."""
+    name = call.query_params.get("model")
+    served: ServedModel = table.get(name or table.default.name, call.query_params.get("version"))
+    raw = await read_body(call, limit)
+    arrow_answer = ARROW in call.headers.get("accept", "")
+    if _media_type(call) == ARROW:
         outputs = await served.predict(_from_arrow(raw, served.signature))
         if arrow_answer:
             return _arrow_answer(outputs)
-        return json_answer(
+        return json_reply(
             {"columns": {n: _plain(a) for n, a in outputs.items()}},
             finite=all_finite(outputs.values()),
         )
@@ -139,17 +147,17 @@ async def predict(request: Request) -> Response:
         if arrow_answer:
             return _arrow_answer(outputs)
         first = next(iter(outputs))
-        return json_answer(_plain(outputs[first]), finite=all_finite([outputs[first]]))
+        return json_reply(_plain(outputs[first]), finite=all_finite([outputs[first]]))
     if isinstance(body, dict) and len(body) == 1 and "records" in body:
         outputs = await served.predict(_from_records(body["records"], served.signature))
         if arrow_answer:
             return _arrow_answer(outputs)
-        return json_answer({"records": _records(outputs)}, finite=all_finite(outputs.values()))
+        return json_reply({"records": _records(outputs)}, finite=all_finite(outputs.values()))
     if isinstance(body, dict) and len(body) == 1 and "columns" in body:
         outputs = await served.predict(_from_columns(body["columns"], served.signature))
         if arrow_answer:
             return _arrow_answer(outputs)
-        return json_answer(
+        return json_reply(
             {"columns": {n: _plain(a) for n, a in outputs.items()}},
             finite=all_finite(outputs.values()),
         )
@@ -159,8 +167,8 @@ async def predict(request: Request) -> Response:
     )
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _media_type(call: Call) -> str:
+    return str(call.headers.get("content-type", "")).split(";", 1)[0].strip().lower()
 
 
 # --- Arrow --------------------------------------------------------------------------------
@@ -262,7 +270,7 @@ def _plain_values(name: str, values: Any, kind: Any) -> Array:
     )
 
 
-def _arrow_answer(outputs: Mapping[str, Array]) -> Response:
+def _arrow_answer(outputs: Mapping[str, Array]) -> Answer:
     """The outputs as one Arrow IPC stream: a column each, rows beyond 1-D as
     fixed-size lists (flattened row-major when an output has more dimensions)."""
     import pyarrow as pa
@@ -282,4 +290,4 @@ def _arrow_answer(outputs: Mapping[str, Array]) -> Response:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return Response(sink.getvalue().to_pybytes(), media_type=ARROW)
+    return Answer(200, sink.getvalue().to_pybytes(), ARROW)

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from ghaf.core.errors import InvalidInput
 from ghaf.core.version import __version__
 from ghaf.serving import tensors
+from ghaf.serving.calls import Answer, Call
 from ghaf.serving.schemas import ModelReady, ServerMetadata
 from ghaf.serving.served import (
     ModelTable,
@@ -33,6 +34,7 @@ from ghaf.serving.served import (
     all_finite,
     dump_json,
     json_answer,
+    json_reply,
     parse_json,
     read_body,
 )
@@ -103,12 +105,14 @@ async def version_ready(request: Request, model: str, version: str) -> Response:
 
 @router.post("/v2/models/{model}/infer")
 async def infer(request: Request, model: str) -> Response:
-    return await answer_infer(request, _table(request).get(model))
+    served = _table(request).get(model)
+    return (await answer_infer(Call.of_request(request), served, limit=_limit(request))).response()
 
 
 @router.post("/v2/models/{model}/versions/{version}/infer")
 async def infer_version(request: Request, model: str, version: str) -> Response:
-    return await answer_infer(request, _table(request).get(model, version))
+    served = _table(request).get(model, version)
+    return (await answer_infer(Call.of_request(request), served, limit=_limit(request))).response()
 
 
 def _flag(raw: Any, what: str, field: str) -> bool:
@@ -148,11 +152,11 @@ def _requested(raw: Any, binary_default: bool) -> list[tuple[str, bool]] | None:
     return wanted
 
 
-async def answer_infer(request: Request, served: ServedModel) -> Response:
+async def answer_infer(call: Call, served: ServedModel, *, limit: int) -> Answer:
     """An infer request to ``served``, answered (the routes above and the serving hot
-    path, ghaf/serving/fastpath.py, both call it)."""
-    raw = await read_body(request, _limit(request))
-    header, binary = tensors.split_body(raw, request.headers.get(tensors.BINARY_HEADER))
+    path, ghaf/serving/fastpath.py, both call it); ``limit``: the most body bytes."""
+    raw = await read_body(call, limit)
+    header, binary = tensors.split_body(raw, call.headers.get(tensors.BINARY_HEADER))
     body = parse_json(header)
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object with 'inputs'")
@@ -185,11 +189,11 @@ async def answer_infer(request: Request, served: ServedModel) -> Response:
         answer["id"] = request_id
     if not any(as_binary for _, as_binary in wanted):
         answer["outputs"] = [tensors.encode_tensor(name, outputs[name]) for name, _ in wanted]
-        return json_answer(answer, finite=all_finite(outputs[name] for name, _ in wanted))
+        return json_reply(answer, finite=all_finite(outputs[name] for name, _ in wanted))
     return _binary_answer(answer, [(name, outputs[name], as_binary) for name, as_binary in wanted])
 
 
-def _binary_answer(answer: dict[str, Any], outputs: list[tuple[str, Any, bool]]) -> Response:
+def _binary_answer(answer: dict[str, Any], outputs: list[tuple[str, Any, bool]]) -> Answer:
     """A JSON header (its length in ``Inference-Header-Content-Length``) and, after it,
     the bytes of each binary output in the order the header lists them."""
     described: list[dict[str, Any]] = []
@@ -203,8 +207,9 @@ def _binary_answer(answer: dict[str, Any], outputs: list[tuple[str, Any, bool]])
             described.append(tensors.encode_tensor(name, array))
     answer["outputs"] = described
     header = dump_json(answer, finite=all_finite(a for _, a, as_binary in outputs if not as_binary))
-    return Response(
+    return Answer(
+        200,
         b"".join([header, *chunks]),
-        media_type="application/octet-stream",
-        headers={tensors.BINARY_HEADER: str(len(header))},
+        "application/octet-stream",
+        [(tensors.BINARY_HEADER.lower().encode(), str(len(header)).encode())],
     )

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import Request
 from starlette.responses import Response
 
-from ghaf.core.errors import GhafError, InvalidInput, NotFound, PayloadTooLarge
+from ghaf.core.errors import GhafError, InvalidInput, NotFound
 from ghaf.serving.batching import Batcher, BatchingOptions
+from ghaf.serving.calls import Answer, Call, too_large
 from ghaf.serving.predlog import EXCHANGE
 from ghaf.serving.runtime import LoadedModel
 from ghaf.serving.schemas import ModelMetadata, TensorMetadata
@@ -143,27 +143,11 @@ class ModelTable:
 # --- requests and errors ----------------------------------------------------------------
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"the request body is larger than this server accepts ({limit:,} bytes)", limit=limit
-    )
-
-
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(call: Call, limit: int) -> bytes:
     """The request body, refused past ``limit`` bytes (declared, sent or, for a body sent
     with ``Content-Encoding: gzip`` or ``deflate``, decompressed: no zip bombs)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    body = await call.body(limit)
+    encoding = call.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity") or not body:
         return body
     if encoding not in _DECODERS:
@@ -179,7 +163,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             f"the body is not valid {encoding} data: {exc}", field="content-encoding"
         ) from None
     if len(plain) > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     if not decoder.eof:
         raise InvalidInput(f"the {encoding} body is truncated", field="content-encoding")
     return plain
@@ -188,11 +172,6 @@ async def read_body(request: Request, limit: int) -> bytes:
 # zlib's window bits: 16 + MAX_WBITS reads a gzip header, MAX_WBITS a zlib one (what
 # HTTP's "deflate" means in practice, and what tritonclient sends).
 _DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body parsed as JSON, refused past ``limit`` bytes (declared or sent)."""
-    return parse_json(await read_body(request, limit))
 
 
 def parse_json(body: bytes) -> Any:
@@ -215,18 +194,20 @@ def parse_json(body: bytes) -> Any:
 
 
 def json_answer(document: Any, status: int = 200, *, finite: bool = False) -> Response:
-    """``document`` as a JSON response. ``finite``: the caller knows it holds no NaN or
+    """``document`` as a JSON response (see :func:`json_reply` for ``finite``)."""
+    return json_reply(document, status, finite=finite).response()
+
+
+def json_reply(document: Any, status: int = 200, *, finite: bool = False) -> Answer:
+    """``document`` as a JSON answer. ``finite``: the caller knows it holds no NaN or
     infinite float, so orjson may write it (ten times faster than ``json.dumps`` on an
     answer, docs/adr/0021-serving-hot-path.md); orjson would write NaN as ``null``, so
     anything else keeps ``json.dumps``, which writes the ``NaN`` most clients read."""
-    return Response(dump_json(document, finite=finite), status_code=status, media_type=JSON)
-
-
-JSON = "application/json"
+    return Answer(status, dump_json(document, finite=finite))
 
 
 def dump_json(document: Any, *, finite: bool = False) -> bytes:
-    """``document`` as JSON bytes (see :func:`json_answer` for ``finite``)."""
+    """``document`` as JSON bytes (see :func:`json_reply` for ``finite``)."""
     if finite:
         try:
             return orjson.dumps(document)
@@ -241,11 +222,16 @@ def all_finite(arrays: Iterable[Array]) -> bool:
 
 
 def error_answer(error: GhafError) -> Response:
+    """:func:`error_reply` as a response (the app's exception handlers)."""
+    return error_reply(error).response()
+
+
+def error_reply(error: GhafError) -> Answer:
     """``{"error": "..."}``: bad input is 400 (as OIP says), the rest keep their status."""
     status = 400 if isinstance(error, InvalidInput) else error.status
-    response = json_answer({"error": error.detail}, status)
+    answer = json_reply({"error": error.detail}, status)
     if status == 401:
-        response.headers["www-authenticate"] = "Bearer"
+        answer.headers.append((b"www-authenticate", b"Bearer"))
     if status == 429:
-        response.headers["retry-after"] = str(error.extra.get("retry_after", 1))
-    return response
+        answer.headers.append((b"retry-after", str(error.extra.get("retry_after", 1)).encode()))
+    return answer

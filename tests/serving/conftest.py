@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from ghaf.client import Client
+from ghaf.registry.formats import Trust, get
 from ghaf.registry.schemas import VersionOut
 from ghaf.server.process import free_port
+from ghaf.serving.runtime import LoadedModel, RuntimeOptions, VersionInfo, file_sha256, load_model
 from ghaf.serving.schemas import InvokeGrant
 from tests.conftest import Platform, TrainedModel, serve_in_thread, unique
 
@@ -108,9 +110,10 @@ class AllowAll:
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
-    """``app`` under uvicorn on a free port (its lifespan included); yields its URL."""
-    server, thread, url = serve_in_thread(app)
+def running(app: Any, **config: Any) -> Iterator[str]:
+    """``app`` under uvicorn on a free port (its lifespan included; ``config``: more of
+    uvicorn's settings); yields its URL."""
+    server, thread, url = serve_in_thread(app, **config)
     try:
         yield url
     finally:
@@ -163,3 +166,22 @@ def ghaf_serve(
 @pytest.fixture
 def serve_app() -> Callable[[Any], Any]:
     return running
+
+
+@pytest.fixture(scope="module")
+def loaded_forest(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[LoadedModel, np.ndarray[Any, Any]]:
+    """A small ONNX forest loaded to serve (version 2 of ``forest``, one thread), and
+    its features."""
+    path, _, X = forest_onnx(tmp_path_factory.mktemp("fast"))
+    found = get("onnx").inspect(path, trust=Trust())
+    info = VersionInfo(
+        model="forest",
+        version=2,
+        format="onnx",
+        sha256=file_sha256(Path(path)),
+        inputs=found.inputs or [],
+        outputs=found.outputs or [],
+    )
+    return load_model(Path(path), info, options=RuntimeOptions(threads=1)), X

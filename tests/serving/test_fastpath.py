@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,13 +15,11 @@ from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
 from ghaf.core.errors import Unauthenticated
-from ghaf.registry.formats import Trust, get
 from ghaf.serving.app import create_serving_app
 from ghaf.serving.batching import Batcher, BatchingOptions
 from ghaf.serving.fastpath import ServingApp, hot_routes
-from ghaf.serving.runtime import RuntimeOptions, VersionInfo, file_sha256, load_model
 from ghaf.serving.schemas import InvokeGrant
-from tests.serving.conftest import AllowAll, forest_onnx
+from tests.serving.conftest import AllowAll
 
 Array = np.ndarray[Any, Any]
 AUTH = {"authorization": "Bearer ghaf_test"}
@@ -52,24 +49,9 @@ class Door:
             await self.app(scope, receive, send)
 
 
-@pytest.fixture(scope="module")
-def forest(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Array]:
-    path, _, X = forest_onnx(tmp_path_factory.mktemp("fast"))
-    found = get("onnx").inspect(path, trust=Trust())
-    info = VersionInfo(
-        model="forest",
-        version=2,
-        format="onnx",
-        sha256=file_sha256(Path(path)),
-        inputs=found.inputs or [],
-        outputs=found.outputs or [],
-    )
-    return load_model(Path(path), info, options=RuntimeOptions(threads=1)), X
-
-
 @pytest.fixture
-def client(forest: tuple[Any, Array]) -> Iterator[TestClient]:
-    app = create_serving_app([forest[0]], authorizer=OneToken())
+def client(loaded_forest: tuple[Any, Array]) -> Iterator[TestClient]:
+    app = create_serving_app([loaded_forest[0]], authorizer=OneToken())
     assert isinstance(app, ServingApp)
     with TestClient(Door(app)) as test_client:
         yield test_client
@@ -93,9 +75,9 @@ def _tensor(x: Array) -> dict[str, Any]:
     ],
 )
 def test_the_hot_path_answers_exactly_as_the_routes(
-    client: TestClient, forest: tuple[Any, Array], path: str, body: Any
+    client: TestClient, loaded_forest: tuple[Any, Array], path: str, body: Any
 ) -> None:
-    X = forest[1]
+    X = loaded_forest[1]
     if body == "good":
         body = {"id": "r1", "inputs": [_tensor(X[:3])]}
     elif body == "rows":
@@ -109,27 +91,32 @@ def test_the_hot_path_answers_exactly_as_the_routes(
 
 
 def test_hot_requests_are_checked_and_counted(
-    client: TestClient, forest: tuple[Any, Array]
+    client: TestClient, loaded_forest: tuple[Any, Array]
 ) -> None:
-    X = forest[1]
+    X = loaded_forest[1]
     body = {"inputs": [_tensor(X[:1])]}
     assert client.post("/v2/models/forest/infer", json=body).status_code == 401
     for _ in range(3):
         assert client.post("/v2/models/forest/infer", json=body, headers=AUTH).status_code == 200
     metrics = client.get("/metrics", headers=AUTH).text
     assert 'ghaf_serving_requests_total{model="forest",status="200",version="2"} 3.0' in metrics
-    expected = forest[0].predict({"X": X[:1]})["label"].tolist()
+    expected = loaded_forest[0].predict({"X": X[:1]})["label"].tolist()
     answer = client.post("/v2/models/forest/infer", json=body, headers=AUTH).json()
     assert answer["outputs"][0]["data"] == expected
 
 
-def test_hot_routes_are_exact_paths(forest: tuple[Any, Array]) -> None:
-    app = create_serving_app([forest[0]], authorizer=AllowAll())
-    assert set(hot_routes(app.state.models)) == {
-        "/predict",
-        "/v2/models/forest/infer",
-        "/v2/models/forest/versions/2/infer",
-    }
+def test_hot_routes_are_exact_paths(loaded_forest: tuple[Any, Array]) -> None:
+    app = create_serving_app([loaded_forest[0]], authorizer=AllowAll())
+    assert app.hot is not None
+    assert (
+        set(app.hot.routes)
+        == set(hot_routes(app.state.models, 1024))
+        == {
+            "/predict",
+            "/v2/models/forest/infer",
+            "/v2/models/forest/versions/2/infer",
+        }
+    )
 
 
 class Recorder:

@@ -1,0 +1,202 @@
+"""``ghaf serve``'s connections: prediction requests read straight off the wire.
+
+Under uvicorn every request becomes an ASGI scope, a request-response cycle, a task and
+a pair of ``receive``/``send`` coroutines before the app sees it; for a 1-row request
+to a small model that costs more than the model call (docs/adr/0022-serving-wire.md).
+:func:`protocol_for` gives uvicorn an HTTP protocol (uvicorn's own httptools one) that
+answers the hot path's requests (ghaf/serving/fastpath.py) itself: it hands the path,
+headers and body to :meth:`HotPath.answer` as a :class:`~ghaf.serving.calls.Call` and
+writes the :class:`~ghaf.serving.calls.Answer` in one write. Everything else on the
+connection (other routes, a request sent with ``Expect: 100-continue``, a path spelled
+with escapes or a target in absolute form, a request pipelined behind another) goes to
+uvicorn's ASGI path unchanged, which reaches the same hot path through the app.
+
+What uvicorn guarantees for its own requests holds here too: the token is checked
+before the body is read, and a body is buffered only up to uvicorn's high-water mark
+until then (reading pauses); a body past the server's limit is refused with 413 and
+the connection closed; answers keep the order of the requests on a connection; a
+graceful shutdown lets a request in flight finish and closes the connection after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from ghaf.serving.calls import Answer, Call, too_large
+from ghaf.serving.fastpath import Handler, HotPath, ServingApp
+
+__all__ = ["protocol_for"]
+log = logging.getLogger("ghaf.serving")
+
+
+class _HotCycle:
+    """A request the hot path answers, standing where uvicorn keeps its current
+    request-response cycle: the connection reads ``response_complete``,
+    ``keep_alive``, ``disconnected`` and ``message_event.set()`` of it."""
+
+    __slots__ = (
+        "chunks",
+        "complete",
+        "disconnected",
+        "keep_alive",
+        "reading",
+        "refused",
+        "response_complete",
+        "size",
+        "waiter",
+    )
+
+    def __init__(self, *, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
+        self.complete = False  # the whole body has arrived
+        self.refused = False  # the body went past the limit
+        self.reading = False  # the hot path asked for the body (the token passed)
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    @property
+    def message_event(self) -> _HotCycle:
+        return self
+
+    def set(self) -> None:
+        """Wake the reader: more body, the end of it, or the connection is gone."""
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class HotProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering the hot path's requests itself."""
+
+    hot: HotPath
+
+    def on_headers_complete(self) -> None:
+        handler = self._hot_handler()
+        if handler is None:
+            super().on_headers_complete()
+            return
+        http_version = self.parser.get_http_version()
+        cycle = _HotCycle(keep_alive=http_version != "1.0" and self.parser.should_keep_alive())
+        self.cycle = cycle  # type: ignore[assignment]
+        path, _, query = self.url.partition(b"?")
+        call = Call(
+            path=path.decode("ascii"),
+            raw_headers=self.headers,
+            query_string=query,
+            client=self.client[0] if self.client else None,
+            read=lambda limit: self._read(cycle, limit),
+        )
+        task = self.loop.create_task(self._answer(cycle, handler, call))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def _hot_handler(self) -> Handler | None:
+        current = self.cycle
+        if (
+            self.expect_100_continue
+            or (current is not None and not current.response_complete)  # pipelined
+            or self.root_path
+            or self.parser.get_method() != b"POST"
+            or self.parser.should_upgrade()
+        ):
+            return None
+        # Exact bytes only: an escaped or absolute-form target goes the ASGI way.
+        return self.hot.routes.get(self.url.partition(b"?")[0].decode("latin-1"))
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if not isinstance(cycle, _HotCycle):
+            super().on_body(body)
+            return
+        if cycle.response_complete or cycle.refused:
+            return
+        cycle.size += len(body)
+        if cycle.size > self.hot.max_body_bytes:
+            cycle.refused = True
+            cycle.chunks.clear()
+            self.flow.pause_reading()  # the rest is never read: the connection closes
+            cycle.set()
+            return
+        cycle.chunks.append(body)
+        if cycle.size > HIGH_WATER_LIMIT and not cycle.reading:
+            self.flow.pause_reading()  # until the token has passed
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if not isinstance(cycle, _HotCycle):
+            super().on_message_complete()
+            return
+        cycle.complete = True
+        cycle.set()
+
+    async def _read(self, cycle: _HotCycle, limit: int) -> bytes:
+        cycle.reading = True
+        while not (cycle.complete or cycle.refused or cycle.disconnected):
+            self.flow.resume_reading()
+            cycle.waiter = self.loop.create_future()
+            await cycle.waiter
+        if cycle.disconnected:
+            raise ClientDisconnect()
+        if cycle.refused:
+            raise too_large(limit)
+        chunks = cycle.chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _answer(self, cycle: _HotCycle, handler: Handler, call: Call) -> None:
+        try:
+            answer: Answer | None = await self.hot.answer(handler, call)
+        except ClientDisconnect:
+            answer = None
+        except Exception:  # the hot path answers its own errors; this is a bug
+            log.exception("answering a serving request failed")
+            answer = None
+        if answer is None or cycle.disconnected or self.transport.is_closing():
+            cycle.response_complete = True
+            if not self.transport.is_closing():
+                self.transport.close()
+            return
+        if self.flow.write_paused:
+            await self.flow.drain()
+        if not cycle.complete:
+            cycle.keep_alive = False  # answered before its body was read: not reused
+        self.transport.write(_wire(answer, self.server_state.default_headers, cycle.keep_alive))
+        cycle.response_complete = True
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+
+def _wire(answer: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+    """The answer as HTTP/1.1 bytes: status line, headers, body."""
+    content = [STATUS_LINE[answer.status]]
+    for name, value in default_headers:
+        content += [name, b": ", value, b"\r\n"]
+    content += [
+        b"content-type: ",
+        answer.media_type.encode("latin-1"),
+        b"\r\ncontent-length: ",
+        str(len(answer.body)).encode(),
+        b"\r\n",
+    ]
+    for name, value in answer.headers:
+        content += [name, b": ", value, b"\r\n"]
+    if not keep_alive:
+        content.append(b"connection: close\r\n")
+    content += [b"\r\n", answer.body]
+    return b"".join(content)
+
+
+def protocol_for(app: Any) -> type[HotProtocol] | None:
+    """The HTTP protocol class to give uvicorn (``http=``) for ``app``: one that answers
+    its hot path off the wire; None for an app without one."""
+    if not isinstance(app, ServingApp) or app.hot is None:
+        return None
+    return type("ServingProtocol", (HotProtocol,), {"hot": app.hot})
