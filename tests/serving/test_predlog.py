@@ -4,6 +4,7 @@ never slows a request."""
 
 from __future__ import annotations
 
+import gc
 import io
 import re
 import statistics
@@ -238,6 +239,75 @@ def test_a_file_that_cannot_be_stored_is_retried_then_given_up() -> None:
     assert plog.stats.files == 1 and plog.stats.rows == 3
 
 
+def test_a_drain_longer_than_a_chunk_keeps_its_order_and_one_row_group_per_file() -> None:
+    """The writer converts a drain in chunks (giving up the GIL between them); the
+    files are as if it had converted it at once."""
+    sink = MemorySink()
+    plog = PredictionLog(sink)
+    expected: dict[str, list[str]] = {"1": [], "2": []}
+    numbers: dict[str, list[int]] = {"1": [], "2": []}
+    for i in range(700):  # several chunks, two versions interleaved, 0 to 3 rows each
+        version, rows = ("1", "2")[i % 3 == 0], i % 4
+        plog.log(
+            project="p",
+            model="m",
+            version=version,
+            request_id=f"r{i}",
+            caller="c",
+            latency_s=0.001,
+            inputs={"X": np.full((rows, 3), i, np.float32)},
+            outputs={"y": np.arange(rows, dtype=np.int64)},
+        )
+        expected[version] += [f"r{i}"] * rows
+        numbers[version] += list(range(rows))
+    plog.flush()
+    assert len(sink.files) == 2 and plog.stats.dropped == 0
+    for path, (_, data) in sink.files.items():
+        version = PATH.fullmatch(path)["version"]  # type: ignore[index]
+        assert pq.ParquetFile(io.BytesIO(data)).metadata.num_row_groups == 1
+        table = _read(data)
+        ids = table.column("request_id").to_pylist()
+        assert ids == expected[version]
+        assert table.column("row").to_pylist() == numbers[version]
+        assert _field(table, "inputs", "X")[:, 0].tolist() == [float(r[1:]) for r in ids]
+    assert plog.stats.rows == sum(len(ids) for ids in expected.values())
+
+
+def test_object_tensors_are_binary_when_any_value_of_the_drain_is() -> None:
+    """Text or binary is decided over the whole drain, not chunk by chunk."""
+    sink = MemorySink()
+    plog = PredictionLog(sink)
+    for i in range(400):
+        value = b"raw" if i == 350 else f"t{i}"
+        plog.log(
+            project="p",
+            model="m",
+            version="1",
+            request_id=f"r{i}",
+            caller="c",
+            latency_s=0.001,
+            inputs={"text": np.array([value], dtype=object)},
+            outputs={"y": np.zeros(1)},
+        )
+    plog.flush()
+    [(_, data)] = sink.files.values()
+    table = _read(data)
+    assert str(table.schema.field("inputs").type.field("text").type) == "binary"
+    assert _field(table, "inputs", "text")[[0, 350]].tolist() == [b"t0", b"raw"]
+
+
+def test_queued_records_leave_the_garbage_collector_alone() -> None:
+    """A second of queued records kept as tracked objects would reach the oldest
+    generation and set off full collections, which stop the event loop."""
+    plog = PredictionLog(MemorySink())
+    _record(plog, 2, "r")
+    # A tuple is untracked once the collector sees its items untracked: the record's
+    # own tuples may come after it in the first pass.
+    gc.collect()
+    gc.collect()
+    assert plog.depth == 1 and not gc.is_tracked(plog._queue[0])
+
+
 # --- through the platform's artifact store --------------------------------------------
 
 
@@ -395,3 +465,22 @@ def test_a_stalled_writer_does_not_slow_requests(churn: LoadedModel) -> None:
     # 70 requests: a few went into the stuck file, 20 fill the queue, the rest dropped.
     assert dropped >= 40
     assert stalled < 3 * baseline + 0.005, (stalled, baseline)
+
+
+def test_a_record_parquet_refuses_is_dropped_and_the_writer_goes_on() -> None:
+    sink = MemorySink()
+    plog = PredictionLog(sink, PredictionLogOptions(rotate_bytes=1))
+    plog.log(
+        project="p",
+        model="odd",
+        version="1",
+        request_id="no-outputs",
+        caller="alice",
+        latency_s=0.001,
+        inputs={"X": np.zeros((1, 4), np.float32)},
+        outputs={},  # no per-row output: Parquet refuses the empty struct column
+    )
+    _record(plog, 2, "good")
+    plog.flush()
+    assert plog.stats.dropped_lost == 1
+    assert plog.stats.rows == 2 and len(sink.files) == 1
