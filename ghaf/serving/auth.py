@@ -154,6 +154,12 @@ class RemoteAuthorizer:
     async def authorize(self, authorization: str | None, *, client: str | None) -> InvokeGrant:
         if not authorization:
             raise _no_token()
+        if not (authorization.isascii() and authorization.isprintable()):
+            # No token of ours is anything else, and HTTP could not carry it onwards.
+            raise Unauthenticated(
+                "the Authorization header is not a bearer token (printable ASCII)",
+                field="Authorization",
+            )
         key = hashlib.sha256(authorization.encode("latin-1", "replace")).hexdigest()
         now = time.monotonic()
         cached = self._answers.get(key)

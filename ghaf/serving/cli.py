@@ -183,8 +183,18 @@ def serve(
         gc.freeze()
         uvicorn.run(
             app,
-            # Prediction requests answered off the connection, without ASGI (wire.py).
-            http=protocol_for(app) or "auto",
+            # Prediction requests answered off the connection, without ASGI (wire.py),
+            # and slow clients cut off as the platform's server does.
+            http=protocol_for(
+                app,
+                header_timeout_s=settings.header_timeout_s,
+                max_header_bytes=settings.max_header_bytes,
+                body_timeout_s=settings.body_timeout_s,
+                body_min_rate=settings.body_min_rate,
+            )
+            or "auto",
+            timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
+            h11_max_incomplete_event_size=settings.max_header_bytes,
             host=host,
             port=port,
             log_config=None,

@@ -181,9 +181,27 @@ def _from_arrow(body: bytes, signature: list[InputSpec]) -> dict[str, Array]:
     if not body:
         raise InvalidInput(f"the request has no body; send an Arrow IPC stream ({ARROW})")
     try:
+        if _compressed(body):
+            # A compressed buffer states its own decoded length: 2 KB of ZSTD can ask
+            # for gigabytes, past any body limit. Requests are small; send them plain.
+            raise InvalidInput(
+                "the Arrow stream has compressed buffers; send it uncompressed (the body "
+                "itself may be gzip, within the size limit)"
+            )
         table = pa.ipc.open_stream(body).read_all()
+        # Reading checks the framing only: offsets and dictionary indices that point
+        # outside their buffers would fail (or read past them) later, in conversion.
+        table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InvalidInput(f"the body is not an Arrow IPC stream: {exc}") from None
+    try:
+        return _arrow_inputs(table, signature)
+    except pa.ArrowException as exc:
+        raise InvalidInput(f"the Arrow table's values cannot be read: {exc}") from None
+
+
+def _arrow_inputs(table: Any, signature: list[InputSpec]) -> dict[str, Array]:
+    """The model's inputs from a checked Arrow table (see the module docstring)."""
     names = table.column_names
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
@@ -218,6 +236,48 @@ def _from_arrow(body: bytes, signature: list[InputSpec]) -> dict[str, Array]:
             _arrow_column(name, table.column(name), _datatype(spec)) if spec else np.asarray([])
         )
     return tensors.fit(arrays, signature)
+
+
+_RECORD_BATCH, _DICTIONARY_BATCH = "record batch", "dictionary batch"
+
+
+def _compressed(body: bytes) -> bool:
+    """Whether any batch of the Arrow IPC stream ``body`` has compressed buffers: the
+    ``compression`` field of its ``RecordBatch`` (Arrow's Message.fbs) is set.
+    pyarrow does not say so before it decompresses, so the flatbuffer is read here."""
+    import pyarrow as pa
+
+    for message in pa.ipc.MessageReader.open_stream(body):
+        if message.type not in (_RECORD_BATCH, _DICTIONARY_BATCH):
+            continue
+        meta = memoryview(message.metadata)
+        header = _table_field(meta, _root(meta), 2)  # Message.header
+        if header is not None and message.type == _DICTIONARY_BATCH:
+            header = _table_field(meta, header, 1)  # DictionaryBatch.data
+        if header is None or _field_offset(meta, header, 3) is not None:
+            return True  # RecordBatch.compression (or a batch without a header: odd)
+    return False
+
+
+def _root(buffer: memoryview) -> int:
+    return int.from_bytes(buffer[0:4], "little")
+
+
+def _field_offset(buffer: memoryview, table: int, field: int) -> int | None:
+    """Where ``field`` of the flatbuffer table at ``table`` lies, or None if absent."""
+    vtable = table - int.from_bytes(buffer[table : table + 4], "little", signed=True)
+    vtable_size = int.from_bytes(buffer[vtable : vtable + 2], "little")
+    entry = 4 + 2 * field
+    if entry + 2 > vtable_size:
+        return None
+    offset = int.from_bytes(buffer[vtable + entry : vtable + entry + 2], "little")
+    return table + offset if offset else None
+
+
+def _table_field(buffer: memoryview, table: int, field: int) -> int | None:
+    """The table that ``field`` (an offset field) of ``table`` points to."""
+    at = _field_offset(buffer, table, field)
+    return None if at is None else at + int.from_bytes(buffer[at : at + 4], "little")
 
 
 def _arrow_column(name: str, column: Any, datatype: str) -> Array:

@@ -191,6 +191,8 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput("the body is not UTF-8 text") from None
     except ValueError as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # what orjson refused as too deep (past 1,024 levels)
+        raise InvalidInput("the body is not valid JSON: it is nested too deeply") from None
 
 
 def json_answer(document: Any, status: int = 200, *, finite: bool = False) -> Response:

@@ -119,12 +119,17 @@ def _fail(name: str, problem: str) -> InvalidInput:
     return InvalidInput(f"input {name!r}: {problem}", field=f"inputs.{name}")
 
 
+MAX_DIMENSION = 2**31 - 1
+"""The largest dimension a shape may name (numpy refuses some larger ones even when
+another dimension is 0 and the tensor is empty)."""
+
+
 def _shape(name: str, raw: Any) -> tuple[int, ...]:
     if type(raw) is list:
         # One plain loop decides the usual shape (a few non-negative ints); anything
         # else goes through the checks below, which word the error.
         for d in raw:
-            if type(d) is not int or d < 0:
+            if type(d) is not int or d < 0 or d > MAX_DIMENSION:
                 break
         else:
             return tuple(raw)
@@ -134,6 +139,8 @@ def _shape(name: str, raw: Any) -> tuple[int, ...]:
         raise _fail(name, f"shape must be a list of integers, not {raw!r}")
     if any(d < 0 for d in raw):
         raise _fail(name, f"shape {raw} has a negative dimension")
+    if any(d > MAX_DIMENSION for d in raw):
+        raise _fail(name, f"shape {raw} has a dimension past {MAX_DIMENSION:,}")
     return tuple(raw)
 
 
@@ -361,7 +368,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, BinaryDat
             f"{BINARY_HEADER} is negative ({text}); it must be the JSON header's length in bytes",
             field=BINARY_HEADER,
         )
-    if not text.isdigit() or not text.isascii():
+    if not text.isdigit() or not text.isascii() or len(text) > 20:
         raise InvalidInput(
             f"{BINARY_HEADER} must be a whole number of bytes, not {header_length!r}",
             field=BINARY_HEADER,

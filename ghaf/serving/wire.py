@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from functools import partial
 from typing import Any
 
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from ghaf.server.guards import BodyTimeout, HeaderDeadline
 from ghaf.serving.calls import Answer, Call, too_large
 from ghaf.serving.fastpath import Handler, HotPath, ServingApp
 
@@ -74,11 +77,38 @@ class _HotCycle:
 
 
 class HotProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, answering the hot path's requests itself."""
+    """uvicorn's httptools protocol, answering the hot path's requests itself (and
+    closing two holes of uvicorn's own on every request: trailers and parse errors)."""
 
     hot: HotPath
+    body_timeout_s: float = 60.0
+    body_min_rate: int = 1024
+    _in_trailers = False
+
+    def on_message_begin(self) -> None:
+        self._in_trailers = False
+        super().on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # httptools reports a chunked body's trailer fields here too, and uvicorn adds
+        # them to the request's headers, which its app reads only after the body: a
+        # token sent as a trailer would authenticate (RFC 9110 6.5.1: it must not).
+        if not self._in_trailers:
+            super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        current = self.cycle
+        if current is not None and not current.response_complete:
+            # Bytes that do not parse behind a request still being answered: that answer
+            # goes first, then the connection closes (uvicorn would write the 400 at
+            # once, and its caller would read it as the answer to its good request).
+            current.keep_alive = False
+            self.flow.pause_reading()
+            return
+        super().send_400_response(msg)
 
     def on_headers_complete(self) -> None:
+        self._in_trailers = True
         handler = self._hot_handler()
         if handler is None:
             super().on_headers_complete()
@@ -106,9 +136,11 @@ class HotProtocol(HttpToolsProtocol):
             or self.root_path
             or self.parser.get_method() != b"POST"
             or self.parser.should_upgrade()
+            or b"#" in self.url
         ):
             return None
-        # Exact bytes only: an escaped or absolute-form target goes the ASGI way.
+        # Exact bytes only: an escaped, absolute-form or fragment-carrying target goes
+        # the ASGI way (which parses it as uvicorn does).
         return self.hot.routes.get(self.url.partition(b"?")[0].decode("latin-1"))
 
     def on_body(self, body: bytes) -> None:
@@ -139,10 +171,21 @@ class HotProtocol(HttpToolsProtocol):
 
     async def _read(self, cycle: _HotCycle, limit: int) -> bytes:
         cycle.reading = True
+        waited = 0.0
         while not (cycle.complete or cycle.refused or cycle.disconnected):
             self.flow.resume_reading()
             cycle.waiter = self.loop.create_future()
-            await cycle.waiter
+            # The platform's rule for slow bodies (ghaf/server/guards.py): a deadline
+            # that grows with the bytes received, counting only time spent waiting.
+            allowed = self.body_timeout_s + cycle.size / self.body_min_rate - waited
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(max(allowed, 0.0)):
+                    await cycle.waiter
+            except TimeoutError:
+                cycle.keep_alive = False
+                raise BodyTimeout(waited + time.monotonic() - started) from None
+            waited += time.monotonic() - started
         if cycle.disconnected:
             raise ClientDisconnect()
         if cycle.refused:
@@ -194,9 +237,24 @@ def _wire(answer: Answer, default_headers: list[tuple[bytes, bytes]], keep_alive
     return b"".join(content)
 
 
-def protocol_for(app: Any) -> type[HotProtocol] | None:
-    """The HTTP protocol class to give uvicorn (``http=``) for ``app``: one that answers
-    its hot path off the wire; None for an app without one."""
+class GuardedHotProtocol(HeaderDeadline, HotProtocol):
+    """With the platform's deadline and size limit on request headers."""
+
+
+def protocol_for(
+    app: Any,
+    *,
+    header_timeout_s: float = 10.0,
+    max_header_bytes: int = 64 << 10,
+    body_timeout_s: float = 60.0,
+    body_min_rate: int = 1024,
+) -> Any:
+    """The HTTP protocol to give uvicorn (``http=``) for ``app``: one that answers its
+    hot path off the wire, and cuts off slow or huge headers and slow bodies as the
+    platform's server does (the settings of the same names); None for an app without
+    a hot path."""
     if not isinstance(app, ServingApp) or app.hot is None:
         return None
-    return type("ServingProtocol", (HotProtocol,), {"hot": app.hot})
+    attributes = {"hot": app.hot, "body_timeout_s": body_timeout_s, "body_min_rate": body_min_rate}
+    protocol = type("ServingProtocol", (GuardedHotProtocol,), attributes)
+    return partial(protocol, header_timeout_s=header_timeout_s, max_header_bytes=max_header_bytes)

@@ -211,3 +211,15 @@ def test_a_caller_that_goes_away_does_not_hurt_the_server(
 def test_malformed_http_is_refused(servers: tuple[str, str, Counting]) -> None:
     answer = _raw(servers[0], b"POST /v2/models/forest/infer HTTP/1.1\r\ncontent-length: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400")
+
+
+def test_a_slow_body_is_cut_off(loaded_forest: tuple[Any, Array]) -> None:
+    app = create_serving_app([loaded_forest[0]], authorizer=OneToken())
+    protocol = protocol_for(app, body_timeout_s=0.3, body_min_rate=1024)
+    with running(app, http=protocol) as url:
+        head = _request(INFER, b"x" * 5000, AUTH)
+        started = time.monotonic()
+        answer = _raw(url, head[: head.index(b"\r\n\r\n") + 4 + 100], until_closed=True)
+        assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer
+        assert b"arrived too slowly" in answer
+        assert time.monotonic() - started < 5
