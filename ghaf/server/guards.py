@@ -266,25 +266,37 @@ class HeaderDeadline:
         self._header_timeout_s = header_timeout_s
         self._max_header_bytes = max_header_bytes
         self._header_timer: asyncio.TimerHandle | None = None
+        self._waiting = False  # for the next request's headers
         self._waiting_after: Any = None  # the cycle that was current when waiting began
+        self._header_deadline = 0.0
         self._header_bytes = 0
 
     def _await_headers(self) -> None:
-        self._stop_waiting()
+        # One timer a connection, re-armed only when it fires early: a timer per
+        # request cost the serving hot path 5% of its rate (ADR 0022).
+        self._waiting = True
         self._waiting_after = self.cycle
         self._header_bytes = 0
-        self._header_timer = self.loop.call_later(self._header_timeout_s, self._too_slow)
+        self._header_deadline = self.loop.time() + self._header_timeout_s
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self._header_timeout_s, self._check_headers)
 
     def _stop_waiting(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        self._waiting = False
 
-    def _too_slow(self) -> None:
+    def _check_headers(self) -> None:
         self._header_timer = None
-        if self.cycle is self._waiting_after and not self.transport.is_closing():
-            log.debug("closed a connection whose request headers were too slow")
-            self.transport.close()
+        if not self._waiting or self.transport.is_closing():
+            return
+        if self.cycle is not self._waiting_after:
+            self._waiting = False  # a new request's headers are complete
+            return
+        left = self._header_deadline - self.loop.time()
+        if left > 0:
+            self._header_timer = self.loop.call_later(left, self._check_headers)
+            return
+        log.debug("closed a connection whose request headers were too slow")
+        self.transport.close()
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -292,11 +304,14 @@ class HeaderDeadline:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # type: ignore[misc]
-        if self._header_timer is None:
+        if not self._waiting:
             return
         if self.cycle is not self._waiting_after:
             self._stop_waiting()  # a new request's headers are complete

@@ -223,3 +223,20 @@ def test_a_slow_body_is_cut_off(loaded_forest: tuple[Any, Array]) -> None:
         assert answer.startswith(b"HTTP/1.1 408") and b"connection: close" in answer
         assert b"arrived too slowly" in answer
         assert time.monotonic() - started < 5
+
+
+def test_slow_headers_are_cut_off(loaded_forest: tuple[Any, Array]) -> None:
+    app = create_serving_app([loaded_forest[0]], authorizer=OneToken())
+    with running(app, http=protocol_for(app, header_timeout_s=0.3)) as url:
+        started = time.monotonic()
+        # The line and half the headers, then nothing: closed, nothing answered.
+        answer = _raw(url, f"POST {INFER} HTTP/1.1\r\nhost: t\r\n".encode(), until_closed=True)
+        assert answer == b"" and time.monotonic() - started < 5
+        # A connection that answered once is held to the same deadline for the next.
+        body = _body(loaded_forest[1][:1])
+        with socket.create_connection(("127.0.0.1", _port(url)), timeout=5) as conn:
+            conn.sendall(_request(INFER, body, AUTH))
+            time.sleep(0.2)
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            conn.sendall(b"POST /predict HTTP/1.1\r\n")
+            assert conn.recv(65536) == b""  # closed after the deadline
