@@ -507,9 +507,17 @@ def _listening(app: Any) -> Iterator[str]:
         def capture_signals(self) -> Iterator[None]:  # the demo's main thread keeps them
             yield
 
+    from ghaf.serving.wire import protocol_for
+
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        http=protocol_for(app) or "auto",  # as ghaf serve answers: off the wire
     )
     server = Quiet(config)
     thread = threading.Thread(target=server.run, name="demo-serve", daemon=True)

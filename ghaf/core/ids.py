@@ -37,8 +37,17 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-_request_prefix: tuple[int, str] | None = None
+_request_prefix: str | None = None
 _request_counter = itertools.count(1)
+
+
+def _forget_request_prefix() -> None:
+    global _request_prefix
+    _request_prefix = None
+
+
+# A forked child draws its own prefix (a getpid() on every id was a syscall a request).
+os.register_at_fork(after_in_child=_forget_request_prefix)
 
 
 def new_request_id() -> str:
@@ -49,7 +58,6 @@ def new_request_id() -> str:
     server time in a profile of bench/registry.py).
     """
     global _request_prefix
-    pid = os.getpid()
-    if _request_prefix is None or _request_prefix[0] != pid:  # first use, or a fork
-        _request_prefix = (pid, os.urandom(6).hex())
-    return f"{_request_prefix[1]}-{next(_request_counter):x}"
+    if _request_prefix is None:  # first use, or the first in a forked child
+        _request_prefix = os.urandom(6).hex()
+    return f"{_request_prefix}-{next(_request_counter):x}"

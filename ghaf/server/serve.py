@@ -20,9 +20,9 @@ from ghaf.core.errors import Unavailable
 from ghaf.core.logging import configure_logging
 from ghaf.core.migrate import check_schema
 from ghaf.core.settings import Settings
+from ghaf.platform.slow_clients import HeaderDeadline
 from ghaf.security.keyring import DatabaseKeyring
 from ghaf.server.app import DOCS_URL, create_app
-from ghaf.server.guards import HeaderDeadline
 
 log = logging.getLogger("ghaf.server")
 

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from ghaf.server.guards import BodyTimeout, HeaderDeadline
+from ghaf.platform.slow_clients import BodyTimeout, HeaderDeadline
 from ghaf.serving.calls import Answer, Call, too_large
 from ghaf.serving.fastpath import Handler, HotPath, ServingApp
 
