@@ -26,15 +26,16 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ghaf.core.ids import new_request_id
 from ghaf.core.logging import request_id_var
-from ghaf.platform.metrics import RequestSeries, process_registry
+from ghaf.platform.metrics import LoopHistogram, LoopRequestSeries, process_registry
 from ghaf.serving.auth import GRANT_STATE
 from ghaf.serving.predlog import EXCHANGE, Exchange, PredictionLog
 from ghaf.serving.schemas import InvokeGrant
@@ -68,7 +69,9 @@ class ServingMetrics:
     def __init__(self, models: ModelTable, prediction_log: PredictionLog | None = None) -> None:
         self.prediction_log = prediction_log
         self.registry: CollectorRegistry = process_registry()
-        self.series = RequestSeries(
+        # Every update comes from the event loop (the observer, the hot path, the
+        # batcher's calls end there too): lock-free series (ghaf/platform/metrics.py).
+        self.series = LoopRequestSeries(
             self.registry,
             name="ghaf_serving",
             labels=("model", "version"),
@@ -78,15 +81,16 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.record = self.series.record
-        self.batch_rows = Histogram(
+        self.batch_rows = LoopHistogram(
+            self.registry,
             "ghaf_serving_batch_rows",
             "Rows per model call (requests merged by the batcher), by model and version.",
             ["model", "version"],
-            registry=self.registry,
             buckets=BATCH_BUCKETS,
         )
         for served in models:
-            served.batcher.on_batch = self.batch_rows.labels(served.name, served.version).observe
+            series = self.batch_rows.series((served.name, served.version))
+            served.batcher.on_batch = partial(self.batch_rows.add, series)
         self.registry.register(_QueueCollector(models))
         if prediction_log is not None:
             self.registry.register(_LogCollector(prediction_log))
