@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import uvicorn
 
@@ -30,6 +31,7 @@ from ghaf.security.schemas import PrincipalOut
 from ghaf.server.app import create_app
 from ghaf.server.install import initialise
 from ghaf.server.process import free_port
+from ghaf.serving.runtime import LoadedModel, RuntimeOptions, VersionInfo, file_sha256, load_model
 
 PG_ADMIN_URL = os.environ.get("GHAF_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 # Fails the session when a token or password created in it appears in anything logged.
@@ -416,3 +418,41 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+# --- a served model (tests/serving, tests/security) --------------------------------------
+
+
+def forest_onnx(folder: Path) -> tuple[Path, Any, np.ndarray[Any, Any]]:
+    from skl2onnx import to_onnx
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = make_classification(n_samples=400, n_features=20, random_state=1)
+    X = X.astype(np.float32)
+    model = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=0).fit(X, y)
+    onx = to_onnx(model, X[:1], options={"zipmap": False}, target_opset=17)
+    path = folder / "forest.onnx"
+    path.write_bytes(onx.SerializeToString())
+    return path, model, X
+
+
+@pytest.fixture(scope="module")
+def loaded_forest(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[LoadedModel, np.ndarray[Any, Any]]:
+    """A small ONNX forest loaded to serve (version 2 of ``forest``, one thread), and
+    its features."""
+    from ghaf.registry.formats import Trust, get
+
+    path, _, X = forest_onnx(tmp_path_factory.mktemp("fast"))
+    found = get("onnx").inspect(path, trust=Trust())
+    info = VersionInfo(
+        model="forest",
+        version=2,
+        format="onnx",
+        sha256=file_sha256(Path(path)),
+        inputs=found.inputs or [],
+        outputs=found.outputs or [],
+    )
+    return load_model(Path(path), info, options=RuntimeOptions(threads=1)), X

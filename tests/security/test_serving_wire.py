@@ -17,19 +17,17 @@ import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from ghaf.registry.formats import Trust, get
 from ghaf.serving.app import ServingOptions, create_serving_app
 from ghaf.serving.auth import RemoteAuthorizer
-from ghaf.serving.runtime import LoadedModel, RuntimeOptions, VersionInfo, file_sha256, load_model
+from ghaf.serving.runtime import LoadedModel
 from ghaf.serving.wire import protocol_for
-from tests.serving.conftest import forest_onnx, running
+from tests.serving.conftest import running
 from tests.serving.test_fastpath import AUTH, OneToken
 
 Array = np.ndarray[Any, Any]
@@ -55,23 +53,8 @@ class Servers:
 
 
 @pytest.fixture(scope="module")
-def forest(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedModel, Array]:
-    """An ONNX forest of 20 float32 features (version 2 of ``forest``), one thread."""
-    path, _, X = forest_onnx(tmp_path_factory.mktemp("wire-forest"))
-    found = get("onnx").inspect(path, trust=Trust())
-    info = VersionInfo(
-        model="forest",
-        version=2,
-        format="onnx",
-        sha256=file_sha256(Path(path)),
-        inputs=found.inputs or [],
-        outputs=found.outputs or [],
-    )
-    return load_model(Path(path), info, options=RuntimeOptions(threads=1)), X
-
-
-@pytest.fixture(scope="module")
-def servers(forest: tuple[LoadedModel, Array]) -> Iterator[Servers]:
+def servers(loaded_forest: tuple[LoadedModel, Array]) -> Iterator[Servers]:
+    forest = loaded_forest
     options = ServingOptions(max_body_bytes=LIMIT)
     model = forest[0]
     wired = create_serving_app([model], authorizer=OneToken(), options=options)
@@ -542,41 +525,33 @@ def test_a_duplicate_key_is_read_as_uvicorn_reads_it(servers: Servers) -> None:
     assert wire.json() == plain.json()
 
 
+ONE_ROW_BINARY_HEADER = json.dumps(
+    {
+        "inputs": [
+            {
+                "name": "X",
+                "shape": [1, 20],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": 80},
+            }
+        ]
+    }
+).encode()
+
+
 @pytest.mark.parametrize(
     "length",
     ["-1", "-0", "abc", "", " ", "1e3", "0x10", "\xb2", "+5", "0", "99999999", "1.5", "5, 5"],
 )
 def test_binary_framing_faults_are_a_400(servers: Servers, length: str) -> None:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "X",
-                    "shape": [1, 20],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": 80},
-                }
-            ]
-        }
-    ).encode()
+    header = ONE_ROW_BINARY_HEADER
     body = header + bytes(80)
     extra = {**AUTH, "inference-header-content-length": length}
     _refused_cleanly(_one(servers.wire, _request(INFER, body, extra)))
 
 
 def test_binary_data_left_over_or_short_is_a_400(servers: Servers) -> None:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "X",
-                    "shape": [1, 20],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": 80},
-                }
-            ]
-        }
-    ).encode()
+    header = ONE_ROW_BINARY_HEADER
     for tail in (bytes(79), bytes(81), b""):
         extra = {**AUTH, "inference-header-content-length": str(len(header))}
         _refused_cleanly(_one(servers.wire, _request(INFER, header + tail, extra)))

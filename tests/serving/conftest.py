@@ -18,12 +18,10 @@ import numpy as np
 import pytest
 
 from ghaf.client import Client
-from ghaf.registry.formats import Trust, get
 from ghaf.registry.schemas import VersionOut
 from ghaf.server.process import free_port
-from ghaf.serving.runtime import LoadedModel, RuntimeOptions, VersionInfo, file_sha256, load_model
 from ghaf.serving.schemas import InvokeGrant
-from tests.conftest import Platform, TrainedModel, serve_in_thread, unique
+from tests.conftest import Platform, TrainedModel, forest_onnx, serve_in_thread, unique
 
 
 @dataclass
@@ -41,20 +39,6 @@ class Registered:
     member: Client  # holds deployment:invoke
     viewer: Client  # does not
     outsider: Client  # a member of another project only
-
-
-def forest_onnx(folder: Path) -> tuple[Path, Any, np.ndarray[Any, Any]]:
-    from skl2onnx import to_onnx
-    from sklearn.datasets import make_classification
-    from sklearn.ensemble import RandomForestClassifier
-
-    X, y = make_classification(n_samples=400, n_features=20, random_state=1)
-    X = X.astype(np.float32)
-    model = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=0).fit(X, y)
-    onx = to_onnx(model, X[:1], options={"zipmap": False}, target_opset=17)
-    path = folder / "forest.onnx"
-    path.write_bytes(onx.SerializeToString())
-    return path, model, X
 
 
 @pytest.fixture(scope="module")
@@ -166,22 +150,3 @@ def ghaf_serve(
 @pytest.fixture
 def serve_app() -> Callable[[Any], Any]:
     return running
-
-
-@pytest.fixture(scope="module")
-def loaded_forest(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[LoadedModel, np.ndarray[Any, Any]]:
-    """A small ONNX forest loaded to serve (version 2 of ``forest``, one thread), and
-    its features."""
-    path, _, X = forest_onnx(tmp_path_factory.mktemp("fast"))
-    found = get("onnx").inspect(path, trust=Trust())
-    info = VersionInfo(
-        model="forest",
-        version=2,
-        format="onnx",
-        sha256=file_sha256(Path(path)),
-        inputs=found.inputs or [],
-        outputs=found.outputs or [],
-    )
-    return load_model(Path(path), info, options=RuntimeOptions(threads=1)), X
