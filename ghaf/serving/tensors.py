@@ -260,9 +260,12 @@ def _cast_float(
             if finite_values.size and _MAX(np.abs(finite_values), axis=None) > _FLOAT_MAX[target]:
                 raise _fail(name, f"values too large for {datatype}")
         return array.astype(target), False
-    # Integers: every 64-bit one fits FP32 or FP64, so only FP16 needs a look.
-    if target.itemsize < 4 and not _MAX(np.abs(array), axis=None) <= _FLOAT_MAX[target]:
-        raise _fail(name, f"values too large for {datatype}")
+    # Integers: every 64-bit one fits FP32 or FP64, so only FP16 needs a look (at the
+    # least and the largest: np.abs of the most negative int64 overflows to itself).
+    if target.itemsize < 4:
+        limit = _FLOAT_MAX[target]
+        if not -limit <= _MIN(array, axis=None) <= _MAX(array, axis=None) <= limit:
+            raise _fail(name, f"values too large for {datatype}")
     return array.astype(target), target.itemsize >= 4
 
 

@@ -180,9 +180,12 @@ def test_fp16_overflow_is_refused_and_its_largest_value_fits() -> None:
     half = [InputSpec.from_signature({"name": "h", "dtype": "float16", "shape": [-1]})]
     got = decode_inputs([tensor([65504.0, -65504, 0.5], [3], "FP16", "h")], half)["h"]
     assert got.dtype == np.float16 and got.tolist() == [65504.0, -65504.0, 0.5]
-    for too_large in (65520.0, -1e6, 70000):  # a float, and an integer (another branch)
-        with pytest.raises(InvalidInput, match=r"input 'h': values too large for FP16"):
-            decode_inputs([tensor([1.0, too_large], [2], "FP16", "h")], half)
+    # A float, and integers (another branch): -2**63 once passed as its own absolute value.
+    for too_large in (65520.0, -1e6, 70000, -70000, -(2**63)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no overflow warning on the way to the refusal
+            with pytest.raises(InvalidInput, match=r"input 'h': values too large for FP16"):
+                decode_inputs([tensor([1, too_large], [2], "FP16", "h")], half)
 
 
 def test_integers_fit_float_inputs_and_are_finite() -> None:
