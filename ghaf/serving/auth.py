@@ -190,9 +190,21 @@ class RemoteAuthorizer:
         if isinstance(answer, Unavailable):
             return  # the platform could not say: ask again next time
         ttl = self.ttl_s if isinstance(answer, InvokeGrant) else self.refusal_ttl_s
+        now = time.monotonic()
         if len(self._answers) >= MAX_CACHED:
-            self._answers.clear()
-        self._answers[key] = (time.monotonic() + ttl, answer)
+            self._evict(now)
+        self._answers[key] = (now + ttl, answer)
+
+    def _evict(self, now: float) -> None:
+        """Make room: expired answers go, then refusals, then the older half of the
+        grants. Made-up tokens only ever earn refusals, so a flood of them cannot send
+        the good tokens back to the platform (clearing everything would)."""
+        live = {k: v for k, v in self._answers.items() if v[0] > now}
+        if len(live) >= MAX_CACHED:
+            live = {k: v for k, v in live.items() if isinstance(v[1], InvokeGrant)}
+            if len(live) >= MAX_CACHED // 2:
+                live = dict(list(live.items())[len(live) // 2 :])
+        self._answers = live
 
     async def _ask(self, authorization: str) -> InvokeGrant | GhafError:
         self.platform_calls += 1

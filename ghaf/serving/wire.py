@@ -190,7 +190,7 @@ class HotProtocol(HttpToolsProtocol):
             raise ClientDisconnect()
         if cycle.refused:
             raise too_large(limit)
-        chunks = cycle.chunks
+        chunks, cycle.chunks = cycle.chunks, []  # an idle connection keeps no body
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _answer(self, cycle: _HotCycle, handler: Handler, call: Call) -> None:

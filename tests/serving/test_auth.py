@@ -110,3 +110,51 @@ def test_an_unreachable_platform_is_503_and_never_lets_a_request_through() -> No
             await authorizer.aclose()
 
     asyncio.run(main())
+
+
+def test_a_flood_of_made_up_tokens_does_not_evict_good_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ghaf.serving import auth
+
+    monkeypatch.setattr(auth, "MAX_CACHED", 40)
+    grant = {"project": "p", "principal": "alice", "kind": "user"}
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        if request.headers["authorization"] == "Bearer good":
+            return httpx.Response(200, json=grant)
+        return httpx.Response(401, json={"detail": "no such token"})
+
+    async def run() -> int:
+        authorizer = RemoteAuthorizer(
+            "http://platform",
+            "p",
+            ttl_s=60,
+            refusal_ttl_s=60,
+            transport=httpx.MockTransport(platform),
+        )
+        await authorizer.authorize("Bearer good", client=None)
+        for i in range(200):
+            with pytest.raises(Unauthenticated):
+                await authorizer.authorize(f"Bearer made-up-{i}", client=None)
+        assert len(authorizer._answers) <= 40
+        asked = authorizer.platform_calls
+        await authorizer.authorize("Bearer good", client=None)
+        await authorizer.aclose()
+        return authorizer.platform_calls - asked
+
+    assert asyncio.run(run()) == 0  # still cached
+
+
+def test_a_token_that_is_not_printable_ascii_is_refused_without_asking() -> None:
+    async def run() -> None:
+        authorizer = RemoteAuthorizer(
+            "http://platform", "p", transport=httpx.MockTransport(lambda r: httpx.Response(500))
+        )
+        for header in ("Bearer \xe9t\xe9", "Bearer a\tb"):
+            with pytest.raises(Unauthenticated, match="not a bearer token"):
+                await authorizer.authorize(header, client=None)
+        assert authorizer.platform_calls == 0
+        await authorizer.aclose()
+
+    asyncio.run(run())
