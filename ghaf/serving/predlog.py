@@ -20,7 +20,8 @@ in the model's project, through a :class:`PredictionSink`:
   with the server's own token (the same flow, behind the platform's REST API).
 
 A file the sink could not store is kept and retried (at most ``pending_files``; older
-ones are given up and their rows counted as dropped). Plaintext never touches the
+ones are given up and their rows counted as dropped, as are those still not stored
+when the log stops, after one more try each). Plaintext never touches the
 local disk. The schema of a file is in docs/serving.md ("Prediction log").
 """
 
@@ -33,10 +34,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -87,7 +89,7 @@ class Exchange:
 
 
 EXCHANGE: ContextVar[Exchange | None] = ContextVar("ghaf_serving_exchange", default=None)
-"""The current request's :class:`Exchange` (set by the app's observer, ghaf/serving/app.py)."""
+"""The current request's :class:`Exchange` (set by ``Observation``, ghaf/serving/metrics.py)."""
 
 
 # --- options -----------------------------------------------------------------------------
@@ -193,7 +195,8 @@ class LogStats:
     logged: int = 0  # records queued
     # Records lost; each count has one writer thread, so no lock is needed.
     dropped_full: int = 0  # the queue was full (the event loop counts)
-    dropped_lost: int = 0  # not convertible, or their file was given up (the writer)
+    # Not convertible, their file given up, or lost to a fault of the writer's.
+    dropped_lost: int = 0
     rows: int = 0  # rows stored in files
     files: int = 0  # files stored
     failures: int = 0  # sink writes that failed (retried)
@@ -245,6 +248,10 @@ class PredictionLog:
         self._bytes_out = 0
         self._open: dict[tuple[str, str, str], _OpenFile] = {}
         self._pending: deque[_Pending] = deque()
+        # Records the writer took from the queue, and those of them it stored or
+        # counted as dropped: the rest are in its files, or were lost to a fault.
+        self._taken = 0
+        self._settled = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one drain at a time (the thread, or flush())
@@ -315,7 +322,8 @@ class PredictionLog:
         self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Drain the queue, store every open file (one try each), end the thread."""
+        """Drain the queue, store every open and pending file (one try each: those that
+        fail are given up and counted), end the thread."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -325,26 +333,53 @@ class PredictionLog:
             log.warning("the prediction log writer did not finish within %.0f s", timeout_s)
 
     def flush(self) -> None:
-        """Drain the queue and store every open file now (tests; the writer's stop)."""
-        with self._lock:
-            self._drain()
-            for key in list(self._open):
-                self._close(key)
-            self._send_pending(force=True)
+        """Drain the queue and store every open file now (tests); a file the sink did
+        not take stays pending for the writer's next try."""
+        self._turn(closing=True, last=False)
 
     def _run(self) -> None:
         # pyarrow is imported by the first drain, not at start: a server that logs
         # nothing yet stays small (idle RSS 146 MB, 221 MB with pyarrow and the pandas
         # it pulls in), at the price of one slow drain.
         while not self._stop.wait(self.options.flush_s):
-            try:
-                with self._lock:
-                    self._drain()
-                    self._rotate_due()
-                    self._send_pending(force=False)
-            except Exception:  # a fault of ghaf's; the thread goes on, requests too
-                log.exception("the prediction log writer failed on a drain; its records are lost")
-        self.flush()
+            self._turn(closing=False, last=False)
+        # No later try once the thread ends: what the sink does not take now is lost.
+        self._turn(closing=True, last=True)
+
+    def _turn(self, *, closing: bool, last: bool) -> None:
+        """One turn of the writer: take the queued records into their files, close the
+        files due (every one when ``closing``), store the closed ones (each once when
+        ``last``, then give up those that failed). A step that fails (a fault of
+        ghaf's) keeps none of the others from running, and the records it held are
+        counted as dropped."""
+        with self._lock:
+            self._step(self._drain)
+            keys = list(self._open) if closing else self._due()
+            for key in keys:
+                self._step(partial(self._close, key))
+            self._step(partial(self._send_pending, force=closing, last=last))
+            self._count_lost()
+
+    @staticmethod
+    def _step(step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:  # the thread goes on, requests too
+            log.exception("the prediction log writer failed")
+
+    def _count_lost(self) -> None:
+        """Count as dropped the records taken but neither settled nor in a file (after a
+        turn, when no step holds any)."""
+        held = sum(f.records for f in self._open.values())
+        held += sum(p.records for p in self._pending)
+        lost = self._taken - self._settled - held
+        if lost > 0:
+            log.error("prediction log: %d record(s) lost to a writer failure", lost)
+            self._drop(lost)
+
+    def _drop(self, records: int) -> None:
+        self.stats.dropped_lost += records
+        self._settled += records
 
     def _drain(self) -> None:
         """Take every queued record and append them to their files.
@@ -364,6 +399,7 @@ class PredictionLog:
             count = min(left, _CHUNK)
             left -= count
             chunk = [queue.popleft() for _ in range(count)]
+            self._taken += count
             self._bytes_out += sum(map(itemgetter(_NBYTES), chunk))
             for key, records in _split(chunk):
                 group = groups.get(key)
@@ -389,7 +425,7 @@ class PredictionLog:
                     first[_VERSION],
                     exc_info=group.error,
                 )
-                self.stats.dropped_lost += len(group.records)
+                self._drop(len(group.records))
                 continue
             try:
                 self._append(group.records[0], table, len(group.records))
@@ -400,7 +436,7 @@ class PredictionLog:
                     group.records[0][_MODEL],
                     group.records[0][_VERSION],
                 )
-                self.stats.dropped_lost += len(group.records)
+                self._drop(len(group.records))
 
     def _append(self, first: _Record, table: pa.Table, records: int) -> None:
         import pyarrow as pa
@@ -409,7 +445,11 @@ class PredictionLog:
         key: tuple[str, str, str] = (first[_PROJECT], first[_MODEL], first[_VERSION])
         day = f"{datetime.fromtimestamp(first[_TIMESTAMP], UTC):%Y-%m-%d}"
         current = self._open.get(key)
-        if current is not None and (current.schema != table.schema or current.day != day):
+        # With the metadata: the shapes it names differ where the columns may not
+        # ((2, 3) and (3, 2) rows are both lists of 6).
+        if current is not None and (
+            not current.schema.equals(table.schema, check_metadata=True) or current.day != day
+        ):
             self._close(key)
             current = None
         if current is None:
@@ -433,12 +473,15 @@ class PredictionLog:
         if current.buffer.tell() >= self.options.rotate_bytes:
             self._close(key)
 
-    def _rotate_due(self) -> None:
+    def _due(self) -> list[tuple[str, str, str]]:
+        """The open files old enough, or of a past day, to be closed."""
         now = time.monotonic()
         today = f"{datetime.now(UTC):%Y-%m-%d}"
-        for key, current in list(self._open.items()):
-            if now - current.opened >= self.options.rotate_s or current.day != today:
-                self._close(key)
+        return [
+            key
+            for key, current in self._open.items()
+            if now - current.opened >= self.options.rotate_s or current.day != today
+        ]
 
     def _close(self, key: tuple[str, str, str]) -> None:
         current = self._open.pop(key)
@@ -448,9 +491,10 @@ class PredictionLog:
         path = log_path(current.model, current.version, when, new_id())
         self._pending.append(_Pending(current.project, path, data, current.rows, current.records))
 
-    def _send_pending(self, *, force: bool) -> None:
+    def _send_pending(self, *, force: bool, last: bool) -> None:
         """Store the closed files that are due (all of them with ``force``); keep those
-        that failed for a later try, at most ``pending_files`` of them."""
+        that failed for a later try, at most ``pending_files`` of them, or with
+        ``last`` (there is no later) try each one and give up those that fail."""
         now = time.monotonic()
         kept: deque[_Pending] = deque()
         while self._pending:
@@ -466,7 +510,7 @@ class PredictionLog:
                 item.next_try = now + min(60.0, 2.0**item.attempts)
                 # GhafError details name what went wrong and never carry a token.
                 why = exc.detail if isinstance(exc, GhafError) else type(exc).__name__
-                final = _refused(exc)
+                final = last or _refused(exc)
                 log.warning(
                     "prediction log: could not store %s in project %s (try %d%s): %s",
                     item.path,
@@ -475,8 +519,10 @@ class PredictionLog:
                     "; given up" if final else "",
                     why,
                 )
-                if final:  # a refusal (residency, permission) would only repeat
-                    self.stats.dropped_lost += item.records
+                # A refusal (residency, permission) would only repeat; the last try has
+                # no later one.
+                if final:
+                    self._drop(item.records)
                     continue
                 kept.append(item)
                 if force:  # the rest would likely fail alike: keep them for later
@@ -485,9 +531,10 @@ class PredictionLog:
                 continue
             self.stats.files += 1
             self.stats.rows += item.rows
+            self._settled += item.records
         while len(kept) > self.options.pending_files:
             lost = kept.popleft()
-            self.stats.dropped_lost += lost.records
+            self._drop(lost.records)
             log.warning(
                 "prediction log: gave up storing %s (%d rows) in project %s",
                 lost.path,

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import re
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 
 from ghaf.client import Client
 from ghaf.core.errors import Unavailable
+from ghaf.serving import predlog
 from ghaf.serving.app import ServingOptions, create_serving_app
 from ghaf.serving.auth import PlatformAuthorizer
 from ghaf.serving.batching import BatchingOptions
@@ -484,3 +486,121 @@ def test_a_record_parquet_refuses_is_dropped_and_the_writer_goes_on() -> None:
     plog.flush()
     assert plog.stats.dropped_lost == 1
     assert plog.stats.rows == 2 and len(sink.files) == 1
+
+
+def _one_row(plog: PredictionLog, model: str, X: np.ndarray[Any, Any]) -> None:
+    plog.log(
+        project="p",
+        model=model,
+        version="1",
+        request_id=model,
+        caller="c",
+        latency_s=0.001,
+        inputs={"X": X},
+        outputs={"y": np.zeros(len(X), np.int64)},
+    )
+
+
+def test_tensors_of_the_same_size_but_not_shape_get_files_of_their_own() -> None:
+    """A file's metadata names one shape per tensor (readers reshape with it): (2, 3)
+    and (3, 2) rows hold as many values, so the same column type, but not one file."""
+    sink = MemorySink()
+    plog = PredictionLog(sink)
+    wide, tall = np.arange(6.0).reshape(1, 2, 3), np.arange(6.0, 12.0).reshape(1, 3, 2)
+    _one_row(plog, "m", wide)
+    _one_row(plog, "m", tall)
+    plog.flush()
+    assert len(sink.files) == 2 and plog.stats.rows == 2
+    found = []
+    for _, data in sink.files.values():
+        table = _read(data)
+        [shape] = json.loads(table.schema.metadata[b"ghaf.input_shapes"]).values()
+        found.append(_field(table, "inputs", "X").reshape(-1, *shape))
+    assert [X.tolist() for X in sorted(found, key=lambda X: X.flat[0])] == [
+        wide.tolist(),
+        tall.tolist(),
+    ]
+
+
+class FailingOnceSink(MemorySink):
+    """The platform failing one write, then taking every other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def write(self, project: str, path: str, data: bytes) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise Unavailable("the platform blinked")
+        super().write(project, path, data)
+
+
+def test_stopping_tries_every_file_once_and_counts_the_ones_it_could_not_store() -> None:
+    sink = FailingOnceSink()
+    plog = PredictionLog(sink, PredictionLogOptions(flush_s=60))  # stop() is the only drain
+    plog.start()
+    for model in ("a", "b", "c"):
+        _one_row(plog, model, np.zeros((1, 2), np.float32))
+    plog.stop()
+    assert sink.calls == 3 and len(sink.files) == 2
+    assert plog.stats.failures == 1 and plog.stats.dropped_lost == 1
+    assert plog.stats.rows + plog.stats.dropped_lost == plog.stats.logged
+
+
+def test_a_writer_fault_counts_the_records_it_took_and_the_writer_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sink = MemorySink()
+    plog = PredictionLog(sink)
+    _record(plog, 2, "lost")
+    _record(plog, 1, "lost too")
+    monkeypatch.setattr(predlog, "_split", _failing_once(predlog._split))
+    plog.flush()  # the records were taken from the queue, then the writer failed
+    assert plog.depth == 0 and plog.stats.dropped_lost == 2 and not sink.files
+    _record(plog, 3, "later")
+    plog.flush()
+    assert plog.stats.files == 1 and plog.stats.rows == 3 and plog.stats.dropped_lost == 2
+
+
+def test_a_file_failing_to_close_at_stop_leaves_the_others_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sink = MemorySink()
+    plog = PredictionLog(sink, PredictionLogOptions(flush_s=60))  # stop() is the only drain
+    monkeypatch.setattr(predlog, "_bytes", _failing_once(predlog._bytes))
+    plog.start()
+    _one_row(plog, "a", np.zeros((2, 2), np.float32))  # its file is the first closed
+    _one_row(plog, "b", np.zeros((1, 2), np.float32))
+    plog.stop()
+    assert [PATH.fullmatch(path)["model"] for path in sink.files] == ["b"]  # type: ignore[index]
+    assert plog.stats.rows == 1 and plog.stats.dropped_lost == 1  # a's record
+
+
+def test_a_file_lost_on_a_schema_change_counts_its_records_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new dtype closes the version's open file for a new one; that close failing
+    loses the file's records and the new ones, each counted once."""
+    sink = MemorySink()
+    plog = PredictionLog(sink)
+    monkeypatch.setattr(predlog, "_bytes", _failing_once(predlog._bytes))
+    _one_row(plog, "a", np.zeros((2, 2), np.float32))
+    _one_row(plog, "a", np.zeros((3, 2), np.float64))
+    _one_row(plog, "b", np.zeros((1, 2), np.float32))
+    plog.flush()
+    assert len(sink.files) == 1 and plog.stats.rows == 1
+    assert plog.stats.dropped_lost == 2  # a's two records (of 5 rows)
+
+
+def _failing_once(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, but its first call fails (a fault of ghaf's)."""
+    calls: list[None] = []
+
+    def failing(*args: Any) -> Any:
+        calls.append(None)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return function(*args)
+
+    return failing
