@@ -14,6 +14,8 @@ from ghaf.core import migrate
 from ghaf.core.database import load_models as _load_model_modules
 from ghaf.core.settings import Settings
 from ghaf.datasets.manifest import MANIFEST as datasets
+from ghaf.deployments.manifest import MANIFEST as deployments
+from ghaf.platform import events
 from ghaf.platform.manifest import Domain, PeriodicTask
 from ghaf.projects.manifest import MANIFEST as projects
 from ghaf.registry.manifest import MANIFEST as registry
@@ -35,6 +37,7 @@ DOMAINS: tuple[Domain, ...] = (
     security,
     tasks,
     serving,
+    deployments,
 )
 
 
@@ -43,6 +46,13 @@ def register_references(domains: Iterable[Domain] = DOMAINS) -> None:
     for domain in domains:
         for check in domain.references:
             references.register(check)
+
+
+def register_listeners(domains: Iterable[Domain] = DOMAINS) -> None:
+    """Subscribe each domain's listeners to the events they declare (idempotent)."""
+    for domain in domains:
+        for event, listener in domain.listeners:
+            events.subscribe(event, listener)
 
 
 def register_migrations(domains: Iterable[Domain] = DOMAINS) -> None:
@@ -79,4 +89,5 @@ def open_runtime(settings: Settings, domains: Iterable[Domain] = DOMAINS) -> Run
 
 
 register_references()  # storage must never delete what a domain still names
+register_listeners()
 register_migrations()

@@ -107,4 +107,9 @@ COMMANDS: tuple[Entry, ...] = (
         "ghaf.security.audit.cli:audit",
         "Read, verify and export the tamper-evident audit trail.",
     ),
+    Entry(
+        "deploy",
+        "ghaf.deployments.cli:deploy",
+        "Deployments: named endpoints serving model variants (splits, shadows, rollbacks).",
+    ),
 )

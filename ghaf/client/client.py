@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from ghaf.client import credentials
 from ghaf.client.datasets import Datasets
+from ghaf.client.deployments import Deployments
 from ghaf.client.files import (
     CHUNK,
     LocalFile,
@@ -94,6 +95,7 @@ class Client:
         self.experiments = Experiments(self)
         self.runs = Runs(self)
         self.models = Models(self)
+        self.deployments = Deployments(self)
         self.admin = Admin(self)
 
     @staticmethod

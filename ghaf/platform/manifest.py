@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ghaf.core.database import Database
 from ghaf.core.settings import Settings
+from ghaf.platform.events import Listener
 
 if TYPE_CHECKING:
     import typer
@@ -80,6 +81,8 @@ class Domain:
     - ``models``: modules whose tables join the one metadata (migrations, checks).
     - ``tasks``: the periodic tasks, given the settings (intervals may depend on them).
     - ``references``: checks storage asks before deleting a blob.
+    - ``listeners``: ``(event, listener)`` pairs (ghaf/platform/events.py): what the
+      domain does when a domain below it publishes the event, in the same transaction.
     - ``on_open``: run with the settings before a server or admin command opens the
       installation (e.g. the registry protects its files from model-checker children).
     - ``migrations``: the folder of the domain's Alembic revision scripts (usually
@@ -94,5 +97,6 @@ class Domain:
     models: tuple[str, ...] = ()
     tasks: Callable[[Settings], Sequence[PeriodicTask[Any]]] = no_tasks
     references: tuple[ReferenceCheck, ...] = ()
+    listeners: tuple[tuple[str, Listener], ...] = ()
     on_open: Callable[[Settings], None] | None = None
     migrations: Path | None = None

@@ -35,6 +35,7 @@ from ghaf.core.paging import paginate
 from ghaf.core.paths import file_name
 from ghaf.core.refs import is_reserved, parse_ref
 from ghaf.datasets import service as datasets
+from ghaf.platform import events
 from ghaf.registry import cards, gates, schemas
 from ghaf.registry import policy as policies
 from ghaf.registry.checks import Candidate, Checked
@@ -60,6 +61,17 @@ from ghaf.storage.models import Blob
 from ghaf.tracking import service as tracking
 
 MAX_SAMPLE_BYTES = 4 * 1024 * 1024
+
+
+def _retire(
+    pctx: Context, project: str, name: str, version: int | None, *, action: str, field: str
+) -> None:
+    """Let the domains that serve models refuse (deployments still serving it)."""
+    events.publish(
+        pctx,
+        events.MODEL_RETIRE,
+        {"project": project, "model": name, "version": version, "action": action, "field": field},
+    )
 
 
 def _names_blob(session: Session, blob_id: str) -> bool:
@@ -294,6 +306,7 @@ def delete_model(ctx: Context, project: str, name: str) -> None:
             f"model {name!r} holds protected alias(es) {sorted(protected)}; remove them first",
             field="model",
         )
+    _retire(pctx, project, name, None, action="deleted", field="model")
     pctx.session.delete(model)
     pctx.audit("model:delete", _resource(project, name))
     pctx.commit()
@@ -643,6 +656,7 @@ def update_version(
                 f"version {version.version} holds alias(es) {held}; move them first",
                 field="status",
             )
+        _retire(pctx, project, name, version.version, action="archived", field="status")
         changes["status"] = {"from": version.status, "to": ARCHIVED}
         version.status = ARCHIVED
     if changes:
@@ -695,6 +709,75 @@ def _gates_pass(version: ModelVersion, policy_sha: str) -> bool:
     return bool(report and report.get("passed") and report.get("policy_sha256") == policy_sha)
 
 
+def _require_release(
+    version: ModelVersion, loaded: LoadedPolicy, name: str, *, what: str, use: str, field: str
+) -> None:
+    """Refuse, saying which rule failed, unless ``version`` is approved and passes the
+    policy's gates: what a protected alias and a production deployment both demand."""
+    if version.status != APPROVED:
+        raise Conflict(
+            f"{what}: version {version.version} of {name!r} is {version.status}, and only "
+            f"an approved version may {use} (ghaf models approve)",
+            field=field,
+        )
+    if loaded.policy.gates and not _gates_pass(version, loaded.sha256):
+        failed = [r["rule"] for r in (version.gates or {}).get("results", []) if not r["passed"]]
+        why = f"these gates fail: {'; '.join(failed)}" if failed else "no passing gate check"
+        raise Conflict(
+            f"{what}: version {version.version} of {name!r} needs passing quality gates "
+            f"under the current policy ({why}; ghaf gates check {name} {version.version})",
+            field=field,
+        )
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """What a deployment needs to know of the version it would serve."""
+
+    model: str
+    version: int
+    sha256: str
+    format: str
+    status: str
+    alias: str | None  # the alias the reference named, which the deployment then follows
+
+
+def deployable_version(
+    ctx: Context, project: str, name: str, ref: str | int, *, production: bool, field: str
+) -> Deployable:
+    """The version ``ref`` names, if a deployment may serve it: never a rejected or
+    archived one; in production only an approved version whose gates pass. Raises
+    ``NotFound``/``Conflict`` naming ``field`` otherwise. Needs model:read."""
+    pctx = ctx.in_project(project)
+    pctx.require("model:read", resource=_resource(project, name))
+    model = _model(pctx, name)
+    parsed = parse_ref(ref, field=field, alias_field=field)
+    version = _version(pctx, model, str(ref))
+    if version.status in (REJECTED, ARCHIVED):
+        raise Conflict(
+            f"version {version.version} of {name!r} is {version.status}; a deployment "
+            "cannot serve it",
+            field=field,
+        )
+    if production:
+        _require_release(
+            version,
+            _policy(pctx),
+            name,
+            what="the deployment is in production",
+            use="serve in production",
+            field=field,
+        )
+    return Deployable(
+        model=name,
+        version=version.version,
+        sha256=version.sha256,
+        format=version.format,
+        status=version.status,
+        alias=parsed.alias,
+    )
+
+
 def alias_needs_gates(ctx: Context, project: str, name: str, alias: str, number: int) -> bool:
     """Would assigning ``alias`` need a gate check first (protected, none passing)?"""
     pctx = ctx.in_project(project)
@@ -726,23 +809,14 @@ def set_alias(
             field="version",
         )
     if alias in loaded.policy.protected_aliases:
-        if version.status != APPROVED:
-            raise Conflict(
-                f"alias {alias!r} is protected: version {version.version} is {version.status}, "
-                "and only an approved version may hold it (ghaf models approve)",
-                field="alias",
-            )
-        if loaded.policy.gates and not _gates_pass(version, loaded.sha256):
-            failed = [
-                r["rule"] for r in (version.gates or {}).get("results", []) if not r["passed"]
-            ]
-            why = f"these gates fail: {'; '.join(failed)}" if failed else "no passing gate check"
-            raise Conflict(
-                f"alias {alias!r} is protected: version {version.version} needs passing "
-                f"quality gates under the current policy ({why}; ghaf gates check "
-                f"{name} {version.version})",
-                field="alias",
-            )
+        _require_release(
+            version,
+            loaded,
+            name,
+            what=f"alias {alias!r} is protected",
+            use="hold it",
+            field="alias",
+        )
     previous = pctx.session.scalar(
         select(ModelVersion.version)
         .join(ModelAlias, ModelAlias.version_id == ModelVersion.id)
@@ -766,6 +840,18 @@ def set_alias(
         "model:alias",
         _resource(project, name),
         detail={"alias": alias, "version": version.version, "previous": previous},
+    )
+    # Deployments that follow the alias roll in this transaction, or refuse the move.
+    events.publish(
+        pctx,
+        events.MODEL_ALIAS,
+        {
+            "project": project,
+            "model": name,
+            "alias": alias,
+            "version": version.version,
+            "previous": previous,
+        },
     )
     pctx.commit()
     return schemas.AliasOut(
@@ -990,6 +1076,7 @@ def reject(
             f"version {version.version} holds alias(es) {held}; move them first",
             field="version",
         )
+    _retire(pctx, project, name, version.version, action="rejected", field="version")
     previous = version.status
     version.status = REJECTED
     version.updated_at = utcnow()

@@ -167,6 +167,8 @@ def victim(platform: Platform, trained: TrainedModel) -> Victim:
     admin.models.set_alias(project, model, "champion", 1)
     group = admin.groups.create(unique("grp")).name
     admin.groups.members.add(group, member.name)
+    deployment = unique("dep")
+    admin.deployments.create(project, deployment, variants=[_variant(model)])
     names = {
         "project": project,
         "member": member.name,
@@ -184,6 +186,8 @@ def victim(platform: Platform, trained: TrainedModel) -> Victim:
         "run": run,
         "model": model,
         "group": group,
+        "deployment": deployment,
+        "revision": "1",
     }
     fields: dict[str, object] = {
         "principal": member.name,
@@ -196,7 +200,17 @@ def victim(platform: Platform, trained: TrainedModel) -> Victim:
         "version": 1,
         "password": unique("password-"),
     }
-    words = (project, member.name, account, account_token, user_token, dataset, model, run)
+    words = (
+        project,
+        member.name,
+        account,
+        account_token,
+        user_token,
+        dataset,
+        model,
+        run,
+        deployment,
+    )
     query = {"before": "1", "after": "1", "project": project}
     return Victim(project, names, query, fields, words)
 
@@ -217,8 +231,20 @@ def fill(path: str, names: Mapping[str, str], *, project: str | None = None) -> 
     return _PARAMETER.sub(value, path)
 
 
+def _variant(model: str) -> dict[str, object]:
+    return {"name": "main", "model": model, "version": "@champion", "weight": 100}
+
+
 BODIES: Mapping[Pair, object] = {
     ("PUT", PROJECT_PREFIX + "/model-policy"): {"text": "allow_pickle: false\n"},
+    # A generated example cannot know that live weights must sum to 100.
+    ("POST", PROJECT_PREFIX + "/deployments"): {
+        "name": "probe",
+        "variants": [_variant("m")],
+    },
+    ("PATCH", PROJECT_PREFIX + "/deployments/{deployment}"): {
+        "variants": [_variant("m")],
+    },
 }
 """Hand-written valid bodies, for a route whose body :func:`example` cannot build (or
 builds one that passes the schema but not the route's own parsing)."""

@@ -1,0 +1,2 @@
+"""Deployments: named endpoints serving model variants, with splits, shadows, canaries
+and A/B tests."""

@@ -1,0 +1,84 @@
+"""REST routes of deployments: HTTP in, one service call, HTTP out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
+from fastapi.responses import Response
+
+from ghaf.core.paging import DEFAULT_LIMIT, Page
+from ghaf.deployments import schemas, service
+from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
+
+router = APIRouter(tags=["deployments"])
+DEPLOYMENTS = "/projects/{project}/deployments"
+DEPLOYMENT = DEPLOYMENTS + "/{deployment}"
+RevisionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="A revision number.")]
+
+
+@router.post(DEPLOYMENTS, status_code=status.HTTP_201_CREATED)
+async def create_deployment(
+    call: Call, project: str, body: schemas.DeploymentCreate
+) -> schemas.DeploymentOut:
+    """A new deployment (revision 1). Needs deployment:write."""
+    return await call(service.create_deployment, project, body)
+
+
+@router.get(DEPLOYMENTS)
+async def list_deployments(
+    call: ReadCall, project: str, page_size: PageSize = DEFAULT_LIMIT, cursor: Cursor = None
+) -> Page[schemas.DeploymentOut]:
+    items, next_cursor = await call(
+        service.list_deployments, project, limit=page_size, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get(DEPLOYMENT)
+async def get_deployment(call: ReadCall, project: str, deployment: str) -> schemas.DeploymentOut:
+    return await call(service.get_deployment, project, deployment)
+
+
+@router.patch(DEPLOYMENT)
+async def update_deployment(
+    call: Call, project: str, deployment: str, body: schemas.DeploymentUpdate
+) -> schemas.DeploymentOut:
+    """Change the deployment: a new revision with the whole resulting spec."""
+    return await call(service.update_deployment, project, deployment, body)
+
+
+@router.delete(DEPLOYMENT, status_code=status.HTTP_204_NO_CONTENT)
+async def delete_deployment(call: Call, project: str, deployment: str) -> Response:
+    await call(service.delete_deployment, project, deployment)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(DEPLOYMENT + "/revisions")
+async def list_revisions(
+    call: ReadCall,
+    project: str,
+    deployment: str,
+    page_size: PageSize = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[schemas.RevisionOut]:
+    """Newest first."""
+    items, next_cursor = await call(
+        service.list_revisions, project, deployment, limit=page_size, cursor=cursor
+    )
+    return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get(DEPLOYMENT + "/revisions/{revision}")
+async def get_revision(
+    call: ReadCall, project: str, deployment: str, revision: RevisionNumber
+) -> schemas.RevisionOut:
+    return await call(service.get_revision, project, deployment, revision)
+
+
+@router.post(DEPLOYMENT + ":rollback")
+async def rollback(
+    call: Call, project: str, deployment: str, body: schemas.Rollback
+) -> schemas.DeploymentOut:
+    """Return to an earlier revision's spec and versions, as a new revision."""
+    return await call(service.rollback, project, deployment, body)

@@ -1,0 +1,290 @@
+"""``ghaf deploy``: create, change, list, show, remove deployments; their history and
+rollback.
+
+A variant is written ``NAME=MODEL@ALIAS:WEIGHT`` or ``NAME=MODEL:VERSION:WEIGHT``
+(``--variant``, repeatable), or the whole spec comes from a YAML/JSON file
+(``--spec``) with the fields of REST's body.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+
+from ghaf.console.output import (
+    CursorOpt,
+    DescriptionOpt,
+    JsonOpt,
+    PageSizeOpt,
+    ProjectOpt,
+    done,
+    fail,
+    print_item,
+    print_json,
+    print_page,
+    with_client,
+)
+from ghaf.core.paging import Page
+from ghaf.deployments.schemas import DeploymentOut
+
+deploy = typer.Typer(
+    help="Deployments: named endpoints serving model variants (splits, shadows, rollbacks).",
+    no_args_is_help=True,
+)
+
+VariantOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--variant",
+        help="NAME=MODEL@ALIAS:WEIGHT or NAME=MODEL:VERSION:WEIGHT (repeatable); "
+        "WEIGHT 'shadow' makes it a shadow.",
+    ),
+]
+SpecOpt = Annotated[
+    Path | None, typer.Option("--spec", help="A YAML or JSON file with the spec's fields.")
+]
+ReasonOpt = Annotated[str, typer.Option("--reason", "-m", help="Why (kept with the revision).")]
+StickyOpt = Annotated[
+    str | None,
+    typer.Option(help="Keep users on a variant by header:NAME or field:NAME of the request."),
+]
+
+
+def parse_variant(text: str) -> dict[str, Any]:
+    """``champion=churn@champion:50`` or ``b=churn:3:50`` or ``s=churn:4:shadow``."""
+    name, eq, rest = text.partition("=")
+    if not eq or not name or not rest:
+        fail(f"--variant {text!r}: write NAME=MODEL@ALIAS:WEIGHT or NAME=MODEL:VERSION:WEIGHT")
+    head, colon, weight = rest.rpartition(":")
+    if not colon or not head:
+        fail(f"--variant {text!r}: the weight is missing (…:50, or …:shadow)")
+    model, at, alias = head.partition("@")
+    if at:
+        version: str = f"@{alias}"
+    else:
+        model, colon, version = head.partition(":")
+        if not colon or not version:
+            fail(f"--variant {text!r}: name the version (MODEL:3 or MODEL@ALIAS)")
+    if not model:
+        fail(f"--variant {text!r}: the model is missing (NAME=MODEL:VERSION:WEIGHT)")
+    variant: dict[str, Any] = {"name": name, "model": model, "version": version}
+    if weight == "shadow":
+        variant["shadow"] = True
+    else:
+        try:
+            variant["weight"] = float(weight)
+        except ValueError:
+            fail(f"--variant {text!r}: the weight {weight!r} is not a number or 'shadow'")
+    return variant
+
+
+def _sticky(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    kind, colon, name = text.partition(":")
+    if not colon or kind not in ("header", "field") or not name:
+        fail(f"--sticky {text!r}: write header:NAME or field:NAME")
+    return {kind: name}
+
+
+def _spec_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"--spec {path}: {exc}")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except ValueError as exc:  # json and yaml errors both derive from it
+        fail(f"--spec {path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}")
+    if not isinstance(data, dict):
+        fail(f"--spec {path}: the file must hold a mapping of the spec's fields")
+    return data
+
+
+def _show(deployment: DeploymentOut, *, as_json: bool) -> None:
+    if as_json:
+        print_json(deployment)
+        return
+    variants = []
+    for variant in deployment.spec["variants"]:
+        held = deployment.resolved[variant["name"]]
+        share = "shadow" if variant.get("shadow") else f"{variant['weight']:g}%"
+        follows = f" (follows @{held.follows})" if held.follows else ""
+        variants.append(f"{variant['name']}: {held.model} v{held.version}{follows} {share}")
+    sticky = deployment.spec.get("sticky") or {}
+    print_item(
+        {
+            "name": deployment.name,
+            "revision": deployment.revision,
+            "production": deployment.production,
+            "variants": variants,
+            "sticky": ", ".join(f"{k}:{v}" for k, v in sticky.items()) or "no",
+            "host": deployment.spec.get("host"),
+            "description": deployment.description,
+            "updated_by": deployment.updated_by,
+            "updated_at": deployment.updated_at,
+        },
+        title=f"deployment {deployment.name}",
+    )
+
+
+@deploy.command("create")
+def create(
+    name: str,
+    project: ProjectOpt,
+    variant: VariantOpt = None,
+    spec: SpecOpt = None,
+    production: Annotated[
+        bool, typer.Option(help="Take only approved versions whose gates pass.")
+    ] = False,
+    sticky: StickyOpt = None,
+    description: DescriptionOpt = "",
+    reason: ReasonOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a deployment (revision 1)."""
+    body = _spec_file(spec)
+    variants = [parse_variant(v) for v in variant or []] or body.get("variants")
+    if not variants:
+        fail("give at least one --variant, or a --spec file with variants")
+    out = with_client(
+        lambda c: c.deployments.create(
+            project,
+            name,
+            variants=variants,
+            production=production or bool(body.get("production", False)),
+            sticky=_sticky(sticky) or body.get("sticky"),
+            host=body.get("host", "embedded"),
+            description=description or body.get("description", ""),
+            reason=reason,
+        )
+    )
+    _show(out, as_json=as_json)
+
+
+@deploy.command("update")
+def update(
+    name: str,
+    project: ProjectOpt,
+    variant: VariantOpt = None,
+    spec: SpecOpt = None,
+    production: Annotated[
+        bool | None, typer.Option("--production/--no-production", help="Change the stage.")
+    ] = None,
+    sticky: StickyOpt = None,
+    no_sticky: Annotated[bool, typer.Option(help="Stop sticky assignment.")] = False,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
+    reason: ReasonOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a deployment: a new revision (the variants given replace all of them)."""
+    body = _spec_file(spec)
+    variants = [parse_variant(v) for v in variant or []] or body.get("variants")
+    out = with_client(
+        lambda c: c.deployments.update(
+            project,
+            name,
+            variants=variants,
+            production=production if production is not None else body.get("production"),
+            sticky=_sticky(sticky) or body.get("sticky"),
+            clear_sticky=no_sticky,
+            host=body.get("host"),
+            description=description,
+            reason=reason,
+        )
+    )
+    _show(out, as_json=as_json)
+
+
+@deploy.command("ls")
+def list_deployments(
+    project: ProjectOpt,
+    page_size: PageSizeOpt = 100,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The project's deployments, one page at a time."""
+    print_page(
+        with_client(lambda c: c.deployments.page(project, page_size=page_size, cursor=cursor)),
+        ("name", "revision", "production", "updated_by", "updated_at"),
+        title=f"deployments of {project}",
+        as_json=as_json,
+    )
+
+
+@deploy.command("show")
+def show(name: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """A deployment's current revision: what each variant serves, and its share."""
+    _show(with_client(lambda c: c.deployments.get(project, name)), as_json=as_json)
+
+
+@deploy.command("rm")
+def remove(name: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """Remove a deployment (its history stays in the audit trail)."""
+    with_client(lambda c: c.deployments.delete(project, name))
+    done(f"deployment {name} removed", as_json=as_json)
+
+
+@deploy.command("history")
+def history(
+    name: str,
+    project: ProjectOpt,
+    page_size: PageSizeOpt = 100,
+    cursor: CursorOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The deployment's revisions, newest first."""
+    page = with_client(
+        lambda c: c.deployments.revisions_page(project, name, page_size=page_size, cursor=cursor)
+    )
+    if as_json:
+        print_json(page)
+        return
+    rows = [
+        _HistoryRow(
+            revision=r.revision,
+            serves=", ".join(f"{k}={v.model}:{v.version}" for k, v in r.resolved.items()),
+            reason=r.reason,
+            created_by=r.created_by,
+            created_at=r.created_at,
+        )
+        for r in page.items
+    ]
+    print_page(
+        Page(items=rows, next_cursor=page.next_cursor),
+        ("revision", "serves", "reason", "created_by", "created_at"),
+        title=f"revisions of {name}",
+    )
+
+
+class _HistoryRow(BaseModel):
+    revision: int
+    serves: str
+    reason: str
+    created_by: str | None
+    created_at: datetime
+
+
+@deploy.command("rollback")
+def rollback(
+    name: str,
+    revision: Annotated[int, typer.Argument(min=1, help="The revision to return to.")],
+    project: ProjectOpt,
+    reason: ReasonOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Return to an earlier revision's spec and versions, as a new revision."""
+    out = with_client(lambda c: c.deployments.rollback(project, name, revision, reason=reason))
+    _show(out, as_json=as_json)

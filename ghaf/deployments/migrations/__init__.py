@@ -1,0 +1,1 @@
+"""Alembic revision scripts of the deployments domain (ghaf/core/migrate.py joins them)."""

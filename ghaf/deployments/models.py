@@ -1,0 +1,59 @@
+"""Tables: deployments and their numbered revisions.
+
+A deployment row holds what is true now (its name, current revision, whether it is in
+production); every change writes a new ``deployment_revisions`` row with the whole spec
+and the model version each variant resolved to, so any earlier state can be restored
+(``ghaf deploy rollback``) and the history reads as a list of whole specs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ghaf.core.clock import utcnow
+from ghaf.core.columns import JsonObject
+from ghaf.core.database import Base
+from ghaf.core.ids import new_id
+
+
+class Deployment(Base):
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    production: Mapped[bool] = mapped_column(Boolean, default=False)
+    revision: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_deployments_name"),)
+
+
+class DeploymentRevision(Base):
+    """One whole state of a deployment: its spec and what each variant resolved to."""
+
+    __tablename__ = "deployment_revisions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    revision: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JsonObject())
+    # {variant: {"model": name, "version": number, "sha256": hex}}
+    resolved: Mapped[dict[str, Any]] = mapped_column(JsonObject())
+    reason: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("deployment_id", "revision", name="uq_deployment_revisions_revision"),
+    )

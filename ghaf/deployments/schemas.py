@@ -1,0 +1,218 @@
+"""Request and response bodies of deployments.
+
+A deployment's spec is the whole desired state: its variants (each a model version or
+alias with a weight, runtime options, resources per replica and a scaling range) and
+how traffic is split. Every change stores a whole spec as a new revision.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ghaf.core.names import Name
+
+MAX_VARIANTS = 16
+WEIGHT_TOTAL = 100.0
+# Weights are percentages written by people (10, 33.3); their sum is checked to this
+# tolerance so that three thirds pass and 99 does not.
+WEIGHT_TOLERANCE = 0.01
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RuntimeOptions(_Strict):
+    """How a variant's replicas run the model (the options of ``ghaf serve``)."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=65_536)
+    max_latency_ms: float = Field(default=2.0, ge=0, le=10_000)
+    threads: int | None = Field(
+        default=None, ge=1, le=1024, description="Model threads (default: the replica's CPUs)."
+    )
+    device: Literal["cpu", "gpu"] = "cpu"
+    allow_cpu_fallback: bool = Field(
+        default=False, description="With device gpu: run on the CPU where no GPU can."
+    )
+
+
+class Resources(_Strict):
+    """What one replica of a variant is given."""
+
+    cpus: float = Field(default=1.0, gt=0, le=1024)
+    memory_mb: int = Field(default=1024, ge=64, le=4 * 1024 * 1024)
+    gpus: int = Field(default=0, ge=0, le=64)
+
+
+class Scaling(_Strict):
+    """Replicas between ``min_replicas`` and ``max_replicas`` (0: scale to zero), driven
+    by in-flight requests per replica against ``target_in_flight``."""
+
+    min_replicas: int = Field(default=1, ge=0, le=1024)
+    max_replicas: int = Field(default=1, ge=1, le=1024)
+    target_in_flight: float = Field(default=8.0, gt=0, le=100_000)
+    upscale_window_s: float = Field(default=0.0, ge=0, le=86_400)
+    downscale_window_s: float = Field(default=60.0, ge=0, le=86_400)
+    scale_to_zero_after_s: float = Field(default=300.0, ge=0, le=7 * 86_400)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is more than max_replicas "
+                f"({self.max_replicas})"
+            )
+        return self
+
+
+class VariantSpec(_Strict):
+    """One model version (or alias) served under the deployment's name."""
+
+    name: Name
+    model: Name
+    version: str | int = Field(
+        description="A version number, `latest` (resolved now), or an alias "
+        "(`champion` or `@champion`): the deployment follows the alias when it moves."
+    )
+    weight: float = Field(
+        default=0.0, ge=0, le=WEIGHT_TOTAL, description="Percent of live traffic."
+    )
+    shadow: bool = Field(
+        default=False,
+        description="Receives a copy of the traffic; its answers are logged, never returned.",
+    )
+    runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
+    resources: Resources = Field(default_factory=Resources)
+    scaling: Scaling = Field(default_factory=Scaling)
+
+    @field_validator("version")
+    @classmethod
+    def _version_text(cls, value: str | int) -> str | int:
+        if isinstance(value, str) and not 1 <= len(value) <= 65:
+            raise ValueError("version must be 1 to 65 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _shadow_has_no_weight(self) -> VariantSpec:
+        if self.shadow and self.weight:
+            raise ValueError(
+                f"variant {self.name!r} is a shadow: it takes no live traffic, so its "
+                f"weight must be 0 (got {self.weight:g})"
+            )
+        return self
+
+
+class StickyKey(_Strict):
+    """Where a request's assignment key is read: a header, or a field of the JSON body."""
+
+    header: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$"
+    )
+    field: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one(self) -> StickyKey:
+        if (self.header is None) == (self.field is None):
+            raise ValueError("sticky names exactly one of header or field")
+        return self
+
+
+def check_variants(variants: list[VariantSpec]) -> None:
+    """Refuse (``ValueError``) repeated names, no live variant, or live weights that do
+    not sum to 100."""
+    names = [v.name for v in variants]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise ValueError(f"variant names must be unique; repeated: {', '.join(doubled)}")
+    live = [v for v in variants if not v.shadow]
+    if not live:
+        raise ValueError("at least one variant must take live traffic (not a shadow)")
+    total = sum(v.weight for v in live)
+    if abs(total - WEIGHT_TOTAL) > WEIGHT_TOLERANCE:
+        shares = ", ".join(f"{v.name}={v.weight:g}" for v in live)
+        raise ValueError(f"the live variants' weights must sum to 100, not {total:g} ({shares})")
+
+
+class DeploymentSpec(_Strict):
+    """The whole desired state of a deployment."""
+
+    variants: list[VariantSpec] = Field(min_length=1, max_length=MAX_VARIANTS)
+    production: bool = Field(
+        default=False,
+        description="Take only approved versions whose gates pass (the registry policy).",
+    )
+    sticky: StickyKey | None = Field(
+        default=None, description="Assign requests by this key, so a user keeps a variant."
+    )
+    host: Literal["embedded", "ray"] = "embedded"
+
+    @model_validator(mode="after")
+    def _weights(self) -> DeploymentSpec:
+        check_variants(self.variants)
+        return self
+
+
+class DeploymentCreate(DeploymentSpec):
+    name: Name
+    description: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=400, description="Why (kept with the revision).")
+
+
+class DeploymentUpdate(_Strict):
+    """What changes; what is left out stays as it is. Any change is a new revision."""
+
+    variants: list[VariantSpec] | None = Field(default=None, min_length=1, max_length=MAX_VARIANTS)
+    production: bool | None = None
+    sticky: StickyKey | None = None
+    clear_sticky: bool = Field(default=False, description="Stop sticky assignment.")
+    host: Literal["embedded", "ray"] | None = None
+    description: str | None = Field(default=None, max_length=2000)
+    reason: str = Field(default="", max_length=400)
+
+    @model_validator(mode="after")
+    def _weights(self) -> DeploymentUpdate:
+        if self.variants is not None:
+            check_variants(self.variants)
+        if self.clear_sticky and self.sticky is not None:
+            raise ValueError("give sticky or clear_sticky, not both")
+        return self
+
+
+class Rollback(_Strict):
+    revision: int = Field(ge=1, le=2**31 - 1)
+    reason: str = Field(default="", max_length=400)
+
+
+class ResolvedVariant(BaseModel):
+    """The model version a variant serves in a revision."""
+
+    model: str
+    version: int
+    sha256: str
+    follows: str | None = Field(default=None, description="The alias it follows, if any.")
+
+
+class DeploymentOut(BaseModel):
+    name: str
+    project: str
+    description: str
+    production: bool
+    revision: int
+    spec: dict[str, Any]
+    resolved: dict[str, ResolvedVariant]
+    created_at: datetime
+    created_by: str | None = None
+    updated_at: datetime
+    updated_by: str | None = None
+
+
+class RevisionOut(BaseModel):
+    revision: int
+    spec: dict[str, Any]
+    resolved: dict[str, ResolvedVariant]
+    reason: str
+    created_at: datetime
+    created_by: str | None = None
