@@ -156,7 +156,6 @@ class LoopRequestSeries:
         self.latency = LoopHistogram(
             registry, f"{name}_request_duration_seconds", latency_help, labels, buckets=buckets
         )
-        self._counts: dict[tuple[str, str, int], list[float]] = {}
         self._cells: dict[tuple[str, str, int], tuple[list[float], list[float]]] = {}
         registry.register(self)
 

@@ -6,7 +6,8 @@ of chunked bodies. Ordinary (JSON, Arrow) bodies get ``max_body_bytes``; a strea
 upload route raises its own limit to ``max_upload_bytes`` with
 :func:`ghaf.platform.uploads.allow_upload` before it reads.
 
-``BodyLimit`` also bounds how slowly a body may arrive: the time spent waiting on the
+``BodyLimit`` also bounds how slowly a body may arrive, by the rule ``ghaf serve`` uses
+too (:class:`~ghaf.platform.slow_clients.BodyDeadline`): the time spent waiting on the
 client for body bytes may not exceed ``body_timeout_s`` plus one second per
 ``body_min_rate`` bytes received (mod_reqtimeout's rule), so a client that sends a byte a
 second is answered 408 and its connection closed, while a large upload on a working link
@@ -27,9 +28,7 @@ second held its connection for ever) and may not exceed ``max_header_bytes``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Collection
 from functools import partial
 
@@ -39,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ghaf.core.errors import GhafError
 from ghaf.platform.calls import AUTH_STATE
-from ghaf.platform.slow_clients import BodyTimeout
+from ghaf.platform.slow_clients import BodyDeadline
 from ghaf.platform.uploads import BODY_STATE, BodyBudget, BodyTooLarge
 from ghaf.runtime import Runtime
 from ghaf.server.problems import problem_response
@@ -61,20 +60,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-class _BodyClock:
-    """How long this request has waited on its client for body bytes."""
-
-    __slots__ = ("complete", "timed_out", "waited")
-
-    def __init__(self) -> None:
-        self.waited = 0.0
-        self.complete = False
-        self.timed_out = False
-
-
-_CLOSE = (b"connection", b"close")
 
 
 class BodyLimit:
@@ -107,39 +92,16 @@ class BodyLimit:
             return
         budget = BodyBudget(self.default, declared)
         scope.setdefault("state", {})[BODY_STATE] = budget
-        clock = _BodyClock()
+        deadline = BodyDeadline(self.timeout_s, self.min_rate)
 
         async def counted() -> Message:
             budget.check()
-            if clock.complete:
-                # After the body, receive() waits for the disconnect (streaming
-                # responses listen for it): that is not the client being slow.
-                return await receive()
-            allowed = self.timeout_s + budget.received / self.min_rate - clock.waited
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(max(allowed, 0.0)):
-                    message = await receive()
-            except TimeoutError:
-                clock.timed_out = True
-                raise BodyTimeout(clock.waited + (time.monotonic() - started)) from None
-            finally:
-                clock.waited += time.monotonic() - started
-            if message["type"] == "http.request":
-                budget.received += len(message.get("body", b""))
-                budget.check()
-                clock.complete = not message.get("more_body", False)
-            else:
-                clock.complete = True
+            message = await deadline.receive(receive)
+            budget.received = deadline.received
+            budget.check()
             return message
 
-        async def closing(message: Message) -> None:
-            # The rest of a too-slow body is never read: the connection cannot be reused.
-            if message["type"] == "http.response.start" and clock.timed_out:
-                message["headers"] = [*message.get("headers", []), _CLOSE]
-            await send(message)
-
-        await self.app(scope, counted, closing)
+        await self.app(scope, counted, deadline.closing(send))
 
 
 # --- authentication ------------------------------------------------------------------

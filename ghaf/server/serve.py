@@ -12,7 +12,6 @@ from functools import partial
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ghaf.core.database import Database
@@ -115,18 +114,17 @@ def run_server(settings: Settings) -> None:
 
 
 class GuardedHttpToolsProtocol(HeaderDeadline, HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline and a size limit on request headers."""
+    """uvicorn's httptools protocol with a deadline and a size limit on request headers,
+    and chunked trailers kept out of them (ghaf/platform/slow_clients.py)."""
 
 
-class GuardedH11Protocol(HeaderDeadline, H11Protocol):
-    """uvicorn's h11 protocol with a deadline and a size limit on request headers."""
-
-
-def http_protocol(settings: Settings, *, h11: bool = False) -> Any:
+def http_protocol(settings: Settings) -> Any:
     """The protocol every listener serves (``uvicorn.Config(http=...)``): slow or huge
-    request headers are cut off (``header_timeout_s``, ``max_header_bytes``)."""
+    request headers are cut off (``header_timeout_s``, ``max_header_bytes``). Only
+    httptools' parser reports each header as it is parsed, which those checks need, so
+    h11 is not offered."""
     return partial(
-        GuardedH11Protocol if h11 else GuardedHttpToolsProtocol,
+        GuardedHttpToolsProtocol,
         header_timeout_s=settings.header_timeout_s,
         max_header_bytes=settings.max_header_bytes,
     )

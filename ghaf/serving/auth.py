@@ -193,6 +193,9 @@ class RemoteAuthorizer:
         now = time.monotonic()
         if len(self._answers) >= MAX_CACHED:
             self._evict(now)
+        # Re-inserted, not reassigned: a dict keeps a key where it was first put, and
+        # eviction takes the older half by position, so a refreshed grant moves last.
+        self._answers.pop(key, None)
         self._answers[key] = (now + ttl, answer)
 
     def _evict(self, now: float) -> None:

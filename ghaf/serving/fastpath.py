@@ -20,7 +20,6 @@ same answers, headers and errors.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,13 +28,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from ghaf.core.errors import GhafError
-from ghaf.core.ids import new_request_id
-from ghaf.core.logging import request_id_var
 from ghaf.serving import predict, protocol
 from ghaf.serving.auth import Refused, admit
 from ghaf.serving.calls import Answer, Call
-from ghaf.serving.metrics import incoming_request_id
-from ghaf.serving.predlog import EXCHANGE, Exchange
+from ghaf.serving.metrics import Observation
 from ghaf.serving.served import ModelTable, error_reply, json_reply
 
 if TYPE_CHECKING:
@@ -89,33 +85,27 @@ class HotPath:
         self.metrics = metrics
 
     async def answer(self, handler: Handler, call: Call) -> Answer:
-        """``call`` answered by ``handler``: checked, counted and logged."""
-        request_id = incoming_request_id(call.raw_headers) or new_request_id()
-        exchange = Exchange()
-        token = EXCHANGE.set(exchange)
-        log_token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        grant = None
-        try:
-            grant = await admit(self.authorizer, call.headers.get("authorization"), call.client)
-            answer = await handler(call)
-        except Refused as refused:
-            answer = json_reply({"error": refused.message}, refused.status)
-            answer.headers.extend(refused.headers)
-        except GhafError as error:
-            answer = error_reply(error)
-        except ClientDisconnect:
-            raise
-        except Exception:
-            log.exception("serving request failed")
-            answer = json_reply({"error": INTERNAL}, 500)
-        finally:
-            EXCHANGE.reset(token)
-            request_id_var.reset(log_token)
-        self.metrics.observe(
-            exchange, answer.status, time.perf_counter() - started, grant, request_id
-        )
-        answer.headers.append((b"x-request-id", request_id.encode()))
+        """``call`` answered by ``handler``: checked, counted and logged (the observer's
+        bookkeeping, :class:`~ghaf.serving.metrics.Observation`). A failure to count
+        or log it raises: each door answers that as uvicorn answers an app's error."""
+        with Observation(self.metrics, call.raw_headers) as seen:
+            try:
+                seen.grant = await admit(
+                    self.authorizer, call.headers.get("authorization"), call.client
+                )
+                answer = await handler(call)
+            except Refused as refused:
+                answer = json_reply({"error": refused.message}, refused.status)
+                answer.headers.extend(refused.headers)
+            except GhafError as error:
+                answer = error_reply(error)
+            except ClientDisconnect:
+                raise  # counted as such; nobody to answer
+            except Exception:
+                log.exception("serving request failed")
+                answer = json_reply({"error": INTERNAL}, 500)
+            seen.status = answer.status
+        answer.headers.append(seen.header)
         return answer
 
 

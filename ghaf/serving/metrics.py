@@ -1,10 +1,13 @@
 """A serving app's ``/metrics`` and the observer that feeds it and the prediction log.
 
-:class:`ServingObserver` (pure ASGI, outermost) gives each request an id (a safe
-incoming ``X-Request-ID`` or a new one, echoed in the answer), leaves an
-:class:`~ghaf.serving.predlog.Exchange` for the routes to fill, and when the answer is
-sent counts it by model, version and status, observes its latency and, for an answered
-prediction, hands the record to the prediction log (which never blocks).
+:class:`Observation` is one request's bookkeeping, the same for the observer and the
+hot path (ghaf/serving/fastpath.py): an id (a safe incoming ``X-Request-ID`` or a new
+one, echoed in the answer), an :class:`~ghaf.serving.predlog.Exchange` for the routes to
+fill, and when the request ends a count by model, version and status, its latency and,
+for an answered prediction, the record for the prediction log (which never blocks). A
+caller that went away before its answer counts as status 499 (nginx's "client closed
+request"), not as a server error. :class:`ServingObserver` (pure ASGI, outermost) keeps
+one around every other request.
 
 :class:`ServingMetrics` holds the series, on a registry of the app's own (the process,
 GC and platform collectors included: ghaf/platform/metrics.py):
@@ -27,10 +30,12 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from functools import partial
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ghaf.core.ids import new_request_id
@@ -43,7 +48,7 @@ from ghaf.serving.schemas import InvokeGrant
 if TYPE_CHECKING:
     from ghaf.serving.served import ModelTable, ServedModel
 
-__all__ = ["ServingMetrics", "ServingObserver", "incoming_request_id"]
+__all__ = ["CLIENT_GONE", "Observation", "ServingMetrics", "ServingObserver", "incoming_request_id"]
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 LATENCY_BUCKETS = (
     0.0005,
@@ -61,6 +66,7 @@ LATENCY_BUCKETS = (
     5.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+CLIENT_GONE = 499  # the status a request counts as when its caller went away
 
 
 class ServingMetrics:
@@ -174,6 +180,49 @@ class _LogCollector:
         )
 
 
+class Observation:
+    """One request, from its start to its end (the ``with`` block): id, exchange and log
+    context set for the routes, then counted and logged by :meth:`ServingMetrics.observe`.
+    ``status`` (500 until an answer sets it) and ``grant`` are filled in as it runs."""
+
+    __slots__ = (
+        "_tokens",
+        "exchange",
+        "grant",
+        "header",
+        "metrics",
+        "request_id",
+        "started",
+        "status",
+    )
+
+    def __init__(self, metrics: ServingMetrics, headers: list[tuple[bytes, bytes]]) -> None:
+        self.metrics = metrics
+        self.request_id = incoming_request_id(headers) or new_request_id()
+        self.header = (b"x-request-id", self.request_id.encode())
+        self.exchange = Exchange()
+        self.status = 500
+        self.grant: InvokeGrant | None = None
+
+    def __enter__(self) -> Observation:
+        self._tokens = (EXCHANGE.set(self.exchange), request_id_var.set(self.request_id))
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        EXCHANGE.reset(self._tokens[0])
+        request_id_var.reset(self._tokens[1])
+        if kind is not None and issubclass(kind, ClientDisconnect):
+            self.status = CLIENT_GONE
+        elapsed = time.perf_counter() - self.started
+        self.metrics.observe(self.exchange, self.status, elapsed, self.grant, self.request_id)
+
+
 class ServingObserver:
     """Request ids, metrics and the prediction log, around everything else."""
 
@@ -192,28 +241,18 @@ class ServingObserver:
         if scope["type"] != "http" or scope["path"] in self.quiet_paths:
             await self.app(scope, receive, send)
             return
-        request_id = incoming_request_id(scope["headers"]) or new_request_id()
-        exchange = Exchange()
-        token = EXCHANGE.set(exchange)
-        log_token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        status = 500
-        header = (b"x-request-id", request_id.encode())
+        with Observation(self.metrics, scope["headers"]) as seen:
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    seen.status = message["status"]
+                    message["headers"] = [*message.get("headers", []), seen.header]
+                await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            EXCHANGE.reset(token)
-            request_id_var.reset(log_token)
-            grant = scope.get("state", {}).get(GRANT_STATE)
-            self.metrics.observe(exchange, status, time.perf_counter() - started, grant, request_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                seen.grant = scope.get("state", {}).get(GRANT_STATE)
 
 
 def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:

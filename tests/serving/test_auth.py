@@ -158,3 +158,35 @@ def test_a_token_that_is_not_printable_ascii_is_refused_without_asking() -> None
         await authorizer.aclose()
 
     asyncio.run(run())
+
+
+def test_a_refreshed_grant_counts_as_new_when_the_cache_makes_room(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ghaf.serving import auth
+
+    monkeypatch.setattr(auth, "MAX_CACHED", 40)
+    grant = {"project": "p", "principal": "alice", "kind": "user"}
+
+    async def run() -> int:
+        authorizer = RemoteAuthorizer(
+            "http://platform",
+            "p",
+            transport=httpx.MockTransport(lambda request: httpx.Response(200, json=grant)),
+        )
+        authorizer.ttl_s = 0.0  # the first grant expires at once...
+        await authorizer.authorize("Bearer first", client=None)
+        authorizer.ttl_s = 60.0
+        for i in range(29):
+            await authorizer.authorize(f"Bearer other-{i}", client=None)
+        await authorizer.authorize("Bearer first", client=None)  # ...and is asked again
+        for i in range(29, 40):  # past the limit: the older half of the grants goes
+            await authorizer.authorize(f"Bearer other-{i}", client=None)
+        asked = authorizer.platform_calls
+        # Refreshed after 29 others, it is among the newer half; by first insertion
+        # (a reassigned key keeps its place) it was the oldest, and went.
+        await authorizer.authorize("Bearer first", client=None)
+        await authorizer.aclose()
+        return authorizer.platform_calls - asked
+
+    assert asyncio.run(run()) == 0

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
 from ghaf.serving.app import ServingOptions, create_serving_app
@@ -240,3 +242,94 @@ def test_slow_headers_are_cut_off(loaded_forest: tuple[Any, Array]) -> None:
             assert conn.recv(65536).startswith(b"HTTP/1.1 200")
             conn.sendall(b"POST /predict HTTP/1.1\r\n")
             assert conn.recv(65536) == b""  # closed after the deadline
+
+
+def test_a_steady_body_earns_time_as_it_arrives(loaded_forest: tuple[Any, Array]) -> None:
+    # 0.3 s plus a second per 10,000 bytes: 3,000 bytes every 0.1 s earn 0.3 s each. The
+    # deadline was computed once, for the bytes that had come when reading began, so a
+    # body sent at three times the minimum rate was cut off after about 0.6 s (408).
+    app = create_serving_app([loaded_forest[0]], authorizer=OneToken())
+    protocol = protocol_for(app, body_timeout_s=0.3, body_min_rate=10_000)
+    body = _body(np.tile(loaded_forest[1][:1], (80, 1)))
+    assert len(body) > 30_000
+    head = _request(INFER, body, AUTH)
+    with (
+        running(app, http=protocol) as url,
+        socket.create_connection(("127.0.0.1", _port(url)), timeout=10) as conn,
+    ):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(head), 3000):
+            conn.sendall(head[start : start + 3000])
+            time.sleep(0.1)
+        answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def _broken(*args: Any) -> None:
+    raise RuntimeError("counting or logging the answer failed (a bug)")
+
+
+def test_a_failure_to_count_an_answer_is_a_500_on_both_doors(
+    loaded_forest: tuple[Any, Array], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wire counted and logged the answer outside the hot path's try: when that
+    # raised, it closed the connection with no answer at all; uvicorn's ASGI path
+    # answers an app's error with its 500 (and closes), so the wire does the same.
+    wired = create_serving_app([loaded_forest[0]], authorizer=OneToken())
+    plain = create_serving_app([loaded_forest[0]], authorizer=OneToken())
+    for app in (wired, plain):
+        monkeypatch.setattr(app.state.metrics, "observe", _broken)
+    request = _request(INFER, _body(loaded_forest[1][:1]), AUTH)
+    with running(wired, http=protocol_for(wired)) as wire_url, running(plain) as plain_url:
+        wire = _raw(wire_url, request, until_closed=True)
+        asgi = _raw(plain_url, request, until_closed=True)
+    assert wire.startswith(b"HTTP/1.1 500") and asgi.startswith(b"HTTP/1.1 500")
+    assert wire.partition(b"\r\n\r\n")[2] == asgi.partition(b"\r\n\r\n")[2]
+    assert b"connection: close" in wire
+
+
+def _requests_by_status(app: ServingApp) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    text = generate_latest(app.state.metrics.registry).decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "ghaf_serving_requests_total":
+                status = sample.labels["status"]
+                counts[status] = counts.get(status, 0) + sample.value
+    return counts
+
+
+def test_a_caller_that_goes_away_is_counted_the_same_on_both_doors(
+    loaded_forest: tuple[Any, Array],
+) -> None:
+    # The hot path counted nothing for a caller that vanished mid-body, while the
+    # observer counted it (as a 500); both count it now, as 499.
+    wired = create_serving_app([loaded_forest[0]], authorizer=OneToken())
+    plain = create_serving_app([loaded_forest[0]], authorizer=OneToken())
+    head = _request(INFER, _body(loaded_forest[1][:2]), AUTH)
+    cut = head[: head.index(b"\r\n\r\n") + 14]
+    with running(wired, http=protocol_for(wired)) as wire_url, running(plain) as plain_url:
+        for url in (wire_url, plain_url):
+            with socket.create_connection(("127.0.0.1", _port(url)), timeout=5) as conn:
+                conn.sendall(cut)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            counted = [_requests_by_status(app) for app in (wired, plain)]
+            if all(counted):
+                break
+            time.sleep(0.02)
+    assert counted == [{"499": 1.0}, {"499": 1.0}]
+
+
+def test_a_header_block_past_the_limit_in_one_read_is_refused(
+    loaded_forest: tuple[Any, Array],
+) -> None:
+    # Header bytes were counted only when a read left the headers incomplete: 20 KB of
+    # them in one write, against a limit of 8 KB, were answered 200.
+    app = create_serving_app([loaded_forest[0]], authorizer=OneToken())
+    junk = {f"x-junk-{i}": "x" * 1000 for i in range(20)}
+    request = _request(INFER, _body(loaded_forest[1][:1]), {**AUTH, **junk})
+    with running(app, http=protocol_for(app, max_header_bytes=8192)) as url:
+        answer = _raw(url, request, until_closed=True)
+        assert answer.startswith(b"HTTP/1.1 431")
+        assert httpx.post(url + INFER, content=b"{}", headers=AUTH).status_code == 400
