@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from pydantic import BaseModel
 
 from ghaf.core.paging import Page
-from ghaf.deployments.schemas import DeploymentOut, RevisionOut, VariantSpec
+from ghaf.deployments.schemas import (
+    AbTestReport,
+    DeploymentOut,
+    OutcomesResult,
+    RevisionOut,
+    VariantSpec,
+)
 
 if TYPE_CHECKING:
     from ghaf.client.client import Client
@@ -48,17 +55,20 @@ class Deployments:
         production: bool = False,
         sticky: Mapping[str, str] | None = None,
         host: str = "embedded",
+        abtest: Mapping[str, Any] | None = None,
         description: str = "",
         reason: str = "",
     ) -> DeploymentOut:
         """A new deployment at revision 1; ``sticky`` is ``{"header": ...}`` or
-        ``{"field": ...}``."""
+        ``{"field": ...}``; ``abtest`` is ``{"kind": "binary", "control": NAME}``
+        (``alpha``, ``higher_is_better`` optional)."""
         body = {
             "name": name,
             "variants": [_plain(v) for v in variants],
             "production": production,
             "sticky": dict(sticky) if sticky is not None else None,
             "host": host,
+            "abtest": dict(abtest) if abtest is not None else None,
             "description": description,
             "reason": reason,
         }
@@ -91,17 +101,24 @@ class Deployments:
         sticky: Mapping[str, str] | None = None,
         clear_sticky: bool = False,
         host: str | None = None,
+        abtest: Mapping[str, Any] | None = None,
+        clear_abtest: bool = False,
         description: str | None = None,
         reason: str = "",
     ) -> DeploymentOut:
         """A new revision with these changes; what is left out stays as it is."""
-        body: dict[str, Any] = {"reason": reason, "clear_sticky": clear_sticky}
+        body: dict[str, Any] = {
+            "reason": reason,
+            "clear_sticky": clear_sticky,
+            "clear_abtest": clear_abtest,
+        }
         if variants is not None:
             body["variants"] = [_plain(v) for v in variants]
         for key, value in (
             ("production", production),
             ("sticky", dict(sticky) if sticky is not None else None),
             ("host", host),
+            ("abtest", dict(abtest) if abtest is not None else None),
             ("description", description),
         ):
             if value is not None:
@@ -145,4 +162,50 @@ class Deployments:
             "POST",
             self._url(project, name, ":rollback"),
             json={"revision": revision, "reason": reason},
+        )
+
+    # --- A/B tests ------------------------------------------------------------------
+
+    def post_outcomes(
+        self, project: str, name: str, outcomes: Mapping[str, float] | Sequence[tuple[str, float]]
+    ) -> OutcomesResult:
+        """Outcomes by request id (the ``x-request-id`` of each answer): 1/0 for a
+        conversion, or a numeric reward. Sent 10,000 per request."""
+        pairs = list(outcomes.items()) if isinstance(outcomes, Mapping) else list(outcomes)
+        counts = {"recorded": 0, "unknown": 0, "duplicate": 0, "shadow": 0}
+        for start in range(0, len(pairs), 10_000):
+            part = self._client._model(
+                OutcomesResult,
+                "POST",
+                self._url(project, name, "/outcomes"),
+                json={
+                    "items": [
+                        {"request_id": r, "value": v} for r, v in pairs[start : start + 10_000]
+                    ]
+                },
+            )
+            for key in counts:
+                counts[key] += getattr(part, key)
+        return OutcomesResult(**counts)
+
+    def upload_outcomes(self, project: str, name: str, path: str | Path) -> OutcomesResult:
+        """A Parquet file with ``request_id`` and ``value`` columns."""
+        return self._client._model(
+            OutcomesResult,
+            "POST",
+            self._url(project, name, "/outcomes:upload"),
+            content=Path(path).read_bytes(),
+            headers={"content-type": "application/vnd.apache.parquet"},
+        )
+
+    def abtest_report(self, project: str, name: str) -> AbTestReport:
+        return self._client._model(AbTestReport, "GET", self._url(project, name, "/abtest"))
+
+    def promote(self, project: str, name: str, *, reason: str = "") -> DeploymentOut:
+        """Give the A/B test's winner all live traffic, as a new revision."""
+        return self._client._model(
+            DeploymentOut,
+            "POST",
+            self._url(project, name, "/abtest:promote"),
+            json={"reason": reason},
         )

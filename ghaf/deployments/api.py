@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response
 
 from ghaf.core.paging import DEFAULT_LIMIT, Page
@@ -14,6 +14,7 @@ from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
 router = APIRouter(tags=["deployments"])
 DEPLOYMENTS = "/projects/{project}/deployments"
 DEPLOYMENT = DEPLOYMENTS + "/{deployment}"
+PARQUET = "application/vnd.apache.parquet"
 RevisionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="A revision number.")]
 
 
@@ -82,3 +83,41 @@ async def rollback(
 ) -> schemas.DeploymentOut:
     """Return to an earlier revision's spec and versions, as a new revision."""
     return await call(service.rollback, project, deployment, body)
+
+
+@router.post(DEPLOYMENT + "/outcomes")
+async def post_outcomes(
+    call: Call, project: str, deployment: str, body: schemas.Outcomes
+) -> schemas.OutcomesResult:
+    """Outcomes per request id (1/0 conversions or numeric rewards) for the A/B test."""
+    return await call(service.post_outcomes, project, deployment, body)
+
+
+@router.post(
+    DEPLOYMENT + "/outcomes:upload",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {PARQUET: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload_outcomes(
+    call: Call, request: Request, project: str, deployment: str
+) -> schemas.OutcomesResult:
+    """A Parquet file of outcomes (columns ``request_id`` and ``value``)."""
+    return await call(service.upload_outcomes, project, deployment, await request.body())
+
+
+@router.get(DEPLOYMENT + "/abtest")
+async def abtest_report(call: ReadCall, project: str, deployment: str) -> schemas.AbTestReport:
+    """Per variant n, mean and interval; lift, p-values and the winner, if any."""
+    return await call(service.abtest_report, project, deployment)
+
+
+@router.post(DEPLOYMENT + "/abtest:promote")
+async def promote_winner(
+    call: Call, project: str, deployment: str, body: schemas.Promote
+) -> schemas.DeploymentOut:
+    """Give the A/B test's winner all live traffic (refused while there is none)."""
+    return await call(service.promote_winner, project, deployment, body)

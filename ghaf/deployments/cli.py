@@ -27,10 +27,11 @@ from ghaf.console.output import (
     print_item,
     print_json,
     print_page,
+    print_table,
     with_client,
 )
 from ghaf.core.paging import Page
-from ghaf.deployments.schemas import DeploymentOut
+from ghaf.deployments.schemas import DeploymentOut, VariantResult
 
 deploy = typer.Typer(
     help="Deployments: named endpoints serving model variants (splits, shadows, rollbacks).",
@@ -49,6 +50,13 @@ SpecOpt = Annotated[
     Path | None, typer.Option("--spec", help="A YAML or JSON file with the spec's fields.")
 ]
 ReasonOpt = Annotated[str, typer.Option("--reason", "-m", help="Why (kept with the revision).")]
+AbTestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--abtest",
+        help="Compare the live variants: binary:CONTROL (conversions) or numeric:CONTROL.",
+    ),
+]
 StickyOpt = Annotated[
     str | None,
     typer.Option(help="Keep users on a variant by header:NAME or field:NAME of the request."),
@@ -92,6 +100,15 @@ def _sticky(text: str | None) -> dict[str, str] | None:
     return {kind: name}
 
 
+def _abtest(text: str | None) -> dict[str, str] | None:
+    if text is None:
+        return None
+    kind, colon, control = text.partition(":")
+    if not colon or kind not in ("binary", "numeric") or not control:
+        fail(f"--abtest {text!r}: write binary:CONTROL or numeric:CONTROL")
+    return {"kind": kind, "control": control}
+
+
 def _spec_file(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
@@ -113,6 +130,12 @@ def _spec_file(path: Path | None) -> dict[str, Any]:
     return data
 
 
+def _abtest_text(config: dict[str, Any] | None) -> str:
+    if not config:
+        return "no"
+    return f"{config['kind']}, control {config['control']}, alpha {config['alpha']:g}"
+
+
 def _show(deployment: DeploymentOut, *, as_json: bool) -> None:
     if as_json:
         print_json(deployment)
@@ -132,6 +155,7 @@ def _show(deployment: DeploymentOut, *, as_json: bool) -> None:
             "variants": variants,
             "sticky": ", ".join(f"{k}:{v}" for k, v in sticky.items()) or "no",
             "host": deployment.spec.get("host"),
+            "abtest": _abtest_text(deployment.spec.get("abtest")),
             "description": deployment.description,
             "updated_by": deployment.updated_by,
             "updated_at": deployment.updated_at,
@@ -150,6 +174,7 @@ def create(
         bool, typer.Option(help="Take only approved versions whose gates pass.")
     ] = False,
     sticky: StickyOpt = None,
+    abtest: AbTestOpt = None,
     description: DescriptionOpt = "",
     reason: ReasonOpt = "",
     as_json: JsonOpt = False,
@@ -167,6 +192,7 @@ def create(
             production=production or bool(body.get("production", False)),
             sticky=_sticky(sticky) or body.get("sticky"),
             host=body.get("host", "embedded"),
+            abtest=_abtest(abtest) or body.get("abtest"),
             description=description or body.get("description", ""),
             reason=reason,
         )
@@ -185,6 +211,8 @@ def update(
     ] = None,
     sticky: StickyOpt = None,
     no_sticky: Annotated[bool, typer.Option(help="Stop sticky assignment.")] = False,
+    abtest: AbTestOpt = None,
+    no_abtest: Annotated[bool, typer.Option(help="Stop the A/B test.")] = False,
     description: Annotated[str | None, typer.Option(help="A new description.")] = None,
     reason: ReasonOpt = "",
     as_json: JsonOpt = False,
@@ -201,6 +229,8 @@ def update(
             sticky=_sticky(sticky) or body.get("sticky"),
             clear_sticky=no_sticky,
             host=body.get("host"),
+            abtest=_abtest(abtest) or body.get("abtest"),
+            clear_abtest=no_abtest,
             description=description,
             reason=reason,
         )
@@ -288,3 +318,96 @@ def rollback(
     """Return to an earlier revision's spec and versions, as a new revision."""
     out = with_client(lambda c: c.deployments.rollback(project, name, revision, reason=reason))
     _show(out, as_json=as_json)
+
+
+abtest = typer.Typer(
+    help="The A/B test between a deployment's live variants.", no_args_is_help=True
+)
+outcomes = typer.Typer(help="Outcomes per request id, for the A/B test.", no_args_is_help=True)
+deploy.add_typer(abtest, name="abtest")
+deploy.add_typer(outcomes, name="outcomes")
+
+
+@abtest.command("report")
+def abtest_report(name: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """Per variant: n, mean and interval; lift against the control, the fixed-horizon
+    and the always-valid p-value; the winner once the sequential test is significant."""
+    report = with_client(lambda c: c.deployments.abtest_report(project, name))
+    if as_json:
+        print_json(report)
+        return
+    rows = [_ReportRow.of(v) for v in report.variants]
+    print_table(
+        rows,
+        ("variant", "n", "mean", "interval", "lift", "p_value", "sequential_p", "significant"),
+        title=f"A/B test of {name} ({report.kind}, alpha {report.alpha:g})",
+    )
+    verdict = f"winner: {report.winner}" if report.winner else "no winner yet"
+    extra = []
+    if report.unknown_outcomes:
+        extra.append(f"{report.unknown_outcomes} outcomes for unknown request ids")
+    if report.duplicate_outcomes:
+        extra.append(f"{report.duplicate_outcomes} duplicates")
+    done(verdict + (f" ({'; '.join(extra)})" if extra else ""), as_json=False)
+
+
+class _ReportRow(BaseModel):
+    variant: str
+    n: int
+    mean: str
+    interval: str
+    lift: str
+    p_value: str
+    sequential_p: str
+    significant: str
+
+    @classmethod
+    def of(cls, v: VariantResult) -> _ReportRow:
+        def num(x: float | None) -> str:
+            return "" if x is None else f"{x:.4g}"
+
+        def pair(x: tuple[float, float] | None) -> str:
+            return "" if x is None else f"[{x[0]:.4g}, {x[1]:.4g}]"
+
+        lift = num(v.lift)
+        if v.relative_lift is not None:
+            lift += f" ({v.relative_lift:+.1%})"
+        return cls(
+            variant=v.variant + (" (control)" if v.note == "control" else ""),
+            n=v.n,
+            mean=num(v.mean),
+            interval=pair(v.interval),
+            lift=lift,
+            p_value=num(v.p_value),
+            sequential_p=num(v.sequential_p_value),
+            significant="yes" if v.significant else "",
+        )
+
+
+@abtest.command("promote")
+def promote(
+    name: str, project: ProjectOpt, reason: ReasonOpt = "", as_json: JsonOpt = False
+) -> None:
+    """Give the winner all live traffic, as a new revision (refused while none has won)."""
+    _show(
+        with_client(lambda c: c.deployments.promote(project, name, reason=reason)), as_json=as_json
+    )
+
+
+@outcomes.command("upload")
+def upload(
+    name: str,
+    path: Annotated[Path, typer.Argument(help="A Parquet file: request_id and value columns.")],
+    project: ProjectOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Post outcomes in bulk (up to a million rows)."""
+    if not path.is_file():
+        fail(f"{path} is not a file")
+    result = with_client(lambda c: c.deployments.upload_outcomes(project, name, path))
+    done(
+        f"{result.recorded} outcomes recorded, {result.unknown} for unknown request ids, "
+        f"{result.duplicate} duplicates",
+        as_json=as_json,
+        payload=result,
+    )

@@ -11,7 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ghaf.core.clock import utcnow
@@ -57,3 +65,48 @@ class DeploymentRevision(Base):
     __table_args__ = (
         UniqueConstraint("deployment_id", "revision", name="uq_deployment_revisions_revision"),
     )
+
+
+class RequestAssignment(Base):
+    """Which variant answered one request: what an outcome posted later is credited to."""
+
+    __tablename__ = "deployment_assignments"
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RequestOutcome(Base):
+    """One outcome per request (a second one for the same request is refused)."""
+
+    __tablename__ = "deployment_outcomes"
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(64), index=True)
+    value: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AbTestState(Base):
+    """A running A/B test's counters and, per treatment, the always-valid p-value so
+    far (a running minimum over looks, so it must be kept between them)."""
+
+    __tablename__ = "deployment_abtests"
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(JsonObject())  # the spec's abtest
+    sequential: Mapped[dict[str, Any]] = mapped_column(JsonObject())  # {variant: p}
+    unknown: Mapped[int] = mapped_column(Integer, default=0)
+    duplicate: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

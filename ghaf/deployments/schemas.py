@@ -136,6 +136,17 @@ def check_variants(variants: list[VariantSpec]) -> None:
         raise ValueError(f"the live variants' weights must sum to 100, not {total:g} ({shares})")
 
 
+class AbTest(_Strict):
+    """What an A/B test between the live variants measures, and against which one."""
+
+    kind: Literal["binary", "numeric"] = Field(
+        description="binary: a conversion (outcomes 0 or 1); numeric: a reward."
+    )
+    control: Name = Field(description="The live variant the others are compared with.")
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    higher_is_better: bool = True
+
+
 class DeploymentSpec(_Strict):
     """The whole desired state of a deployment."""
 
@@ -148,10 +159,20 @@ class DeploymentSpec(_Strict):
         default=None, description="Assign requests by this key, so a user keeps a variant."
     )
     host: Literal["embedded", "ray"] = "embedded"
+    abtest: AbTest | None = Field(
+        default=None, description="Compare the live variants on posted outcomes."
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> DeploymentSpec:
         check_variants(self.variants)
+        if self.abtest is not None:
+            live = [v.name for v in self.variants if not v.shadow]
+            if self.abtest.control not in live:
+                raise ValueError(
+                    f"abtest.control {self.abtest.control!r} is not a live variant "
+                    f"(live: {', '.join(live)})"
+                )
         return self
 
 
@@ -169,6 +190,8 @@ class DeploymentUpdate(_Strict):
     sticky: StickyKey | None = None
     clear_sticky: bool = Field(default=False, description="Stop sticky assignment.")
     host: Literal["embedded", "ray"] | None = None
+    abtest: AbTest | None = None
+    clear_abtest: bool = Field(default=False, description="Stop the A/B test.")
     description: str | None = Field(default=None, max_length=2000)
     reason: str = Field(default="", max_length=400)
 
@@ -178,6 +201,8 @@ class DeploymentUpdate(_Strict):
             check_variants(self.variants)
         if self.clear_sticky and self.sticky is not None:
             raise ValueError("give sticky or clear_sticky, not both")
+        if self.clear_abtest and self.abtest is not None:
+            raise ValueError("give abtest or clear_abtest, not both")
         return self
 
 
@@ -216,3 +241,71 @@ class RevisionOut(BaseModel):
     reason: str
     created_at: datetime
     created_by: str | None = None
+
+
+REQUEST_ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+MAX_OUTCOMES = 10_000
+
+
+class Assignment(_Strict):
+    """Which variant answered a request (the gateway records these)."""
+
+    request_id: str = REQUEST_ID
+    variant: Name
+
+
+class Assignments(_Strict):
+    revision: int = Field(ge=1, le=2**31 - 1)
+    items: list[Assignment] = Field(min_length=1, max_length=MAX_OUTCOMES)
+
+
+class Outcome(_Strict):
+    """What happened after a request: 1/0 for a conversion, or a numeric reward."""
+
+    request_id: str = REQUEST_ID
+    value: float = Field(allow_inf_nan=False, ge=-1e12, le=1e12)
+
+
+class Outcomes(_Strict):
+    items: list[Outcome] = Field(min_length=1, max_length=MAX_OUTCOMES)
+
+
+class OutcomesResult(BaseModel):
+    """What became of posted outcomes: only ``recorded`` count in the test."""
+
+    recorded: int
+    unknown: int = Field(description="For a request id no variant of it answered.")
+    duplicate: int = Field(description="For a request id that has an outcome already.")
+    shadow: int = Field(default=0, description="For requests a shadow answered (ignored).")
+
+
+class VariantResult(BaseModel):
+    variant: str
+    n: int
+    mean: float | None
+    interval: tuple[float, float] | None = Field(description="(1 - alpha) interval of the mean.")
+    lift: float | None = Field(default=None, description="Mean minus the control's.")
+    relative_lift: float | None = None
+    lift_interval: tuple[float, float] | None = None
+    p_value: float | None = Field(default=None, description="Fixed horizon: read it once.")
+    sequential_p_value: float | None = Field(
+        default=None, description="Always valid (mSPRT): may be read at every look."
+    )
+    significant: bool = False
+    note: str | None = None
+
+
+class AbTestReport(BaseModel):
+    deployment: str
+    revision: int
+    kind: str
+    control: str
+    alpha: float
+    variants: list[VariantResult]
+    winner: str | None = Field(description="Only when the sequential test is significant.")
+    unknown_outcomes: int
+    duplicate_outcomes: int
+
+
+class Promote(_Strict):
+    reason: str = Field(default="", max_length=400)

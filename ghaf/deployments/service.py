@@ -11,18 +11,25 @@ move is refused, where the deployment could not take the new version).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ghaf.core.clock import as_utc, utcnow
-from ghaf.core.database import insert_unique
-from ghaf.core.errors import Conflict, NotFound, StoredObjectCorrupt
+from ghaf.core.database import insert_new, insert_unique
+from ghaf.core.errors import Conflict, InvalidInput, NotFound, StoredObjectCorrupt
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
-from ghaf.deployments import schemas
-from ghaf.deployments.models import Deployment, DeploymentRevision
+from ghaf.deployments import abtest, schemas
+from ghaf.deployments.models import (
+    AbTestState,
+    Deployment,
+    DeploymentRevision,
+    RequestAssignment,
+    RequestOutcome,
+)
 from ghaf.registry import service as registry
 from ghaf.security.context import Context
 
@@ -164,7 +171,31 @@ def _add_revision(
     deployment.production = spec.production
     deployment.updated_at = now
     deployment.updated_by = pctx.actor
+    _keep_abtest(pctx, deployment, spec)
     return row
+
+
+def _keep_abtest(pctx: Context, deployment: Deployment, spec: schemas.DeploymentSpec) -> None:
+    """Start, keep or end the deployment's A/B test with its spec: a changed test
+    (kind, control, alpha) starts afresh, counting only outcomes from then on."""
+    state = pctx.session.get(AbTestState, deployment.id)
+    config = spec.abtest.model_dump() if spec.abtest is not None else None
+    if state is not None and state.config == config:
+        return
+    if state is not None:
+        pctx.session.delete(state)
+        pctx.session.flush()
+    if config is not None:
+        pctx.session.add(
+            AbTestState(
+                deployment_id=deployment.id,
+                config=config,
+                sequential={},
+                unknown=0,
+                duplicate=0,
+                started_at=utcnow(),
+            )
+        )
 
 
 def _out(project: str, deployment: Deployment, row: DeploymentRevision) -> schemas.DeploymentOut:
@@ -285,7 +316,17 @@ def update_deployment(
     }
     if request.clear_sticky:
         changes["sticky"] = None
-    spec = schemas.DeploymentSpec.model_validate(current.model_dump() | changes)
+    if request.abtest is not None:
+        changes["abtest"] = request.abtest.model_dump()
+    if request.clear_abtest:
+        changes["abtest"] = None
+    try:
+        spec = schemas.DeploymentSpec.model_validate(current.model_dump() | changes)
+    except ValidationError as error:  # the change is valid alone, not with the rest
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidInput(f"{where}: {message}", field=where) from None
     if request.description is not None:
         deployment.description = request.description
     resolved = _resolve(pctx, project, spec)
@@ -436,3 +477,397 @@ def refuse_retiring_served(pctx: Context, data: Mapping[str, Any]) -> None:
                     f"it cannot be {data['action']}; change or remove the deployment first",
                     field=data["field"],
                 )
+
+
+# --- A/B tests: assignments, outcomes, the report and promotion -------------------------
+
+_CHUNK = 500  # request ids per IN (...) lookup, well under every database's bind limit
+
+
+def record_assignments(ctx: Context, project: str, name: str, request: schemas.Assignments) -> int:
+    """Record which variant answered each request (the gateway's part), so outcomes
+    posted later are credited to it. Known request ids are kept as first recorded.
+    Needs deployment:invoke. Returns how many were new."""
+    pctx = ctx.in_project(project)
+    pctx.require("deployment:invoke", resource=_resource(project, name))
+    deployment = _deployment(pctx, name)
+    spec, _ = _stored(_revision(pctx, deployment, request.revision))
+    shadows = {v.name for v in spec.variants if v.shadow}
+    known = {v.name for v in spec.variants}
+    for i, item in enumerate(request.items):
+        if item.variant not in known:
+            raise InvalidInput(
+                f"revision {request.revision} of {name!r} has no variant {item.variant!r}",
+                field=f"items[{i}].variant",
+            )
+    now = utcnow()
+    rows = {
+        item.request_id: {
+            "deployment_id": deployment.id,
+            "request_id": item.request_id,
+            "variant": item.variant,
+            "revision": request.revision,
+            "shadow": item.variant in shadows,
+            "at": now,
+        }
+        for item in request.items
+    }
+    before = _count(pctx, RequestAssignment, deployment.id, list(rows))
+    insert_new(pctx.session, RequestAssignment, list(rows.values()))
+    pctx.commit()
+    return len(rows) - before
+
+
+def _count(pctx: Context, table: type[Any], deployment_id: str, request_ids: list[str]) -> int:
+    found = 0
+    for start in range(0, len(request_ids), _CHUNK):
+        found += len(
+            pctx.session.scalars(
+                select(table.request_id).where(
+                    table.deployment_id == deployment_id,
+                    table.request_id.in_(request_ids[start : start + _CHUNK]),
+                )
+            ).all()
+        )
+    return found
+
+
+def _state(pctx: Context, deployment: Deployment) -> AbTestState:
+    state = pctx.session.get(AbTestState, deployment.id)
+    if state is None:
+        raise Conflict(
+            f"deployment {deployment.name!r} runs no A/B test; give its spec an abtest "
+            "(kind and control) first",
+            field="abtest",
+        )
+    return state
+
+
+def _config(state: AbTestState) -> schemas.AbTest:
+    try:
+        return schemas.AbTest.model_validate(state.config)
+    except ValidationError:
+        raise StoredObjectCorrupt(
+            "a deployment's A/B test settings are damaged in the metadata database; set "
+            "its abtest again (ghaf deploy update --spec)"
+        ) from None
+
+
+def post_outcomes(
+    ctx: Context, project: str, name: str, request: schemas.Outcomes
+) -> schemas.OutcomesResult:
+    """Credit each outcome to the variant that answered its request. Outcomes for
+    request ids no variant answered, or that already have one, are counted and reported
+    (never an error storm); binary tests take only 0 and 1. Needs deployment:invoke."""
+    return _post(ctx, project, name, request.items)
+
+
+def _post(
+    ctx: Context, project: str, name: str, items: list[schemas.Outcome]
+) -> schemas.OutcomesResult:
+    pctx = ctx.in_project(project)
+    pctx.require("deployment:invoke", resource=_resource(project, name))
+    deployment = _deployment(pctx, name)
+    state = _state(pctx, deployment)
+    if _config(state).kind == "binary":
+        for i, item in enumerate(items):
+            if item.value not in (0.0, 1.0):
+                raise InvalidInput(
+                    f"the A/B test of {name!r} counts conversions: an outcome is 0 or 1, "
+                    f"not {item.value:g}",
+                    field=f"items[{i}].value",
+                )
+    counts = {"recorded": 0, "unknown": 0, "duplicate": 0, "shadow": 0}
+    for start in range(0, len(items), schemas.MAX_OUTCOMES):
+        part = _credit(pctx, deployment, state, items[start : start + schemas.MAX_OUTCOMES])
+        for key in counts:
+            counts[key] += getattr(part, key)
+    _look(pctx, deployment, state)
+    result = schemas.OutcomesResult(**counts)
+    pctx.audit("deployment:outcomes", _resource(project, name), detail=result.model_dump())
+    pctx.commit()
+    return result
+
+
+MAX_UPLOAD_ROWS = 1_000_000
+
+
+def _parquet_outcomes(data: bytes) -> list[schemas.Outcome]:
+    """The ``request_id`` and ``value`` columns of a Parquet file, checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as error:
+        raise InvalidInput(f"the body is not a Parquet file ({error})", field="body") from None
+    rows = parquet.metadata.num_rows
+    if rows > MAX_UPLOAD_ROWS:
+        raise InvalidInput(
+            f"the file has {rows:,} rows; send at most {MAX_UPLOAD_ROWS:,} per upload",
+            field="body",
+        )
+    names = set(parquet.schema_arrow.names)
+    missing = sorted({"request_id", "value"} - names)
+    if missing:
+        raise InvalidInput(
+            f"the file has no column {', '.join(missing)} (it has {', '.join(sorted(names))})",
+            field="body",
+        )
+    try:
+        table = parquet.read(columns=["request_id", "value"])
+        ids = table.column("request_id").cast(pa.string()).to_pylist()
+        values = table.column("value").cast(pa.float64()).to_pylist()
+    except (pa.ArrowException, OSError) as error:
+        raise InvalidInput(f"the file cannot be read as outcomes ({error})", field="body") from None
+    try:
+        return [
+            schemas.Outcome(request_id=request_id, value=value)
+            for request_id, value in zip(ids, values, strict=True)
+        ]
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise InvalidInput(
+            f"row {len(ids) and _bad_row(ids, values)}: {first['msg']}", field="body"
+        ) from None
+
+
+def _bad_row(ids: list[Any], values: list[Any]) -> int:
+    for i, (request_id, value) in enumerate(zip(ids, values, strict=True)):
+        try:
+            schemas.Outcome(request_id=request_id, value=value)
+        except ValidationError:
+            return i
+    return 0
+
+
+def upload_outcomes(ctx: Context, project: str, name: str, data: bytes) -> schemas.OutcomesResult:
+    """:func:`post_outcomes` for a Parquet file with ``request_id`` and ``value``
+    columns (up to a million rows), credited in one transaction."""
+    pctx = ctx.in_project(project)
+    pctx.require("deployment:invoke", resource=_resource(project, name))
+    _state(pctx, _deployment(pctx, name))  # no test: refused before the file is read
+    items = _parquet_outcomes(data)
+    if not items:
+        raise InvalidInput("the file has no rows", field="body")
+    return _post(pctx, project, name, items)
+
+
+def _credit(
+    pctx: Context,
+    deployment: Deployment,
+    state: AbTestState,
+    items: list[schemas.Outcome],
+) -> schemas.OutcomesResult:
+    values: dict[str, float] = {}
+    duplicate = 0
+    for item in items:
+        if item.request_id in values:
+            duplicate += 1  # twice in one batch: the first one counts
+        else:
+            values[item.request_id] = item.value
+    ids = list(values)
+    assigned: dict[str, RequestAssignment] = {}
+    taken: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        assigned.update(
+            (a.request_id, a)
+            for a in pctx.session.scalars(
+                select(RequestAssignment).where(
+                    RequestAssignment.deployment_id == deployment.id,
+                    RequestAssignment.request_id.in_(chunk),
+                )
+            )
+        )
+        taken.update(
+            pctx.session.scalars(
+                select(RequestOutcome.request_id).where(
+                    RequestOutcome.deployment_id == deployment.id,
+                    RequestOutcome.request_id.in_(chunk),
+                )
+            )
+        )
+    now = utcnow()
+    rows, unknown, shadow = [], 0, 0
+    for request_id, value in values.items():
+        found = assigned.get(request_id)
+        if found is None:
+            unknown += 1
+        elif found.shadow:
+            shadow += 1
+        elif request_id in taken:
+            duplicate += 1
+        else:
+            rows.append(
+                {
+                    "deployment_id": deployment.id,
+                    "request_id": request_id,
+                    "variant": found.variant,
+                    "value": value,
+                    "at": now,
+                }
+            )
+    insert_new(pctx.session, RequestOutcome, rows)
+    state.unknown += unknown
+    state.duplicate += duplicate
+    return schemas.OutcomesResult(
+        recorded=len(rows), unknown=unknown, duplicate=duplicate, shadow=shadow
+    )
+
+
+def _summaries(
+    pctx: Context, deployment: Deployment, state: AbTestState
+) -> dict[str, abtest.Summary]:
+    """Each variant's outcome aggregates since the test (as it is now) started."""
+    rows = pctx.session.execute(
+        select(
+            RequestOutcome.variant,
+            func.count(),
+            func.coalesce(func.sum(RequestOutcome.value), 0.0),
+            func.coalesce(func.sum(RequestOutcome.value * RequestOutcome.value), 0.0),
+        )
+        .where(
+            RequestOutcome.deployment_id == deployment.id,
+            RequestOutcome.at >= state.started_at,
+        )
+        .group_by(RequestOutcome.variant)
+    ).all()
+    return {
+        variant: abtest.Summary(n=int(n), total=float(total), total_sq=float(total_sq))
+        for variant, n, total, total_sq in rows
+    }
+
+
+@dataclass(frozen=True)
+class _Look:
+    config: schemas.AbTest
+    summaries: dict[str, abtest.Summary]
+    comparisons: list[abtest.Comparison]
+
+
+def _compare(pctx: Context, deployment: Deployment, state: AbTestState) -> _Look:
+    """Every live treatment against the control, on the outcomes so far."""
+    spec, _ = _stored(_current(pctx, deployment))
+    config = _config(state)
+    summaries = _summaries(pctx, deployment, state)
+    empty = abtest.Summary(n=0, total=0.0, total_sq=0.0)
+    control = summaries.get(config.control, empty)
+    comparisons = [
+        abtest.compare(
+            control,
+            summaries.get(v.name, empty),
+            kind=config.kind,
+            alpha=config.alpha,
+            previous_sequential_p=float(state.sequential.get(v.name, 1.0)),
+            control_name=config.control,
+            treatment_name=v.name,
+        )
+        for v in spec.variants
+        if not v.shadow and v.name != config.control
+    ]
+    return _Look(config, summaries, comparisons)
+
+
+def _look(pctx: Context, deployment: Deployment, state: AbTestState) -> None:
+    """A look of the sequential test: keep each treatment's running-minimum p-value."""
+    pctx.session.flush()
+    state.sequential = {
+        c.treatment_name: c.sequential_p_value
+        if c.sequential_p_value is not None
+        else float(state.sequential.get(c.treatment_name, 1.0))
+        for c in _compare(pctx, deployment, state).comparisons
+    }
+
+
+def _interval(found: abtest.Interval | None) -> tuple[float, float] | None:
+    return (found.low, found.high) if found is not None else None
+
+
+def abtest_report(ctx: Context, project: str, name: str) -> schemas.AbTestReport:
+    """Per variant: n, mean and interval; per treatment: lift against the control, the
+    fixed-horizon p-value and the always-valid one; a winner only when significant under
+    the sequential test. Needs deployment:read."""
+    pctx = ctx.in_project(project)
+    pctx.require("deployment:read", resource=_resource(project, name))
+    deployment = _deployment(pctx, name)
+    state = _state(pctx, deployment)
+    look = _compare(pctx, deployment, state)
+    config, summaries, comparisons = look.config, look.summaries, look.comparisons
+    control = summaries.get(config.control, abtest.Summary(n=0, total=0.0, total_sq=0.0))
+    first = comparisons[0] if comparisons else None
+    variants = [
+        schemas.VariantResult(
+            variant=config.control,
+            n=control.n,
+            mean=control.mean if control.n else None,
+            interval=_interval(first.control_interval) if first else None,
+            note="control",
+        )
+    ]
+    for c in comparisons:
+        significant = c.sequential_p_value is not None and c.sequential_p_value <= config.alpha
+        variants.append(
+            schemas.VariantResult(
+                variant=c.treatment_name,
+                n=c.treatment.n,
+                mean=c.treatment_mean,
+                interval=_interval(c.treatment_interval),
+                lift=c.difference,
+                relative_lift=c.relative_lift,
+                lift_interval=_interval(c.difference_interval),
+                p_value=c.p_value,
+                sequential_p_value=c.sequential_p_value,
+                significant=significant,
+                note=c.reason,
+            )
+        )
+    winner = abtest.decide(
+        comparisons, alpha=config.alpha, higher_is_better=config.higher_is_better
+    )
+    return schemas.AbTestReport(
+        deployment=name,
+        revision=deployment.revision,
+        kind=config.kind,
+        control=config.control,
+        alpha=config.alpha,
+        variants=variants,
+        winner=winner,
+        unknown_outcomes=state.unknown,
+        duplicate_outcomes=state.duplicate,
+    )
+
+
+def promote_winner(
+    ctx: Context, project: str, name: str, request: schemas.Promote
+) -> schemas.DeploymentOut:
+    """Give the A/B test's winner 100% of live traffic, as a new revision checked like
+    any other (a production deployment still takes only released versions); refused
+    while no variant has won. Needs deployment:write."""
+    pctx = ctx.in_project(project)
+    pctx.require("deployment:write", resource=_resource(project, name))
+    report = abtest_report(pctx, project, name)
+    if report.winner is None:
+        shown = ", ".join(
+            f"{v.variant} p={v.sequential_p_value:.3g}"
+            for v in report.variants
+            if v.sequential_p_value is not None
+        )
+        raise Conflict(
+            f"the A/B test of {name!r} has no winner yet (always-valid p-values: "
+            f"{shown or 'too few outcomes'}; alpha {report.alpha:g})",
+            field="abtest",
+        )
+    deployment = _deployment(pctx, name)
+    spec, _ = _stored(_current(pctx, deployment))
+    variants = [
+        v.model_copy(update={"weight": 100.0 if v.name == report.winner else 0.0})
+        if not v.shadow
+        else v
+        for v in spec.variants
+    ]
+    update = schemas.DeploymentUpdate(
+        variants=variants,
+        reason=request.reason or f"promoted {report.winner}, the A/B test's winner",
+    )
+    return update_deployment(pctx, project, name, update)

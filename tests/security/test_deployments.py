@@ -22,7 +22,7 @@ HOSTILE_NAMES = [
     "x\x00y",
     "n" * 200,
     "x'; DROP TABLE deployments;--",
-    "ｃhurn",  # a fullwidth lookalike
+    "ｃhurn",  # noqa: RUF001  # a fullwidth lookalike
     "churn\u200b",  # a zero-width space
 ]
 

@@ -168,7 +168,12 @@ def victim(platform: Platform, trained: TrainedModel) -> Victim:
     group = admin.groups.create(unique("grp")).name
     admin.groups.members.add(group, member.name)
     deployment = unique("dep")
-    admin.deployments.create(project, deployment, variants=[_variant(model)])
+    admin.deployments.create(
+        project,
+        deployment,
+        variants=[_variant(model)],
+        abtest={"kind": "binary", "control": "main"},
+    )
     names = {
         "project": project,
         "member": member.name,

@@ -63,9 +63,66 @@ def upgrade() -> None:
         ["deployment_id"],
         unique=False,
     )
+    _fk = "fk_{table}_deployment_id_deployments"
+    op.create_table(
+        "deployment_assignments",
+        sa.Column("deployment_id", sa.String(length=36), nullable=False),
+        sa.Column("request_id", sa.String(length=64), nullable=False),
+        sa.Column("variant", sa.String(length=64), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.Column("shadow", sa.Boolean(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f(_fk.format(table="deployment_assignments")),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "deployment_id", "request_id", name=op.f("pk_deployment_assignments")
+        ),
+    )
+    op.create_table(
+        "deployment_outcomes",
+        sa.Column("deployment_id", sa.String(length=36), nullable=False),
+        sa.Column("request_id", sa.String(length=64), nullable=False),
+        sa.Column("variant", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f(_fk.format(table="deployment_outcomes")),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("deployment_id", "request_id", name=op.f("pk_deployment_outcomes")),
+    )
+    op.create_index(
+        op.f("ix_deployment_outcomes_variant"), "deployment_outcomes", ["variant"], unique=False
+    )
+    op.create_table(
+        "deployment_abtests",
+        sa.Column("deployment_id", sa.String(length=36), nullable=False),
+        sa.Column("config", sa.JSON(), nullable=False),
+        sa.Column("sequential", sa.JSON(), nullable=False),
+        sa.Column("unknown", sa.Integer(), nullable=False),
+        sa.Column("duplicate", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"],
+            ["deployments.id"],
+            name=op.f(_fk.format(table="deployment_abtests")),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("deployment_id", name=op.f("pk_deployment_abtests")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("deployment_abtests")
+    op.drop_index(op.f("ix_deployment_outcomes_variant"), table_name="deployment_outcomes")
+    op.drop_table("deployment_outcomes")
+    op.drop_table("deployment_assignments")
     op.drop_index(op.f("ix_deployment_revisions_deployment_id"), table_name="deployment_revisions")
     op.drop_table("deployment_revisions")
     op.drop_table("deployments")
