@@ -14,7 +14,9 @@ A request whose ``Accept`` names the Arrow media type gets its answer as an Arro
 stream instead of JSON: one column per output, 2-D outputs as fixed-size lists.
 
 Values are checked and cast exactly as OIP tensors are (ghaf/serving/tensors.py), and
-go through the same batcher. ``?model=`` and ``?version=`` pick a model where a server
+go through the same batcher: an Arrow column's own type is its datatype, checked against
+the signature before its values are read (an int64 column fits a float64 input, not a
+float32 one). ``?model=`` and ``?version=`` pick a model where a server
 holds several (the first one otherwise).
 """
 
@@ -216,7 +218,7 @@ def _arrow_inputs(table: Any, signature: list[InputSpec]) -> dict[str, Array]:
     only = signature[0] if len(signature) == 1 else None
     if only is not None and len(only.shape) == 2 and only.name not in names:
         # A table of features for a model of one 2-D input (a DataFrame sent as it is).
-        features = [_arrow_column(n, table.column(n), _datatype(only)) for n in names]
+        features = [_arrow_column(n, table.column(n), only) for n in names]
         nested = [n for n, f in zip(names, features, strict=True) if f.ndim != 1]
         if nested:
             raise InvalidInput(
@@ -224,17 +226,16 @@ def _arrow_inputs(table: Any, signature: list[InputSpec]) -> dict[str, Array]:
                 "rows or one plain column per feature",
                 field="columns",
             )
-        stacked = np.column_stack(features)
-        arrays = {only.name: tensors.values_array(only.name, stacked, _datatype(only))}
-        return tensors.fit(arrays, signature)
+        # Each in the input's dtype first: stacking would promote mixed types to one
+        # that may not fit it (int8 and uint8 columns to int16, for an FP16 input).
+        typed = [tensors.as_dtype(n, f, only) for n, f in zip(names, features, strict=True)]
+        return tensors.fit({only.name: np.column_stack(typed)}, signature)
     specs = {spec.name: spec for spec in signature}
     arrays = {}
     for name in names:
         spec = specs.get(name)
         # An unknown name is reported by fit() with the inputs the model takes.
-        arrays[name] = (
-            _arrow_column(name, table.column(name), _datatype(spec)) if spec else np.asarray([])
-        )
+        arrays[name] = _arrow_column(name, table.column(name), spec) if spec else np.asarray([])
     return tensors.fit(arrays, signature)
 
 
@@ -280,20 +281,15 @@ def _table_field(buffer: memoryview, table: int, field: int) -> int | None:
     return None if at is None else at + int.from_bytes(buffer[at : at + 4], "little")
 
 
-def _arrow_column(name: str, column: Any, datatype: str) -> Array:
-    """One Arrow column as a numpy array of ``datatype``: plain values 1-D, lists (all of
-    one length) 2-D; nulls and other types are refused, naming the column."""
+def _arrow_column(name: str, column: Any, spec: InputSpec) -> Array:
+    """One Arrow column as a numpy array of its own type (checked against ``spec``
+    before its values are read): plain values 1-D, lists (all of one length) 2-D; nulls
+    and other types are refused, naming the column."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if column.null_count:
-        raise InvalidInput(
-            f"column {name!r} has {column.null_count:,} null value(s); send a value for every row",
-            field=f"columns.{name}",
-        )
+    _no_nulls(name, column.null_count)
     kind = column.type
-    if pa.types.is_dictionary(kind):
-        column, kind = column.cast(kind.value_type), kind.value_type
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         lists = column.combine_chunks()
         lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
@@ -309,25 +305,63 @@ def _arrow_column(name: str, column: Any, datatype: str) -> Array:
             raise InvalidInput(
                 f"column {name!r} has null values inside its lists", field=f"columns.{name}"
             )
-        flat = _plain_values(name, values, values.type)
-        return tensors.values_array(name, flat.reshape(len(lengths), width), datatype)
-    return tensors.values_array(name, _plain_values(name, column, kind), datatype)
+        return _plain_values(name, values, spec).reshape(len(lengths), width)
+    return _plain_values(name, column, spec)
 
 
-def _plain_values(name: str, values: Any, kind: Any) -> Array:
+def _no_nulls(name: str, count: int) -> None:
+    if count:
+        raise InvalidInput(
+            f"column {name!r} has {count:,} null value(s); send a value for every row",
+            field=f"columns.{name}",
+        )
+
+
+def _plain_values(name: str, values: Any, spec: InputSpec) -> Array:
+    """Arrow values (an array or a chunked one, maybe dictionary-encoded) of numbers,
+    booleans or strings as a numpy array of their own type; strings are objects."""
     import pyarrow as pa
 
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        array: Array = values.to_numpy(zero_copy_only=False).astype(np.str_)
-        return array
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        array = values.to_numpy(zero_copy_only=False)  # zero-copy for one numeric chunk
-        return array
-    raise InvalidInput(
-        f"column {name!r} has Arrow type {kind}; send numbers, booleans or strings (or "
-        "lists of them)",
-        field=f"columns.{name}",
-    )
+    kind = values.type
+    encoded = pa.types.is_dictionary(kind)
+    plain = kind.value_type if encoded else kind
+    if pa.types.is_string(plain) or pa.types.is_large_string(plain):
+        dtype = tensors.TEXT
+    elif pa.types.is_integer(plain) or pa.types.is_floating(plain) or pa.types.is_boolean(plain):
+        dtype = np.dtype(plain.to_pandas_dtype())
+    else:
+        raise InvalidInput(
+            f"column {name!r} has Arrow type {kind}; send numbers, booleans or strings (or "
+            "lists of them)",
+            field=f"columns.{name}",
+        )
+    tensors.check_dtype(name, dtype, spec)  # before a value is converted
+    if encoded and dtype is tensors.TEXT:
+        return _looked_up(name, values)
+    if encoded:  # numbers: decoded, each is 8 bytes at most, whatever the dictionary holds
+        values = values.cast(plain)
+        _no_nulls(name, values.null_count)  # nulls of the dictionary count now
+    array: Array = values.to_numpy(zero_copy_only=False)  # zero-copy for one numeric chunk
+    return array
+
+
+def _looked_up(name: str, values: Any) -> Array:
+    """Dictionary-encoded strings as an object array, each looked up in its dictionary in
+    numpy rather than decoded by Arrow: a string repeated in every row stays one string,
+    not a copy per row (a few KB of stream could ask for gigabytes). A null in the
+    dictionary is a null too, though the column's null count counts null indices only."""
+    import pyarrow as pa
+
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    decoded = []
+    for chunk in chunks:
+        indices = chunk.indices.to_numpy(zero_copy_only=False)
+        dictionary = chunk.dictionary
+        if dictionary.null_count:
+            nulls = dictionary.is_null().to_numpy(zero_copy_only=False)
+            _no_nulls(name, int(np.count_nonzero(nulls[indices])))
+        decoded.append(dictionary.to_numpy(zero_copy_only=False)[indices])
+    return decoded[0] if len(decoded) == 1 else np.concatenate(decoded)
 
 
 def _arrow_answer(outputs: Mapping[str, Array]) -> Answer:

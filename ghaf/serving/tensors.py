@@ -9,6 +9,13 @@ values of the wrong kind, a shape the data or the signature disagrees with, a mi
 or extra input, an empty batch, NaN or infinity where the signature does not allow them
 (``"allow_nan": true`` on a signature entry allows them). Nothing here runs the model.
 
+An input's name, datatype and shape are checked against the signature before its data
+is read, and every JSON value's kind before an array is built: numpy would give every
+string of a text array the width of the longest (4 bytes a character), so a short body
+could ask for gigabytes before any refusal. BYTES tensors are object arrays of ``str``,
+NUL characters kept, which onnxruntime and scikit-learn both take; text that is not
+valid Unicode (a lone surrogate, which JSON can spell) is refused.
+
 The binary tensor extension (Triton's, which tritonclient speaks) is here too: the body
 is a JSON header of ``Inference-Header-Content-Length`` bytes followed by raw tensors,
 each input that has ``parameters.binary_data_size`` taking the next that many bytes, in
@@ -23,8 +30,9 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -33,7 +41,8 @@ from ghaf.core.errors import InvalidInput
 
 Array = np.ndarray[Any, Any]
 
-# OIP datatype -> numpy dtype. BYTES carries text (JSON strings) as numpy unicode.
+# OIP datatype -> numpy dtype. BYTES is text: the signature's dtype is numpy unicode,
+# decoded tensors are object arrays of str (see the module docstring).
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
     "INT8": np.dtype(np.int8),
@@ -49,17 +58,29 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(np.str_),
 }
-# The numpy kinds JSON values of each datatype family may arrive as: integers fit float
-# tensors, but a float never silently becomes an integer, nor a boolean a number.
-_ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "fiu", "U": "U"}
-_KIND_WORDS = {
-    "b": "booleans",
-    "i": "integers",
-    "u": "integers",
-    "f": "numbers",
-    "U": "strings",
-    "O": "mixed or null values",
+# The Python types JSON values of each datatype family may arrive as: integers fit float
+# tensors, but a float never silently becomes an integer, nor a boolean a number, nor
+# anything but a string text.
+_ACCEPTED_TYPES: dict[str, frozenset[type]] = {
+    "b": frozenset({bool}),
+    "i": frozenset({int}),
+    "u": frozenset({int}),
+    "f": frozenset({int, float}),
+    "U": frozenset({str}),
 }
+_KIND_WORDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers", "U": "strings"}
+_TYPE_WORDS = {
+    str: "strings",
+    bool: "booleans",
+    float: "numbers",
+    int: "integers",
+    type(None): "null values",
+    dict: "objects",
+}
+_WIDEST_INTEGER = {"i": np.dtype(np.int64), "u": np.dtype(np.uint64)}
+_FLOAT64 = np.dtype(np.float64)
+TEXT = np.dtype(object)
+"""The dtype of decoded BYTES tensors."""
 
 
 _NAMES = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
@@ -122,17 +143,26 @@ def _fail(name: str, problem: str) -> InvalidInput:
 MAX_DIMENSION = 2**31 - 1
 """The largest dimension a shape may name (numpy refuses some larger ones even when
 another dimension is 0 and the tensor is empty)."""
+MAX_DIMS = 32
+"""The most dimensions a shape (or nested data) may have (numpy's own limit is 64)."""
+# numpy refuses a shape whose dimensions other than 0, times the item size (8 bytes at
+# most), pass the largest intp, even for an empty tensor: "array is too big".
+_MOST_ELEMENTS = int(np.iinfo(np.intp).max) // 8
 
 
 def _shape(name: str, raw: Any) -> tuple[int, ...]:
-    if type(raw) is list:
-        # One plain loop decides the usual shape (a few non-negative ints); anything
+    if type(raw) is list and len(raw) <= MAX_DIMS:
+        # One plain loop decides the usual shape (a few small non-negative ints); anything
         # else goes through the checks below, which word the error.
         for d in raw:
             if type(d) is not int or d < 0 or d > MAX_DIMENSION:
                 break
         else:
-            return tuple(raw)
+            if len(raw) < 3:  # too big needs two dimensions past 2**30 beside a 0
+                return tuple(raw)
+            return _not_too_big(name, tuple(raw))
+    if isinstance(raw, list) and len(raw) > MAX_DIMS:
+        raise _fail(name, f"shape has {len(raw):,} dimensions; at most {MAX_DIMS} are supported")
     if not isinstance(raw, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in raw
     ):
@@ -141,18 +171,30 @@ def _shape(name: str, raw: Any) -> tuple[int, ...]:
         raise _fail(name, f"shape {raw} has a negative dimension")
     if any(d > MAX_DIMENSION for d in raw):
         raise _fail(name, f"shape {raw} has a dimension past {MAX_DIMENSION:,}")
-    return tuple(raw)
+    return _not_too_big(name, tuple(raw))
 
 
-def decode_tensor(raw: Any, position: int, binary: BinaryData | None = None) -> tuple[str, Array]:
-    """One OIP input (a JSON object) as a named array of its declared datatype; its
-    values are its ``data`` or, with ``binary_data_size``, the next bytes of ``binary``."""
-    name, array, _ = _decode_tensor(raw, position, binary)
-    return name, array
+def _not_too_big(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if math.prod(d for d in shape if d) > _MOST_ELEMENTS:
+        raise _fail(name, f"shape {list(shape)} is too large for any tensor, even an empty one")
+    return shape
 
 
-def _decode_tensor(raw: Any, position: int, binary: BinaryData | None) -> tuple[str, Array, bool]:
-    """:func:`decode_tensor`, and whether the array is already known to be finite."""
+def _not_an_input(name: str, known: Iterable[str]) -> InvalidInput:
+    return _fail(name, f"is not an input of this model; it takes {', '.join(sorted(known))}")
+
+
+def _decode_tensor(
+    raw: Any,
+    position: int,
+    binary: BinaryData | None,
+    signature: Sequence[InputSpec],
+    taken: Container[str],
+) -> tuple[str, Array, bool]:
+    """One OIP input (a JSON object) as a named array of its declared datatype, and
+    whether the array is already known to be finite. Its name (not one of ``taken``),
+    datatype and shape are checked against ``signature`` first; its values are its
+    ``data`` or, with ``binary_data_size``, the next bytes of ``binary``."""
     if not isinstance(raw, dict):
         raise InvalidInput(f"inputs[{position}] must be an object", field=f"inputs[{position}]")
     name = raw.get("name")
@@ -164,6 +206,15 @@ def _decode_tensor(raw: Any, position: int, binary: BinaryData | None) -> tuple[
     if not isinstance(datatype, str) or datatype not in DATATYPES:  # a list is unhashable
         raise _fail(name, f"unknown datatype {datatype!r}; one of {', '.join(DATATYPES)}")
     shape = _shape(name, raw.get("shape"))
+    for spec in signature:  # a loop beats building a dict for the usual one or two
+        if spec.name == name:
+            break
+    else:
+        raise _not_an_input(name, (spec.name for spec in signature))
+    if name in taken:
+        raise _fail(name, "is given twice")
+    check_shape(spec, shape)
+    check_dtype(name, DATATYPES[datatype], spec)
     params = raw.get("parameters")
     if params is not None and not isinstance(params, dict):
         raise _fail(name, "parameters must be an object")
@@ -190,43 +241,95 @@ def _decode_tensor(raw: Any, position: int, binary: BinaryData | None) -> tuple[
 
 
 def values_array(
-    name: str, data: Any, datatype: str, shape: tuple[int, ...] | None = None
+    name: str, data: list[Any], datatype: str, shape: tuple[int, ...] | None = None
 ) -> Array:
-    """JSON ``data`` (flat or nested) as an array of ``datatype``; with ``shape``, laid
-    out in it (flat data is row-major), else in the nesting's own shape."""
+    """JSON ``data`` (a list, flat or nested) as an array of ``datatype``; with ``shape``,
+    laid out in it (flat data is row-major), else in the nesting's own shape."""
     return _values(name, data, datatype, shape)[0]
 
 
 def _values(
-    name: str, data: Any, datatype: str, shape: tuple[int, ...] | None
+    name: str, data: list[Any], datatype: str, shape: tuple[int, ...] | None
 ) -> tuple[Array, bool]:
     """:func:`values_array`, and whether the array is already known to be finite (so
     that :func:`fit` need not look again)."""
     target = DATATYPES[datatype]
-    try:
-        array = np.asarray(data)
-    except ValueError:
-        raise _fail(name, "nested data is ragged (rows of different lengths)") from None
+    types, values, nested = _leaves(name, data)
     if shape is None:
-        shape = array.shape
+        shape = nested
     expected = math.prod(shape)
-    if array.size != expected:
+    if len(values) != expected:
         raise _fail(
-            name, f"shape {list(shape)} needs {expected:,} values, data holds {array.size:,}"
+            name, f"shape {list(shape)} needs {expected:,} values, data holds {len(values):,}"
         )
+    if len(nested) > 1 and nested != shape:
+        raise _fail(name, f"nested data has shape {list(nested)}, shape says {list(shape)}")
     if expected == 0:
-        return np.zeros(shape, dtype=target), False
-    kind = array.dtype.kind
-    if kind not in _ACCEPTED_KINDS[target.kind]:
-        got = _KIND_WORDS.get(kind, f"values of kind {kind!r}")
+        return _empty(shape, datatype), False
+    accepted = _ACCEPTED_TYPES[target.kind]
+    if not types <= accepted:
+        got = " and ".join(w for t, w in _TYPE_WORDS.items() if t in types - accepted)
+        got = got or "other values"
         raise _fail(name, f"datatype {datatype} needs {_KIND_WORDS[target.kind]}, got {got}")
-    if array.shape != shape:
-        if array.ndim > 1:
+    if target.kind == "U":
+        return _text_array(name, values).reshape(shape), True
+    # The family's widest type, so that numpy need not look for one (it would make
+    # [2**64 - 1, 1] floats); None: booleans, or integers for a float input.
+    wide = _FLOAT64 if float in types else _WIDEST_INTEGER.get(target.kind)
+    try:
+        array = np.asarray(values, dtype=wide)
+    except OverflowError:  # past int64 or uint64, or past float64 beside floats
+        if wide is _FLOAT64:
+            raise _fail(name, f"values too large for {datatype}") from None
+        raise _fail(
+            name, f"values from {min(values)} to {max(values)} do not fit {datatype}"
+        ) from None
+    if array.dtype.kind == "O":  # integers past 64 bits, for a float input
+        raise _fail(name, "integers past 64 bits are not read: write them as floats (1e20)")
+    return _cast(name, array.reshape(shape), target, datatype)
+
+
+def _leaves(name: str, data: list[Any]) -> tuple[set[type], list[Any], tuple[int, ...]]:
+    """The Python types of the values of ``data`` (lists in lists, every list of one
+    level the same length), the values as one flat list, and the nesting's shape. Only
+    types and lengths are looked at (in C): no array is built."""
+    types = set(map(type, data))
+    if list not in types:  # flat, as OIP writes it
+        return types, data, (len(data),)
+    values, shape = data, [len(data)]
+    while list in types:
+        lengths = set(map(len, values))
+        if len(types) > 1 or len(lengths) > 1:
+            raise _fail(name, "nested data is ragged (rows of different lengths)")
+        if len(shape) == MAX_DIMS:
+            raise _fail(name, f"nested data has more than {MAX_DIMS} levels")
+        shape.append(lengths.pop())
+        values = list(chain.from_iterable(values))
+        types = set(map(type, values))
+    return types, values, tuple(shape)
+
+
+def _text_array(name: str, values: list[str]) -> Array:
+    """Strings as a 1-D BYTES array (object dtype: each keeps its own length and its NUL
+    characters); text that is not valid Unicode is refused, naming the element."""
+    joined = "".join(values)
+    if not joined.isascii():  # only text beyond ASCII can hold a lone surrogate
+        try:
+            joined.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            ends = np.cumsum(list(map(len, values)))
+            index = int(np.searchsorted(ends, exc.start, "right"))
             raise _fail(
-                name, f"nested data has shape {list(array.shape)}, shape says {list(shape)}"
-            )
-        array = array.reshape(shape)
-    return _cast(name, array, target, datatype)
+                name,
+                f"element {index} is not valid Unicode text (a lone surrogate, "
+                f"{joined[exc.start]!r}); send UTF-8 text",
+            ) from None
+    return np.array(values, dtype=TEXT)
+
+
+def _empty(shape: tuple[int, ...], datatype: str) -> Array:
+    """An empty tensor of ``datatype`` (``shape`` holds a 0)."""
+    return np.empty(shape, dtype=TEXT if datatype == "BYTES" else DATATYPES[datatype])
 
 
 def _cast(name: str, array: Array, target: np.dtype[Any], datatype: str) -> tuple[Array, bool]:
@@ -312,15 +415,13 @@ def decode_inputs(
     arrays: dict[str, Array] = {}
     checked: set[str] = set()
     for position, raw in enumerate(raw_inputs):
-        name, array, finite_known = _decode_tensor(raw, position, binary)
-        if name in arrays:
-            raise _fail(name, "is given twice")
+        name, array, finite_known = _decode_tensor(raw, position, binary, signature, arrays)
         arrays[name] = array
         if finite_known:
             checked.add(name)
     if binary is not None:
         binary.finish()
-    return _fit(arrays, signature, checked)
+    return _fit(arrays, signature, checked, prechecked=True)
 
 
 # --- the binary tensor extension --------------------------------------------------------
@@ -413,7 +514,7 @@ def binary_array(name: str, chunk: memoryview, datatype: str, shape: tuple[int, 
             f"needs {needed:,} ({count:,} x {dtype.itemsize})",
         )
     if count == 0:
-        return np.zeros(shape, dtype=dtype)
+        return _empty(shape, datatype)
     array = np.frombuffer(chunk, dtype=dtype).reshape(shape)
     if datatype == "BOOL" and array.view(np.uint8).max() > 1:
         raise _fail(name, "BOOL binary data must be bytes 0 or 1")
@@ -425,37 +526,46 @@ def binary_array(name: str, chunk: memoryview, datatype: str, shape: tuple[int, 
 
 
 def _bytes_array(name: str, chunk: memoryview, count: int, shape: tuple[int, ...]) -> Array:
+    # This loop runs once per element (the format is sequential): it does the least it
+    # can, and the framing fault, if any, is worded after it. Slices of bytes decode
+    # faster than slices of a memoryview: one copy of the chunk pays for itself.
+    raw = bytes(chunk)
     values: list[str] = []
-    offset, end = 0, len(chunk)
-    for index in range(count):
-        if offset + 4 > end:
-            raise _fail(
-                name,
-                f"BYTES element {index} of {count:,} is missing: its binary data ends after "
-                f"{offset:,} byte(s)",
-            )
-        (length,) = _LENGTH.unpack_from(chunk, offset)
-        offset += 4
-        if offset + length > end:
-            raise _fail(
-                name,
-                f"BYTES element {index} claims {length:,} byte(s) but only {end - offset:,} "
-                "are left in its binary data",
-            )
-        try:
-            values.append(str(chunk[offset : offset + length], "utf-8"))
-        except UnicodeDecodeError:
-            raise _fail(name, f"BYTES element {index} is not UTF-8 text") from None
-        offset += length
+    append, unpack, end = values.append, _LENGTH.unpack_from, len(raw)
+    offset = start = length = 0
+    missing = False
+    try:
+        for _ in range(count):
+            (length,) = unpack(raw, offset)
+            start = offset + 4
+            offset = start + length
+            if offset > end:
+                break
+            append(raw[start:offset].decode())
+    except struct.error:  # fewer than 4 bytes left for a length
+        missing = True
+    except UnicodeDecodeError:
+        raise _fail(name, f"BYTES element {len(values)} is not UTF-8 text") from None
+    index = len(values)
+    if missing:
+        raise _fail(
+            name,
+            f"BYTES element {index} of {count:,} is missing: its binary data ends after "
+            f"{offset:,} byte(s)",
+        )
+    if index < count:
+        raise _fail(
+            name,
+            f"BYTES element {index} claims {length:,} byte(s) but only {end - start:,} "
+            "are left in its binary data",
+        )
     if offset != end:
         raise _fail(
             name,
             f"binary_data_size is {end:,} bytes, but its {count:,} BYTES element(s) take "
             f"{offset:,}",
         )
-    if not values:
-        return np.zeros(shape, dtype=np.str_)
-    return np.array(values, dtype=np.str_).reshape(shape)
+    return np.array(values, dtype=TEXT).reshape(shape)
 
 
 def fit(arrays: Mapping[str, Array], signature: Sequence[InputSpec]) -> dict[str, Array]:
@@ -468,21 +578,26 @@ def fit(arrays: Mapping[str, Array], signature: Sequence[InputSpec]) -> dict[str
 
 
 def _fit(
-    arrays: Mapping[str, Array], signature: Sequence[InputSpec], checked: Container[str]
+    arrays: Mapping[str, Array],
+    signature: Sequence[InputSpec],
+    checked: Container[str],
+    *,
+    prechecked: bool = False,
 ) -> dict[str, Array]:
     """:func:`fit`, not looking again for NaN or infinity in the arrays ``checked``
-    names (decoding found them finite; a widening cast keeps them so)."""
+    names (decoding found them finite; a widening cast keeps them so), nor, when
+    ``prechecked``, at shapes and dtypes (decoding checked them before the data)."""
     known = {spec.name for spec in signature}
     for name in arrays:
         if name not in known:
-            raise _fail(name, f"is not an input of this model; it takes {', '.join(sorted(known))}")
+            raise _not_an_input(name, known)
     fitted: dict[str, Array] = {}
     batch: tuple[str, int] | None = None
     for spec in signature:
         array = arrays.get(spec.name)
         if array is None:
             raise _fail(spec.name, "is missing; the model needs it")
-        array = _fit_one(spec, array, spec.name in checked)
+        array = _fit_one(spec, array, spec.name in checked, prechecked)
         if array.ndim:
             if batch is None:
                 batch = (spec.name, array.shape[0])
@@ -496,31 +611,59 @@ def _fit(
     return fitted
 
 
-def _fit_one(spec: InputSpec, array: Array, checked: bool = False) -> Array:
-    name = spec.name
-    shape = array.shape
-    if len(spec.shape) != len(shape):
-        raise _fail(name, f"has shape {list(shape)}, the model takes shape {list(spec.shape)}")
-    for want, got in zip(spec.shape, shape, strict=True):
-        if want != -1 and want != got:
-            raise _fail(name, f"has shape {list(shape)}, the model takes shape {list(spec.shape)}")
-    if shape and shape[0] == 0:
-        raise _fail(name, "the batch is empty (0 rows); send at least one row")
-    dtype = spec.dtype
-    if dtype is not None and array.dtype is not dtype and array.dtype != dtype:
-        text = (dtype.kind, array.dtype.kind)
-        if text != ("U", "U"):  # text of any length fits a text input
-            if "U" in text or not np.can_cast(array.dtype, dtype, casting="safe"):
-                got = datatype_of(array.dtype)
-                raise _fail(name, f"datatype {got} does not fit the model's {spec.datatype}")
-            array = array.astype(dtype)
+def _fit_one(spec: InputSpec, array: Array, checked: bool, prechecked: bool) -> Array:
+    if not prechecked:
+        check_shape(spec, array.shape)
+        check_dtype(spec.name, array.dtype, spec)
+    array = _as_checked_dtype(array, spec)
     if not checked and not spec.allow_nan and not finite(array):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise _fail(
-            name,
+            spec.name,
             f"holds {bad} NaN or infinite value(s); the model's signature does not allow them",
         )
     return array
+
+
+def check_shape(spec: InputSpec, shape: tuple[int, ...]) -> None:
+    """Refuse ``shape`` unless the signature entry ``spec`` takes it, with a row or more."""
+    if len(spec.shape) != len(shape):
+        raise _fail(spec.name, f"has shape {list(shape)}, the model takes shape {list(spec.shape)}")
+    for want, got in zip(spec.shape, shape, strict=False):  # one length: checked above
+        if want != got and want != -1:
+            raise _fail(
+                spec.name, f"has shape {list(shape)}, the model takes shape {list(spec.shape)}"
+            )
+    if shape and shape[0] == 0:
+        raise _fail(spec.name, "the batch is empty (0 rows); send at least one row")
+
+
+def check_dtype(name: str, dtype: np.dtype[Any], spec: InputSpec) -> None:
+    """Refuse values of ``dtype`` for the signature entry ``spec`` unless they widen to
+    its dtype safely; ``name``: what the error names (an input, or a column of one)."""
+    target = spec.dtype
+    if target is None or dtype is target or dtype == target:
+        return
+    text = dtype.kind in "UO", target.kind == "U"  # object arrays of str are text too
+    if text == (True, True):
+        return
+    # numpy casts True to 1 "safely"; a boolean is no number here, as in JSON data.
+    same_family = not any(text) and (dtype.kind == "b") == (target.kind == "b")
+    if not same_family or not np.can_cast(dtype, target, casting="safe"):
+        raise _fail(name, f"datatype {datatype_of(dtype)} does not fit the model's {spec.datatype}")
+
+
+def as_dtype(name: str, array: Array, spec: InputSpec) -> Array:
+    """``array`` in the dtype of the signature entry ``spec`` (see :func:`check_dtype`)."""
+    check_dtype(name, array.dtype, spec)
+    return _as_checked_dtype(array, spec)
+
+
+def _as_checked_dtype(array: Array, spec: InputSpec) -> Array:
+    target = spec.dtype
+    if target is None or array.dtype == target or target.kind == "U":
+        return array  # text stays as it came: each string its own length
+    return array.astype(target)
 
 
 def finite(array: Array) -> bool:

@@ -494,7 +494,7 @@ def test_predict_refuses_bad_arrow_bodies_by_name(http: httpx.Client) -> None:
          "column 'when' has Arrow type timestamp[s]"),
         (arrow_body(pa.table({"f0": pa.array(["a"]), "f1": pa.array(["b"]),
                               "f2": pa.array(["c"]), "f3": pa.array(["d"])})),
-         "input 'f0': datatype FP64 needs numbers, got strings"),
+         "input 'f0': datatype BYTES does not fit the model's FP64"),
         (arrow_body(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0])], names=["a", "a"])),
          "the Arrow table has column 'a' twice"),
     ]  # fmt: skip

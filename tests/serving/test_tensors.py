@@ -1,18 +1,26 @@
-"""OIP v2 JSON tensors: decoding, checking against a signature, encoding."""
+"""OIP v2 JSON tensors: decoding, checking against a signature, encoding; text tensors
+as onnxruntime and scikit-learn take them."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from ghaf.core.errors import InvalidInput
+from ghaf.registry.formats import Trust, get, tabular
+from ghaf.serving.runtime import LoadedModel, RuntimeOptions, VersionInfo, file_sha256, load_model
 from ghaf.serving.tensors import (
     DATATYPES,
+    MAX_DIMENSION,
+    TEXT,
+    BinaryData,
     InputSpec,
     decode_inputs,
     encode_tensor,
@@ -20,6 +28,7 @@ from ghaf.serving.tensors import (
     fit,
     values_array,
 )
+from tests.serving.test_binary import text_bytes
 
 SIGNATURE = [InputSpec.from_signature({"name": "X", "dtype": "float32", "shape": [-1, 3]})]
 
@@ -53,7 +62,7 @@ def test_every_datatype_decodes_and_encodes(datatype: str) -> None:
         {"name": "v", "dtype": "str" if dtype.kind == "U" else dtype.name, "shape": [-1]}
     )
     array = decode_inputs([tensor(values, [2], datatype, "v")], [spec])["v"]
-    assert array.dtype.kind == dtype.kind and array.tolist() == values
+    assert array.dtype == (TEXT if datatype == "BYTES" else dtype) and array.tolist() == values
     encoded = encode_tensor("v", array)
     assert encoded == {"name": "v", "datatype": datatype, "shape": [2], "data": values}
 
@@ -74,17 +83,17 @@ def test_nan_is_refused_unless_the_signature_allows_it() -> None:
     ("inputs", "message"),
     [
         ([tensor([1, 2, 3], [1, 3], "FP64")], r"'X': datatype FP64 does not fit the model's FP32"),
-        ([tensor([1, 2, 3], [1, 3], "BYTES")], r"'X': datatype BYTES needs strings, got"),
+        ([tensor([1, 2, 3], [1, 3], "BYTES")], r"'X': datatype BYTES does not fit the model's"),
         ([tensor(["a", "b", "c"], [1, 3])], r"'X': datatype FP32 needs numbers, got strings"),
         ([tensor([True, False, True], [1, 3])], r"needs numbers, got booleans"),
-        ([tensor([1, None, 3], [1, 3])], r"needs numbers, got mixed or null values"),
+        ([tensor([1, None, 3], [1, 3])], r"needs numbers, got null values"),
         (
             [tensor([1, 2, 3, 4], [2, 2])],
             r"'X': has shape \[2, 2\], the model takes shape \[-1, 3\]",
         ),
         ([tensor([1, 2, 3], [3])], r"'X': has shape \[3\], the model takes shape \[-1, 3\]"),
         ([tensor([1, 2, 3, 4], [1, 3])], r"shape \[1, 3\] needs 3 values, data holds 4"),
-        ([tensor([[1, 2, 3], [4, 5, 6]], [3, 2])], r"nested data has shape \[2, 3\]"),
+        ([tensor([[1, 2], [3, 4], [5, 6]], [2, 3])], r"nested data has shape \[3, 2\]"),
         ([tensor([[1, 2, 3], [4, 5]], [2, 3])], r"ragged"),
         ([tensor([], [0, 3])], r"'X': the batch is empty \(0 rows\)"),
         ([tensor([1, 2, 3], [1, -3])], r"negative dimension"),
@@ -101,7 +110,7 @@ def test_nan_is_refused_unless_the_signature_allows_it() -> None:
         ([{"name": "X", "datatype": "FP32", "shape": [1, 3]}], r"'X': has no data"),
         ([{"datatype": "FP32", "shape": [1], "data": [1]}], r"inputs\[0\] needs a name"),
         ([tensor([1e39, 0, 0], [1, 3])], r"values too large for FP32"),
-        ([tensor([1.5, 2, 3], [1, 3], "INT32")], r"datatype INT32 needs integers, got numbers"),
+        ([tensor([1, 2, 3], [1, 3], "INT32")], r"'X': datatype INT32 does not fit the model's"),
     ],
 )
 def test_bad_input_is_refused_naming_the_input_and_the_problem(
@@ -188,6 +197,20 @@ def test_fp16_overflow_is_refused_and_its_largest_value_fits() -> None:
                 decode_inputs([tensor([1, too_large], [2], "FP16", "h")], half)
 
 
+def test_integers_take_their_input_s_64_bit_type_whatever_numpy_would_guess() -> None:
+    """numpy reads [2**64 - 1, 1] as floats: no one of int64 and uint64 holds both."""
+    wide = [InputSpec.from_signature({"name": "u", "dtype": "uint64", "shape": [-1]})]
+    got = decode_inputs([tensor([2**64 - 1, 1], [2], "UINT64", "u")], wide)["u"]
+    assert got.dtype == np.uint64 and got.tolist() == [2**64 - 1, 1]
+    signed = [InputSpec.from_signature({"name": "i", "dtype": "int64", "shape": [-1]})]
+    with pytest.raises(
+        InvalidInput, match=r"'i': values from 1 to 9223372036854775808 do not fit INT64"
+    ):
+        decode_inputs([tensor([2**63, 1], [2], "INT64", "i")], signed)
+    with pytest.raises(InvalidInput, match=r"'X': integers past 64 bits are not read"):
+        decode_inputs([tensor([2**70, 1, 2], [1, 3])], SIGNATURE)
+
+
 def test_integers_fit_float_inputs_and_are_finite() -> None:
     got = decode_inputs([tensor([2**62, -(2**63), 7], [1, 3])], SIGNATURE)["X"]
     assert got.dtype == np.float32 and np.isfinite(got).all()
@@ -243,3 +266,191 @@ def _no_warnings() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
+
+
+# --- the signature first, then every value's kind ----------------------------------------
+
+AGE = InputSpec.from_signature({"name": "age", "dtype": "float32", "shape": [-1, 1]})
+CITY = InputSpec.from_signature({"name": "city", "dtype": "str", "shape": [-1, 1]})
+COUNT = InputSpec.from_signature({"name": "n", "dtype": "int32", "shape": [-1]})
+RAGGED = [[1.0, 2.0, 3.0], [4.0]]  # would be refused as ragged, if it were read
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([tensor(RAGGED, [2, 3], "FP64")], r"'X': datatype FP64 does not fit the model's FP32"),
+        ([tensor(RAGGED, [2, 4])], r"'X': has shape \[2, 4\], the model takes shape \[-1, 3\]"),
+        ([tensor(RAGGED, [0, 3])], r"'X': the batch is empty"),
+        ([tensor(RAGGED, [2, 3], name="Y")], r"'Y': is not an input of this model"),
+        ([tensor([1, 2, 3], [1, 3]), tensor(RAGGED, [2, 3])], r"'X': is given twice"),
+    ],
+)
+def test_the_signature_is_checked_before_the_data_is_read(
+    inputs: list[dict[str, Any]], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        decode_inputs(inputs, SIGNATURE)
+
+
+def test_a_float_never_becomes_an_integer() -> None:
+    with pytest.raises(InvalidInput, match=r"'n': datatype INT32 needs integers, got numbers"):
+        decode_inputs([tensor([1.5, 2], [2], "INT32", "n")], [COUNT])
+
+
+BOOLEANS_FOR_NUMBERS = [
+    (
+        [tensor([True, 0.5, 1.0], [1, 3])],
+        SIGNATURE,
+        r"'X': datatype FP32 needs numbers, got booleans",
+    ),
+    ([tensor([True, 2], [2], "INT32", "n")], [COUNT], r"'n': datatype INT32 needs integers, got b"),
+    ([tensor([True, False, True], [1, 3], "BOOL")], SIGNATURE, r"'X': datatype BOOL does not fit"),
+]
+
+
+@pytest.mark.parametrize(("inputs", "signature", "message"), BOOLEANS_FOR_NUMBERS)
+def test_a_boolean_is_never_a_number(
+    inputs: list[dict[str, Any]], signature: list[InputSpec], message: str
+) -> None:
+    """numpy casts True to 1 "safely", and reads [True, 0.5] as floats."""
+    with pytest.raises(InvalidInput, match=message):
+        decode_inputs(inputs, signature)
+
+
+def test_a_boolean_array_does_not_fit_a_number_input() -> None:
+    """The binary tensors' and Arrow columns' way: an array of its own type, then fit."""
+    binary = {"name": "X", "datatype": "BOOL", "shape": [1, 3]}
+    binary["parameters"] = {"binary_data_size": 3}
+    with pytest.raises(InvalidInput, match=r"'X': datatype BOOL does not fit the model's FP32"):
+        decode_inputs([binary], SIGNATURE, BinaryData(memoryview(b"\x01\x00\x01")))
+    with pytest.raises(InvalidInput, match=r"'X': datatype BOOL does not fit the model's FP32"):
+        fit({"X": np.ones((1, 3), dtype=bool)}, SIGNATURE)
+
+
+@pytest.mark.parametrize(
+    ("data", "got"),
+    [
+        ([1, "a"], "integers"),
+        ([True, "a"], "booleans"),
+        ([1.5, "a"], "numbers"),
+        ([None, "a"], "null values"),
+        ([{}, "a"], "objects"),
+    ],
+)
+def test_text_is_strings_only(data: list[Any], got: str) -> None:
+    """numpy would make ``[1, "a"]`` the strings "1" and "a"."""
+    with pytest.raises(InvalidInput, match=rf"'city': datatype BYTES needs strings, got {got}$"):
+        decode_inputs([tensor(data, [2, 1], "BYTES", "city")], [CITY])
+
+
+def test_text_keeps_its_nul_characters_and_each_string_its_own_length() -> None:
+    values = ["a\x00", "\x00", "", "a much longer string"]
+    spec = [InputSpec.from_signature({"name": "city", "dtype": "str", "shape": [-1]})]
+    from_json = decode_inputs([tensor(values, [4], "BYTES", "city")], spec)["city"]
+    raw = text_bytes(values)
+    binary = {"name": "city", "datatype": "BYTES", "shape": [4]}
+    binary["parameters"] = {"binary_data_size": len(raw)}
+    from_binary = decode_inputs([binary], spec, BinaryData(memoryview(raw)))["city"]
+    for array in (from_json, from_binary, values_array("city", values, "BYTES")):
+        assert array.dtype == TEXT and array.tolist() == values
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "x\udfff", "\ud83d"])
+def test_text_that_is_not_unicode_is_refused_naming_the_element(bad: str) -> None:
+    # A lone surrogate: JSON can spell one ("\\ud800"), and json.loads reads it.
+    data = json.loads(json.dumps(["ok", "é", bad]))
+    message = r"'city': element 2 is not valid Unicode text"
+    with pytest.raises(InvalidInput, match=message):
+        decode_inputs([tensor([[v] for v in data], [3, 1], "BYTES", "city")], [CITY])
+    with pytest.raises(InvalidInput, match=message):
+        values_array("city", data, "BYTES")  # the /predict columns' and records' way
+
+
+def test_shapes_and_nesting_past_32_dimensions_are_refused() -> None:
+    """numpy's own limit is 64, past which it raises ValueError (a 500)."""
+    for dims in (33, 65):
+        with pytest.raises(InvalidInput, match=rf"'X': shape has {dims} dimensions; at most 32"):
+            decode_inputs([tensor([1.0], [1] * dims)], SIGNATURE)
+    nested: Any = 1.0
+    for _ in range(65):
+        nested = [nested]
+    with pytest.raises(InvalidInput, match=r"'X': nested data has more than 32 levels"):
+        values_array("X", nested, "FP32")
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "BYTES"])
+def test_an_empty_tensor_too_large_for_numpy_is_refused(datatype: str) -> None:
+    """Dimensions of at most 2**31 - 1 each, one of them 0: numpy still refuses to
+    make the empty array when the others multiply past its limit ("array is too big")."""
+    dtype = "str" if datatype == "BYTES" else "float32"
+    open4d = [InputSpec.from_signature({"name": "X", "dtype": dtype, "shape": [-1] * 4})]
+    shape = [1, 0, MAX_DIMENSION, MAX_DIMENSION]
+    message = r"'X': shape \[1, 0, 2147483647, 2147483647\] is too large for any tensor"
+    with pytest.raises(InvalidInput, match=message):
+        decode_inputs([tensor([], shape, datatype)], open4d)
+    binary = {"name": "X", "datatype": datatype, "shape": shape}
+    binary["parameters"] = {"binary_data_size": 0}
+    with pytest.raises(InvalidInput, match=message):
+        decode_inputs([binary], open4d, BinaryData(memoryview(b"")))
+    fine = decode_inputs([tensor([], [1, 0, 5, 5], datatype)], open4d)["X"]
+    assert fine.shape == (1, 0, 5, 5)
+
+
+# --- text reaches the models as they take it --------------------------------------------
+
+
+def mixed_onnx(folder: Path) -> tuple[LoadedModel, Any]:
+    """An ONNX pipeline of a number and a text input (``age`` FP32 [-1, 1], ``city``
+    BYTES [-1, 1]) loaded to serve, and the scikit-learn pipeline it was made from."""
+    import pandas as pd
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"age": rng.normal(40, 10, 200).astype(np.float32), "city": rng.choice(["a", "b"], 200)}
+    )
+    steps = [("num", StandardScaler(), ["age"]), ("cat", OneHotEncoder(), ["city"])]
+    pipeline = Pipeline([("pre", ColumnTransformer(steps)), ("lr", LogisticRegression())])
+    pipeline.set_params(pre__cat__handle_unknown="ignore")
+    pipeline.fit(frame, (frame.age > 40) ^ (frame.city == "a"))
+    onnx = convert_sklearn(
+        pipeline,
+        initial_types=[("age", FloatTensorType([None, 1])), ("city", StringTensorType([None, 1]))],
+        options={id(pipeline.steps[-1][1]): {"zipmap": False}},
+        target_opset=17,
+    )
+    path = folder / "mixed.onnx"
+    path.write_bytes(onnx.SerializeToString())
+    found = get("onnx").inspect(path, trust=Trust())
+    info = VersionInfo("mixed", 1, "onnx", file_sha256(path), found.inputs, found.outputs)
+    return load_model(path, info, options=RuntimeOptions(threads=1)), pipeline
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedModel, Any]:
+    return mixed_onnx(tmp_path_factory.mktemp("mixed"))
+
+
+def test_text_tensors_run_in_onnxruntime_and_scikit_learn_alike(
+    mixed: tuple[LoadedModel, Any],
+) -> None:
+    model, pipeline = mixed
+    cities = ["a", "b", "a\x00", "\x00", "z"]  # NULs kept: unknown cities, as "z" is
+    inputs = [
+        tensor([[40.0]] * 5, [5, 1], "FP32", "age"),
+        tensor([[c] for c in cities], [5, 1], "BYTES", "city"),
+    ]
+    arrays = decode_inputs(inputs, model.signature)
+    assert arrays["city"].dtype == TEXT
+    onnx = model.predict(arrays)["probabilities"]
+    sklearn = pipeline.predict_proba(tabular(arrays))  # the skops format's way in
+    np.testing.assert_allclose(onnx, sklearn, atol=1e-5)
+    unknown = onnx[4].tolist()
+    assert onnx[2].tolist() == onnx[3].tolist() == unknown  # "a\x00" is not "a"
+    assert unknown not in (onnx[0].tolist(), onnx[1].tolist())
