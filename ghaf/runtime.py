@@ -51,6 +51,9 @@ class Runtime:
     store: Store
     cache: SecurityCache = field(default_factory=SecurityCache)
     login_guard: LoginGuard = field(init=False)
+    # What domains keep for the life of the server (a deployment host's replicas), by
+    # domain name: their lifespans (Domain.lifespan) put them here; contexts carry them.
+    backends: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.login_guard = LoginGuard.from_settings(self.settings)
@@ -104,6 +107,7 @@ class Runtime:
             system_actor=system_actor,
             cache=None if write else self.cache,
             store=self.store,
+            backends=self.backends,
         )
 
     @contextmanager

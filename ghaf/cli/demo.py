@@ -99,7 +99,7 @@ def _run() -> None:
         _lifecycle(server.url, admin_token, settings.home)
     finally:
         code = server.stop()
-    _step(14, "Stop the server cleanly")
+    _step(15, "Stop the server cleanly")
     if code != 0:
         raise GhafError(f"the server exited with code {code}; see {log_path}")
     _ok("server exited with code 0; a signed audit checkpoint was written on shutdown")
@@ -491,6 +491,9 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
 
     _step(13, "Serve the champion: Open Inference Protocol v2 and /predict")
     _serving(alice, url)
+
+    _step(14, "Deploy champion against challenger, 50/50 and sticky, and read the A/B test")
+    _deployments(admin, alice, url)
     admin.close()
     alice.close()
 
@@ -622,6 +625,86 @@ def _serving(alice: Client, url: str) -> None:
     ):
         # Never wrapped, so that each line can be copied as it is.
         console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _deployments(admin: Client, alice: Client, url: str) -> None:
+    """A production deployment with two approved versions (the champion and the version
+    before it), sticky per customer; alice's requests through the gateway start a
+    replica of each on first use; synthetic conversions posted per request id; the
+    report with its always-valid p-values."""
+    import httpx
+    import numpy as np
+
+    from ghaf.deployments.cli import print_report
+
+    champion = admin.models.get("risk", "credit-scorer").aliases["champion"]
+    challenger = champion - 1
+    variants = [
+        {"name": "champion", "model": "credit-scorer", "version": "@champion", "weight": 50},
+        {"name": "challenger", "model": "credit-scorer", "version": challenger, "weight": 50},
+    ]
+    spec = {"kind": "binary", "control": "champion"}
+    try:
+        deployed = admin.deployments.create(
+            "risk", "credit-api", variants=variants, production=True,
+            sticky={"header": "x-customer"}, abtest=spec,
+        )  # fmt: skip
+    except Conflict:  # a second run of the demo: the same spec as a new revision
+        deployed = admin.deployments.update(
+            "risk", "credit-api", variants=variants, production=True, abtest=spec,
+            reason="demo run again",
+        )  # fmt: skip
+    served = {k: f"v{v.version}" for k, v in deployed.resolved.items()}
+    _ok(
+        f"deployment credit-api revision {deployed.revision} (production: approved versions "
+        f"whose gates pass): {served}, sticky on x-customer"
+    )
+    shape = alice.models.version("risk", "credit-scorer@champion").inputs[0]["shape"]
+    width = shape[1] if len(shape) == 2 and shape[1] > 0 else 5
+    rng = np.random.default_rng(7)
+    predict = f"{url}/api/v1/projects/risk/deployments/credit-api/predict"
+    token = {"authorization": alice._http.headers["authorization"]}
+    answered: dict[str, str] = {}
+    by_customer: dict[str, str] = {}
+    with httpx.Client(timeout=120) as http:
+        started = time.perf_counter()
+        first = http.post(predict, json=rng.normal(size=(1, width)).round(3).tolist(),
+                          headers={**token, "x-customer": "c0"})  # fmt: skip
+        _check(first, "the deployment's /predict")
+        _ok(
+            f"first request held while a replica started (cold start): "
+            f"{(time.perf_counter() - started) * 1000:.0f} ms, answered by "
+            f"{first.headers['x-ghaf-variant']}"
+        )
+        started = time.perf_counter()
+        for i in range(600):
+            customer = f"c{i % 300}"  # each customer comes twice
+            answer = http.post(
+                predict,
+                json=rng.normal(size=(1, width)).round(3).tolist(),
+                headers={**token, "x-customer": customer},
+            )
+            _check(answer, "the deployment's /predict")
+            variant = answer.headers["x-ghaf-variant"]
+            if by_customer.setdefault(customer, variant) != variant:
+                raise GhafError(f"customer {customer} moved variants: stickiness is broken")
+            answered[answer.headers["x-request-id"]] = variant
+        elapsed = time.perf_counter() - started
+    counts = {v: sum(1 for x in answered.values() if x == v) for v in ("champion", "challenger")}
+    _ok(
+        f"600 requests from 300 customers in {elapsed:.1f} s through the gateway: {counts}; "
+        "every customer's second request went to the variant of their first"
+    )
+    rates = {"champion": 0.08, "challenger": 0.22}  # the challenger converts better
+    outcomes = {r: float(rng.random() < rates[v]) for r, v in answered.items()}
+    time.sleep(1.0)  # the gateway writes which variant answered twice a second
+    result = alice.deployments.post_outcomes("risk", "credit-api", outcomes)
+    _ok(
+        f"{result.recorded} synthetic conversions posted per request id by alice "
+        f"({result.unknown} unknown, {result.duplicate} duplicates)"
+    )
+    print_report(admin.deployments.abtest_report("risk", "credit-api"))
+    _ok("try: ghaf deploy show credit-api -p risk;  ghaf deploy abtest report credit-api -p risk")
 
 
 def _check(response: Any, what: str) -> None:

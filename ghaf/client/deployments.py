@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -32,6 +33,16 @@ Variant = Mapping[str, Any] | VariantSpec
 
 def _plain(value: Any) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else dict(value)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A deployment's answer: the predictions, the variant that gave them, and the
+    request id to post the request's outcome under."""
+
+    predictions: Any
+    variant: str
+    request_id: str
 
 
 class Deployments:
@@ -162,6 +173,28 @@ class Deployments:
             "POST",
             self._url(project, name, ":rollback"),
             json={"revision": revision, "reason": reason},
+        )
+
+    # --- calling -------------------------------------------------------------------
+
+    def predict(
+        self,
+        project: str,
+        name: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answered:
+        """``body`` (records, columns or a 2-D list, as the serving runtime's
+        ``/predict`` takes) through the deployment. ``headers`` may carry the sticky key
+        (the header the spec names) or ``x-ghaf-variant`` (with deployment:debug)."""
+        response = self._client.request(
+            "POST", self._url(project, name, "/predict"), json=body, headers=dict(headers or {})
+        )
+        return Answered(
+            predictions=response.json(),
+            variant=response.headers.get("x-ghaf-variant", ""),
+            request_id=response.headers.get("x-request-id", ""),
         )
 
     # --- A/B tests ------------------------------------------------------------------

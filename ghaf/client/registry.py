@@ -228,27 +228,20 @@ class Models:
         from ghaf.serving import bundle  # numpy, skops: only for a bundle
 
         found = self.version(project, name, version)  # one version, whatever moves later
-        target = bundle.prepare_folder(folder)
-        path = target / bundle.model_file_name(found.filename)
+        card = self.card(project, found.model, found.version)
         try:
-            self.download(project, found.model, found.version, destination=path)
-            card = self.card(project, found.model, found.version)
-            try:
-                policy_types = self.policy(project).policy.get("trusted_types", ())
-            except PermissionDenied:  # then only the built-in safe types will load
-                policy_types = ()
-            bundle.write_manifest(
-                target,
-                found,
-                path,
-                card_markdown=card.markdown,
-                trusted_types=bundle.needed_trusted_types(path, found.format, policy_types),
-                source=str(self._client.url),
-            )
-        except BaseException:
-            bundle.discard(target, path)  # no half-written bundle is left behind
-            raise
-        return target
+            policy_types = self.policy(project).policy.get("trusted_types", ())
+        except PermissionDenied:  # then only the built-in safe types will load
+            policy_types = ()
+        url = self._url(project, found.model, str(found.version)) + "/file"
+        return bundle.write_bundle(
+            folder,
+            found,
+            self._pieces(url, False),
+            card_markdown=card.markdown,
+            policy_types=policy_types,
+            source=str(self._client.url),
+        )
 
     def _pieces(self, url: str, onnx: bool) -> Iterator[bytes]:
         with self._client.streaming("GET", url, params={"onnx": onnx}) as response:

@@ -36,13 +36,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 Kind = Literal["binary", "numeric"]
+
+
+def _stats() -> Any:
+    """scipy.stats, imported on first use: it takes most of a second to import, and the
+    server imports this module whether or not any deployment runs an A/B test."""
+    from scipy import stats
+
+    return stats
+
+
 FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_TAU2_RATIO = 0.01
@@ -180,7 +189,7 @@ def compare(
     if kind == "binary":
         _check_binary("control", control)
         _check_binary("treatment", treatment)
-    z = float(stats.norm.ppf(1 - alpha / 2))
+    z = float(_stats().norm.ppf(1 - alpha / 2))
     control_interval = _mean_interval(kind, control, alpha=alpha, z=z)
     treatment_interval = _mean_interval(kind, treatment, alpha=alpha, z=z)
     control_mean = control.mean if control.n else None
@@ -405,8 +414,8 @@ def _fixed_horizon_p(
     if kind == "binary":
         pooled = _pooled_variance(kind, n_c, m_c, v_c, n_t, m_t, v_t)
         z = (m_t - m_c) / np.sqrt(pooled * (1 / n_c + 1 / n_t))
-        return np.asarray(2 * stats.norm.sf(np.abs(z)), dtype=np.float64)
-    result = stats.ttest_ind_from_stats(
+        return np.asarray(2 * _stats().norm.sf(np.abs(z)), dtype=np.float64)
+    result = _stats().ttest_ind_from_stats(
         m_t, np.sqrt(v_t), n_t, m_c, np.sqrt(v_c), n_c, equal_var=False
     )
     return np.asarray(result.pvalue, dtype=np.float64)
@@ -461,7 +470,7 @@ def _mean_interval(kind: Kind, summary: Summary, *, alpha: float, z: float) -> I
         return Interval(max(0.0, centre - half), min(1.0, centre + half))
     if n < 2:
         return None
-    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * math.sqrt(summary.variance / n)
+    half = float(_stats().t.ppf(1 - alpha / 2, n - 1)) * math.sqrt(summary.variance / n)
     return Interval(summary.mean - half, summary.mean + half)
 
 
@@ -477,7 +486,7 @@ def _difference_interval(
     b = control.variance / control.n
     # Welch-Satterthwaite degrees of freedom, as in Welch's t-test.
     df = (a + b) ** 2 / (a * a / (treatment.n - 1) + b * b / (control.n - 1))
-    half = float(stats.t.ppf(1 - alpha / 2, df)) * math.sqrt(a + b)
+    half = float(_stats().t.ppf(1 - alpha / 2, df)) * math.sqrt(a + b)
     return Interval(d - half, d + half)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response
 
 from ghaf.core.paging import DEFAULT_LIMIT, Page
-from ghaf.deployments import schemas, service
+from ghaf.deployments import flows, schemas, service
 from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
 
 router = APIRouter(tags=["deployments"])
@@ -121,3 +121,40 @@ async def promote_winner(
 ) -> schemas.DeploymentOut:
     """Give the A/B test's winner all live traffic (refused while there is none)."""
     return await call(service.promote_winner, project, deployment, body)
+
+
+_RAW_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/vnd.apache.arrow.stream": {
+                "schema": {"type": "string", "format": "binary"}
+            },
+        },
+    }
+}
+
+
+async def _answer(
+    call: ReadCall, request: Request, project: str, deployment: str, kind: str
+) -> Response:
+    incoming = flows.Incoming(kind=kind, body=await request.body(), headers=dict(request.headers))
+    answer = await call.flow(flows.invoke, project, deployment, incoming)
+    return Response(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+@router.post(DEPLOYMENT + "/predict", openapi_extra=_RAW_BODY)
+async def predict(call: ReadCall, request: Request, project: str, deployment: str) -> Response:
+    """The serving runtime's ``/predict`` through the deployment: records, columns, a
+    2-D list or an Arrow stream; ``x-ghaf-variant`` names the variant that answered.
+    Needs deployment:invoke."""
+    return await _answer(call, request, project, deployment, "predict")
+
+
+@router.post(DEPLOYMENT + "/infer", openapi_extra=_RAW_BODY)
+async def infer(call: ReadCall, request: Request, project: str, deployment: str) -> Response:
+    """An Open Inference Protocol v2 infer request through the deployment (JSON or the
+    binary tensor extension); the answer's ``model_name`` is the deployment and its
+    ``model_version`` the variant. Needs deployment:invoke."""
+    return await _answer(call, request, project, deployment, "infer")

@@ -31,7 +31,7 @@ from ghaf.console.output import (
     with_client,
 )
 from ghaf.core.paging import Page
-from ghaf.deployments.schemas import DeploymentOut, VariantResult
+from ghaf.deployments.schemas import AbTestReport, DeploymentOut, VariantResult
 
 deploy = typer.Typer(
     help="Deployments: named endpoints serving model variants (splits, shadows, rollbacks).",
@@ -336,11 +336,18 @@ def abtest_report(name: str, project: ProjectOpt, as_json: JsonOpt = False) -> N
     if as_json:
         print_json(report)
         return
+    print_report(report)
+
+
+def print_report(report: AbTestReport) -> None:
+    """An A/B report as a table, then the verdict (also the demo's)."""
     rows = [_ReportRow.of(v) for v in report.variants]
     print_table(
         rows,
-        ("variant", "n", "mean", "interval", "lift", "p_value", "sequential_p", "significant"),
-        title=f"A/B test of {name} ({report.kind}, alpha {report.alpha:g})",
+        # The always-valid p-value first: it is the one to decide on, and what a narrow
+        # terminal shows; the fixed-horizon one is valid only when read once.
+        ("variant", "n", "mean", "lift", "sequential_p", "significant", "p_value", "interval"),
+        title=f"A/B test of {report.deployment} ({report.kind}, alpha {report.alpha:g})",
     )
     verdict = f"winner: {report.winner}" if report.winner else "no winner yet"
     extra = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ghaf.deployments import api, cli, service
+from ghaf.deployments import api, cli, gateway, service
 from ghaf.platform import events
 from ghaf.platform.manifest import Domain
 
@@ -18,4 +18,5 @@ MANIFEST = Domain(
         (events.MODEL_RETIRE, service.refuse_retiring_served),
     ),
     migrations=Path(__file__).parent / "migrations",
+    lifespan=gateway.serving,
 )

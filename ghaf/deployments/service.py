@@ -23,6 +23,7 @@ from ghaf.core.errors import Conflict, InvalidInput, NotFound, StoredObjectCorru
 from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
 from ghaf.deployments import abtest, schemas
+from ghaf.deployments.hosts.base import ReplicaSpec
 from ghaf.deployments.models import (
     AbTestState,
     Deployment,
@@ -30,6 +31,7 @@ from ghaf.deployments.models import (
     RequestAssignment,
     RequestOutcome,
 )
+from ghaf.deployments.split import Splitter
 from ghaf.registry import service as registry
 from ghaf.security.context import Context
 
@@ -871,3 +873,53 @@ def promote_winner(
         reason=request.reason or f"promoted {report.winner}, the A/B test's winner",
     )
     return update_deployment(pctx, project, name, update)
+
+
+# --- the gateway's route ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """How the gateway answers a deployment's requests at its current revision."""
+
+    project: str
+    deployment: str
+    deployment_id: str
+    revision: int
+    spec: schemas.DeploymentSpec
+    replicas: dict[str, ReplicaSpec]  # by variant
+    splitter: Splitter
+    may_debug: bool  # the caller may force a variant (deployment:debug)
+
+
+def route(ctx: Context, project: str, name: str) -> Route:
+    """The deployment's current revision as the gateway needs it. Needs
+    deployment:invoke; the answer is cached for the revision."""
+    pctx = ctx.in_project(project)
+    pctx.require("deployment:invoke", resource=_resource(project, name))
+    deployment = _deployment(pctx, name)
+    spec, resolved = _stored(_current(pctx, deployment))
+    replicas = {
+        v.name: ReplicaSpec(
+            project=project,
+            deployment=deployment.id,
+            variant=v.name,
+            model=resolved[v.name].model,
+            version=resolved[v.name].version,
+            sha256=resolved[v.name].sha256,
+            runtime=v.runtime,
+            resources=v.resources,
+        )
+        for v in spec.variants
+    }
+    live = [(v.name, v.weight) for v in spec.variants if not v.shadow and v.weight > 0]
+    return Route(
+        project=project,
+        deployment=name,
+        deployment_id=deployment.id,
+        revision=deployment.revision,
+        spec=spec,
+        replicas=replicas,
+        splitter=Splitter(live),
+        may_debug="deployment:debug" in pctx.permissions,
+    )

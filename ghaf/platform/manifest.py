@@ -11,6 +11,7 @@ is its folder plus one line in ghaf/domains.py (docs/architecture.md, ADR 0016).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -83,6 +84,9 @@ class Domain:
     - ``references``: checks storage asks before deleting a blob.
     - ``listeners``: ``(event, listener)`` pairs (ghaf/platform/events.py): what the
       domain does when a domain below it publishes the event, in the same transaction.
+    - ``lifespan``: ``lifespan(runtime)``, an async context manager the server enters
+      at start and leaves at shutdown, for what the domain runs while it serves (the
+      deployments' replicas); it may keep objects in ``runtime.backends[name]``.
     - ``on_open``: run with the settings before a server or admin command opens the
       installation (e.g. the registry protects its files from model-checker children).
     - ``migrations``: the folder of the domain's Alembic revision scripts (usually
@@ -98,5 +102,6 @@ class Domain:
     tasks: Callable[[Settings], Sequence[PeriodicTask[Any]]] = no_tasks
     references: tuple[ReferenceCheck, ...] = ()
     listeners: tuple[tuple[str, Listener], ...] = ()
+    lifespan: Callable[[Any], AbstractAsyncContextManager[None]] | None = None
     on_open: Callable[[Settings], None] | None = None
     migrations: Path | None = None

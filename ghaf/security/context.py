@@ -7,7 +7,7 @@ its own committed transaction before the error propagates, so a refusal is never
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -87,9 +87,11 @@ class Context:
         cache: SecurityCache | None = None,
         epoch: int | None = None,
         store: Store | None = None,
+        backends: Mapping[str, object] | None = None,
     ) -> None:
         self.database = database
         self._store = store
+        self._backends = backends if backends is not None else {}
         self._session = session
         # Only read-only requests get a cache; see ghaf/security/cache.py.
         self.cache = cache
@@ -113,6 +115,14 @@ class Context:
         if self._store is None:
             raise RuntimeError("this context was opened without the runtime's backends")
         return self._store
+
+    def backend(self, name: str) -> object:
+        """What domain ``name`` keeps for the life of the server (its lifespan put it
+        in the runtime), e.g. the deployments' replica fleet."""
+        found = self._backends.get(name)
+        if found is None:
+            raise RuntimeError(f"this context was opened without the {name} backend")
+        return found
 
     def close(self) -> None:
         """End the request's database work (uncommitted changes are rolled back)."""
@@ -224,6 +234,7 @@ class Context:
             cache=self.cache,
             epoch=self.epoch,
             store=self._store,
+            backends=self._backends,
         )
 
     def _visible_project(self, name: str, *, include_deleted: bool) -> tuple[Project, str] | None:

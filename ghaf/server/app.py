@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -62,6 +62,10 @@ def create_app(
         log.info("ghaf %s serving, region %s", __version__, settings.region)
         scheduler = Scheduler(runtime, tasks)  # purges, stale runs, audit checkpoints
         scheduler.start()
+        running = AsyncExitStack()
+        for domain in domains:
+            if domain.lifespan is not None:
+                await running.enter_async_context(domain.lifespan(runtime))
         # Everything loaded so far (modules, the app, mappers) lives as long as the
         # process: move it out of the collector's sight. Requests make short-lived,
         # mostly acyclic garbage (freed by reference counting), so young collections can
@@ -71,6 +75,7 @@ def create_app(
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         yield
+        await running.aclose()  # each domain's lifespan, newest first
         await scheduler.stop()
         # A signed, witnessed checkpoint at the tip on every clean shutdown bounds what a
         # silent truncation of the trail could remove.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -15,13 +14,9 @@ from pathlib import Path
 import httpx
 
 from ghaf.core.errors import Unavailable
+from ghaf.platform.ports import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["ServerProcess", "free_port"]
 
 
 class ServerProcess:

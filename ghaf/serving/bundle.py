@@ -34,7 +34,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,6 +214,47 @@ def write_manifest(
     partial.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     os.replace(partial, folder / MANIFEST)  # a bundle without its manifest is refused
     return manifest
+
+
+def write_bundle(
+    folder: str | Path,
+    version: VersionOut,
+    pieces: Iterable[bytes],
+    *,
+    card_markdown: str,
+    policy_types: Sequence[str] = (),
+    source: str = "",
+) -> Path:
+    """A whole bundle of ``version`` in the new or empty ``folder``: the model file from
+    ``pieces`` (refused unless it matches the version's SHA-256), its metadata, card and
+    manifest. Nothing is left behind when it fails. The SDK's ``download(bundle=True)``
+    and the platform's deployment hosts both write bundles through this."""
+    target = prepare_folder(folder)
+    path = target / model_file_name(version.filename)
+    try:
+        digest = hashlib.sha256()
+        with open(path, "xb") as handle:
+            for piece in pieces:
+                handle.write(piece)
+                digest.update(piece)
+        if digest.hexdigest() != version.sha256:
+            raise IntegrityFailure(
+                f"{version.model} v{version.version} does not match its SHA-256 "
+                f"{version.sha256[:12]}...: no bundle was written",
+                field="sha256",
+            )
+        write_manifest(
+            target,
+            version,
+            path,
+            card_markdown=card_markdown,
+            trusted_types=needed_trusted_types(path, version.format, policy_types),
+            source=source,
+        )
+    except BaseException:
+        discard(target, path)
+        raise
+    return target
 
 
 def discard(folder: Path, model_file: Path) -> None:

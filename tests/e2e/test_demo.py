@@ -38,6 +38,9 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     assert "/v2/models/credit-scorer/infer (3 rows" in out and "POST /predict" in out
     assert "both answers match a direct call" in out and "without a token: 401" in out
     assert "served with no platform" in out and "--bundle ./credit" in out
+    # The demo itself raises if a customer ever moved variants (stickiness).
+    assert "credit-api revision" in out and "x-customer" in out and "0 unknown" in out
+    assert "A/B test of credit-api" in out
     assert (tmp_path / "home" / "ghaf.db").exists()
     assert (tmp_path / "home" / "master.key").exists()  # the keyring is in the database
     assert not (tmp_path / "home" / "keyring.json").exists()

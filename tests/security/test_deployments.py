@@ -249,3 +249,68 @@ def test_concurrent_changes_get_distinct_revisions_or_a_clear_409(
     history = admin.deployments.revisions(deployed, "d")
     assert [r.revision for r in history] == list(range(len(revisions) + 1, 0, -1))
     assert admin.deployments.get(deployed, "d").revision == len(revisions) + 1
+
+
+def _predict(platform: Platform, project: str, body: object, **headers: str) -> httpx.Response:
+    return httpx.post(
+        f"{platform.url}/api/v1/projects/{project}/deployments/d/predict",
+        json=body,
+        headers={**_headers(platform), **headers},
+        timeout=60,
+    )
+
+
+def test_the_gateway_leaves_no_decrypted_model_on_disk_and_no_key_in_answers(
+    platform: Platform, deployed: str, trained: TrainedModel
+) -> None:
+    answer = _predict(platform, deployed, trained.X[:1].tolist())
+    assert answer.status_code == 200, answer.text
+    bundles = platform.settings.home / "deployments" / "bundles"
+    assert oct(bundles.stat().st_mode & 0o777) == "0o700"
+    assert list(bundles.iterdir()) == []  # the bundle went once the replica loaded it
+    assert "authorization" not in {k.lower() for k in answer.headers}
+    assert "bearer" not in answer.text.lower()
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["../a", "a\x7f", "%2e%2e", "a" * 5000, "ａ"],  # noqa: RUF001 - a lookalike
+)
+def test_hostile_forced_variants_are_a_clear_404(
+    platform: Platform, deployed: str, trained: TrainedModel, variant: str
+) -> None:
+    try:
+        answer = _predict(platform, deployed, trained.X[:1].tolist(), **{"x-ghaf-variant": variant})
+    except (httpx.LocalProtocolError, UnicodeEncodeError):
+        return  # not even sendable as a header value
+    assert answer.status_code in (400, 404, 431), answer.text
+    if answer.headers["content-type"].startswith("text/plain"):  # the HTTP parser's own
+        assert (answer.status_code, answer.text) == (400, "Invalid HTTP request received.")
+    else:
+        assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+def test_bodies_the_replica_refuses_are_passed_on_not_500s(
+    platform: Platform, deployed: str
+) -> None:
+    for body in ({"records": [{"nope": 1}]}, [[1.0]], {"columns": {}}, "text"):
+        answer = _predict(platform, deployed, body)
+        assert answer.status_code == 400, (body, answer.text)
+    raw = httpx.post(
+        f"{platform.url}/api/v1/projects/{deployed}/deployments/d/predict",
+        content=b"\xff\xfe{not json",
+        headers={**_headers(platform), "content-type": "application/json"},
+        timeout=60,
+    )
+    assert raw.status_code == 400, raw.text
+
+
+def test_a_body_past_the_limit_never_reaches_a_replica(platform: Platform, deployed: str) -> None:
+    huge = b"[" + b"1.0," * (platform.settings.max_body_bytes // 4 + 10) + b"1.0]"
+    answer = httpx.post(
+        f"{platform.url}/api/v1/projects/{deployed}/deployments/d/predict",
+        content=huge,
+        headers={**_headers(platform), "content-type": "application/json"},
+        timeout=60,
+    )
+    assert answer.status_code == 413, answer.text[:200]

@@ -1,0 +1,154 @@
+"""The replicas one server runs for its deployments, and the calls it forwards to them.
+
+A replica is started on the first request that needs it (the request is held while it
+starts: scale from zero) and shared by every later one; concurrent first requests wait
+for the same start. A replica that crashed, or whose connection fails mid-request, is
+dropped (that request is answered 503 with its request id) and the next request starts
+another. Replicas that no current revision needs are stopped (``retire``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ghaf.core.errors import Unavailable
+from ghaf.deployments.hosts.base import Host, Replica, ReplicaSpec
+
+log = logging.getLogger("ghaf.deployments")
+
+Export = Callable[[ReplicaSpec, Path], Awaitable[None]]
+"""Write the bundle a replica of ``spec`` serves into the (new) folder."""
+
+# Headers a replica's answer may pass on to the caller; everything else (its server,
+# date, connection handling) is the gateway's own.
+PASSED_ON = ("content-type", "inference-header-content-length", "retry-after")
+
+
+class ReplicaUnavailable(Unavailable):
+    """A replica went away during a request (it is restarted for the next one)."""
+
+
+@dataclass
+class _Group:
+    """The replicas of one variant's spec, and the start under way, if any."""
+
+    replicas: list[Replica] = field(default_factory=list)
+    starting: asyncio.Task[Replica] | None = None
+    turn: int = 0
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Fleet:
+    """Replicas by spec, started through ``host`` from bundles ``export`` writes."""
+
+    def __init__(
+        self,
+        host: Host,
+        export: Export,
+        *,
+        bundles: Path,
+        timeout_s: float = 60.0,
+        on_cold_start: Callable[[ReplicaSpec, float], None] | None = None,
+    ) -> None:
+        self.host = host
+        self._export = export
+        self._bundles = bundles
+        self._groups: dict[tuple[object, ...], _Group] = {}
+        self._on_cold_start = on_cold_start
+        # One pool for every replica: keep-alive connections, no proxies from the
+        # environment (replicas are on 127.0.0.1).
+        self._http = httpx.AsyncClient(
+            timeout=timeout_s,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def replica(self, spec: ReplicaSpec) -> Replica:
+        """A running replica of ``spec``, started if there is none (round robin)."""
+        group = self._groups.setdefault(spec.key, _Group())
+        group.replicas = [r for r in group.replicas if self.host.running(r)]
+        if group.replicas:
+            group.turn = (group.turn + 1) % len(group.replicas)
+            return group.replicas[group.turn]
+        if group.starting is None:
+            group.starting = asyncio.create_task(self._start(spec))
+            group.starting.add_done_callback(lambda _: setattr(group, "starting", None))
+        # Shielded: a caller that goes away must not cancel a start others wait for.
+        replica = await asyncio.shield(group.starting)
+        if replica not in group.replicas:
+            group.replicas.append(replica)
+        return replica
+
+    async def _start(self, spec: ReplicaSpec) -> Replica:
+        with tempfile.TemporaryDirectory(prefix="bundle-", dir=self._bundles) as folder:
+            bundle = Path(folder) / "bundle"
+            await self._export(spec, bundle)
+            # The replica has read the model into memory once it answers ready: the
+            # decrypted file goes with the folder.
+            replica = await self.host.start(spec, bundle)
+        log.info(
+            "started a replica of %s:%s for variant %s in %.2f s",
+            spec.model,
+            spec.version,
+            spec.variant,
+            replica.started_s,
+        )
+        if self._on_cold_start is not None:
+            self._on_cold_start(spec, replica.started_s)
+        return replica
+
+    async def forward(
+        self, replica: Replica, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> Forwarded:
+        """POST ``body`` to the replica; a replica that fails mid-call is dropped."""
+        sent = {**headers, "authorization": replica.authorization}
+        try:
+            answer = await self._http.post(replica.url + path, content=body, headers=sent)
+        except httpx.TransportError:
+            await self.drop(replica)
+            raise ReplicaUnavailable(
+                f"the replica of variant {replica.spec.variant!r} went away during the "
+                "request; it is being restarted, retry shortly"
+            ) from None
+        passed = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_ON}
+        return Forwarded(answer.status_code, passed, answer.content)
+
+    async def drop(self, replica: Replica) -> None:
+        group = self._groups.get(replica.spec.key)
+        if group is not None and replica in group.replicas:
+            group.replicas.remove(replica)
+        await self.host.stop(replica)
+
+    async def retire(self, deployment: str, keep: set[tuple[object, ...]]) -> None:
+        """Stop the replicas of ``deployment`` (an id) whose spec is not in ``keep``."""
+        for key, group in list(self._groups.items()):
+            if key[0] == deployment and key not in keep:
+                del self._groups[key]
+                for replica in group.replicas:
+                    await self.host.stop(replica)
+
+    def replicas(self) -> dict[tuple[object, ...], int]:
+        """How many replicas run for each spec (for metrics and tests)."""
+        return {key: len(g.replicas) for key, g in self._groups.items() if g.replicas}
+
+    async def close(self) -> None:
+        for group in self._groups.values():
+            if group.starting is not None:
+                group.starting.cancel()
+            for replica in group.replicas:
+                await self.host.stop(replica)
+        self._groups.clear()
+        await self._http.aclose()

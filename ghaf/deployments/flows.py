@@ -1,0 +1,234 @@
+"""Multi-step deployment actions: a replica's bundle from the registry, and the gateway's
+answer to one request (route, choose a variant, reach a replica, forward, record).
+
+Both are async: their steps that touch the database run on worker threads, the waits
+(a replica starting, a replica answering) on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+
+from ghaf.core.errors import (
+    GhafError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    TooManyRequests,
+    Unavailable,
+)
+from ghaf.core.ids import new_id
+from ghaf.deployments import service
+from ghaf.deployments.fleet import Forwarded
+from ghaf.deployments.gateway import Gateway
+from ghaf.deployments.hosts.base import ReplicaSpec
+from ghaf.registry import service as registry
+from ghaf.registry.schemas import VersionOut
+from ghaf.security.context import Context
+from ghaf.serving import bundle
+
+log = logging.getLogger("ghaf.deployments")
+
+VARIANT_HEADER = "x-ghaf-variant"
+"""Names the variant that answered; sent by a caller with deployment:debug, forces one."""
+
+
+def export_bundle(ctx: Context, spec: ReplicaSpec, folder: Path) -> None:
+    """Write the bundle a replica of ``spec`` serves: the registered file, checked
+    against the SHA-256 the deployment's revision names, its metadata, card and the
+    policy's trusted types. Runs as ghaf itself (``ctx`` is a system context)."""
+    found = VersionOut.model_validate_json(
+        registry.get_version_json(ctx, spec.project, spec.model, str(spec.version))
+    )
+    if found.sha256 != spec.sha256:
+        raise InvalidInput(
+            f"{spec.model} v{spec.version} is not the file the deployment's revision names "
+            f"(sha256 {found.sha256[:12]}, expected {spec.sha256[:12]})",
+            field="sha256",
+        )
+    download = registry.open_version_file(ctx, spec.project, spec.model, str(spec.version))
+    card = registry.get_card(ctx, spec.project, spec.model, str(spec.version))
+    policy = registry.get_policy(ctx, spec.project)
+    bundle.write_bundle(
+        folder,
+        found,
+        download.read(),
+        card_markdown=card.markdown,
+        policy_types=policy.policy.get("trusted_types", ()),
+        source="ghaf deployments",
+    )
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One request to a deployment, as the gateway forwards it."""
+
+    kind: str  # "predict" or "infer"
+    body: bytes
+    headers: Mapping[str, str]  # lower-case names
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def _route_key(ctx: Context, project: str, name: str) -> tuple[object, ...] | None:
+    """The route is reused only within one audit epoch: any audited change (a new
+    revision, a membership removed, a token revoked) moves it, so a cached route is
+    never staler than the read cache the caller's token came through."""
+    caller = ctx.caller
+    if caller is None or ctx.epoch is None:
+        return None
+    return (
+        ctx.epoch,
+        caller.principal_id,
+        caller.token_project_id,
+        caller.read_only,
+        project,
+        name,
+    )
+
+
+def _gateway(ctx: Context) -> Gateway:
+    found = ctx.backend("deployments")
+    assert isinstance(found, Gateway)
+    return found
+
+
+def _sticky_key(found: service.Route, incoming: Incoming) -> str | None:
+    sticky = found.spec.sticky
+    if sticky is None:
+        return None
+    if sticky.header is not None:
+        return incoming.headers.get(sticky.header.lower())
+    assert sticky.field is not None
+    try:
+        document = orjson.loads(incoming.body)
+    except orjson.JSONDecodeError:
+        return None  # the replica answers the bad body; no key, a random assignment
+    if not isinstance(document, dict):
+        return None
+    value = document.get(sticky.field)
+    parameters = document.get("parameters")
+    if value is None and isinstance(parameters, dict):  # OIP: request parameters
+        value = parameters.get(sticky.field)
+    return None if value is None or isinstance(value, dict | list) else str(value)
+
+
+def _variant(found: service.Route, incoming: Incoming) -> str:
+    forced = incoming.headers.get(VARIANT_HEADER)
+    if forced is not None:
+        if not found.may_debug:
+            raise PermissionDenied(
+                f"{VARIANT_HEADER} picks a variant: deployment:debug is required in "
+                f"project {found.project!r}",
+                permission="deployment:debug",
+            )
+        if forced not in found.replicas:
+            raise NotFound(
+                f"deployment {found.deployment!r} has no variant {forced!r} "
+                f"(it has {', '.join(found.replicas)})",
+                field=VARIANT_HEADER,
+            )
+        return forced
+    key = _sticky_key(found, incoming)
+    return found.splitter.choose(key) if key is not None else found.splitter.choose_random()
+
+
+class ReplicaRefusal(InvalidInput):
+    """The replica refused the request's body (its 400), under the platform's problem."""
+
+    status = 400
+
+
+def _refusal(variant: str, answer: Forwarded) -> GhafError:
+    """A replica's error answer (``{"error": ...}``) as the platform's problem, so every
+    route under /api/v1 answers problem+json with its request id."""
+    try:
+        detail = str(orjson.loads(answer.body)["error"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        detail = answer.body[:300].decode("utf-8", "replace")
+    if answer.status == 400:
+        return ReplicaRefusal(detail, field="body")
+    if answer.status == 404:
+        return NotFound(detail)
+    if answer.status == 413:
+        return PayloadTooLarge(detail)
+    if answer.status == 429:
+        return TooManyRequests(detail, retry_after=int(answer.headers.get("retry-after", "1")))
+    if answer.status < 500:
+        return InvalidInput(f"variant {variant!r} answered {answer.status}: {detail}")
+    return Unavailable(f"variant {variant!r} failed to answer ({answer.status}): {detail}")
+
+
+def _path(spec: ReplicaSpec, kind: str) -> str:
+    return "/predict" if kind == "predict" else f"/v2/models/{spec.model}/infer"
+
+
+def _named(found: service.Route, variant: str, answer: Forwarded) -> bytes:
+    """An OIP JSON answer names the deployment and the variant that served it."""
+    if not answer.headers.get("content-type", "").startswith("application/json"):
+        return answer.body
+    if "inference-header-content-length" in answer.headers:
+        return answer.body  # binary outputs follow the JSON header: sent as they are
+    try:
+        document = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        return answer.body
+    if isinstance(document, dict) and "model_name" in document:
+        document["model_name"] = found.deployment
+        document["model_version"] = variant
+        return orjson.dumps(document)
+    return answer.body
+
+
+async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> Answer:
+    """Answer one request through the deployment: its variant by sticky key (or at
+    random by weight), a replica of it (started if none runs: the request waits), the
+    replica's answer passed on with the variant named."""
+    gateway = _gateway(ctx)
+    # The door on every request, the route cached or not. A grant read through the
+    # epoch-checked cache is a dictionary lookup; a miss reads the database, on a worker
+    # thread unless the database is SQLite (a local-file read is cheaper than the hop).
+    if ctx.database.is_sqlite:
+        pctx = ctx.in_project(project)
+    else:
+        pctx = await run_in_threadpool(ctx.in_project, project)
+    pctx.require("deployment:invoke", resource=f"project/{project}/deployment/{name}")
+    key = _route_key(ctx, project, name)
+    found = gateway.routes.get(key) if key is not None else None
+    if found is None:
+        found = await run_in_threadpool(service.route, ctx, project, name)
+        if key is not None:
+            gateway.routes.put(key, found)
+    ctx.close()  # the route is all this request reads from the database
+    if gateway.revisions.get(found.deployment_id) != found.revision:
+        # A new revision: the replicas it no longer names stop.
+        gateway.revisions[found.deployment_id] = found.revision
+        await gateway.fleet.retire(found.deployment_id, {s.key for s in found.replicas.values()})
+    variant = _variant(found, incoming)
+    spec = found.replicas[variant]
+    replica = await gateway.fleet.replica(spec)
+    headers = {"content-type": incoming.headers.get("content-type", "application/json")}
+    for passed in ("content-encoding", "inference-header-content-length", "accept"):
+        if passed in incoming.headers:
+            headers[passed] = incoming.headers[passed]
+    answer = await gateway.fleet.forward(
+        replica, _path(spec, incoming.kind), incoming.body, headers
+    )
+    if answer.status >= 400:
+        raise _refusal(variant, answer)
+    gateway.assignments(found, ctx.request_id or new_id(), variant)
+    body = _named(found, variant, answer) if incoming.kind == "infer" else answer.body
+    out = {**answer.headers, VARIANT_HEADER: variant}
+    return Answer(answer.status, out, body)

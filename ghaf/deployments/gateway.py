@@ -1,0 +1,147 @@
+"""What the server keeps while it serves deployments: the fleet of replicas, the routes
+it reuses, and the assignments it writes in batches; and the lifespan that starts and
+stops them (the deployments manifest declares it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from ghaf.core.ids import new_id
+from ghaf.deployments import schemas, service
+from ghaf.deployments.fleet import Fleet
+from ghaf.deployments.hosts.base import ReplicaSpec
+from ghaf.deployments.hosts.embedded import EmbeddedHost
+
+log = logging.getLogger("ghaf.deployments")
+NAME = "deployments"  # the key in runtime.backends
+
+
+class Routes:
+    """The gateway's routes, by (epoch, caller, project, deployment); bounded."""
+
+    def __init__(self, most: int = 4096) -> None:
+        self._most = most
+        self._routes: OrderedDict[tuple[object, ...], service.Route] = OrderedDict()
+
+    def get(self, key: tuple[object, ...]) -> service.Route | None:
+        return self._routes.get(key)
+
+    def put(self, key: tuple[object, ...], found: service.Route) -> None:
+        self._routes[key] = found
+        while len(self._routes) > self._most:
+            self._routes.popitem(last=False)
+
+
+class AssignmentWriter:
+    """Which variant answered each request, written in batches by a background task (a
+    row write per request would cost the gateway a database write each)."""
+
+    def __init__(self, runtime: Any, *, every_s: float = 0.5, most: int = 100_000) -> None:
+        self._runtime = runtime
+        self._every_s = every_s
+        self._most = most
+        self._pending: dict[tuple[str, str, int], list[schemas.Assignment]] = {}
+        self._count = 0
+        self.dropped = 0
+        self._flushing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def __call__(self, found: service.Route, request_id: str, variant: str) -> None:
+        if self._count >= self._most:
+            self.dropped += 1  # the writer fell behind: bounded memory, counted
+            return
+        key = (found.project, found.deployment, found.revision)
+        self._pending.setdefault(key, []).append(
+            schemas.Assignment(request_id=request_id, variant=variant)
+        )
+        self._count += 1
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            await self.flush()
+
+    @property
+    def idle(self) -> bool:
+        """Whether every assignment taken so far is written (or failed to be)."""
+        return not self._pending and not self._flushing
+
+    async def flush(self) -> None:
+        self._flushing = True
+        try:
+            await self._flush()
+        finally:
+            self._flushing = False
+
+    async def _flush(self) -> None:
+        pending, self._pending, self._count = self._pending, {}, 0
+        for (project, deployment, revision), items in pending.items():
+            for start in range(0, len(items), schemas.MAX_OUTCOMES):
+                part = schemas.Assignments(
+                    revision=revision, items=items[start : start + schemas.MAX_OUTCOMES]
+                )
+                try:
+                    await run_in_threadpool(self._write, project, deployment, part)
+                except Exception:  # a deployment removed meanwhile, a database hiccup
+                    log.exception("could not record %d assignments of %s", len(items), deployment)
+
+    def _write(self, project: str, deployment: str, part: schemas.Assignments) -> None:
+        with self._runtime.acting_as("ghaf-gateway", request_id=new_id()) as ctx:
+            service.record_assignments(ctx, project, deployment, part)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.flush()
+
+
+class Gateway:
+    """What a deployment's request needs besides its context."""
+
+    def __init__(self, fleet: Fleet, assignments: AssignmentWriter) -> None:
+        self.fleet = fleet
+        self.assignments = assignments
+        self.routes = Routes()
+        self.revisions: dict[str, int] = {}  # the newest revision seen, by deployment id
+
+
+def _export_as_ghaf(runtime: Any, spec: ReplicaSpec, folder: Path) -> None:
+    from ghaf.deployments.flows import export_bundle
+
+    with runtime.acting_as("ghaf-deployments", request_id=new_id()) as ctx:
+        export_bundle(ctx, spec, folder)
+
+
+@asynccontextmanager
+async def serving(runtime: Any) -> AsyncIterator[None]:
+    """The server's lifespan for deployments: replicas start on demand and all stop,
+    and the last assignments are written, when the server stops."""
+    bundles = Path(runtime.settings.home) / "deployments" / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(bundles, 0o700)  # decrypted model files pass through here
+
+    async def export(spec: ReplicaSpec, folder: Path) -> None:
+        await run_in_threadpool(_export_as_ghaf, runtime, spec, folder)
+
+    fleet = Fleet(EmbeddedHost(), export, bundles=bundles)
+    writer = AssignmentWriter(runtime)
+    writer.start()
+    runtime.backends[NAME] = Gateway(fleet, writer)
+    try:
+        yield
+    finally:
+        runtime.backends.pop(NAME, None)
+        await writer.stop()
+        await fleet.close()

@@ -1,0 +1,67 @@
+"""The interface every deployment host implements: start a replica serving one model
+version from a bundle, tell whether it still runs, stop it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from ghaf.deployments.schemas import Resources, RuntimeOptions
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What one replica serves and how: the variant's model version and options."""
+
+    project: str
+    deployment: str  # the deployment's id
+    variant: str
+    model: str
+    version: int
+    sha256: str
+    runtime: RuntimeOptions
+    resources: Resources
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Replicas with the same key are interchangeable."""
+        return (
+            self.deployment,
+            self.variant,
+            self.model,
+            self.version,
+            self.sha256,
+            self.runtime.model_dump_json(),
+            self.resources.model_dump_json(),
+        )
+
+
+@dataclass
+class Replica:
+    """A started replica: where it answers and the key it takes as a bearer token."""
+
+    spec: ReplicaSpec
+    url: str  # http://127.0.0.1:PORT
+    authorization: str  # "Bearer <key>", never logged
+    started_s: float  # how long it took to answer ready (the cold start)
+
+    def __repr__(self) -> str:  # the key never reaches a log line
+        return f"Replica({self.spec.variant} {self.spec.model}:{self.spec.version} {self.url})"
+
+
+class Host(ABC):
+    """Runs replicas. ``start`` returns once the replica answers ready."""
+
+    @abstractmethod
+    async def start(self, spec: ReplicaSpec, bundle: Path) -> Replica:
+        """Start a replica serving the bundle in ``bundle`` (which the caller removes
+        once this returns: the replica has loaded the model by then)."""
+
+    @abstractmethod
+    def running(self, replica: Replica) -> bool:
+        """Whether the replica is still up (a crashed one is restarted by the fleet)."""
+
+    @abstractmethod
+    async def stop(self, replica: Replica) -> None:
+        """Stop the replica (idempotent)."""

@@ -1,0 +1,119 @@
+"""The embedded host: each replica is a ``ghaf serve --bundle`` process on this machine,
+on a free 127.0.0.1 port, with a fresh invoke key that only the gateway holds.
+
+The replica is the serving runtime itself (ghaf/serving), started the way an operator
+would start it by hand, so a deployment serves exactly what ``ghaf serve`` serves. Its
+threads follow the variant's CPUs; its output goes to the server's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from ghaf.core.errors import Unavailable
+from ghaf.deployments.hosts.base import Host, Replica, ReplicaSpec
+from ghaf.platform.ports import free_port
+
+READY_PATH = "/v2/health/ready"
+
+
+class ReplicaFailed(Unavailable):
+    """A replica did not start (its process ended, or never answered ready)."""
+
+
+class EmbeddedHost(Host):
+    """Replicas as child processes of the server."""
+
+    def __init__(self, *, start_timeout_s: float = 60.0, stop_timeout_s: float = 10.0) -> None:
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _command(self, spec: ReplicaSpec, bundle: Path, port: int) -> list[str]:
+        runtime = spec.runtime
+        threads = runtime.threads or max(1, math.floor(spec.resources.cpus))
+        command = [
+            sys.executable, "-m", "ghaf", "serve",
+            "--bundle", str(bundle),
+            "--sha256", spec.sha256,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--threads", str(threads),
+            "--max-batch-size", str(runtime.max_batch_size),
+            "--max-latency-ms", str(runtime.max_latency_ms),
+            "--device", runtime.device,
+            "--no-prediction-log",
+        ]  # fmt: skip
+        if runtime.allow_cpu_fallback:
+            command.append("--allow-cpu-fallback")
+        return command
+
+    async def start(self, spec: ReplicaSpec, bundle: Path) -> Replica:
+        key = secrets.token_urlsafe(32)
+        port = free_port()
+        env = {**os.environ, "GHAF_SERVE_INVOKE_KEY": key}  # not in argv: ps shows argv
+        env.pop("GHAF_SERVE_INVOKE_KEY_FILE", None)
+        started = time.perf_counter()
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            self._command(spec, bundle, port), env=env, stdin=subprocess.DEVNULL
+        )
+        replica = Replica(
+            spec=spec,
+            url=f"http://127.0.0.1:{port}",
+            authorization=f"Bearer {key}",
+            started_s=0.0,
+        )
+        self._processes[id(replica)] = process
+        try:
+            await self._until_ready(replica, process)
+        except BaseException:
+            await self.stop(replica)
+            raise
+        replica.started_s = time.perf_counter() - started
+        return replica
+
+    async def _until_ready(self, replica: Replica, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if process.poll() is not None:
+                    raise ReplicaFailed(
+                        f"replica of variant {replica.spec.variant!r} "
+                        f"({replica.spec.model}:{replica.spec.version}) exited with "
+                        f"{process.returncode} while starting; see the server log"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await client.get(replica.url + READY_PATH)
+                    if answer.status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise ReplicaFailed(
+                        f"replica of variant {replica.spec.variant!r} was not ready within "
+                        f"{self.start_timeout_s:g} s"
+                    )
+                await asyncio.sleep(0.02)
+
+    def running(self, replica: Replica) -> bool:
+        process = self._processes.get(id(replica))
+        return process is not None and process.poll() is None
+
+    async def stop(self, replica: Replica) -> None:
+        process = self._processes.pop(id(replica), None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), self.stop_timeout_s)
+        except TimeoutError:
+            process.kill()
+            await asyncio.to_thread(process.wait)

@@ -1,0 +1,202 @@
+"""The gateway on the embedded host: requests through a deployment reach a replica of the
+variant the split picks (a ``ghaf serve`` process started on the first request), answers
+name the variant, assignments are recorded for the A/B test, and a replica that dies is
+replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import httpx
+import numpy as np
+import pytest
+
+from ghaf.client import Client
+from ghaf.deployments.gateway import NAME, Gateway
+from tests.conftest import Platform, TrainedModel
+
+
+def _token(client: Client) -> str:
+    return str(client._http.headers["authorization"])
+
+
+@pytest.fixture
+def deployed(admin: Client, project: str, trained: TrainedModel) -> str:
+    for _ in range(2):
+        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+    admin.deployments.create(
+        project,
+        "api",
+        variants=[
+            {"name": "a", "model": "churn", "version": 1, "weight": 50},
+            {"name": "b", "model": "churn", "version": 2, "weight": 50},
+        ],
+        sticky={"header": "x-user"},
+        abtest={"kind": "binary", "control": "a"},
+    )
+    return project
+
+
+def _post(platform: Platform, project: str, kind: str, body: object, **headers: str):
+    return httpx.post(
+        f"{platform.url}/api/v1/projects/{project}/deployments/api/{kind}",
+        json=body,
+        headers={"authorization": f"Bearer {platform.admin_token}", **headers},
+        timeout=60,
+    )
+
+
+def _gateway(platform: Platform) -> Gateway:
+    found = platform.runtime.backends[NAME]
+    assert isinstance(found, Gateway)
+    return found
+
+
+def test_requests_reach_the_split_variant_and_stay_with_it(
+    platform: Platform, admin: Client, deployed: str, trained: TrainedModel
+) -> None:
+    rows = trained.X[:3].tolist()
+    expected = trained.model.predict(trained.X[:3]).tolist()  # type: ignore[attr-defined]
+    seen: dict[str, str] = {}
+    for user in ("u1", "u2", "u3", "u4", "u5", "u6"):
+        for _ in range(2):
+            answer = _post(platform, deployed, "predict", rows, **{"x-user": user})
+            assert answer.status_code == 200, answer.text
+            variant = answer.headers["x-ghaf-variant"]
+            assert seen.setdefault(user, variant) == variant  # sticky
+            assert answer.json() == expected
+            assert answer.headers["x-request-id"]
+    assert set(seen.values()) == {"a", "b"}  # six users land on both halves
+    replicas = _gateway(platform).fleet.replicas()
+    assert sorted(replicas.values()) == [1, 1]  # one replica a variant, reused
+
+
+def test_oip_answers_name_the_deployment_and_variant(
+    platform: Platform, deployed: str, trained: TrainedModel
+) -> None:
+    body = {
+        "inputs": [
+            {
+                "name": "X",
+                "shape": [2, 4],
+                "datatype": "FP64",
+                "data": np.asarray(trained.X[:2]).ravel().tolist(),
+            }
+        ]
+    }
+    answer = _post(platform, deployed, "infer", body, **{"x-user": "u1"})
+    assert answer.status_code == 200, answer.text
+    document = answer.json()
+    assert document["model_name"] == "api"
+    assert document["model_version"] == answer.headers["x-ghaf-variant"]
+    bad = _post(platform, deployed, "infer", {"inputs": [{"name": "nope"}]})
+    assert bad.status_code == 400 and "nope" in bad.text  # the replica's own refusal
+
+
+def test_forcing_a_variant_needs_deployment_debug(
+    platform: Platform,
+    deployed: str,
+    trained: TrainedModel,
+    member_in: Callable[[str, str], tuple[str, Client]],
+) -> None:
+    rows = trained.X[:1].tolist()
+    forced = _post(platform, deployed, "predict", rows, **{"x-ghaf-variant": "b"})
+    assert forced.status_code == 200 and forced.headers["x-ghaf-variant"] == "b"
+    unknown = _post(platform, deployed, "predict", rows, **{"x-ghaf-variant": "zz"})
+    assert unknown.status_code == 404 and "no variant 'zz'" in unknown.text
+    _, member = member_in(deployed, "member")
+    url = f"{platform.url}/api/v1/projects/{deployed}/deployments/api/predict"
+    headers = {"authorization": _token(member)}
+    assert httpx.post(url, json=rows, headers=headers, timeout=60).status_code == 200
+    refused = httpx.post(url, json=rows, headers={**headers, "x-ghaf-variant": "a"}, timeout=60)
+    assert refused.status_code == 403 and "deployment:debug" in refused.text
+    _, viewer = member_in(deployed, "viewer")
+    denied = httpx.post(url, json=rows, headers={"authorization": _token(viewer)}, timeout=60)
+    assert denied.status_code == 403 and "deployment:invoke" in denied.text
+
+
+def test_answers_are_credited_to_their_variant_for_the_ab_test(
+    platform: Platform, admin: Client, deployed: str, trained: TrainedModel
+) -> None:
+    rows = trained.X[:1].tolist()
+    served: dict[str, str] = {}
+    for i in range(8):
+        answer = _post(platform, deployed, "predict", rows, **{"x-user": f"user{i}"})
+        served[answer.headers["x-request-id"]] = answer.headers["x-ghaf-variant"]
+    writer = _gateway(platform).assignments
+    deadline = time.monotonic() + 10
+    while not writer.idle and time.monotonic() < deadline:  # written every half second
+        time.sleep(0.05)
+    result = admin.deployments.post_outcomes(deployed, "api", dict.fromkeys(served, 1.0))
+    assert result.recorded == len(served)
+    report = admin.deployments.abtest_report(deployed, "api")
+    counts = {v.variant: v.n for v in report.variants}
+    assert counts == {
+        variant: sum(1 for v in served.values() if v == variant) for variant in ("a", "b")
+    }
+
+
+def test_a_replica_that_dies_is_a_503_then_replaced(
+    platform: Platform, deployed: str, trained: TrainedModel
+) -> None:
+    rows = trained.X[:1].tolist()
+    first = _post(platform, deployed, "predict", rows, **{"x-ghaf-variant": "a"})
+    assert first.status_code == 200
+    fleet = _gateway(platform).fleet
+    (replica,) = [
+        r
+        for g in fleet._groups.values()
+        for r in g.replicas
+        if r.spec.variant == "a" and r.spec.deployment == _deployment_id(platform, deployed)
+    ]
+    process = fleet.host._processes[id(replica)]  # type: ignore[attr-defined]
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    answers = [
+        _post(platform, deployed, "predict", rows, **{"x-ghaf-variant": "a"}) for _ in range(2)
+    ]
+    statuses = [a.status_code for a in answers]
+    assert statuses in ([200, 200], [503, 200]), [a.text for a in answers]
+    if statuses[0] == 503:
+        problem = answers[0].json()
+        assert problem["request_id"] and "being restarted" in problem["detail"]
+
+
+def _deployment_id(platform: Platform, project: str) -> str:
+    from sqlalchemy import text
+
+    with platform.runtime.database.engine.connect() as connection:
+        return str(
+            connection.execute(
+                text(
+                    "SELECT d.id FROM deployments d JOIN projects p ON p.id = d.project_id "
+                    "WHERE p.name = :p AND d.name = 'api'"
+                ),
+                {"p": project},
+            ).scalar_one()
+        )
+
+
+def test_a_new_revision_moves_traffic_and_stops_what_it_no_longer_serves(
+    platform: Platform, admin: Client, deployed: str, trained: TrainedModel
+) -> None:
+    rows = trained.X[:1].tolist()
+    for variant in ("a", "b"):
+        assert (
+            _post(platform, deployed, "predict", rows, **{"x-ghaf-variant": variant}).status_code
+            == 200
+        )
+    admin.deployments.update(
+        deployed,
+        "api",
+        variants=[{"name": "b", "model": "churn", "version": 2, "weight": 100}],
+        clear_abtest=True,
+    )
+    answer = _post(platform, deployed, "predict", rows, **{"x-user": "anyone"})
+    assert answer.headers["x-ghaf-variant"] == "b"
+    deployment = _deployment_id(platform, deployed)
+    running = [k for k in _gateway(platform).fleet.replicas() if k[0] == deployment]
+    assert [k[1] for k in running] == ["b"]
