@@ -215,6 +215,24 @@ class Settings(BaseSettings):
         description="Bytes per second of body that extend body_timeout_s (large uploads "
         "on a working link are never cut off).",
     )
+    # Deployments on the embedded host (docs/deployments.md).
+    deployment_max_replicas: int = Field(
+        default=16,
+        ge=1,
+        le=4096,
+        description="Most replica processes one server runs for all deployments; a request "
+        "that would start one more is answered 503.",
+    )
+    deployment_request_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        description="Longest the gateway waits for a replica's answer (504 beyond).",
+    )
+    deployment_start_timeout_s: float = Field(
+        default=60,
+        gt=0,
+        description="Longest a replica may take to start and answer ready.",
+    )
     # ``ghaf serve`` (docs/serving.md); its command-line options override these.
     serve_tls_cert: Path | None = Field(
         default=None, description="PEM certificate with which ghaf serve answers HTTPS."

@@ -35,6 +35,18 @@ class ReplicaUnavailable(Unavailable):
     """A replica went away during a request (it is restarted for the next one)."""
 
 
+class ReplicaTimeout(Unavailable):
+    """A replica took longer than the gateway waits."""
+
+    status = 504
+    code = "timeout"
+    title = "Gateway timeout"
+
+
+class TooManyReplicas(Unavailable):
+    """Starting one more replica would pass the server's bound."""
+
+
 @dataclass
 class _Group:
     """The replicas of one variant's spec, and the start under way, if any."""
@@ -61,6 +73,7 @@ class Fleet:
         *,
         bundles: Path,
         timeout_s: float = 60.0,
+        most: int = 16,
         on_cold_start: Callable[[ReplicaSpec, float], None] | None = None,
     ) -> None:
         self.host = host
@@ -68,6 +81,8 @@ class Fleet:
         self._bundles = bundles
         self._groups: dict[tuple[object, ...], _Group] = {}
         self._on_cold_start = on_cold_start
+        self._most = most
+        self._timeout_s = timeout_s
         # One pool for every replica: keep-alive connections, no proxies from the
         # environment (replicas are on 127.0.0.1).
         self._http = httpx.AsyncClient(
@@ -84,6 +99,13 @@ class Fleet:
             group.turn = (group.turn + 1) % len(group.replicas)
             return group.replicas[group.turn]
         if group.starting is None:
+            running = sum(len(g.replicas) + (g.starting is not None) for g in self._groups.values())
+            if running >= self._most:
+                raise TooManyReplicas(
+                    f"this server runs {running} replicas, the most it may "
+                    "(GHAF_DEPLOYMENT_MAX_REPLICAS); remove deployments or variants it no "
+                    "longer needs"
+                )
             group.starting = asyncio.create_task(self._start(spec))
             group.starting.add_done_callback(lambda _: setattr(group, "starting", None))
         # Shielded: a caller that goes away must not cancel a start others wait for.
@@ -117,6 +139,12 @@ class Fleet:
         sent = {**headers, "authorization": replica.authorization}
         try:
             answer = await self._http.post(replica.url + path, content=body, headers=sent)
+        except httpx.TimeoutException:
+            # Slow, not gone: it keeps serving the requests it can answer.
+            raise ReplicaTimeout(
+                f"the replica of variant {replica.spec.variant!r} did not answer within "
+                f"{self._timeout_s:g} s (GHAF_DEPLOYMENT_REQUEST_TIMEOUT_S)"
+            ) from None
         except httpx.TransportError:
             await self.drop(replica)
             raise ReplicaUnavailable(
@@ -137,8 +165,14 @@ class Fleet:
         for key, group in list(self._groups.items()):
             if key[0] == deployment and key not in keep:
                 del self._groups[key]
+                if group.starting is not None:
+                    group.starting.cancel()  # its replica is stopped as the start fails
                 for replica in group.replicas:
                     await self.host.stop(replica)
+
+    def deployments(self) -> set[str]:
+        """The ids of the deployments that have replicas running or starting."""
+        return {str(key[0]) for key, g in self._groups.items() if g.replicas or g.starting}
 
     def replicas(self) -> dict[tuple[object, ...], int]:
         """How many replicas run for each spec (for metrics and tests)."""

@@ -23,6 +23,7 @@ from ghaf.deployments.hosts.embedded import EmbeddedHost
 
 log = logging.getLogger("ghaf.deployments")
 NAME = "deployments"  # the key in runtime.backends
+RECONCILE_S = 5.0  # how often replicas no revision needs are looked for
 
 
 class Routes:
@@ -124,6 +125,28 @@ def _export_as_ghaf(runtime: Any, spec: ReplicaSpec, folder: Path) -> None:
         export_bundle(ctx, spec, folder)
 
 
+def _served_as_ghaf(runtime: Any, ids: set[str]) -> dict[str, set[tuple[object, ...]]]:
+    with runtime.acting_as("ghaf-deployments", request_id=new_id()) as ctx:
+        return service.served_specs(ctx, ids)
+
+
+async def _reconcile(runtime: Any, fleet: Fleet, *, every_s: float) -> None:
+    """Stop the replicas no current revision needs: a deployment removed, or changed
+    (here or by another server on the same database), even if no request comes."""
+    while True:
+        await asyncio.sleep(every_s)
+        running = fleet.deployments()
+        if not running:
+            continue
+        try:
+            needed = await run_in_threadpool(_served_as_ghaf, runtime, running)
+        except Exception:
+            log.exception("could not read which replicas the deployments need")
+            continue
+        for deployment in running:
+            await fleet.retire(deployment, needed.get(deployment, set()))
+
+
 @asynccontextmanager
 async def serving(runtime: Any) -> AsyncIterator[None]:
     """The server's lifespan for deployments: replicas start on demand and all stop,
@@ -135,13 +158,22 @@ async def serving(runtime: Any) -> AsyncIterator[None]:
     async def export(spec: ReplicaSpec, folder: Path) -> None:
         await run_in_threadpool(_export_as_ghaf, runtime, spec, folder)
 
-    fleet = Fleet(EmbeddedHost(), export, bundles=bundles)
+    settings = runtime.settings
+    fleet = Fleet(
+        EmbeddedHost(start_timeout_s=settings.deployment_start_timeout_s),
+        export,
+        bundles=bundles,
+        timeout_s=settings.deployment_request_timeout_s,
+        most=settings.deployment_max_replicas,
+    )
     writer = AssignmentWriter(runtime)
     writer.start()
+    reconciler = asyncio.create_task(_reconcile(runtime, fleet, every_s=RECONCILE_S))
     runtime.backends[NAME] = Gateway(fleet, writer)
     try:
         yield
     finally:
         runtime.backends.pop(NAME, None)
+        reconciler.cancel()
         await writer.stop()
         await fleet.close()

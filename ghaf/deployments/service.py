@@ -34,6 +34,7 @@ from ghaf.deployments.models import (
 from ghaf.deployments.split import Splitter
 from ghaf.registry import service as registry
 from ghaf.security.context import Context
+from ghaf.security.tenancy import Project
 
 MAX_REASON = 500
 
@@ -899,7 +900,42 @@ def route(ctx: Context, project: str, name: str) -> Route:
     pctx.require("deployment:invoke", resource=_resource(project, name))
     deployment = _deployment(pctx, name)
     spec, resolved = _stored(_current(pctx, deployment))
-    replicas = {
+    replicas = _replica_specs(project, deployment, spec, resolved)
+    live = [(v.name, v.weight) for v in spec.variants if not v.shadow and v.weight > 0]
+    return Route(
+        project=project,
+        deployment=name,
+        deployment_id=deployment.id,
+        revision=deployment.revision,
+        spec=spec,
+        replicas=replicas,
+        splitter=Splitter(live),
+        may_debug="deployment:debug" in pctx.permissions,
+    )
+
+
+def served_specs(ctx: Context, deployment_ids: set[str]) -> dict[str, set[tuple[object, ...]]]:
+    """For each of ``deployment_ids`` that still exists, the replica keys its current
+    revision needs (a server stops the rest). Across projects: ghaf's own work, or a
+    platform admin's."""
+    ctx.require("platform:admin", resource="deployments")
+    found: dict[str, set[tuple[object, ...]]] = {}
+    rows = ctx.session.execute(
+        select(Deployment, Project.name)
+        .join(Project, Project.id == Deployment.project_id)
+        .where(Deployment.id.in_(sorted(deployment_ids)))
+    ).all()
+    for deployment, project in rows:
+        spec, resolved = _stored(_current(ctx, deployment))
+        specs = _replica_specs(project, deployment, spec, resolved)
+        found[deployment.id] = {r.key for r in specs.values()}
+    return found
+
+
+def _replica_specs(
+    project: str, deployment: Deployment, spec: schemas.DeploymentSpec, resolved: Resolved
+) -> dict[str, ReplicaSpec]:
+    return {
         v.name: ReplicaSpec(
             project=project,
             deployment=deployment.id,
@@ -912,14 +948,3 @@ def route(ctx: Context, project: str, name: str) -> Route:
         )
         for v in spec.variants
     }
-    live = [(v.name, v.weight) for v in spec.variants if not v.shadow and v.weight > 0]
-    return Route(
-        project=project,
-        deployment=name,
-        deployment_id=deployment.id,
-        revision=deployment.revision,
-        spec=spec,
-        replicas=replicas,
-        splitter=Splitter(live),
-        may_debug="deployment:debug" in pctx.permissions,
-    )

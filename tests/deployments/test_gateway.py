@@ -9,14 +9,18 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 from ghaf.client import Client
+from ghaf.core.settings import Settings
 from ghaf.deployments.gateway import NAME, Gateway
-from tests.conftest import Platform, TrainedModel
+from ghaf.server.install import initialise
+from ghaf.server.process import ServerProcess
+from tests.conftest import Databases, Platform, TrainedModel
 
 
 def _token(client: Client) -> str:
@@ -200,3 +204,86 @@ def test_a_new_revision_moves_traffic_and_stops_what_it_no_longer_serves(
     deployment = _deployment_id(platform, deployed)
     running = [k for k in _gateway(platform).fleet.replicas() if k[0] == deployment]
     assert [k[1] for k in running] == ["b"]
+
+
+def test_a_removed_deployment_stops_its_replicas(
+    platform: Platform, admin: Client, deployed: str, trained: TrainedModel
+) -> None:
+    assert _post(platform, deployed, "predict", trained.X[:1].tolist()).status_code == 200
+    deployment = _deployment_id(platform, deployed)
+    fleet = _gateway(platform).fleet
+    assert deployment in fleet.deployments()
+    admin.deployments.delete(deployed, "api")
+    deadline = time.monotonic() + 15
+    while deployment in fleet.deployments() and time.monotonic() < deadline:
+        time.sleep(0.2)  # the server looks for unneeded replicas every few seconds
+    assert deployment not in fleet.deployments()
+
+
+def test_the_server_bounds_how_many_replicas_it_runs(
+    fresh_platform: Callable[..., Platform], trained: TrainedModel
+) -> None:
+    live = fresh_platform(deployment_max_replicas=1)
+    admin = live.client()
+    project = admin.projects.create("bounded").name
+    admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+    admin.deployments.create(
+        project,
+        "api",
+        variants=[
+            {"name": "a", "model": "churn", "version": 1, "weight": 50},
+            {"name": "b", "model": "churn", "version": 1, "weight": 50},
+        ],
+    )
+    rows = trained.X[:1].tolist()
+    first = _post(live, project, "predict", rows, **{"x-ghaf-variant": "a"})
+    assert first.status_code == 200
+    second = _post(live, project, "predict", rows, **{"x-ghaf-variant": "b"})
+    assert second.status_code == 503, second.text
+    assert "GHAF_DEPLOYMENT_MAX_REPLICAS" in second.json()["detail"]
+    assert _post(live, project, "predict", rows, **{"x-ghaf-variant": "a"}).status_code == 200
+
+
+def test_replicas_die_with_a_killed_server(
+    databases: Databases, tmp_path: Path, trained: TrainedModel
+) -> None:
+    home = tmp_path / "home"
+    url = databases.new_url()
+    result = initialise(Settings(home=home, database_url=url, master_key=None))  # type: ignore[call-arg]
+    assert result.token is not None
+    server = ServerProcess(env={"GHAF_HOME": str(home), "GHAF_DATABASE_URL": url}).start()
+    try:
+        admin = Client(url=server.url, token=result.token.token)
+        project = admin.projects.create("kill").name
+        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+        admin.deployments.create(
+            project, "api", variants=[{"name": "a", "model": "churn", "version": 1, "weight": 100}]
+        )
+        answer = admin.deployments.predict(project, "api", trained.X[:1].tolist())
+        assert answer.variant == "a"
+        assert server.process is not None
+        replicas = _children(server.process.pid)
+        assert replicas, "no replica process runs"
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in replicas) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in replicas)
+    finally:
+        server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children() if "serve" in " ".join(c.cmdline())]
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

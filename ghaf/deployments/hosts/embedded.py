@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,16 @@ from ghaf.deployments.hosts.base import Host, Replica, ReplicaSpec
 from ghaf.platform.ports import free_port
 
 READY_PATH = "/v2/health/ready"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the server dies, even by SIGKILL,
+    so no replica outlives the server that holds its key."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class ReplicaFailed(Unavailable):
@@ -65,7 +76,10 @@ class EmbeddedHost(Host):
         env.pop("GHAF_SERVE_INVOKE_KEY_FILE", None)
         started = time.perf_counter()
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            self._command(spec, bundle, port), env=env, stdin=subprocess.DEVNULL
+            self._command(spec, bundle, port),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         replica = Replica(
             spec=spec,
