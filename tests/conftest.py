@@ -7,6 +7,7 @@ CI=true a missing PostgreSQL fails the run instead of skipping it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -23,6 +24,7 @@ import pytest
 import uvicorn
 
 from ghaf.client import Client
+from ghaf.core.errors import GhafError
 from ghaf.core.settings import Settings
 from ghaf.domains import open_runtime
 from ghaf.runtime import Runtime
@@ -271,9 +273,15 @@ def admin(platform: Platform) -> Client:
 
 
 @pytest.fixture
-def project(admin: Client) -> str:
-    """A fresh project owned by the admin."""
-    return admin.projects.create(unique("p")).name
+def project(admin: Client) -> Iterator[str]:
+    """A fresh project owned by the admin. Its deployments are removed afterwards, so
+    the replicas they started stop (the session's server would otherwise keep one
+    process per variant of every test's deployment)."""
+    name = admin.projects.create(unique("p")).name
+    yield name
+    with contextlib.suppress(GhafError):
+        for deployment in admin.deployments.list(name):
+            admin.deployments.delete(name, deployment.name)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +52,12 @@ class TooManyReplicas(Unavailable):
 class _Group:
     """The replicas of one variant's spec, and the start under way, if any."""
 
+    spec: ReplicaSpec
     replicas: list[Replica] = field(default_factory=list)
     starting: asyncio.Task[Replica] | None = None
     turn: int = 0
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,11 @@ class Fleet:
 
     async def replica(self, spec: ReplicaSpec) -> Replica:
         """A running replica of ``spec``, started if there is none (round robin)."""
-        group = self._groups.setdefault(spec.key, _Group())
+        group = self._groups.get(spec.key)
+        if group is None:
+            group = self._groups[spec.key] = _Group(spec)
+        group.spec = spec  # the newest scaling range
+        group.last_used = time.monotonic()
         group.replicas = [r for r in group.replicas if self.host.running(r)]
         if group.replicas:
             group.turn = (group.turn + 1) % len(group.replicas)
@@ -137,6 +145,9 @@ class Fleet:
     ) -> Forwarded:
         """POST ``body`` to the replica; a replica that fails mid-call is dropped."""
         sent = {**headers, "authorization": replica.authorization}
+        group = self._groups.get(replica.spec.key)
+        if group is not None:
+            group.in_flight += 1
         try:
             answer = await self._http.post(replica.url + path, content=body, headers=sent)
         except httpx.TimeoutException:
@@ -151,6 +162,10 @@ class Fleet:
                 f"the replica of variant {replica.spec.variant!r} went away during the "
                 "request; it is being restarted, retry shortly"
             ) from None
+        finally:
+            if group is not None:
+                group.in_flight -= 1
+                group.last_used = time.monotonic()
         passed = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_ON}
         return Forwarded(answer.status_code, passed, answer.content)
 
@@ -169,6 +184,25 @@ class Fleet:
                     group.starting.cancel()  # its replica is stopped as the start fails
                 for replica in group.replicas:
                     await self.host.stop(replica)
+
+    async def scale_to_zero(self) -> None:
+        """Stop the replicas of variants that may run none (``min_replicas`` 0) once
+        nothing was asked of them for their ``scale_to_zero_after_s``."""
+        now = time.monotonic()
+        for key, group in list(self._groups.items()):
+            scaling = group.spec.scaling
+            idle = now - group.last_used
+            if (
+                group.replicas
+                and scaling.min_replicas == 0
+                and group.in_flight == 0
+                and group.starting is None
+                and idle >= scaling.scale_to_zero_after_s
+            ):
+                del self._groups[key]
+                for replica in group.replicas:
+                    await self.host.stop(replica)
+                log.info("variant %s scaled to zero after %.0f s idle", key[1], idle)
 
     def deployments(self) -> set[str]:
         """The ids of the deployments that have replicas running or starting."""

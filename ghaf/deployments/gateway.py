@@ -135,6 +135,7 @@ async def _reconcile(runtime: Any, fleet: Fleet, *, every_s: float) -> None:
     (here or by another server on the same database), even if no request comes."""
     while True:
         await asyncio.sleep(every_s)
+        await fleet.scale_to_zero()
         running = fleet.deployments()
         if not running:
             continue

@@ -945,6 +945,7 @@ def _replica_specs(
             sha256=resolved[v.name].sha256,
             runtime=v.runtime,
             resources=v.resources,
+            scaling=v.scaling,
         )
         for v in spec.variants
     }

@@ -287,3 +287,26 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_variant_that_may_run_none_scales_to_zero_and_back(
+    platform: Platform, admin: Client, project: str, trained: TrainedModel
+) -> None:
+    admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+    scaling = {"min_replicas": 0, "max_replicas": 1, "scale_to_zero_after_s": 1}
+    admin.deployments.create(
+        project,
+        "api",
+        variants=[{"name": "a", "model": "churn", "version": 1, "weight": 100, "scaling": scaling}],
+    )
+    rows = trained.X[:1].tolist()
+    assert _post(platform, project, "predict", rows).status_code == 200
+    deployment = _deployment_id(platform, project)
+    fleet = _gateway(platform).fleet
+    assert deployment in fleet.deployments()
+    deadline = time.monotonic() + 15
+    while deployment in fleet.deployments() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert deployment not in fleet.deployments()  # idle past 1 s: no replica runs
+    assert _post(platform, project, "predict", rows).status_code == 200  # held, restarted
+    assert deployment in fleet.deployments()

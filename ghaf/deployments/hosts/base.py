@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from ghaf.deployments.schemas import Resources, RuntimeOptions
+from ghaf.deployments.schemas import Resources, RuntimeOptions, Scaling
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class ReplicaSpec:
     sha256: str
     runtime: RuntimeOptions
     resources: Resources
+    scaling: Scaling  # not part of the key: a new range does not restart replicas
 
     @property
     def key(self) -> tuple[object, ...]:
