@@ -688,7 +688,7 @@ def _deployments(admin: Client, alice: Client, url: str) -> None:
             variant = answer.headers["x-ghaf-variant"]
             if by_customer.setdefault(customer, variant) != variant:
                 raise GhafError(f"customer {customer} moved variants: stickiness is broken")
-            answered[answer.headers["x-request-id"]] = variant
+            answered[answer.headers["x-ghaf-outcome-id"]] = variant
         elapsed = time.perf_counter() - started
     counts = {v: sum(1 for x in answered.values() if x == v) for v in ("champion", "challenger")}
     _ok(

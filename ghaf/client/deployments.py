@@ -37,11 +37,13 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Answered:
-    """A deployment's answer: the predictions, the variant that gave them, and the
-    request id to post the request's outcome under."""
+    """A deployment's answer: the predictions, the variant that gave them, the id to
+    post the request's outcome under (only this answer carries it), and the request id
+    (for tracing, in the server's log)."""
 
     predictions: Any
     variant: str
+    outcome_id: str
     request_id: str
 
 
@@ -194,6 +196,7 @@ class Deployments:
         return Answered(
             predictions=response.json(),
             variant=response.headers.get("x-ghaf-variant", ""),
+            outcome_id=response.headers.get("x-ghaf-outcome-id", ""),
             request_id=response.headers.get("x-request-id", ""),
         )
 
@@ -202,8 +205,8 @@ class Deployments:
     def post_outcomes(
         self, project: str, name: str, outcomes: Mapping[str, float] | Sequence[tuple[str, float]]
     ) -> OutcomesResult:
-        """Outcomes by request id (the ``x-request-id`` of each answer): 1/0 for a
-        conversion, or a numeric reward. Sent 10,000 per request."""
+        """Outcomes by the ``outcome_id`` of each answer (its ``x-ghaf-outcome-id``):
+        1/0 for a conversion, or a numeric reward. Sent 10,000 per request."""
         pairs = list(outcomes.items()) if isinstance(outcomes, Mapping) else list(outcomes)
         counts = {"recorded": 0, "unknown": 0, "duplicate": 0, "shadow": 0}
         for start in range(0, len(pairs), 10_000):
@@ -228,7 +231,7 @@ class Deployments:
             "POST",
             self._url(project, name, "/outcomes:upload"),
             content=Path(path).read_bytes(),
-            headers={"content-type": "application/vnd.apache.parquet"},
+            headers={"content-type": "application/octet-stream"},
         )
 
     def abtest_report(self, project: str, name: str) -> AbTestReport:

@@ -41,6 +41,10 @@ def version_number(value: str | int, *, field: str = "version") -> int | None:
     if isinstance(value, bool):
         raise InvalidInput(f"{field} must be a version number, not a boolean", field=field)
     if isinstance(value, int):
+        if value < 1:
+            raise InvalidInput(
+                f"{field} {value} is not a version: versions start at 1", field=field
+            )
         text = str(value)
     elif isinstance(value, str):
         text = value

@@ -223,6 +223,18 @@ class Settings(BaseSettings):
         description="Most replica processes one server runs for all deployments; a request "
         "that would start one more is answered 503.",
     )
+    deployment_max_project_replicas: int = Field(
+        default=8,
+        ge=1,
+        le=4096,
+        description="Most replica processes one server runs for one project's deployments.",
+    )
+    deployment_max_body_bytes: int = Field(
+        default=32 << 20,
+        ge=1024,
+        description="Largest request body the gateway forwards to a replica (413 beyond); "
+        "each replica is started with the same limit.",
+    )
     deployment_request_timeout_s: float = Field(
         default=60,
         gt=0,

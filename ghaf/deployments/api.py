@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response
 
+from ghaf.core.errors import PayloadTooLarge
 from ghaf.core.paging import DEFAULT_LIMIT, Page
 from ghaf.deployments import flows, schemas, service
 from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
@@ -14,7 +15,6 @@ from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
 router = APIRouter(tags=["deployments"])
 DEPLOYMENTS = "/projects/{project}/deployments"
 DEPLOYMENT = DEPLOYMENTS + "/{deployment}"
-PARQUET = "application/vnd.apache.parquet"
 RevisionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="A revision number.")]
 
 
@@ -98,7 +98,11 @@ async def post_outcomes(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {PARQUET: {"schema": {"type": "string", "format": "binary"}}},
+            # Declared as plain bytes (any content type is read as Parquet): OpenAPI
+            # tools and generated clients know no serializer for Parquet's media type.
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         }
     },
 )
@@ -139,9 +143,24 @@ _RAW_BODY = {
 async def _answer(
     call: ReadCall, request: Request, project: str, deployment: str, kind: str
 ) -> Response:
-    incoming = flows.Incoming(kind=kind, body=await request.body(), headers=dict(request.headers))
+    body = await _bounded_body(request, call.settings.deployment_max_body_bytes)
+    incoming = flows.Incoming(kind=kind, body=body, headers=dict(request.headers))
     answer = await call.flow(flows.invoke, project, deployment, incoming)
     return Response(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes what a replica takes."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"the request body passes {limit:,} bytes, the most a deployment's replica "
+                "takes (GHAF_DEPLOYMENT_MAX_BODY_BYTES)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @router.post(DEPLOYMENT + "/predict", openapi_extra=_RAW_BODY)

@@ -78,6 +78,7 @@ class Fleet:
         bundles: Path,
         timeout_s: float = 60.0,
         most: int = 16,
+        most_per_project: int = 8,
         on_cold_start: Callable[[ReplicaSpec, float], None] | None = None,
     ) -> None:
         self.host = host
@@ -86,6 +87,7 @@ class Fleet:
         self._groups: dict[tuple[object, ...], _Group] = {}
         self._on_cold_start = on_cold_start
         self._most = most
+        self._most_per_project = most_per_project
         self._timeout_s = timeout_s
         # One pool for every replica: keep-alive connections, no proxies from the
         # environment (replicas are on 127.0.0.1).
@@ -107,20 +109,56 @@ class Fleet:
             group.turn = (group.turn + 1) % len(group.replicas)
             return group.replicas[group.turn]
         if group.starting is None:
-            running = sum(len(g.replicas) + (g.starting is not None) for g in self._groups.values())
-            if running >= self._most:
-                raise TooManyReplicas(
-                    f"this server runs {running} replicas, the most it may "
-                    "(GHAF_DEPLOYMENT_MAX_REPLICAS); remove deployments or variants it no "
-                    "longer needs"
-                )
+            await self._make_room(spec)
             group.starting = asyncio.create_task(self._start(spec))
             group.starting.add_done_callback(lambda _: setattr(group, "starting", None))
         # Shielded: a caller that goes away must not cancel a start others wait for.
-        replica = await asyncio.shield(group.starting)
+        start = group.starting
+        try:
+            replica = await asyncio.shield(start)
+        except asyncio.CancelledError:
+            if not start.cancelled():
+                raise  # this caller was cancelled, not the start
+            raise ReplicaUnavailable(
+                f"the replica of variant {spec.variant!r} stopped starting: the deployment "
+                "changed meanwhile; retry"
+            ) from None
         if replica not in group.replicas:
             group.replicas.append(replica)
         return replica
+
+    def _count(self, project: str | None = None) -> int:
+        return sum(
+            len(g.replicas) + (g.starting is not None)
+            for g in self._groups.values()
+            if project is None or g.spec.project == project
+        )
+
+    async def _make_room(self, spec: ReplicaSpec) -> None:
+        """Refuse a project past its share; at the server's bound, stop the replicas
+        of the variant used least recently (idle ones only) to make room."""
+        if self._count(spec.project) >= self._most_per_project:
+            raise TooManyReplicas(
+                f"project {spec.project!r} runs as many replicas as a project may on this "
+                "server (GHAF_DEPLOYMENT_MAX_PROJECT_REPLICAS); remove deployments or "
+                "variants it no longer needs"
+            )
+        while self._count() >= self._most:
+            idle = [
+                (g.last_used, key)
+                for key, g in self._groups.items()
+                if g.replicas and g.in_flight == 0 and g.starting is None
+            ]
+            if not idle:
+                raise TooManyReplicas(
+                    "this server runs as many replicas as it may and all of them are busy "
+                    "(GHAF_DEPLOYMENT_MAX_REPLICAS); retry shortly"
+                )
+            _, key = min(idle)
+            evicted = self._groups.pop(key)
+            for replica in evicted.replicas:
+                await self.host.stop(replica)
+            log.info("stopped the idle replicas of variant %s to make room", key[1])
 
     async def _start(self, spec: ReplicaSpec) -> Replica:
         with tempfile.TemporaryDirectory(prefix="bundle-", dir=self._bundles) as folder:
@@ -157,6 +195,13 @@ class Fleet:
                 f"{self._timeout_s:g} s (GHAF_DEPLOYMENT_REQUEST_TIMEOUT_S)"
             ) from None
         except httpx.TransportError:
+            if self.host.running(replica):
+                # Up, but it closed this connection (e.g. it refused the body midway):
+                # this request failed, the replica serves on.
+                raise ReplicaUnavailable(
+                    f"the replica of variant {replica.spec.variant!r} closed the connection "
+                    "before answering; retry"
+                ) from None
             await self.drop(replica)
             raise ReplicaUnavailable(
                 f"the replica of variant {replica.spec.variant!r} went away during the "

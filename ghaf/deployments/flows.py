@@ -8,6 +8,7 @@ Both are async: their steps that touch the database run on worker threads, the w
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,6 @@ from ghaf.core.errors import (
     TooManyRequests,
     Unavailable,
 )
-from ghaf.core.ids import new_id
 from ghaf.deployments import service
 from ghaf.deployments.fleet import Forwarded
 from ghaf.deployments.gateway import Gateway
@@ -36,6 +36,9 @@ from ghaf.serving import bundle
 
 log = logging.getLogger("ghaf.deployments")
 
+PARSE_INLINE = 64 << 10  # bodies up to this are parsed for a sticky field on the loop
+OUTCOME_HEADER = "x-ghaf-outcome-id"
+"""The id under which to post the request's outcome (for the A/B test)."""
 VARIANT_HEADER = "x-ghaf-variant"
 """Names the variant that answered; sent by a caller with deployment:debug, forces one."""
 
@@ -125,7 +128,7 @@ def _sticky_key(found: service.Route, incoming: Incoming) -> str | None:
     return None if value is None or isinstance(value, dict | list) else str(value)
 
 
-def _variant(found: service.Route, incoming: Incoming) -> str:
+def _variant(found: service.Route, incoming: Incoming, key: str | None) -> str:
     forced = incoming.headers.get(VARIANT_HEADER)
     if forced is not None:
         if not found.may_debug:
@@ -141,7 +144,6 @@ def _variant(found: service.Route, incoming: Incoming) -> str:
                 field=VARIANT_HEADER,
             )
         return forced
-    key = _sticky_key(found, incoming)
     return found.splitter.choose(key) if key is not None else found.splitter.choose_random()
 
 
@@ -212,11 +214,21 @@ async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> A
         if key is not None:
             gateway.routes.put(key, found)
     ctx.close()  # the route is all this request reads from the database
-    if gateway.revisions.get(found.deployment_id) != found.revision:
-        # A new revision: the replicas it no longer names stop.
+    if gateway.revisions.get(found.deployment_id, 0) < found.revision:
+        # A newer revision: the replicas it no longer names stop (a request still
+        # holding an older route never stops the newer revision's).
         gateway.revisions[found.deployment_id] = found.revision
         await gateway.fleet.retire(found.deployment_id, {s.key for s in found.replicas.values()})
-    variant = _variant(found, incoming)
+    sticky = None
+    if found.spec.sticky is not None:
+        # A body's field is found by parsing it: a large one off the event loop.
+        small = found.spec.sticky.header is not None or len(incoming.body) < PARSE_INLINE
+        sticky = (
+            _sticky_key(found, incoming)
+            if small
+            else await run_in_threadpool(_sticky_key, found, incoming)
+        )
+    variant = _variant(found, incoming, sticky)
     spec = found.replicas[variant]
     replica = await gateway.fleet.replica(spec)
     headers = {"content-type": incoming.headers.get("content-type", "application/json")}
@@ -228,7 +240,10 @@ async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> A
     )
     if answer.status >= 400:
         raise _refusal(variant, answer)
-    gateway.assignments(found, ctx.request_id or new_id(), variant)
+    # Outcomes are posted under an id only this answer carries: not the request id,
+    # which a caller may choose (X-Request-ID) and others can guess.
+    outcome_id = secrets.token_urlsafe(16)
+    gateway.assignments(found, outcome_id, variant)
     body = _named(found, variant, answer) if incoming.kind == "infer" else answer.body
-    out = {**answer.headers, VARIANT_HEADER: variant}
+    out = {**answer.headers, VARIANT_HEADER: variant, OUTCOME_HEADER: outcome_id}
     return Answer(answer.status, out, body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -155,17 +156,23 @@ async def serving(runtime: Any) -> AsyncIterator[None]:
     bundles = Path(runtime.settings.home) / "deployments" / "bundles"
     bundles.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(bundles, 0o700)  # decrypted model files pass through here
+    for left in bundles.iterdir():  # a server killed while a replica started
+        shutil.rmtree(left, ignore_errors=True)
 
     async def export(spec: ReplicaSpec, folder: Path) -> None:
         await run_in_threadpool(_export_as_ghaf, runtime, spec, folder)
 
     settings = runtime.settings
     fleet = Fleet(
-        EmbeddedHost(start_timeout_s=settings.deployment_start_timeout_s),
+        EmbeddedHost(
+            start_timeout_s=settings.deployment_start_timeout_s,
+            max_body_bytes=settings.deployment_max_body_bytes,
+        ),
         export,
         bundles=bundles,
         timeout_s=settings.deployment_request_timeout_s,
         most=settings.deployment_max_replicas,
+        most_per_project=settings.deployment_max_project_replicas,
     )
     writer = AssignmentWriter(runtime)
     writer.start()

@@ -243,7 +243,8 @@ class RevisionOut(BaseModel):
     created_by: str | None = None
 
 
-REQUEST_ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+# The id an answer's x-ghaf-outcome-id carries (URL-safe base64), or any such token.
+REQUEST_ID = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:~-]+$")
 MAX_OUTCOMES = 10_000
 
 

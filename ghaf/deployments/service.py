@@ -593,55 +593,69 @@ def _post(
 
 
 MAX_UPLOAD_ROWS = 1_000_000
+MAX_REQUEST_ID = 64
+
+
+MAX_UPLOAD_DECODED = 256 << 20  # bytes the two columns may take once decompressed
 
 
 def _parquet_outcomes(data: bytes) -> list[schemas.Outcome]:
-    """The ``request_id`` and ``value`` columns of a Parquet file, checked."""
+    """The ``request_id`` and ``value`` columns of a Parquet file, checked as they are
+    read: the rows the file holds (not what its footer says), every id's length before
+    any id becomes a Python string, and what the pages decompress to."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as error:
-        raise InvalidInput(f"the body is not a Parquet file ({error})", field="body") from None
-    rows = parquet.metadata.num_rows
-    if rows > MAX_UPLOAD_ROWS:
-        raise InvalidInput(
-            f"the file has {rows:,} rows; send at most {MAX_UPLOAD_ROWS:,} per upload",
-            field="body",
-        )
-    names = set(parquet.schema_arrow.names)
-    missing = sorted({"request_id", "value"} - names)
-    if missing:
-        raise InvalidInput(
-            f"the file has no column {', '.join(missing)} (it has {', '.join(sorted(names))})",
-            field="body",
-        )
-    try:
-        table = parquet.read(columns=["request_id", "value"])
-        ids = table.column("request_id").cast(pa.string()).to_pylist()
-        values = table.column("value").cast(pa.float64()).to_pylist()
-    except (pa.ArrowException, OSError) as error:
-        raise InvalidInput(f"the file cannot be read as outcomes ({error})", field="body") from None
-    try:
-        return [
-            schemas.Outcome(request_id=request_id, value=value)
-            for request_id, value in zip(ids, values, strict=True)
-        ]
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise InvalidInput(
-            f"row {len(ids) and _bad_row(ids, values)}: {first['msg']}", field="body"
-        ) from None
+    def refuse(why: str) -> InvalidInput:
+        return InvalidInput(why, field="body")
 
-
-def _bad_row(ids: list[Any], values: list[Any]) -> int:
-    for i, (request_id, value) in enumerate(zip(ids, values, strict=True)):
-        try:
-            schemas.Outcome(request_id=request_id, value=value)
-        except ValidationError:
-            return i
-    return 0
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data), read_dictionary=["request_id"])
+        names = parquet.schema_arrow.names
+        groups = [parquet.metadata.row_group(g) for g in range(parquet.metadata.num_row_groups)]
+    except (pa.ArrowException, OSError) as error:
+        raise refuse(f"the body is not a Parquet file ({error})") from None
+    for wanted in ("request_id", "value"):
+        if wanted not in names:
+            raise refuse(f"the file has no column {wanted} (it has {', '.join(names)})")
+        if names.count(wanted) > 1:
+            raise refuse(f"the file has {names.count(wanted)} columns named {wanted}")
+    declared = max(parquet.metadata.num_rows, sum(g.num_rows for g in groups))
+    decoded = sum(
+        g.column(c).total_uncompressed_size
+        for g in groups
+        for c in range(g.num_columns)
+        if g.column(c).path_in_schema in ("request_id", "value")
+    )
+    if declared > MAX_UPLOAD_ROWS or decoded > MAX_UPLOAD_DECODED:
+        raise refuse(
+            f"the file holds {declared:,} rows ({decoded:,} bytes decoded); send at most "
+            f"{MAX_UPLOAD_ROWS:,} rows per upload"
+        )
+    items: list[schemas.Outcome] = []
+    try:
+        for batch in parquet.iter_batches(
+            batch_size=schemas.MAX_OUTCOMES, columns=["request_id", "value"]
+        ):
+            if len(items) + batch.num_rows > MAX_UPLOAD_ROWS:
+                raise refuse(f"the file holds more than {MAX_UPLOAD_ROWS:,} rows")
+            ids = batch.column("request_id")
+            words = ids.dictionary if pa.types.is_dictionary(ids.type) else ids
+            words = words.cast(pa.string())
+            longest = pc.max(pc.binary_length(words)).as_py() if len(words) else 0
+            if longest is not None and longest > MAX_REQUEST_ID:
+                raise refuse(f"a request_id is {longest:,} bytes long; ids have at most 64")
+            values = batch.column("value").cast(pa.float64()).to_pylist()
+            for request_id, value in zip(ids.cast(pa.string()).to_pylist(), values, strict=True):
+                try:
+                    items.append(schemas.Outcome(request_id=request_id, value=value))
+                except ValidationError as error:
+                    message = error.errors()[0]["msg"]
+                    raise refuse(f"row {len(items)}: {message}") from None
+    except (pa.ArrowException, OSError) as error:
+        raise refuse(f"the file cannot be read as outcomes ({error})") from None
+    return items
 
 
 def upload_outcomes(ctx: Context, project: str, name: str, data: bytes) -> schemas.OutcomesResult:
@@ -693,10 +707,11 @@ def _credit(
         )
     now = utcnow()
     rows, unknown, shadow = [], 0, 0
+    started = as_utc(state.started_at)
     for request_id, value in values.items():
         found = assigned.get(request_id)
-        if found is None:
-            unknown += 1
+        if found is None or as_utc(found.at) < started:
+            unknown += 1  # answered by no variant, or before this test started
         elif found.shadow:
             shadow += 1
         elif request_id in taken:

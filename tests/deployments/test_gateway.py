@@ -20,7 +20,7 @@ from ghaf.core.settings import Settings
 from ghaf.deployments.gateway import NAME, Gateway
 from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess
-from tests.conftest import Databases, Platform, TrainedModel
+from tests.conftest import Databases, Platform, TrainedModel, start_platform
 
 
 def _token(client: Client) -> str:
@@ -129,7 +129,7 @@ def test_answers_are_credited_to_their_variant_for_the_ab_test(
     served: dict[str, str] = {}
     for i in range(8):
         answer = _post(platform, deployed, "predict", rows, **{"x-user": f"user{i}"})
-        served[answer.headers["x-request-id"]] = answer.headers["x-ghaf-variant"]
+        served[answer.headers["x-ghaf-outcome-id"]] = answer.headers["x-ghaf-variant"]
     writer = _gateway(platform).assignments
     deadline = time.monotonic() + 10
     while not writer.idle and time.monotonic() < deadline:  # written every half second
@@ -220,12 +220,7 @@ def test_a_removed_deployment_stops_its_replicas(
     assert deployment not in fleet.deployments()
 
 
-def test_the_server_bounds_how_many_replicas_it_runs(
-    fresh_platform: Callable[..., Platform], trained: TrainedModel
-) -> None:
-    live = fresh_platform(deployment_max_replicas=1)
-    admin = live.client()
-    project = admin.projects.create("bounded").name
+def _two_variants(admin: Client, project: str, trained: TrainedModel) -> None:
     admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
     admin.deployments.create(
         project,
@@ -235,13 +230,47 @@ def test_the_server_bounds_how_many_replicas_it_runs(
             {"name": "b", "model": "churn", "version": 1, "weight": 50},
         ],
     )
+
+
+def test_a_project_gets_its_share_of_replicas_and_idle_ones_make_room(
+    fresh_platform: Callable[..., Platform], trained: TrainedModel
+) -> None:
+    live = fresh_platform(deployment_max_replicas=2, deployment_max_project_replicas=1)
+    admin = live.client()
+    first, second = admin.projects.create("first").name, admin.projects.create("second").name
+    for project in (first, second):
+        _two_variants(admin, project, trained)
     rows = trained.X[:1].tolist()
-    first = _post(live, project, "predict", rows, **{"x-ghaf-variant": "a"})
-    assert first.status_code == 200
-    second = _post(live, project, "predict", rows, **{"x-ghaf-variant": "b"})
-    assert second.status_code == 503, second.text
-    assert "GHAF_DEPLOYMENT_MAX_REPLICAS" in second.json()["detail"]
-    assert _post(live, project, "predict", rows, **{"x-ghaf-variant": "a"}).status_code == 200
+    assert _post(live, first, "predict", rows, **{"x-ghaf-variant": "a"}).status_code == 200
+    refused = _post(live, first, "predict", rows, **{"x-ghaf-variant": "b"})
+    assert refused.status_code == 503, refused.text
+    detail = refused.json()["detail"]
+    assert "GHAF_DEPLOYMENT_MAX_PROJECT_REPLICAS" in detail
+    assert not any(ch.isdigit() for ch in detail)  # how many run is nobody's business
+    # Another project still gets its own, within the server's bound...
+    assert _post(live, second, "predict", rows, **{"x-ghaf-variant": "a"}).status_code == 200
+    # ...and at the bound, the replica used least recently (idle) makes room.
+    third = admin.projects.create("third").name
+    _two_variants(admin, third, trained)
+    assert _post(live, third, "predict", rows, **{"x-ghaf-variant": "a"}).status_code == 200
+    fleet = _gateway(live).fleet
+    assert sum(fleet.replicas().values()) == 2
+    # The evicted one starts again on its next request.
+    assert _post(live, first, "predict", rows, **{"x-ghaf-variant": "a"}).status_code == 200
+
+
+def test_bundles_left_by_a_killed_server_are_removed_at_start(
+    databases: Databases, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    stale = home / "deployments" / "bundles" / "bundle-left" / "bundle"
+    stale.mkdir(parents=True)
+    (stale / "model.skops").write_bytes(b"decrypted model bytes")
+    live = start_platform(home, databases.new_url())
+    try:
+        assert not (home / "deployments" / "bundles" / "bundle-left").exists()
+    finally:
+        live.stop()
 
 
 def test_replicas_die_with_a_killed_server(

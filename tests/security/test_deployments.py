@@ -5,7 +5,9 @@ damaged and deleted revision rows, huge and concurrent requests. Each gets a cle
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -305,8 +307,13 @@ def test_bodies_the_replica_refuses_are_passed_on_not_500s(
     assert raw.status_code == 400, raw.text
 
 
-def test_a_body_past_the_limit_never_reaches_a_replica(platform: Platform, deployed: str) -> None:
-    huge = b"[" + b"1.0," * (platform.settings.max_body_bytes // 4 + 10) + b"1.0]"
+def test_a_body_past_the_limit_never_reaches_a_replica(
+    platform: Platform, deployed: str, trained: TrainedModel
+) -> None:
+    assert _predict(platform, deployed, trained.X[:1].tolist()).status_code == 200
+    gateway = platform.runtime.backends["deployments"]
+    before = set(gateway.fleet.replicas())  # type: ignore[attr-defined]
+    huge = b"[" + b"1.0," * (platform.settings.deployment_max_body_bytes // 4 + 10) + b"1.0]"
     answer = httpx.post(
         f"{platform.url}/api/v1/projects/{deployed}/deployments/d/predict",
         content=huge,
@@ -314,3 +321,63 @@ def test_a_body_past_the_limit_never_reaches_a_replica(platform: Platform, deplo
         timeout=60,
     )
     assert answer.status_code == 413, answer.text[:200]
+    assert "GHAF_DEPLOYMENT_MAX_BODY_BYTES" in answer.json()["detail"]
+    # The replica was never sent it, and serves on.
+    assert set(gateway.fleet.replicas()) == before  # type: ignore[attr-defined]
+    assert _predict(platform, deployed, trained.X[:1].tolist()).status_code == 200
+
+
+def test_outcomes_are_keyed_by_an_id_only_the_answer_carries(
+    platform: Platform, admin: Client, deployed: str, trained: TrainedModel
+) -> None:
+    admin.deployments.update(deployed, "d", abtest={"kind": "binary", "control": "a"})
+    # An attacker names the request id (X-Request-ID) a victim's request will carry...
+    chosen = "claimed-by-attacker"
+    answer = _predict(platform, deployed, trained.X[:1].tolist(), **{"x-request-id": chosen})
+    assert answer.status_code == 200
+    outcome_id = answer.headers["x-ghaf-outcome-id"]
+    assert outcome_id != chosen and len(outcome_id) >= 20
+    time.sleep(1.2)  # the gateway writes assignments twice a second
+    # ...but outcomes are credited only under the answer's own random id.
+    guessed = admin.deployments.post_outcomes(deployed, "d", {chosen: 1.0})
+    assert (guessed.recorded, guessed.unknown) == (0, 1)
+    assert admin.deployments.post_outcomes(deployed, "d", {outcome_id: 1.0}).recorded == 1
+
+
+def test_a_negative_version_is_refused_naming_it(admin: Client, deployed: str) -> None:
+    with pytest.raises(InvalidInput, match="versions start at 1"):
+        admin.deployments.create(
+            deployed,
+            "neg",
+            variants=[{"name": "a", "model": "churn", "version": -1, "weight": 100}],
+        )
+
+
+@pytest.mark.parametrize("attack", ["long ids by dictionary", "long ids plain", "twice"])
+def test_hostile_parquet_uploads_are_refused_before_they_cost_memory(
+    admin: Client, deployed: str, tmp_path: Path, attack: str
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    admin.deployments.update(deployed, "d", abtest={"kind": "binary", "control": "a"})
+    path = tmp_path / "hostile.parquet"
+    rows = 100_000
+    if attack == "long ids by dictionary":
+        ids = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), ["x" * 2000])
+        pq.write_table(pa.table({"request_id": ids, "value": [1.0] * rows}), path,
+                       compression="zstd")  # fmt: skip
+        expected = "ids have at most 64"
+    elif attack == "long ids plain":
+        pq.write_table(pa.table({"request_id": ["y" * 500] * 1000, "value": [1.0] * 1000}), path)
+        expected = "ids have at most 64"
+    else:
+        table = pa.Table.from_arrays(
+            [pa.array(["r"]), pa.array([1.0]), pa.array(["s"])],
+            names=["request_id", "value", "request_id"],
+        )
+        pq.write_table(table, path)
+        expected = "2 columns named request_id"
+    assert path.stat().st_size < 100_000  # a small upload...
+    with pytest.raises(InvalidInput, match=expected):  # ...refused before it is decoded
+        admin.deployments.upload_outcomes(deployed, "d", path)

@@ -38,6 +38,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+# What a replica inherits of the server's environment: enough to run Python and find its
+# libraries. Nothing else: the server's may hold its database URL, storage keys or master
+# key, and a replica runs tenants' models.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def _replica_environment(key: str) -> dict[str, str]:
+    env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
+    env["GHAF_SERVE_INVOKE_KEY"] = key  # not in argv: ps shows argv
+    env["GHAF_LOG_FORMAT"] = os.environ.get("GHAF_LOG_FORMAT", "text")
+    return env
+
+
 class ReplicaFailed(Unavailable):
     """A replica did not start (its process ended, or never answered ready)."""
 
@@ -45,9 +58,16 @@ class ReplicaFailed(Unavailable):
 class EmbeddedHost(Host):
     """Replicas as child processes of the server."""
 
-    def __init__(self, *, start_timeout_s: float = 60.0, stop_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        start_timeout_s: float = 60.0,
+        stop_timeout_s: float = 10.0,
+        max_body_bytes: int = 32 << 20,
+    ) -> None:
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        self.max_body_bytes = max_body_bytes
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
 
     def _command(self, spec: ReplicaSpec, bundle: Path, port: int) -> list[str]:
@@ -63,6 +83,7 @@ class EmbeddedHost(Host):
             "--max-batch-size", str(runtime.max_batch_size),
             "--max-latency-ms", str(runtime.max_latency_ms),
             "--device", runtime.device,
+            "--max-body-mb", f"{self.max_body_bytes / (1 << 20):.6f}",
             "--no-prediction-log",
         ]  # fmt: skip
         if runtime.allow_cpu_fallback:
@@ -72,8 +93,7 @@ class EmbeddedHost(Host):
     async def start(self, spec: ReplicaSpec, bundle: Path) -> Replica:
         key = secrets.token_urlsafe(32)
         port = free_port()
-        env = {**os.environ, "GHAF_SERVE_INVOKE_KEY": key}  # not in argv: ps shows argv
-        env.pop("GHAF_SERVE_INVOKE_KEY_FILE", None)
+        env = _replica_environment(key)
         started = time.perf_counter()
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             self._command(spec, bundle, port),
