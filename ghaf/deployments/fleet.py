@@ -17,10 +17,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from ghaf.core.errors import Unavailable
 from ghaf.deployments.hosts.base import Host, Replica, ReplicaSpec
+from ghaf.deployments.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("ghaf.deployments")
 
@@ -89,13 +88,7 @@ class Fleet:
         self._most = most
         self._most_per_project = most_per_project
         self._timeout_s = timeout_s
-        # One pool for every replica: keep-alive connections, no proxies from the
-        # environment (replicas are on 127.0.0.1).
-        self._http = httpx.AsyncClient(
-            timeout=timeout_s,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._upstreams: dict[int, Upstream] = {}  # by id(replica)
 
     async def replica(self, spec: ReplicaSpec) -> Replica:
         """A running replica of ``spec``, started if there is none (round robin)."""
@@ -157,7 +150,7 @@ class Fleet:
             _, key = min(idle)
             evicted = self._groups.pop(key)
             for replica in evicted.replicas:
-                await self.host.stop(replica)
+                await self._stop(replica)
             log.info("stopped the idle replicas of variant %s to make room", key[1])
 
     async def _start(self, spec: ReplicaSpec) -> Replica:
@@ -186,15 +179,16 @@ class Fleet:
         group = self._groups.get(replica.spec.key)
         if group is not None:
             group.in_flight += 1
+        upstream = self._upstream(replica)
         try:
-            answer = await self._http.post(replica.url + path, content=body, headers=sent)
-        except httpx.TimeoutException:
+            answer = await asyncio.wait_for(upstream.post(path, body, sent), self._timeout_s)
+        except TimeoutError:
             # Slow, not gone: it keeps serving the requests it can answer.
             raise ReplicaTimeout(
                 f"the replica of variant {replica.spec.variant!r} did not answer within "
                 f"{self._timeout_s:g} s (GHAF_DEPLOYMENT_REQUEST_TIMEOUT_S)"
             ) from None
-        except httpx.TransportError:
+        except UpstreamError:
             if self.host.running(replica):
                 # Up, but it closed this connection (e.g. it refused the body midway):
                 # this request failed, the replica serves on.
@@ -211,14 +205,27 @@ class Fleet:
             if group is not None:
                 group.in_flight -= 1
                 group.last_used = time.monotonic()
-        passed = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_ON}
-        return Forwarded(answer.status_code, passed, answer.content)
+        passed = {k: v for k, v in answer.headers.items() if k in PASSED_ON}
+        return Forwarded(answer.status, passed, b"".join(answer.body))
+
+    def _upstream(self, replica: Replica) -> Upstream:
+        found = self._upstreams.get(id(replica))
+        if found is None:
+            host, _, port = replica.url.removeprefix("http://").partition(":")
+            found = self._upstreams[id(replica)] = Upstream(host, int(port))
+        return found
+
+    async def _stop(self, replica: Replica) -> None:
+        upstream = self._upstreams.pop(id(replica), None)
+        if upstream is not None:
+            upstream.close()
+        await self.host.stop(replica)
 
     async def drop(self, replica: Replica) -> None:
         group = self._groups.get(replica.spec.key)
         if group is not None and replica in group.replicas:
             group.replicas.remove(replica)
-        await self.host.stop(replica)
+        await self._stop(replica)
 
     async def retire(self, deployment: str, keep: set[tuple[object, ...]]) -> None:
         """Stop the replicas of ``deployment`` (an id) whose spec is not in ``keep``."""
@@ -228,7 +235,7 @@ class Fleet:
                 if group.starting is not None:
                     group.starting.cancel()  # its replica is stopped as the start fails
                 for replica in group.replicas:
-                    await self.host.stop(replica)
+                    await self._stop(replica)
 
     async def scale_to_zero(self) -> None:
         """Stop the replicas of variants that may run none (``min_replicas`` 0) once
@@ -246,7 +253,7 @@ class Fleet:
             ):
                 del self._groups[key]
                 for replica in group.replicas:
-                    await self.host.stop(replica)
+                    await self._stop(replica)
                 log.info("variant %s scaled to zero after %.0f s idle", key[1], idle)
 
     def deployments(self) -> set[str]:
@@ -262,6 +269,5 @@ class Fleet:
             if group.starting is not None:
                 group.starting.cancel()
             for replica in group.replicas:
-                await self.host.stop(replica)
+                await self._stop(replica)
         self._groups.clear()
-        await self._http.aclose()
