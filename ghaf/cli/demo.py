@@ -630,8 +630,8 @@ def _serving(alice: Client, url: str) -> None:
 def _deployments(admin: Client, alice: Client, url: str) -> None:
     """A production deployment with two approved versions (the champion and the version
     before it), sticky per customer; alice's requests through the gateway start a
-    replica of each on first use; synthetic conversions posted per request id; the
-    report with its always-valid p-values."""
+    replica of each on first use; synthetic conversions posted under the answers'
+    outcome ids; the report with its always-valid p-values."""
     import httpx
     import numpy as np
 
@@ -700,8 +700,8 @@ def _deployments(admin: Client, alice: Client, url: str) -> None:
     time.sleep(1.0)  # the gateway writes which variant answered twice a second
     result = alice.deployments.post_outcomes("risk", "credit-api", outcomes)
     _ok(
-        f"{result.recorded} synthetic conversions posted per request id by alice "
-        f"({result.unknown} unknown, {result.duplicate} duplicates)"
+        f"{result.recorded} synthetic conversions ({result.unknown} unknown, "
+        f"{result.duplicate} duplicates) posted by alice under the answers' outcome ids"
     )
     print_report(admin.deployments.abtest_report("risk", "credit-api"))
     _ok("try: ghaf deploy show credit-api -p risk;  ghaf deploy abtest report credit-api -p risk")
