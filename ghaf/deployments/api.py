@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response
 
-from ghaf.core.errors import PayloadTooLarge
 from ghaf.core.paging import DEFAULT_LIMIT, Page
 from ghaf.deployments import flows, schemas, service
 from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
+from ghaf.platform.uploads import limit_body
 
 router = APIRouter(tags=["deployments"])
 DEPLOYMENTS = "/projects/{project}/deployments"
@@ -143,24 +143,14 @@ _RAW_BODY = {
 async def _answer(
     call: ReadCall, request: Request, project: str, deployment: str, kind: str
 ) -> Response:
-    body = await _bounded_body(request, call.settings.deployment_max_body_bytes)
+    # What a replica takes, no more: refused while read, never forwarded.
+    limit_body(
+        request, call.settings.deployment_max_body_bytes, setting="GHAF_DEPLOYMENT_MAX_BODY_BYTES"
+    )
+    body = await request.body()
     incoming = flows.Incoming(kind=kind, body=body, headers=dict(request.headers))
     answer = await call.flow(flows.invoke, project, deployment, incoming)
     return Response(answer.body, status_code=answer.status, headers=answer.headers)
-
-
-async def _bounded_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it passes what a replica takes."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"the request body passes {limit:,} bytes, the most a deployment's replica "
-                "takes (GHAF_DEPLOYMENT_MAX_BODY_BYTES)"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post(DEPLOYMENT + "/predict", openapi_extra=_RAW_BODY)

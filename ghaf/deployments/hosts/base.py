@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from ghaf.deployments.schemas import Resources, RuntimeOptions, Scaling
@@ -24,9 +25,10 @@ class ReplicaSpec:
     resources: Resources
     scaling: Scaling  # not part of the key: a new range does not restart replicas
 
-    @property
+    @cached_property
     def key(self) -> tuple[object, ...]:
-        """Replicas with the same key are interchangeable."""
+        """Replicas with the same key are interchangeable. Kept once computed: the
+        gateway looks it up on every request."""
         return (
             self.deployment,
             self.variant,
