@@ -13,6 +13,7 @@ import pytest
 
 from ghaf.client import Client
 from ghaf.core.errors import Conflict, IntegrityFailure, InvalidInput, NotFound, PermissionDenied
+from ghaf.security.tenancy import Project
 from ghaf.storage.models import Blob
 from tests.conftest import Platform, unique
 
@@ -25,8 +26,19 @@ def _file(tmp_path: Path, size: int) -> Path:
     return path
 
 
-def _object_files(platform: Platform) -> list[Path]:
+def _object_files(platform: Platform, project: str | None = None) -> list[Path]:
+    """Stored object files: all of them, or only ``project``'s.
+
+    Counting one project's folder keeps a test's before/after comparison free of what
+    another project's background work writes meanwhile (the platform is shared).
+    """
     root = platform.settings.artifacts_dir
+    if project is not None:
+        with platform.runtime.database.session(write=False) as session:
+            project_id = session.query(Project.id).filter(Project.name == project).scalar()
+        root = root / "objects" / str(project_id)
+        if not root.exists():
+            return []
     # (audit-witness/ holds the audit trail's append-only checkpoints, not artifacts)
     return [p for p in root.rglob("*") if p.is_file() and "audit-witness" not in p.parts]
 
@@ -79,10 +91,10 @@ def test_dedup_stores_content_once(
     platform: Platform, admin: Client, project: str, tmp_path: Path
 ) -> None:
     source = _file(tmp_path, 1 << 20)
-    before = len(_object_files(platform))
+    before = len(_object_files(platform, project))
     admin.artifacts.upload(project, "a.bin", source)
     admin.artifacts.upload(project, "copy/of/a.bin", source)
-    assert len(_object_files(platform)) == before + 1
+    assert len(_object_files(platform, project)) == before + 1
     with platform.runtime.database.session(write=False) as session:
         project_id = admin.projects.get(project).id
         assert session.query(Blob).filter(Blob.project_id == project_id).count() == 1
@@ -90,13 +102,13 @@ def test_dedup_stores_content_once(
     admin.artifacts.delete(project, "a.bin")
     assert admin.artifacts.read(project, "copy/of/a.bin") == source.read_bytes()
     admin.artifacts.delete(project, "copy/of/a.bin")
-    assert len(_object_files(platform)) == before
+    assert len(_object_files(platform, project)) == before
 
 
 def test_wrong_declared_hash_stores_nothing(
     platform: Platform, admin: Client, project: str
 ) -> None:
-    before = len(_object_files(platform))
+    before = len(_object_files(platform, project))
     with pytest.raises(InvalidInput, match="does not match the declared sha256") as info:
         admin.request(
             "PUT",
@@ -107,7 +119,7 @@ def test_wrong_declared_hash_stores_nothing(
     assert info.value.field == "X-Ghaf-SHA256"
     with pytest.raises(NotFound):
         admin.artifacts.get(project, "x.bin")
-    assert len(_object_files(platform)) == before
+    assert len(_object_files(platform, project)) == before
     with pytest.raises(InvalidInput, match="64 lowercase hex"):
         admin.request(
             "PUT",
@@ -120,7 +132,7 @@ def test_wrong_declared_hash_stores_nothing(
 
 
 def test_interrupted_upload_leaves_nothing(platform: Platform, admin: Client, project: str) -> None:
-    before = len(_object_files(platform))
+    before = len(_object_files(platform, project))
 
     def dies_half_way() -> Iterator[bytes]:
         yield os.urandom(3 << 20)
@@ -141,10 +153,10 @@ def test_interrupted_upload_leaves_nothing(platform: Platform, admin: Client, pr
     # include the part.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if len(_object_files(platform)) == before and admin.artifacts.verify(project).ok:
+        if len(_object_files(platform, project)) == before and admin.artifacts.verify(project).ok:
             break
         time.sleep(0.1)
-    assert len(_object_files(platform)) == before
+    assert len(_object_files(platform, project)) == before
     assert admin.artifacts.verify(project).ok
 
 
@@ -173,10 +185,10 @@ def test_listing_with_prefix_and_pages(admin: Client, project: str) -> None:
 def test_hostile_paths_are_refused(
     platform: Platform, admin: Client, project: str, path: str
 ) -> None:
-    before = len(_object_files(platform))
+    before = len(_object_files(platform, project))
     with pytest.raises((InvalidInput, NotFound)):
         admin.artifacts.upload(project, path, b"data")
-    assert len(_object_files(platform)) == before
+    assert len(_object_files(platform, project)) == before
     assert not (platform.settings.home.parent / "etc").exists()
 
 
@@ -339,7 +351,7 @@ def test_wrong_kek_version_is_an_integrity_error(
 
 @pytest.mark.parametrize("raw", ["%2E%2E/%2E%2E/etc/passwd", "a/%2E%2E/b", "a%5Cb", "a%00b"])
 def test_server_refuses_encoded_traversal(platform: Platform, project: str, raw: str) -> None:
-    before = len(_object_files(platform))
+    before = len(_object_files(platform, project))
     response = httpx.put(
         f"{platform.url}/api/v1/projects/{project}/artifacts/{raw}",
         content=b"x",
@@ -347,7 +359,7 @@ def test_server_refuses_encoded_traversal(platform: Platform, project: str, raw:
     )
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "path"
-    assert len(_object_files(platform)) == before
+    assert len(_object_files(platform, project)) == before
 
 
 def test_verifying_every_object_needs_a_maintainer(
