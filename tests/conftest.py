@@ -247,7 +247,17 @@ def serve_in_thread(app: Any, **config: Any) -> tuple[_ThreadServer, threading.T
 @pytest.fixture(scope="session")
 def platform(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """One installation shared by the session; tests use unique names within it."""
-    live = start_platform(tmp_path_factory.mktemp("home"), databases.new_url())
+    # Deployments' traffic tallies are written every quarter second (not every 5) and
+    # shadow logs stored after a second (not a minute): tests wait for them. Rollouts
+    # are judged when a test says so (the scheduler's task waits an hour), so that no
+    # judgement happens between a test's steps.
+    live = start_platform(
+        tmp_path_factory.mktemp("home"),
+        databases.new_url(),
+        deployment_traffic_flush_s=0.25,
+        deployment_shadow_log_rotate_s=1.0,
+        deployment_rollout_interval_s=3600,
+    )
     yield live
     live.stop()
 

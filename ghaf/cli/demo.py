@@ -6,6 +6,7 @@ earlier run created and never deletes user data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -93,13 +94,22 @@ def _run() -> None:
 
     _step(2, "Start the API server on a free 127.0.0.1 port")
     log_path = settings.home / "demo-server.log"
-    server = ServerProcess(env={"GHAF_HOME": str(settings.home)}, log_path=log_path).start()
+    env = {
+        "GHAF_HOME": str(settings.home),
+        # The demo's canary rollout runs in seconds, not minutes: the server writes what
+        # it counted twice a second, judges rollouts every second and stores shadow logs
+        # after two seconds (5 s, 5 s and a minute by default).
+        "GHAF_DEPLOYMENT_TRAFFIC_FLUSH_S": "0.5",
+        "GHAF_DEPLOYMENT_ROLLOUT_INTERVAL_S": "1",
+        "GHAF_DEPLOYMENT_SHADOW_LOG_ROTATE_S": "2",
+    }
+    server = ServerProcess(env=env, log_path=log_path).start()
     try:
         _ok(f"{server.url} ready in {server.started_in:.2f}s (log: {log_path})")
         _lifecycle(server.url, admin_token, settings.home)
     finally:
         code = server.stop()
-    _step(15, "Stop the server cleanly")
+    _step(16, "Stop the server cleanly")
     if code != 0:
         raise GhafError(f"the server exited with code {code}; see {log_path}")
     _ok("server exited with code 0; a signed audit checkpoint was written on shutdown")
@@ -494,6 +504,9 @@ def _lifecycle(url: str, admin_token: str, home: Path) -> None:
 
     _step(14, "Deploy champion against challenger, 50/50 and sticky, and read the A/B test")
     _deployments(admin, alice, url)
+
+    _step(15, "Canary rollout with automatic rollback, beside a shadow variant")
+    _rollout(admin, alice, url)
     admin.close()
     alice.close()
 
@@ -705,6 +718,93 @@ def _deployments(admin: Client, alice: Client, url: str) -> None:
     )
     print_report(admin.deployments.abtest_report("risk", "credit-api"))
     _ok("try: ghaf deploy show credit-api -p risk;  ghaf deploy abtest report credit-api -p risk")
+
+
+def _rollout(admin: Client, alice: Client, url: str) -> None:
+    """Deployment ``scoring``: the champion takes all traffic and the version before it
+    mirrors it as a shadow; a canary rollout of that version climbs 20% -> 100% on the
+    evidence the gateway counts (failure rate and p99 against the stable), and the
+    shadow's answers land in the project's shadow log."""
+    import httpx
+    import numpy as np
+
+    from ghaf.deployments.cli import print_rollout
+
+    champion = admin.models.get("risk", "credit-scorer").aliases["champion"]
+    previous = champion - 1
+    variants = [
+        {"name": "stable", "model": "credit-scorer", "version": champion, "weight": 100},
+        {"name": "mirror", "model": "credit-scorer", "version": previous, "shadow": True},
+    ]
+    try:
+        admin.deployments.create("risk", "scoring", production=True, variants=variants)
+    except Conflict:  # a second run of the demo: back to where the first one started
+        with contextlib.suppress(Conflict):  # (one stopped mid-rollout is aborted)
+            admin.deployments.abort_rollout("risk", "scoring", reason="demo run again")
+        admin.deployments.update(
+            "risk", "scoring", variants=variants, production=True, reason="demo run again"
+        )
+    _ok(
+        f"deployment scoring: stable (v{champion}) answers everything; mirror (v{previous}) "
+        "is a shadow: a copy of each request, answers logged, never returned"
+    )
+    steps = [
+        {"weight": 20, "min_duration_s": 1, "min_requests": 20},
+        {"weight": 100, "min_duration_s": 1, "min_requests": 20},
+    ]
+    admin.deployments.start_rollout(
+        "risk",
+        "scoring",
+        {"name": "canary", "model": "credit-scorer", "version": previous},
+        steps=steps,
+        reason="demo: roll the challenger out",
+    )
+    _ok("rollout of canary started: 20% of stable's traffic, then 100%; each step held ≥1 s")
+    shape = alice.models.version("risk", "credit-scorer@champion").inputs[0]["shape"]
+    width = shape[1] if len(shape) == 2 and shape[1] > 0 else 5
+    rng = np.random.default_rng(11)
+    predict = f"{url}/api/v1/projects/risk/deployments/scoring/predict"
+    token = {"authorization": alice._http.headers["authorization"]}
+    seen_steps, sent = [1], 0
+    deadline = time.monotonic() + 60
+    status = admin.deployments.get_rollout("risk", "scoring")
+    with httpx.Client(timeout=120) as http:
+        while status.state == "running" and time.monotonic() < deadline:
+            for _ in range(40):
+                body = rng.normal(size=(1, width)).round(3).tolist()
+                _check(http.post(predict, json=body, headers=token), "the rollout's /predict")
+                sent += 1
+            status = admin.deployments.get_rollout("risk", "scoring")
+            if status.step != seen_steps[-1]:
+                seen_steps.append(status.step)
+    if status.state != "completed":
+        raise GhafError(f"the demo's rollout did not complete: {status.state}: {status.outcome}")
+    _ok(f"{sent} requests later the rollout completed through steps {seen_steps}:")
+    print_rollout(status)
+    final = admin.deployments.get("risk", "scoring")
+    live = [f"{v['name']} {v['weight']:g}%" for v in final.spec["variants"] if not v["shadow"]]
+    _ok(f"scoring is at revision {final.revision}, serving {', '.join(live)} (and the shadow)")
+    deadline = time.monotonic() + 15
+    logged: list[Any] = []
+    while not logged and time.monotonic() < deadline:
+        logged = admin.artifacts.list("risk", prefix="deployments/scoring/shadow/mirror/")
+        time.sleep(0.25)
+    metrics = admin.deployments.metrics("risk")
+    mirrored = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("ghaf_deployment_requests_total{")
+        and 'deployment="scoring"' in line
+        and 'shadow="true"' in line
+    )
+    _ok(
+        f"the shadow answered {mirrored:.0f} copies; its log holds {len(logged)} Parquet "
+        "file(s) in risk under deployments/scoring/shadow/mirror/ (encrypted, audited)"
+    )
+    _ok(
+        "try: ghaf deploy rollout status scoring -p risk;  ghaf deploy metrics -p risk;  "
+        "ghaf deploy history scoring -p risk"
+    )
 
 
 def _check(response: Any, what: str) -> None:

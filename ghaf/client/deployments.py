@@ -21,6 +21,8 @@ from ghaf.deployments.schemas import (
     DeploymentOut,
     OutcomesResult,
     RevisionOut,
+    RolloutOut,
+    RolloutStep,
     VariantSpec,
 )
 
@@ -175,6 +177,57 @@ class Deployments:
             "POST",
             self._url(project, name, ":rollback"),
             json={"revision": revision, "reason": reason},
+        )
+
+    def metrics(self, project: str) -> str:
+        """The project's deployments as Prometheus text (by deployment and variant), as
+        the server answering counted them."""
+        return self._client.request("GET", self._url(project) + ":metrics").text
+
+    # --- canary rollouts ------------------------------------------------------------
+
+    def start_rollout(
+        self,
+        project: str,
+        name: str,
+        canary: Variant,
+        *,
+        stable: str | None = None,
+        steps: Sequence[Mapping[str, Any] | RolloutStep] | None = None,
+        max_failure_rate_increase: float | None = None,
+        max_p99_increase: float | None = None,
+        p99_slack_ms: float | None = None,
+        reason: str = "",
+    ) -> RolloutOut:
+        """Roll ``canary`` (a variant) out in place of ``stable`` (default: the only live
+        variant), through ``steps`` (default 5, 25, 50, 100% of its traffic, each held a
+        minute and 100 canary answers), rolling back on its own when the canary fails or
+        slows past the margins."""
+        body: dict[str, Any] = {"canary": _plain(canary), "reason": reason}
+        options = {
+            "stable": stable,
+            "max_failure_rate_increase": max_failure_rate_increase,
+            "max_p99_increase": max_p99_increase,
+            "p99_slack_ms": p99_slack_ms,
+        }
+        body.update({k: v for k, v in options.items() if v is not None})
+        if steps is not None:
+            body["steps"] = [_plain(step) for step in steps]
+        return self._client._model(
+            RolloutOut, "POST", self._url(project, name, "/rollout"), json=body
+        )
+
+    def get_rollout(self, project: str, name: str) -> RolloutOut:
+        """The running rollout, or how the last one ended, with its evidence."""
+        return self._client._model(RolloutOut, "GET", self._url(project, name, "/rollout"))
+
+    def abort_rollout(self, project: str, name: str, *, reason: str = "") -> RolloutOut:
+        """Stop the running rollout: the canary goes, the stable gets its share back."""
+        return self._client._model(
+            RolloutOut,
+            "POST",
+            self._url(project, name, "/rollout:abort"),
+            json={"reason": reason},
         )
 
     # --- calling -------------------------------------------------------------------

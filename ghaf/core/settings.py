@@ -245,6 +245,49 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest a replica may take to start and answer ready.",
     )
+    deployment_traffic_flush_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often each server writes what it counted of each variant's "
+        "answers (the evidence canary rollouts are judged on).",
+    )
+    deployment_rollout_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often running canary rollouts are judged and moved on.",
+    )
+    deployment_shadow_queue: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Most request copies waiting for shadow variants; more are dropped "
+        "and counted.",
+    )
+    deployment_shadow_queue_bytes: int = Field(
+        default=64 << 20,
+        ge=1024,
+        description="Most bytes of request copies waiting for shadow variants.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster host ray deployments run on (ray://HOST:PORT or auto); "
+        "unset: a local Ray started by the server when one is first needed.",
+    )
+    ray_http_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="The port of Ray Serve's HTTP proxy on 127.0.0.1 (0: a free one).",
+    )
+    deployment_shadow_log_rotate_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86_400,
+        description="Longest a shadow log file stays open before it is stored (it is "
+        "stored sooner once it holds 5,000 rows or 16 MiB).",
+    )
     # ``ghaf serve`` (docs/serving.md); its command-line options override these.
     serve_tls_cert: Path | None = Field(
         default=None, description="PEM certificate with which ghaf serve answers HTTPS."

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response
 
 from ghaf.core.paging import DEFAULT_LIMIT, Page
-from ghaf.deployments import flows, schemas, service
+from ghaf.deployments import flows, rollouts, schemas, service
 from ghaf.platform.calls import Call, Cursor, PageSize, ReadCall
 from ghaf.platform.uploads import limit_body
 
@@ -34,6 +34,20 @@ async def list_deployments(
         service.list_deployments, project, limit=page_size, cursor=cursor
     )
     return Page(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    DEPLOYMENTS + ":metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def deployment_metrics(call: ReadCall, project: str) -> Response:
+    """The project's deployments in Prometheus's text format, by deployment and variant:
+    requests by outcome, latency, replicas, shadow drops and cold starts, as this server
+    counted them (scrape each server with a token holding deployment:read). The
+    anonymous ``/metrics`` has only the server's totals, without names."""
+    text = await call.flow(flows.project_metrics, project)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get(DEPLOYMENT)
@@ -125,6 +139,31 @@ async def promote_winner(
 ) -> schemas.DeploymentOut:
     """Give the A/B test's winner all live traffic (refused while there is none)."""
     return await call(service.promote_winner, project, deployment, body)
+
+
+@router.post(DEPLOYMENT + "/rollout", status_code=status.HTTP_201_CREATED)
+async def start_rollout(
+    call: Call, project: str, deployment: str, body: schemas.RolloutStart
+) -> schemas.RolloutOut:
+    """Roll a canary variant out step by step in place of a stable one, rolling back on
+    its own when the canary fails or slows past the margins. Needs deployment:write."""
+    return await call(rollouts.start_rollout, project, deployment, body)
+
+
+@router.get(DEPLOYMENT + "/rollout")
+async def get_rollout(call: ReadCall, project: str, deployment: str) -> schemas.RolloutOut:
+    """The running rollout (or how the last one ended): its step, evidence and what the
+    step waits for."""
+    return await call(rollouts.get_rollout, project, deployment)
+
+
+@router.post(DEPLOYMENT + "/rollout:abort")
+async def abort_rollout(
+    call: Call, project: str, deployment: str, body: schemas.RolloutAbort | None = None
+) -> schemas.RolloutOut:
+    """Stop the running rollout: the canary goes and the stable gets its share back (the
+    body, with a reason, is optional)."""
+    return await call(rollouts.abort_rollout, project, deployment, body or schemas.RolloutAbort())
 
 
 _RAW_BODY = {

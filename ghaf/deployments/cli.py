@@ -1,5 +1,5 @@
 """``ghaf deploy``: create, change, list, show, remove deployments; their history and
-rollback.
+rollback; A/B tests and canary rollouts.
 
 A variant is written ``NAME=MODEL@ALIAS:WEIGHT`` or ``NAME=MODEL:VERSION:WEIGHT``
 (``--variant``, repeatable), or the whole spec comes from a YAML/JSON file
@@ -31,7 +31,13 @@ from ghaf.console.output import (
     with_client,
 )
 from ghaf.core.paging import Page
-from ghaf.deployments.schemas import AbTestReport, DeploymentOut, VariantResult
+from ghaf.deployments.schemas import (
+    AbTestReport,
+    DeploymentOut,
+    RolloutOut,
+    VariantEvidence,
+    VariantResult,
+)
 
 deploy = typer.Typer(
     help="Deployments: named endpoints serving model variants (splits, shadows, rollbacks).",
@@ -175,6 +181,10 @@ def create(
     ] = False,
     sticky: StickyOpt = None,
     abtest: AbTestOpt = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="embedded (replicas on this server) or ray (Ray Serve; ghaf[ray])."),
+    ] = None,
     description: DescriptionOpt = "",
     reason: ReasonOpt = "",
     as_json: JsonOpt = False,
@@ -191,7 +201,7 @@ def create(
             variants=variants,
             production=production or bool(body.get("production", False)),
             sticky=_sticky(sticky) or body.get("sticky"),
-            host=body.get("host", "embedded"),
+            host=host or body.get("host", "embedded"),
             abtest=_abtest(abtest) or body.get("abtest"),
             description=description or body.get("description", ""),
             reason=reason,
@@ -320,6 +330,13 @@ def rollback(
     _show(out, as_json=as_json)
 
 
+@deploy.command("metrics")
+def metrics(project: ProjectOpt) -> None:
+    """The project's deployments as Prometheus text: requests by outcome, latency,
+    replicas, shadow drops and cold starts, by deployment and variant."""
+    typer.echo(with_client(lambda c: c.deployments.metrics(project)), nl=False)
+
+
 abtest = typer.Typer(
     help="The A/B test between a deployment's live variants.", no_args_is_help=True
 )
@@ -417,4 +434,142 @@ def upload(
         f"{result.duplicate} duplicates",
         as_json=as_json,
         payload=result,
+    )
+
+
+rollout = typer.Typer(
+    help="Canary rollouts: a new variant takes a stable one's traffic step by step, and "
+    "is rolled back on its own when it fails or slows past the margins.",
+    no_args_is_help=True,
+)
+deploy.add_typer(rollout, name="rollout")
+
+
+def _steps(text: str, seconds: float, requests: int) -> list[dict[str, Any]]:
+    try:
+        weights = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        fail(f"--steps {text!r}: write percentages separated by commas, e.g. 5,25,50,100")
+    if not weights:
+        fail("--steps: give at least one step (its last must be 100)")
+    return [{"weight": w, "min_duration_s": seconds, "min_requests": requests} for w in weights]
+
+
+@rollout.command("start")
+def rollout_start(
+    name: str,
+    project: ProjectOpt,
+    canary: Annotated[
+        str | None,
+        typer.Option(help="The new variant: NAME=MODEL:VERSION or NAME=MODEL@ALIAS."),
+    ] = None,
+    stable: Annotated[
+        str | None, typer.Option(help="The live variant it replaces (default: the only one).")
+    ] = None,
+    steps: Annotated[
+        str, typer.Option(help="The canary's percent of the stable's traffic at each step.")
+    ] = "5,25,50,100",
+    step_seconds: Annotated[
+        float, typer.Option(min=0, help="Least time each step is held.")
+    ] = 60.0,
+    step_requests: Annotated[
+        int, typer.Option(min=0, help="Least canary answers each step needs.")
+    ] = 100,
+    max_failure_increase: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Most the canary's failure rate may exceed the stable's."),
+    ] = 0.01,
+    max_p99_increase: Annotated[
+        float, typer.Option(min=0, help="Most the canary's p99 may exceed the stable's (0.5: 50%).")
+    ] = 0.5,
+    p99_slack_ms: Annotated[
+        float, typer.Option(min=0, help="Latency allowed on top of that, in milliseconds.")
+    ] = 5.0,
+    spec: SpecOpt = None,
+    reason: ReasonOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Start rolling a canary out (--canary, or a --spec file with REST's body)."""
+    body = _spec_file(spec)
+    if canary is not None:
+        body["canary"] = parse_variant(canary + ":0")
+    if "canary" not in body:
+        fail("name the canary: --canary NAME=MODEL:VERSION (or a --spec file with canary)")
+    body.setdefault("steps", _steps(steps, step_seconds, step_requests))
+    body.setdefault("max_failure_rate_increase", max_failure_increase)
+    body.setdefault("max_p99_increase", max_p99_increase)
+    body.setdefault("p99_slack_ms", p99_slack_ms)
+    if stable is not None:
+        body["stable"] = stable
+    if reason:
+        body["reason"] = reason
+    the_canary = body.pop("canary")
+    known = {"stable", "steps", "max_failure_rate_increase", "max_p99_increase"}
+    unknown = sorted(set(body) - known - {"p99_slack_ms", "reason"})
+    if unknown:
+        fail(f"--spec {spec}: unknown field(s) {', '.join(unknown)}")
+    out = with_client(lambda c: c.deployments.start_rollout(project, name, the_canary, **body))
+    print_rollout(out, as_json=as_json)
+
+
+@rollout.command("status")
+def rollout_status(name: str, project: ProjectOpt, as_json: JsonOpt = False) -> None:
+    """The rollout's step, the canary's weight, the evidence and what the step waits
+    for (or how the rollout ended)."""
+    print_rollout(with_client(lambda c: c.deployments.get_rollout(project, name)), as_json=as_json)
+
+
+@rollout.command("abort")
+def rollout_abort(
+    name: str, project: ProjectOpt, reason: ReasonOpt = "", as_json: JsonOpt = False
+) -> None:
+    """Stop the running rollout: the canary goes, the stable gets its share back."""
+    out = with_client(lambda c: c.deployments.abort_rollout(project, name, reason=reason))
+    print_rollout(out, as_json=as_json)
+
+
+class _EvidenceRow(BaseModel):
+    variant: str
+    over: str
+    requests: int
+    failed: str
+    p50_ms: str
+    p99_ms: str
+
+
+def print_rollout(out: RolloutOut, *, as_json: bool = False) -> None:
+    """A rollout's state and its evidence table (also the demo's)."""
+    if as_json:
+        print_json(out)
+        return
+    print_item(
+        {
+            "deployment": out.deployment,
+            "state": out.state,
+            "canary": out.canary,
+            "stable": out.stable,
+            "step": f"{out.step} of {len(out.steps)} "
+            f"({', '.join(f'{s.weight:g}%' for s in out.steps)})",
+            "canary weight": f"{out.weight:g}%",
+            "started": out.started_at.isoformat(timespec="seconds"),
+            "finished": out.finished_at.isoformat(timespec="seconds") if out.finished_at else "",
+            "why": out.outcome,
+        }
+    )
+
+    def row(evidence: VariantEvidence, over: str) -> _EvidenceRow:
+        rate = evidence.failure_rate
+        return _EvidenceRow(
+            variant=evidence.variant,
+            over=over,
+            requests=evidence.requests,
+            failed="" if rate is None else f"{rate:.2%}",
+            p50_ms="" if evidence.p50_ms is None else f"{evidence.p50_ms:.3g}",
+            p99_ms="" if evidence.p99_ms is None else f"{evidence.p99_ms:.3g}",
+        )
+
+    print_table(
+        [row(out.canary_evidence, "this step"), row(out.stable_evidence, "since the start")],
+        ("variant", "over", "requests", "failed", "p50_ms", "p99_ms"),
+        title="evidence",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from ghaf.deployments import service
 from ghaf.deployments.fleet import Forwarded
 from ghaf.deployments.gateway import Gateway
 from ghaf.deployments.hosts.base import ReplicaSpec
+from ghaf.deployments.shadow import Copy
+from ghaf.deployments.traffic import ERROR, OK, REFUSED
 from ghaf.registry import service as registry
 from ghaf.registry.schemas import VersionOut
 from ghaf.security.context import Context
@@ -214,6 +217,7 @@ async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> A
         if key is not None:
             gateway.routes.put(key, found)
     ctx.close()  # the route is all this request reads from the database
+    gateway.names[found.deployment_id] = (found.project, found.deployment)
     if gateway.revisions.get(found.deployment_id, 0) < found.revision:
         # A newer revision: the replicas it no longer names stop (a request still
         # holding an older route never stops the newer revision's).
@@ -230,16 +234,43 @@ async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> A
         )
     variant = _variant(found, incoming, sticky)
     spec = found.replicas[variant]
-    replica = await gateway.fleet.replica(spec)
     headers = {"content-type": incoming.headers.get("content-type", "application/json")}
     for passed in ("content-encoding", "inference-header-content-length", "accept"):
         if passed in incoming.headers:
             headers[passed] = incoming.headers[passed]
-    answer = await gateway.fleet.forward(
-        replica, _path(spec, incoming.kind), incoming.body, headers
-    )
+    path = _path(spec, incoming.kind)
+    traffic, where = gateway.traffic, found.where[variant]
+    started = time.perf_counter()
+    try:
+        replica = await gateway.fleet.replica(spec)
+        # A replica's cold start is its own series, not this variant's latency: one
+        # start must not read as a slow canary.
+        started = time.perf_counter()
+        answer = await gateway.fleet.forward(replica, path, incoming.body, headers)
+    except GhafError:
+        traffic.record(where, found.revision, time.perf_counter() - started, ERROR)
+        raise
+    seconds = time.perf_counter() - started
     if answer.status >= 400:
+        outcome = REFUSED if answer.status < 500 else ERROR
+        traffic.record(where, found.revision, seconds, outcome)
         raise _refusal(variant, answer)
+    traffic.record(where, found.revision, seconds, OK)
+    for shadow in found.shadows:
+        gateway.mirror.offer(
+            Copy(
+                where=found.where[shadow],
+                revision=found.revision,
+                spec=found.replicas[shadow],
+                path=_path(found.replicas[shadow], incoming.kind),
+                body=incoming.body,
+                headers=headers,
+                request_id=ctx.request_id or "",
+                primary=variant,
+                primary_answer=answer.body,
+                primary_s=seconds,
+            )
+        )
     # Outcomes are posted under an id only this answer carries: not the request id,
     # which a caller may choose (X-Request-ID) and others can guess.
     outcome_id = secrets.token_urlsafe(16)
@@ -247,3 +278,15 @@ async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> A
     body = _named(found, variant, answer) if incoming.kind == "infer" else answer.body
     out = {**answer.headers, VARIANT_HEADER: variant, OUTCOME_HEADER: outcome_id}
     return Answer(answer.status, out, body)
+
+
+async def project_metrics(ctx: Context, project: str) -> bytes:
+    """The project's deployments as Prometheus series (requests by outcome, latency,
+    replicas, shadow drops, cold starts; by deployment and variant), as this server
+    counted them. Needs deployment:read. Read on the event loop, which writes them."""
+    if ctx.database.is_sqlite:
+        pctx = ctx.in_project(project)
+    else:
+        pctx = await run_in_threadpool(ctx.in_project, project)
+    pctx.require("deployment:read", resource=f"project/{project}/deployments")
+    return _gateway(ctx).project_metrics(project)

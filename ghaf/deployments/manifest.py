@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from ghaf.deployments import api, cli, gateway, service
+from ghaf.core.ids import new_id
+from ghaf.core.settings import Settings
+from ghaf.deployments import api, cli, gateway, rollouts, service
 from ghaf.platform import events
-from ghaf.platform.manifest import Domain
+from ghaf.platform.manifest import Domain, PeriodicTask
+
+PRUNE_INTERVAL_S = 3600.0
+
+
+def _advance(runtime: Any) -> str | None:
+    with runtime.acting_as("system:rollouts", request_id=new_id()) as ctx:
+        moved = rollouts.advance_rollouts(ctx)
+    return "; ".join(moved) or None
+
+
+def _prune(runtime: Any) -> str:
+    with runtime.acting_as("system:rollouts", request_id=new_id()) as ctx:
+        return f"pruned {rollouts.prune_traffic(ctx)} traffic tallies"
+
+
+def _tasks(settings: Settings) -> Sequence[PeriodicTask[Any]]:
+    return [
+        PeriodicTask("deployments.rollouts", settings.deployment_rollout_interval_s, _advance),
+        PeriodicTask("deployments.traffic-prune", PRUNE_INTERVAL_S, _prune),
+    ]
+
 
 MANIFEST = Domain(
     name="deployments",
@@ -19,4 +44,5 @@ MANIFEST = Domain(
     ),
     migrations=Path(__file__).parent / "migrations",
     lifespan=gateway.serving,
+    tasks=_tasks,
 )

@@ -110,3 +110,54 @@ class AbTestState(Base):
     unknown: Mapped[int] = mapped_column(Integer, default=0)
     duplicate: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class VariantTraffic(Base):
+    """What one server counted of one variant's answers over a few seconds (the
+    gateway's ``TrafficWriter``): the evidence a canary rollout is judged on."""
+
+    __tablename__ = "deployment_traffic"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    variant: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer)
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    refused: Mapped[int] = mapped_column(Integer)
+    latency: Mapped[dict[str, Any]] = mapped_column(JsonObject())  # {bucket: count}
+    latency_sum_s: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class RolloutState(Base):
+    """A deployment's canary rollout: running, or how its last one ended.
+
+    The weights live in the revisions the rollout writes; this row holds where it is
+    (``step``, since ``step_started_at`` at ``step_revision``) and what it was told
+    (``config``: the steps and margins), so any server's scheduler can take the next
+    step."""
+
+    __tablename__ = "deployment_rollouts"
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16))  # running, completed, rolled_back, aborted
+    canary: Mapped[str] = mapped_column(String(64))
+    stable: Mapped[str] = mapped_column(String(64))
+    share: Mapped[float] = mapped_column(Float)  # the stable's weight when it started
+    config: Mapped[dict[str, Any]] = mapped_column(JsonObject())
+    step: Mapped[int] = mapped_column(Integer)
+    base_revision: Mapped[int] = mapped_column(Integer)
+    # The revision the current step began with: its evidence is the traffic counted at
+    # that revision or later (rows carry the revision, so none from the step before).
+    step_revision: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    step_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(500), default="")
+    started_by: Mapped[str | None] = mapped_column(String(64))

@@ -7,7 +7,9 @@ how traffic is split. Every change stores a whole spec as a new revision.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -130,6 +132,8 @@ def check_variants(variants: list[VariantSpec]) -> None:
     live = [v for v in variants if not v.shadow]
     if not live:
         raise ValueError("at least one variant must take live traffic (not a shadow)")
+    if not all(math.isfinite(v.weight) for v in variants):
+        raise ValueError("weights must be finite numbers")
     total = sum(v.weight for v in live)
     if abs(total - WEIGHT_TOTAL) > WEIGHT_TOLERANCE:
         shares = ", ".join(f"{v.name}={v.weight:g}" for v in live)
@@ -310,3 +314,89 @@ class AbTestReport(BaseModel):
 
 class Promote(_Strict):
     reason: str = Field(default="", max_length=400)
+
+
+# --- canary rollouts ---------------------------------------------------------------------
+
+MAX_ROLLOUT_STEPS = 20
+ROLLOUT_STATES = ("running", "completed", "rolled_back", "aborted")
+
+
+class RolloutStep(_Strict):
+    """One step: the canary's percent of the stable variant's traffic, held at least
+    this long and for at least this many canary answers."""
+
+    weight: float = Field(gt=0, le=WEIGHT_TOTAL, description="Percent of the stable's share.")
+    min_duration_s: float = Field(default=60.0, ge=0, le=7 * 86_400)
+    min_requests: int = Field(default=100, ge=0, le=10**9)
+
+
+def _default_steps() -> list[RolloutStep]:
+    return [RolloutStep(weight=w) for w in (5, 25, 50, 100)]
+
+
+class RolloutStart(_Strict):
+    """Roll ``canary`` out in place of ``stable``, step by step, rolling back on its own
+    if the canary fails more often or answers more slowly than the margins allow."""
+
+    canary: VariantSpec = Field(description="The new variant (its weight is set by the steps).")
+    stable: Name | None = Field(
+        default=None, description="The live variant it replaces (default: the only one)."
+    )
+    steps: list[RolloutStep] = Field(
+        default_factory=_default_steps, min_length=1, max_length=MAX_ROLLOUT_STEPS
+    )
+    max_failure_rate_increase: float = Field(
+        default=0.01, ge=0, le=1, description="Absolute: 0.01 allows one point more."
+    )
+    max_p99_increase: float = Field(
+        default=0.5, ge=0, le=100, description="Relative: 0.5 allows a p99 50% slower."
+    )
+    p99_slack_ms: float = Field(default=5.0, ge=0, le=60_000)
+    reason: str = Field(default="", max_length=400)
+
+    @model_validator(mode="after")
+    def _steps_climb_to_all(self) -> RolloutStart:
+        weights = [s.weight for s in self.steps]
+        if any(b <= a for a, b in pairwise(weights)):
+            shown = ", ".join(f"{w:g}" for w in weights)
+            raise ValueError(f"the steps' weights must increase ({shown})")
+        if abs(weights[-1] - WEIGHT_TOTAL) > WEIGHT_TOLERANCE:
+            raise ValueError(f"the last step must give the canary 100, not {weights[-1]:g}")
+        if self.canary.shadow:
+            raise ValueError("the canary takes live traffic: it cannot be a shadow")
+        return self
+
+
+class RolloutAbort(_Strict):
+    reason: str = Field(default="", max_length=400)
+
+
+class VariantEvidence(BaseModel):
+    """What a variant's answers looked like over the evidence's window."""
+
+    variant: str
+    requests: int
+    errors: int
+    refused: int
+    failure_rate: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class RolloutOut(BaseModel):
+    deployment: str
+    state: str = Field(description="running, completed, rolled_back or aborted.")
+    canary: str
+    stable: str
+    step: int = Field(description="The current step, from 1.")
+    steps: list[RolloutStep]
+    weight: float = Field(description="The canary's percent of live traffic now.")
+    started_at: datetime
+    step_started_at: datetime
+    finished_at: datetime | None
+    base_revision: int = Field(description="The revision the rollout started from.")
+    outcome: str = Field(description="Why it ended, or what the current step waits for.")
+    canary_evidence: VariantEvidence = Field(description="The canary, over this step.")
+    stable_evidence: VariantEvidence = Field(description="The stable, since the start.")
+    started_by: str | None = None

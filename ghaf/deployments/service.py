@@ -24,14 +24,19 @@ from ghaf.core.names import validate_name
 from ghaf.core.paging import paginate
 from ghaf.deployments import abtest, schemas
 from ghaf.deployments.hosts.base import ReplicaSpec
+from ghaf.deployments.hosts.embedded import refuse_missing_gpu
+from ghaf.deployments.hosts.ray import refuse_without_ray
 from ghaf.deployments.models import (
     AbTestState,
     Deployment,
     DeploymentRevision,
     RequestAssignment,
     RequestOutcome,
+    RolloutState,
+    VariantTraffic,
 )
 from ghaf.deployments.split import Splitter
+from ghaf.deployments.traffic import Where
 from ghaf.registry import service as registry
 from ghaf.security.context import Context
 from ghaf.security.tenancy import Project
@@ -43,7 +48,7 @@ def _resource(project: str, name: str) -> str:
     return f"project/{project}/deployment/{name}"
 
 
-def _deployment(pctx: Context, name: str) -> Deployment:
+def find_deployment(pctx: Context, name: str) -> Deployment:
     assert pctx.project is not None
     validate_name(name, field="deployment")
     found = pctx.session.scalar(
@@ -76,8 +81,13 @@ Resolved = dict[str, schemas.ResolvedVariant]
 """What each variant serves in a revision, by variant name."""
 
 
-def _resolve(pctx: Context, project: str, spec: schemas.DeploymentSpec) -> Resolved:
-    """Each variant's served version, checked by the registry; refusals name the variant."""
+def resolve_variants(pctx: Context, project: str, spec: schemas.DeploymentSpec) -> Resolved:
+    """Each variant's served version, checked by the registry; refusals name the variant.
+    On the embedded host a variant needing a GPU this machine lacks is refused too."""
+    if spec.host == "embedded":
+        refuse_missing_gpu(spec.variants)
+    else:
+        refuse_without_ray()
     resolved: Resolved = {}
     for i, variant in enumerate(spec.variants):
         found = registry.deployable_version(
@@ -144,7 +154,24 @@ def _current(pctx: Context, deployment: Deployment) -> DeploymentRevision:
         ) from None
 
 
-def _add_revision(
+def stored_spec(pctx: Context, deployment: Deployment) -> tuple[schemas.DeploymentSpec, Resolved]:
+    """The deployment's current spec and what each variant serves, checked."""
+    return _stored(_current(pctx, deployment))
+
+
+def refuse_while_rolling_out(pctx: Context, deployment: Deployment, what: str) -> None:
+    """``Conflict`` while a canary rollout runs: a change by hand would fight it over the
+    weights (ghaf/deployments/rollouts.py)."""
+    state = pctx.session.get(RolloutState, deployment.id)
+    if state is not None and state.state == "running":
+        raise Conflict(
+            f"deployment {deployment.name!r} is rolling out {state.canary!r}: wait for it to "
+            f"finish or abort it (ghaf deploy rollout abort) to {what}",
+            field="rollout",
+        )
+
+
+def add_revision(
     pctx: Context,
     deployment: Deployment,
     spec: schemas.DeploymentSpec,
@@ -230,7 +257,7 @@ def _revision_out(row: DeploymentRevision) -> schemas.RevisionOut:
     )
 
 
-def _served(resolved: Resolved) -> list[str]:
+def served(resolved: Resolved) -> list[str]:
     """For the audit row (flat values only): which version each variant serves."""
     return [f"{name}={v.model}:{v.version}" for name, v in resolved.items()]
 
@@ -248,7 +275,7 @@ def create_deployment(
     spec = schemas.DeploymentSpec.model_validate(
         request.model_dump(exclude={"name", "description", "reason"})
     )
-    resolved = _resolve(pctx, project, spec)
+    resolved = resolve_variants(pctx, project, spec)
     now = utcnow()
     deployment = Deployment(
         project_id=pctx.project.id,
@@ -267,11 +294,11 @@ def create_deployment(
         field="name",
         conflict=f"deployment {request.name!r} already exists in project {project!r}",
     )
-    row = _add_revision(pctx, deployment, spec, resolved, request.reason or "created")
+    row = add_revision(pctx, deployment, spec, resolved, request.reason or "created")
     pctx.audit(
         "deployment:create",
         _resource(project, request.name),
-        detail={"revision": 1, "serves": _served(resolved), "production": spec.production},
+        detail={"revision": 1, "serves": served(resolved), "production": spec.production},
     )
     pctx.commit()
     return _out(project, deployment, row)
@@ -296,7 +323,7 @@ def list_deployments(
 def get_deployment(ctx: Context, project: str, name: str) -> schemas.DeploymentOut:
     pctx = ctx.in_project(project)
     pctx.require("deployment:read", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
     return _out(project, deployment, _current(pctx, deployment))
 
 
@@ -307,7 +334,8 @@ def update_deployment(
     resolved again, so a variant naming an alias or ``latest`` picks up where it points."""
     pctx = ctx.in_project(project)
     pctx.require("deployment:write", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
+    refuse_while_rolling_out(pctx, deployment, "change it")
     current, _ = _stored(_current(pctx, deployment))
     # What the request leaves out (None) stays as it is.
     changes = {
@@ -332,14 +360,14 @@ def update_deployment(
         raise InvalidInput(f"{where}: {message}", field=where) from None
     if request.description is not None:
         deployment.description = request.description
-    resolved = _resolve(pctx, project, spec)
-    row = _add_revision(pctx, deployment, spec, resolved, request.reason or "updated")
+    resolved = resolve_variants(pctx, project, spec)
+    row = add_revision(pctx, deployment, spec, resolved, request.reason or "updated")
     pctx.audit(
         "deployment:update",
         _resource(project, name),
         detail={
             "revision": row.revision,
-            "serves": _served(resolved),
+            "serves": served(resolved),
             "production": spec.production,
         },
     )
@@ -351,7 +379,7 @@ def delete_deployment(ctx: Context, project: str, name: str) -> None:
     """Remove a deployment and its revisions (the audit trail keeps its history)."""
     pctx = ctx.in_project(project)
     pctx.require("deployment:write", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
     revision = deployment.revision
     pctx.session.delete(deployment)
     pctx.audit("deployment:delete", _resource(project, name), detail={"revision": revision})
@@ -364,7 +392,7 @@ def list_revisions(
     """The deployment's history, newest first."""
     pctx = ctx.in_project(project)
     pctx.require("deployment:read", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
     rows, next_cursor = paginate(
         pctx.session,
         select(DeploymentRevision).where(DeploymentRevision.deployment_id == deployment.id),
@@ -379,7 +407,7 @@ def list_revisions(
 def get_revision(ctx: Context, project: str, name: str, revision: int) -> schemas.RevisionOut:
     pctx = ctx.in_project(project)
     pctx.require("deployment:read", resource=_resource(project, name))
-    return _revision_out(_revision(pctx, _deployment(pctx, name), revision))
+    return _revision_out(_revision(pctx, find_deployment(pctx, name), revision))
 
 
 def rollback(
@@ -389,16 +417,17 @@ def rollback(
     checked again (one rejected or archived since is refused, naming it)."""
     pctx = ctx.in_project(project)
     pctx.require("deployment:write", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
+    refuse_while_rolling_out(pctx, deployment, "roll it back")
     earlier = _revision(pctx, deployment, request.revision)
     spec, held = _stored(earlier)
     resolved = _recheck(pctx, project, spec, held)
     reason = request.reason or f"rolled back to revision {earlier.revision}"
-    row = _add_revision(pctx, deployment, spec, resolved, reason)
+    row = add_revision(pctx, deployment, spec, resolved, reason)
     pctx.audit(
         "deployment:rollback",
         _resource(project, name),
-        detail={"revision": row.revision, "to": earlier.revision, "serves": _served(resolved)},
+        detail={"revision": row.revision, "to": earlier.revision, "serves": served(resolved)},
     )
     pctx.commit()
     return _out(project, deployment, row)
@@ -443,7 +472,7 @@ def follow_alias(pctx: Context, data: Mapping[str, Any]) -> None:
                 update={"version": found.version, "sha256": found.sha256}
             )
         previous = [f"{n}={model}:{held[n].version}" for n in following]
-        row = _add_revision(
+        row = add_revision(
             pctx,
             deployment,
             spec,
@@ -493,7 +522,7 @@ def record_assignments(ctx: Context, project: str, name: str, request: schemas.A
     Needs deployment:invoke. Returns how many were new."""
     pctx = ctx.in_project(project)
     pctx.require("deployment:invoke", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
     spec, _ = _stored(_revision(pctx, deployment, request.revision))
     shadows = {v.name for v in spec.variants if v.shadow}
     known = {v.name for v in spec.variants}
@@ -519,6 +548,39 @@ def record_assignments(ctx: Context, project: str, name: str, request: schemas.A
     insert_new(pctx.session, RequestAssignment, list(rows.values()))
     pctx.commit()
     return len(rows) - before
+
+
+def record_traffic(
+    ctx: Context,
+    project: str,
+    deployment_id: str,
+    *,
+    variant: str,
+    revision: int,
+    shadow: bool,
+    tally: dict[str, Any],
+) -> bool:
+    """Store one tally of a variant's answers (the gateway's part; ``tally`` is
+    ``Tally.to_row()``). False when the deployment is gone (or was re-created since:
+    its id is what counts). Needs deployment:invoke."""
+    pctx = ctx.in_project(project)
+    assert pctx.project is not None
+    deployment = pctx.session.get(Deployment, deployment_id)
+    if deployment is None or deployment.project_id != pctx.project.id:
+        return False
+    pctx.require("deployment:invoke", resource=_resource(project, deployment.name))
+    pctx.session.add(
+        VariantTraffic(
+            deployment_id=deployment_id,
+            variant=variant[:64],
+            revision=revision,
+            shadow=shadow,
+            at=utcnow(),
+            **tally,
+        )
+    )
+    pctx.commit()
+    return True
 
 
 def _count(pctx: Context, table: type[Any], deployment_id: str, request_ids: list[str]) -> int:
@@ -570,7 +632,7 @@ def _post(
 ) -> schemas.OutcomesResult:
     pctx = ctx.in_project(project)
     pctx.require("deployment:invoke", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
     state = _state(pctx, deployment)
     if _config(state).kind == "binary":
         for i, item in enumerate(items):
@@ -663,7 +725,7 @@ def upload_outcomes(ctx: Context, project: str, name: str, data: bytes) -> schem
     columns (up to a million rows), credited in one transaction."""
     pctx = ctx.in_project(project)
     pctx.require("deployment:invoke", resource=_resource(project, name))
-    _state(pctx, _deployment(pctx, name))  # no test: refused before the file is read
+    _state(pctx, find_deployment(pctx, name))  # no test: refused before the file is read
     items = _parquet_outcomes(data)
     if not items:
         raise InvalidInput("the file has no rows", field="body")
@@ -808,7 +870,7 @@ def abtest_report(ctx: Context, project: str, name: str) -> schemas.AbTestReport
     the sequential test. Needs deployment:read."""
     pctx = ctx.in_project(project)
     pctx.require("deployment:read", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
     state = _state(pctx, deployment)
     look = _compare(pctx, deployment, state)
     config, summaries, comparisons = look.config, look.summaries, look.comparisons
@@ -876,7 +938,7 @@ def promote_winner(
             f"{shown or 'too few outcomes'}; alpha {report.alpha:g})",
             field="abtest",
         )
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
     spec, _ = _stored(_current(pctx, deployment))
     variants = [
         v.model_copy(update={"weight": 100.0 if v.name == report.winner else 0.0})
@@ -906,6 +968,8 @@ class Route:
     replicas: dict[str, ReplicaSpec]  # by variant
     splitter: Splitter
     may_debug: bool  # the caller may force a variant (deployment:debug)
+    where: dict[str, Where]  # each variant's traffic series
+    shadows: tuple[str, ...]  # the shadow variants, which get a copy of each request
 
 
 def route(ctx: Context, project: str, name: str) -> Route:
@@ -913,7 +977,7 @@ def route(ctx: Context, project: str, name: str) -> Route:
     deployment:invoke; the answer is cached for the revision."""
     pctx = ctx.in_project(project)
     pctx.require("deployment:invoke", resource=_resource(project, name))
-    deployment = _deployment(pctx, name)
+    deployment = find_deployment(pctx, name)
     spec, resolved = _stored(_current(pctx, deployment))
     replicas = _replica_specs(project, deployment, spec, resolved)
     live = [(v.name, v.weight) for v in spec.variants if not v.shadow and v.weight > 0]
@@ -926,6 +990,17 @@ def route(ctx: Context, project: str, name: str) -> Route:
         replicas=replicas,
         splitter=Splitter(live),
         may_debug="deployment:debug" in pctx.permissions,
+        where={
+            v.name: Where(
+                project=project,
+                deployment=name,
+                deployment_id=deployment.id,
+                variant=v.name,
+                shadow=v.shadow,
+            )
+            for v in spec.variants
+        },
+        shadows=tuple(v.name for v in spec.variants if v.shadow),
     )
 
 
@@ -961,6 +1036,7 @@ def _replica_specs(
             runtime=v.runtime,
             resources=v.resources,
             scaling=v.scaling,
+            host=spec.host,
         )
         for v in spec.variants
     }

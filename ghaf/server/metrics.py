@@ -7,7 +7,9 @@ Everything lives on the app's own :class:`~prometheus_client.CollectorRegistry`:
 - ``ghaf_build_info{version}``;
 - the database connection pool (``ghaf_db_pool_*``), read from the engine at scrape time;
 - the security cache's hits, misses and invalidations (``ghaf_security_cache_*``);
-- the domain counters the services keep (ghaf/core/metrics.py).
+- the domain counters the services keep (ghaf/core/metrics.py);
+- what each of the runtime's backends exports, where it has a ``collect`` (the
+  deployments' gateway: ghaf/deployments/traffic.py).
 
 Collectors read their numbers when scraped, so nothing here runs on a request.
 """
@@ -25,7 +27,13 @@ from ghaf.platform.metrics import process_registry
 from ghaf.runtime import Runtime
 from ghaf.security.cache import SecurityCache
 
-__all__ = ["CacheCollector", "DomainCollector", "PoolCollector", "app_registry"]
+__all__ = [
+    "BackendsCollector",
+    "CacheCollector",
+    "DomainCollector",
+    "PoolCollector",
+    "app_registry",
+]
 
 
 def app_registry(runtime: Runtime) -> CollectorRegistry:
@@ -37,7 +45,22 @@ def app_registry(runtime: Runtime) -> CollectorRegistry:
     registry.register(PoolCollector(runtime.database))
     registry.register(CacheCollector(runtime.cache))
     registry.register(DomainCollector())
+    registry.register(BackendsCollector(runtime))
     return registry
+
+
+class BackendsCollector:
+    """The series of every backend a domain keeps in ``runtime.backends`` that has a
+    ``collect()`` (read at scrape time: backends come and go with the lifespan)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        for backend in list(self.runtime.backends.values()):
+            collect = getattr(backend, "collect", None)
+            if callable(collect):
+                yield from collect()
 
 
 class PoolCollector:

@@ -157,14 +157,15 @@ class StoreSink:
     context: encrypted with the project's key, refused outside its allowed regions,
     audited as ``artifact:put`` by ``system:prediction-log``)."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, actor: str = SYSTEM_ACTOR) -> None:
         self.runtime = runtime
+        self.actor = actor
 
     def write(self, project: str, path: str, data: bytes) -> None:
         from ghaf.storage import flows
 
         sha256 = hashlib.sha256(data).hexdigest()
-        with self.runtime.acting_as(SYSTEM_ACTOR, request_id=new_request_id()) as ctx:
+        with self.runtime.acting_as(self.actor, request_id=new_request_id()) as ctx:
             # The writer thread has no event loop of its own; the flow needs one.
             asyncio.run(flows.upload_artifact(ctx, project, path, [data], sha256=sha256))
 

@@ -14,6 +14,7 @@ which honours ``taskset`` and container CPU sets), not the machine's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -142,6 +143,14 @@ def verify_file(path: Path, info: VersionInfo) -> None:
             f"recorded {info.sha256}: it was changed after registration; refusing to serve it",
             field="sha256",
         )
+
+
+@functools.cache
+def available_providers() -> tuple[str, ...]:
+    """The execution providers onnxruntime offers in this process (read once)."""
+    import onnxruntime as ort
+
+    return tuple(ort.get_available_providers())
 
 
 def _providers(fmt: ModelFormat, info: VersionInfo, options: RuntimeOptions) -> tuple[str, ...]:

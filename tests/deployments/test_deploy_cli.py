@@ -99,3 +99,36 @@ def test_bad_variant_syntax_names_it(text: str, admin_cli: Path) -> None:
     result = _cli("deploy", "create", "api", "-p", "p", "--variant", text)
     assert result.exit_code == 2
     assert f"--variant {text!r}" in result.output
+
+
+def test_rollout_start_status_abort_and_metrics(
+    admin: Client, project: str, admin_cli: Path, trained: TrainedModel
+) -> None:
+    for _ in range(2):
+        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+    admin.deployments.create(
+        project, "api", variants=[{"name": "a", "model": "churn", "version": 1, "weight": 100}]
+    )
+    started = _cli(
+        "deploy", "rollout", "start", "api", "-p", project,
+        "--canary", "b=churn:2", "--steps", "10,100", "--step-seconds", "30",
+        "--step-requests", "5", "-m", "try v2",
+    )  # fmt: skip
+    assert started.exit_code == 0, started.output
+    assert "running" in started.output and "1 of 2 (10%, 100%)" in started.output
+    assert "this step" in started.output  # the evidence table
+    status = _cli("deploy", "rollout", "status", "api", "-p", project, "--json")
+    assert status.exit_code == 0, status.output
+    out = json.loads(status.output)
+    assert out["weight"] == 10 and out["steps"][0]["min_requests"] == 5
+    assert "0 of 30 s" in out["outcome"] or "of 30 s" in out["outcome"]
+    bad = _cli("deploy", "rollout", "start", "api", "-p", project, "--canary", "c=churn:2")
+    assert bad.exit_code != 0 and "rolling out 'b'" in bad.output
+    aborted = _cli("deploy", "rollout", "abort", "api", "-p", project, "-m", "enough")
+    assert aborted.exit_code == 0, aborted.output
+    assert "aborted" in aborted.output and "enough" in aborted.output
+    steps = _cli("deploy", "rollout", "start", "api", "-p", project, "--canary", "c=churn:2",
+                 "--steps", "x,100")  # fmt: skip
+    assert steps.exit_code != 0 and "percentages separated by commas" in steps.output
+    metrics = _cli("deploy", "metrics", "-p", project)
+    assert metrics.exit_code == 0 and "ghaf_deployment_requests_total" in metrics.output

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from ghaf.client import Client
 from ghaf.core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from tests.conftest import TrainedModel, audited
+from tests.conftest import Platform, TrainedModel, audited
 
 
 def _register(client: Client, project: str, trained: TrainedModel, name: str = "churn") -> int:
@@ -285,3 +286,42 @@ def test_a_served_version_cannot_be_retired(
     assert maintainer.models.reject(project, "churn", 2, comment="drifted").status == "rejected"
     admin.deployments.delete(project, "d")
     admin.models.delete(project, "churn")
+
+
+def test_a_gpu_variant_is_refused_where_there_is_no_gpu_unless_cpu_is_allowed(
+    platform: Platform,
+    admin: Client,
+    project: str,
+    trained: TrainedModel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ghaf.serving import runtime
+
+    admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+    monkeypatch.setattr(runtime, "available_providers", lambda: ("CPUExecutionProvider",))
+    gpu = {"name": "g", "model": "churn", "version": 1, "weight": 100}
+    for wanting in ({"runtime": {"device": "gpu"}}, {"resources": {"gpus": 1}}):
+        with pytest.raises(InvalidInput, match=r"asks for a GPU.*allow_cpu_fallback") as info:
+            admin.deployments.create(project, "gpu", variants=[{**gpu, **wanting}])
+        assert info.value.field == "variants[0].runtime.device"
+    allowed = {**gpu, "runtime": {"device": "gpu", "allow_cpu_fallback": True}}
+    admin.deployments.create(project, "gpu", variants=[allowed])
+    answer = admin.deployments.predict(project, "gpu", trained.X[:2].tolist())
+    assert answer.variant == "g" and len(answer.predictions) == 2  # on the CPU
+
+    # A revision written where a GPU was, served where none is: refused at the start,
+    # with what to do, instead of a replica that starts only to exit.
+    monkeypatch.setattr(
+        runtime, "available_providers", lambda: ("CUDAExecutionProvider", "CPUExecutionProvider")
+    )
+    admin.deployments.create(project, "gpu2", variants=[{**gpu, "runtime": {"device": "gpu"}}])
+    monkeypatch.setattr(runtime, "available_providers", lambda: ("CPUExecutionProvider",))
+    refused = httpx.post(
+        f"{platform.url}/api/v1/projects/{project}/deployments/gpu2/predict",
+        json=trained.X[:2].tolist(),
+        headers={"authorization": f"Bearer {platform.admin_token}"},
+        timeout=60,
+    )
+    assert refused.status_code == 503, refused.text
+    assert "asks for a GPU, but this server has none" in refused.json()["detail"]
+    assert refused.json()["request_id"]

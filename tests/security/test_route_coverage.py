@@ -168,12 +168,13 @@ def victim(platform: Platform, trained: TrainedModel) -> Victim:
     group = admin.groups.create(unique("grp")).name
     admin.groups.members.add(group, member.name)
     deployment = unique("dep")
-    admin.deployments.create(
-        project,
-        deployment,
-        variants=[_variant(model)],
-        abtest={"kind": "binary", "control": "main"},
+    admin.deployments.create(project, deployment, variants=[_variant(model)])
+    # A rollout that ended (its status is readable), then the A/B test (its report is).
+    admin.deployments.start_rollout(
+        project, deployment, {"name": "canary", "model": model, "version": 1}
     )
+    admin.deployments.abort_rollout(project, deployment)
+    admin.deployments.update(project, deployment, abtest={"kind": "binary", "control": "main"})
     names = {
         "project": project,
         "member": member.name,

@@ -306,7 +306,13 @@ def test_declarations_are_checked() -> None:
 # --- the server's own tasks, the CLI, REST and the SDK --------------------------------
 
 
-SERVER_TASKS = ["audit.witness", "projects.purge", "tracking.reap-stale-runs"]
+SERVER_TASKS = [
+    "audit.witness",
+    "deployments.rollouts",
+    "deployments.traffic-prune",
+    "projects.purge",
+    "tracking.reap-stale-runs",
+]
 
 
 def _wait_for_runs(platform: Platform, names: list[str]) -> None:

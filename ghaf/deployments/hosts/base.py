@@ -24,6 +24,7 @@ class ReplicaSpec:
     runtime: RuntimeOptions
     resources: Resources
     scaling: Scaling  # not part of the key: a new range does not restart replicas
+    host: str = "embedded"
 
     @cached_property
     def key(self) -> tuple[object, ...]:
@@ -37,6 +38,7 @@ class ReplicaSpec:
             self.sha256,
             self.runtime.model_dump_json(),
             self.resources.model_dump_json(),
+            self.host,
         )
 
 
@@ -48,6 +50,7 @@ class Replica:
     url: str  # http://127.0.0.1:PORT
     authorization: str  # "Bearer <key>", never logged
     started_s: float  # how long it took to answer ready (the cold start)
+    prefix: str = ""  # before every path (an application's route on a shared proxy)
 
     def __repr__(self) -> str:  # the key never reaches a log line
         return f"Replica({self.spec.variant} {self.spec.model}:{self.spec.version} {self.url})"
@@ -68,3 +71,16 @@ class Host(ABC):
     @abstractmethod
     async def stop(self, replica: Replica) -> None:
         """Stop the replica (idempotent)."""
+
+    def memory_bytes(self, replica: Replica) -> int | None:
+        """The replica's resident memory, where this host can tell (None otherwise)."""
+        return None
+
+    @property
+    def scales_itself(self) -> bool:
+        """Whether the host runs a variant's replicas and autoscaling itself (one
+        ``Replica`` is then the whole variant, and the fleet leaves its count alone)."""
+        return False
+
+    async def close(self) -> None:  # noqa: B027 - most hosts hold nothing to release
+        """Release what the host holds (after every replica was stopped)."""

@@ -3,7 +3,8 @@ on a free 127.0.0.1 port, with a fresh invoke key that only the gateway holds.
 
 The replica is the serving runtime itself (ghaf/serving), started the way an operator
 would start it by hand, so a deployment serves exactly what ``ghaf serve`` serves. Its
-threads follow the variant's CPUs; its output goes to the server's log.
+threads follow the variant's CPUs; its resident memory is read for the fleet's watch
+(a replica over its ``memory_mb`` is restarted); its output goes to the server's log.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
-from ghaf.core.errors import Unavailable
+from ghaf.core.errors import InvalidInput, Unavailable
 from ghaf.deployments.hosts.base import Host, Replica, ReplicaSpec
+from ghaf.deployments.schemas import VariantSpec
 from ghaf.platform.ports import free_port
 
 READY_PATH = "/v2/health/ready"
@@ -49,6 +52,32 @@ def _replica_environment(key: str) -> dict[str, str]:
     env["GHAF_SERVE_INVOKE_KEY"] = key  # not in argv: ps shows argv
     env["GHAF_LOG_FORMAT"] = os.environ.get("GHAF_LOG_FORMAT", "text")
     return env
+
+
+def wants_gpu(variant: VariantSpec) -> bool:
+    return variant.runtime.device == "gpu" or variant.resources.gpus > 0
+
+
+def refuse_missing_gpu(variants: Sequence[VariantSpec]) -> None:
+    """``InvalidInput`` naming the first variant that needs a GPU this machine lacks
+    (onnxruntime offers no CUDA provider) and does not allow the CPU instead."""
+    needing = [
+        (i, v) for i, v in enumerate(variants) if wants_gpu(v) and not v.runtime.allow_cpu_fallback
+    ]
+    if not needing:
+        return
+    from ghaf.serving.runtime import CUDA_PROVIDER, available_providers
+
+    offered = available_providers()
+    if CUDA_PROVIDER in offered:
+        return
+    i, variant = needing[0]
+    raise InvalidInput(
+        f"variant {variant.name!r} asks for a GPU, but this server's embedded host has none "
+        f"(onnxruntime offers {', '.join(offered)}); set runtime.allow_cpu_fallback to run "
+        "it on the CPU, or deploy it where a GPU is",
+        field=f"variants[{i}].runtime.device",
+    )
 
 
 class ReplicaFailed(Unavailable):
@@ -91,6 +120,19 @@ class EmbeddedHost(Host):
         return command
 
     async def start(self, spec: ReplicaSpec, bundle: Path) -> Replica:
+        if spec.runtime.device == "gpu" or spec.resources.gpus > 0:
+            # Refused here, not by a replica that starts only to exit: a revision written
+            # on a server with a GPU may be served by one without.
+            from ghaf.serving.runtime import CUDA_PROVIDER, DeviceUnavailable, available_providers
+
+            offered = available_providers()
+            if CUDA_PROVIDER not in offered and not spec.runtime.allow_cpu_fallback:
+                raise DeviceUnavailable(
+                    f"variant {spec.variant!r} asks for a GPU, but this server has none "
+                    f"(onnxruntime offers {', '.join(offered)}); allow the CPU "
+                    "(runtime.allow_cpu_fallback) or serve it where a GPU is",
+                    field="device",
+                )
         key = secrets.token_urlsafe(32)
         port = free_port()
         env = _replica_environment(key)
@@ -136,6 +178,17 @@ class EmbeddedHost(Host):
                         f"{self.start_timeout_s:g} s"
                     )
                 await asyncio.sleep(0.02)
+
+    def memory_bytes(self, replica: Replica) -> int | None:
+        import psutil
+
+        process = self._processes.get(id(replica))
+        if process is None or process.poll() is not None:
+            return None
+        try:
+            return int(psutil.Process(process.pid).memory_info().rss)
+        except psutil.Error:  # it ended meanwhile
+            return None
 
     def running(self, replica: Replica) -> bool:
         process = self._processes.get(id(replica))

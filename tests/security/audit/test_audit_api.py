@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import httpx
@@ -13,6 +14,7 @@ from ghaf.client import Client
 from ghaf.core.errors import NotFound, PermissionDenied
 from ghaf.security.audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from ghaf.security.audit.service import verify_export
+from ghaf.tasks.models import ScheduledTask
 from tests.conftest import Platform, unique
 
 MakePlatform = Callable[..., Platform]
@@ -72,6 +74,16 @@ def test_since_filter(admin: Client) -> None:
 
 def test_checkpoints_every_n_rows(fresh_platform: MakePlatform) -> None:
     live = fresh_platform(audit_checkpoint_every=5)
+    # The witness signs the tip once at start-up, as a scheduled task among others: wait
+    # for that run, or its checkpoint may land among the rows below (an extra one).
+    deadline = time.monotonic() + 30
+    while True:
+        with live.runtime.database.transaction(write=False) as session:
+            row = session.get(ScheduledTask, "audit.witness")
+            if row is not None and row.last_finished_at is not None:
+                break
+        assert time.monotonic() < deadline, "the start-up witness did not run"
+        time.sleep(0.05)
     for _ in range(12):
         live.admin.projects.create(unique("p"))
     report = live.admin.audit.verify()
