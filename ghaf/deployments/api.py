@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import Response
 
@@ -206,3 +207,68 @@ async def infer(call: ReadCall, request: Request, project: str, deployment: str)
     binary tensor extension); the answer's ``model_name`` is the deployment and its
     ``model_version`` the variant. Needs deployment:invoke."""
     return await _answer(call, request, project, deployment, "infer")
+
+
+# --- the Open Inference Protocol at the server's root ----------------------------------
+# OIP clients (tritonclient, KServe's) fix their paths at /v2: the deployment is the
+# model, its project the x-ghaf-project header (or a service account token's own).
+
+root_router = APIRouter(tags=["deployments"], include_in_schema=False)
+OIP_ANONYMOUS = ("/v2/health/live", "/v2/health/ready")
+
+
+@root_router.get("/v2")
+async def oip_server_metadata() -> Response:
+    """The OIP server metadata: no names of anyone's, so no token is asked."""
+    from ghaf.core.version import __version__
+
+    body = orjson.dumps(
+        {"name": "ghaf", "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
+    return Response(body, media_type="application/json")
+
+
+@root_router.get("/v2/health/live")
+@root_router.get("/v2/health/ready")
+async def oip_health() -> Response:
+    """The gateway is up (each deployment's readiness is its own route)."""
+    return Response(b'{"live":true,"ready":true}', media_type="application/json")
+
+
+@root_router.get("/v2/models/{deployment}")
+async def oip_model_metadata(call: ReadCall, request: Request, deployment: str) -> Response:
+    body = await call.flow(flows.oip_metadata, deployment, dict(request.headers))
+    return Response(body, media_type="application/json")
+
+
+@root_router.get("/v2/models/{deployment}/ready")
+async def oip_model_ready(call: ReadCall, request: Request, deployment: str) -> Response:
+    document = await call.flow(flows.oip_ready, deployment, dict(request.headers))
+    return Response(orjson.dumps(document), media_type="application/json")
+
+
+async def _oip_infer(
+    call: ReadCall, request: Request, deployment: str, variant: str | None
+) -> Response:
+    limit_body(
+        request, call.settings.deployment_max_body_bytes, setting="GHAF_DEPLOYMENT_MAX_BODY_BYTES"
+    )
+    body = await request.body()
+    incoming = flows.Incoming(kind="infer", body=body, headers=dict(request.headers))
+    answer = await call.flow(flows.oip_infer, deployment, incoming, variant=variant)
+    return Response(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+@root_router.post("/v2/models/{deployment}/infer")
+async def oip_infer(call: ReadCall, request: Request, deployment: str) -> Response:
+    """OIP infer through the deployment (JSON or binary tensors); ``model_version`` in
+    the answer names the variant. Needs deployment:invoke."""
+    return await _oip_infer(call, request, deployment, None)
+
+
+@root_router.post("/v2/models/{deployment}/versions/{variant}/infer")
+async def oip_infer_variant(
+    call: ReadCall, request: Request, deployment: str, variant: str
+) -> Response:
+    """OIP infer by one variant (its name as the version). Needs deployment:debug."""
+    return await _oip_infer(call, request, deployment, variant)

@@ -4,14 +4,15 @@ made-up tallies; the service applies what it decides).
 At each step the canary takes a growing part of the stable variant's traffic. A step
 is passed once it has lasted its ``min_duration_s`` and the canary answered at least its
 ``min_requests`` there, as well as the stable variant did. It is failed, and the
-rollout rolled back, as soon as the canary answered enough requests to judge
-(:data:`JUDGED_AFTER`, or the step's minimum if smaller) and either
+rollout rolled back, as soon as
 
-- its failure rate (errors and refusals over requests) is above the stable variant's
-  by more than ``max_failure_rate_increase``, or
-- its p99 latency is above the stable variant's by more than ``max_p99_increase``
-  (relative) plus ``p99_slack_ms`` (so that microsecond noise on a fast model is not
-  read as a regression).
+- the canary answered enough requests to judge its failures (:data:`JUDGED_AFTER`, or
+  the step's minimum if smaller) and its failure rate (errors and refusals over
+  requests) is above the stable variant's by more than ``max_failure_rate_increase``, or
+- it answered :data:`P99_JUDGED_AFTER` requests in the step and its p99 latency is above
+  the stable variant's by more than ``max_p99_increase`` (relative) plus
+  ``p99_slack_ms`` (so that microsecond noise on a fast model is not read as a
+  regression).
 
 The canary is judged on the current step's traffic; the stable variant on all of its
 traffic since the rollout started (at the last step, 100%, it has none of its own).
@@ -26,7 +27,10 @@ from typing import Literal
 from ghaf.deployments.traffic import Tally
 
 JUDGED_AFTER = 20
-"""Canary answers needed before a failure can be called (fewer: noise)."""
+"""Canary answers needed before a failure rate can be called (fewer: noise)."""
+P99_JUDGED_AFTER = 200
+"""Canary answers needed before its p99 can be called: from fewer, the p99 is one of the
+slowest few answers (a replica's first, a noisy neighbour's), not the variant's tail."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def decide(
                 f"the margin is {margins.max_failure_rate_increase:.2%}",
             )
         canary_p99, stable_p99 = canary.quantile(0.99), stable.quantile(0.99)
-        if canary_p99 is not None and stable_p99 is not None:
+        if canary.requests >= P99_JUDGED_AFTER and canary_p99 is not None and stable_p99:
             bound = stable_p99 * (1 + margins.max_p99_increase) + margins.p99_slack_ms / 1000
             if canary_p99 > bound:
                 return Decision(

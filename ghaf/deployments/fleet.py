@@ -219,9 +219,15 @@ class Fleet:
         return replica
 
     async def forward(
-        self, replica: Replica, path: str, body: bytes, headers: Mapping[str, str]
+        self,
+        replica: Replica,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        method: str = "POST",
     ) -> Forwarded:
-        """POST ``body`` to the replica; a replica that fails mid-call is dropped."""
+        """Send ``body`` to the replica; a replica that fails mid-call is dropped."""
         sent = {**headers, "authorization": replica.authorization}
         group = self._groups.get(replica.spec.key)
         mark = id(replica)
@@ -231,7 +237,7 @@ class Fleet:
         upstream = self._upstream(replica)
         try:
             answer = await asyncio.wait_for(
-                upstream.post(replica.prefix + path, body, sent), self._timeout_s
+                upstream.send(method, replica.prefix + path, body, sent), self._timeout_s
             )
         except TimeoutError:
             # Slow, not gone: it keeps serving the requests it can answer.

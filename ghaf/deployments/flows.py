@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -197,10 +197,9 @@ def _named(found: service.Route, variant: str, answer: Forwarded) -> bytes:
     return answer.body
 
 
-async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> Answer:
-    """Answer one request through the deployment: its variant by sticky key (or at
-    random by weight), a replica of it (started if none runs: the request waits), the
-    replica's answer passed on with the variant named."""
+async def _route(ctx: Context, project: str, name: str) -> tuple[Gateway, service.Route]:
+    """The gateway and the deployment's current route, for a caller that may invoke it.
+    The context is closed after: the route is all a request reads from the database."""
     gateway = _gateway(ctx)
     # The door on every request, the route cached or not. A grant read through the
     # epoch-checked cache is a dictionary lookup; a miss reads the database, on a worker
@@ -216,13 +215,21 @@ async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> A
         found = await run_in_threadpool(service.route, ctx, project, name)
         if key is not None:
             gateway.routes.put(key, found)
-    ctx.close()  # the route is all this request reads from the database
+    ctx.close()
     gateway.names[found.deployment_id] = (found.project, found.deployment)
     if gateway.revisions.get(found.deployment_id, 0) < found.revision:
         # A newer revision: the replicas it no longer names stop (a request still
         # holding an older route never stops the newer revision's).
         gateway.revisions[found.deployment_id] = found.revision
         await gateway.fleet.retire(found.deployment_id, {s.key for s in found.replicas.values()})
+    return gateway, found
+
+
+async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> Answer:
+    """Answer one request through the deployment: its variant by sticky key (or at
+    random by weight), a replica of it (started if none runs: the request waits), the
+    replica's answer passed on with the variant named."""
+    gateway, found = await _route(ctx, project, name)
     sticky = None
     if found.spec.sticky is not None:
         # A body's field is found by parsing it: a large one off the event loop.
@@ -290,3 +297,72 @@ async def project_metrics(ctx: Context, project: str) -> bytes:
         pctx = await run_in_threadpool(ctx.in_project, project)
     pctx.require("deployment:read", resource=f"project/{project}/deployments")
     return _gateway(ctx).project_metrics(project)
+
+
+# --- the Open Inference Protocol at the server's root (/v2/...) ---------------------------
+
+PROJECT_HEADER = "x-ghaf-project"
+"""Names the deployment's project on the root /v2 routes (a project's service account
+token names its own)."""
+
+
+async def _oip_project(ctx: Context, headers: Mapping[str, str]) -> str:
+    named = headers.get(PROJECT_HEADER)
+    if named:
+        return named
+    found = await run_in_threadpool(service.token_project, ctx)
+    if found is None:
+        raise InvalidInput(
+            f"name the deployment's project: the {PROJECT_HEADER} header (a project's "
+            "service account token names its own project)",
+            field=PROJECT_HEADER,
+        )
+    return found
+
+
+async def oip_infer(
+    ctx: Context, name: str, incoming: Incoming, *, variant: str | None = None
+) -> Answer:
+    """An OIP infer request to deployment ``name`` of the header's (or token's)
+    project; a version in the path picks that variant (deployment:debug, as the
+    override header)."""
+    project = await _oip_project(ctx, incoming.headers)
+    if variant is not None:
+        incoming = replace(incoming, headers={**incoming.headers, VARIANT_HEADER: variant})
+    return await invoke(ctx, project, name, incoming)
+
+
+async def oip_ready(ctx: Context, name: str, headers: Mapping[str, str]) -> dict[str, object]:
+    """Whether the deployment takes requests (its replicas start on demand)."""
+    project = await _oip_project(ctx, headers)
+    await _route(ctx, project, name)
+    return {"name": name, "ready": True}
+
+
+async def oip_metadata(ctx: Context, name: str, headers: Mapping[str, str]) -> bytes:
+    """The deployment as an OIP model: its name, its live variants as versions, and the
+    inputs and outputs of the variant with the most traffic (asked of a replica of it,
+    which starts if none runs)."""
+    project = await _oip_project(ctx, headers)
+    gateway, found = await _route(ctx, project, name)
+    live = sorted(
+        (v for v in found.spec.variants if not v.shadow and v.weight > 0),
+        key=lambda v: -v.weight,
+    )
+    spec = found.replicas[live[0].name]
+    replica = await gateway.fleet.replica(spec)
+    answer = await gateway.fleet.forward(
+        replica, f"/v2/models/{spec.model}", b"", {"accept": "application/json"}, method="GET"
+    )
+    if answer.status >= 400:
+        raise _refusal(live[0].name, answer)
+    try:
+        document = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        raise Unavailable(f"variant {live[0].name!r} answered metadata that is not JSON") from None
+    if not isinstance(document, dict):
+        raise Unavailable(f"variant {live[0].name!r} answered metadata that is not an object")
+    document["name"] = name
+    document["versions"] = [v.name for v in live]
+    document["platform"] = "ghaf"
+    return orjson.dumps(document)

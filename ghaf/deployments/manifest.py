@@ -45,4 +45,7 @@ MANIFEST = Domain(
     migrations=Path(__file__).parent / "migrations",
     lifespan=gateway.serving,
     tasks=_tasks,
+    root_router=api.root_router,
+    root_prefix="/v2",
+    root_anonymous=api.OIP_ANONYMOUS,
 )

@@ -39,6 +39,7 @@ from ghaf.deployments.split import Splitter
 from ghaf.deployments.traffic import Where
 from ghaf.registry import service as registry
 from ghaf.security.context import Context
+from ghaf.security.standing import require_authenticated
 from ghaf.security.tenancy import Project
 
 MAX_REASON = 500
@@ -1001,6 +1002,19 @@ def route(ctx: Context, project: str, name: str) -> Route:
             for v in spec.variants
         },
         shadows=tuple(v.name for v in spec.variants if v.shadow),
+    )
+
+
+def token_project(ctx: Context) -> str | None:
+    """The project the caller's token is scoped to (a service account's), if any: the
+    caller reads itself (any authenticated caller may)."""
+    caller = require_authenticated(ctx, action="deployment:invoke", resource="token/project")
+    if caller.token_project_id is None:
+        return None
+    return ctx.session.scalar(
+        select(Project.name).where(
+            Project.id == caller.token_project_id, Project.deleted_at.is_(None)
+        )
     )
 
 

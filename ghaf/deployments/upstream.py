@@ -56,13 +56,13 @@ class Upstream:
         self._idle: list[_Connection] = []
         self._most_idle = idle
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> _Answer:
-        """POST ``body``; the caller bounds the time (a connection left mid-exchange by
-        a timeout or cancellation is closed, never reused)."""
+    async def send(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> _Answer:
+        """Send ``body`` with ``method``; the caller bounds the time (a connection left
+        mid-exchange by a timeout or cancellation is closed, never reused)."""
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError(f"header {name!r} holds a line break")
-        head = [f"POST {path} HTTP/1.1", f"host: {self.host}:{self.port}"]
+        head = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         head.append(f"content-length: {len(body)}")
         message = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body

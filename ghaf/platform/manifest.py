@@ -89,6 +89,9 @@ class Domain:
       deployments' replicas); it may keep objects in ``runtime.backends[name]``.
     - ``on_open``: run with the settings before a server or admin command opens the
       installation (e.g. the registry protects its files from model-checker children).
+    - ``root_router``: routes mounted at the server's root instead, for a protocol that
+      fixes its own paths (the Open Inference Protocol's ``/v2``). Every path under
+      ``root_prefix`` is authenticated as ``/api/v1`` is, except ``root_anonymous``.
     - ``migrations``: the folder of the domain's Alembic revision scripts (usually
       ``Path(__file__).parent / "migrations"``); they join the one linear history
       (ghaf/core/migrate.py), each revising the newest revision before it.
@@ -104,4 +107,7 @@ class Domain:
     listeners: tuple[tuple[str, Listener], ...] = ()
     lifespan: Callable[[Any], AbstractAsyncContextManager[None]] | None = None
     on_open: Callable[[Settings], None] | None = None
+    root_router: APIRouter | None = None
+    root_prefix: str | None = None
+    root_anonymous: tuple[str, ...] = ()
     migrations: Path | None = None

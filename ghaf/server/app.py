@@ -103,7 +103,15 @@ def create_app(
     for path in ("/", "/docs"):
         app.add_api_route(path, _to_docs, methods=["GET"], include_in_schema=False)
     hot: list[HotRoute] = []
+    root_prefixes: list[str] = []
+    root_anonymous: list[str] = []
     for domain in domains:
+        if domain.root_router is not None:
+            # A protocol's own paths (OIP's /v2), guarded like /api/v1 below.
+            app.include_router(domain.root_router)
+            if domain.root_prefix is not None:
+                root_prefixes.append(domain.root_prefix)
+            root_anonymous += domain.root_anonymous
         if domain.router is not None:
             app.include_router(domain.router, prefix=API_PREFIX)
             hot += hot_routes_of(domain.router, domain.hot_routes, API_PREFIX)
@@ -115,8 +123,9 @@ def create_app(
         Authenticate,
         runtime=runtime,
         prefix=API_PREFIX,
-        anonymous=ANONYMOUS_PATHS,
+        anonymous=(*ANONYMOUS_PATHS, *root_anonymous),
         login=f"{API_PREFIX}/auth/login",
+        more_prefixes=root_prefixes,
     )
     app.add_middleware(
         BodyLimit,

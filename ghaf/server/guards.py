@@ -115,7 +115,8 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
 
 
 class Authenticate:
-    """Refuses unauthenticated ``/api/v1`` requests before their body is read."""
+    """Refuses unauthenticated ``/api/v1`` requests (and those under any of
+    ``more_prefixes``) before their body is read."""
 
     def __init__(
         self,
@@ -125,15 +126,16 @@ class Authenticate:
         prefix: str,
         anonymous: Collection[str],
         login: str | None = None,
+        more_prefixes: Collection[str] = (),
     ) -> None:
         self.app = app
         self.runtime = runtime
-        self.prefix = prefix.rstrip("/") + "/"
+        self.prefixes = tuple(p.rstrip("/") + "/" for p in (prefix, *more_prefixes))
         self.anonymous = frozenset(anonymous)
         self.login = login
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})

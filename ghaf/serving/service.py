@@ -7,9 +7,15 @@ ghaf/serving/auth.py) or over HTTP (``ghaf serve`` on another machine, through
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ghaf.core.names import validate_name
-from ghaf.security.context import Context
 from ghaf.serving.schemas import InvokeGrant
+
+if TYPE_CHECKING:
+    # Only a type here: a bundle's replica (no platform) imports this module through
+    # its authorizers, and the platform's security context costs it ~0.3 s of start.
+    from ghaf.security.context import Context
 
 INVOKE = "deployment:invoke"
 

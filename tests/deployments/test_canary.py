@@ -62,6 +62,12 @@ def test_a_slow_canary_is_rolled_back_on_its_p99() -> None:
     assert decision.action == "roll_back" and "p99" in decision.why
 
 
+def test_a_p99_from_too_few_answers_is_not_judged() -> None:
+    # 150 answers: their p99 is one of the slowest two, not the variant's tail.
+    slow = _tally(150, seconds=0.050)
+    assert _decide(slow, _tally(1000, seconds=0.020)).action == "advance"
+
+
 def test_the_slack_keeps_microsecond_noise_from_reading_as_a_regression() -> None:
     # 3x slower but under a millisecond: within the 5 ms slack.
     assert _decide(_tally(200, seconds=0.0009), _tally(1000, seconds=0.0003)).action == "advance"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -37,6 +37,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.routing import Mount, Route
 
 from ghaf.client import Client
+from ghaf.deployments.flows import PROJECT_HEADER
 from ghaf.security.tokens import generate_token
 from ghaf.server.hot_routes import HotRoutes
 from tests.conftest import Platform, TrainedModel, unique
@@ -44,6 +45,7 @@ from tests.conftest import Platform, TrainedModel, unique
 Pair = tuple[str, str]  # (method, path template)
 
 PROJECT_PREFIX = "/api/v1/projects/{project}"
+OIP_MODELS = "/v2/models/"  # root OIP routes: the project is the x-ghaf-project header
 
 ANONYMOUS: Mapping[Pair, tuple[int, str]] = {
     ("GET", "/"): (307, "redirects to the API docs page (names no resource)"),
@@ -66,6 +68,9 @@ ANONYMOUS: Mapping[Pair, tuple[int, str]] = {
     ("HEAD", "/api/v1/docs/swagger-ui.css"): (200, "HEAD of Swagger UI's style sheet"),
     ("GET", "/api/v1/docs/favicon-32x32.png"): (200, "Swagger UI's icon (a static file)"),
     ("HEAD", "/api/v1/docs/favicon-32x32.png"): (200, "HEAD of Swagger UI's icon"),
+    ("GET", "/v2"): (200, "OIP server metadata: ghaf's name, version and extensions only"),
+    ("GET", "/v2/health/live"): (200, "OIP liveness probe (names no resource)"),
+    ("GET", "/v2/health/ready"): (200, "OIP readiness probe (names no resource)"),
     ("POST", "/api/v1/auth/login"): (
         422,
         "exchanges a name and password for a token (as in OAuth): rate-limited per "
@@ -193,6 +198,7 @@ def victim(platform: Platform, trained: TrainedModel) -> Victim:
         "model": model,
         "group": group,
         "deployment": deployment,
+        "variant": "main",
         "revision": "1",
     }
     fields: dict[str, object] = {
@@ -264,7 +270,8 @@ def send(
     headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
     shot = shot or Shot({}, None)
-    return http.request(probe.method, url, params=shot.query, json=shot.body, headers=headers)
+    sent = {**shot.headers, **(headers or {})}
+    return http.request(probe.method, url, params=shot.query, json=shot.body, headers=sent)
 
 
 @dataclass(frozen=True)
@@ -273,6 +280,7 @@ class Shot:
 
     query: dict[str, str]
     body: object  # JSON, None for none
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def shots(app: Any, victim: Victim) -> dict[Pair, Shot]:
@@ -301,7 +309,9 @@ def shots(app: Any, victim: Victim) -> dict[Pair, Shot]:
             if dependant.body_params:
                 annotation = dependant.body_params[0].field_info.annotation
                 body = BODIES.get((method, path)) or _valid_example(annotation, victim, path)
-            found[(method, path)] = Shot(query, body)
+            # The root OIP routes name their project in a header, not the path.
+            headers = {PROJECT_HEADER: victim.project} if path.startswith(OIP_MODELS) else {}
+            found[(method, path)] = Shot(query, body, headers)
     return found
 
 
@@ -458,7 +468,16 @@ def test_another_projects_member_learns_nothing(
                 continue
             url = fill(probe.path, victim.names)
             answer = send(http, probe, url, shot.get(pair))
-            if probe.path.startswith(PROJECT_PREFIX):
+            if probe.path.startswith(OIP_MODELS):
+                # As a project route: the victim's project in the header answers exactly
+                # as one that does not exist.
+                counts["project"] += 1
+                missing = send(http, probe, url, shot.get(pair), {PROJECT_HEADER: ghost})
+                if answer.status_code != 404 or not _same_problem(
+                    answer, missing, victim.project, ghost
+                ):
+                    wrong.append((probe, answer.status_code, answer.text[:160]))
+            elif probe.path.startswith(PROJECT_PREFIX):
                 counts["project"] += 1
                 ghost_url = fill(probe.path, victim.names, project=ghost)
                 missing = send(http, probe, ghost_url, shot.get(pair))
