@@ -272,8 +272,9 @@ class Settings(BaseSettings):
     )
     ray_address: str | None = Field(
         default=None,
-        description="The Ray cluster host ray deployments run on (ray://HOST:PORT or auto); "
-        "unset: a local Ray started by the server when one is first needed.",
+        description="The Ray that host ray deployments run on: auto (one already running on "
+        "this machine, whose Serve proxy the gateway reaches on 127.0.0.1); unset: a local "
+        "Ray started by the server when one is first needed.",
     )
     ray_http_port: int = Field(
         default=0,

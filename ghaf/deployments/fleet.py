@@ -39,6 +39,10 @@ Export = Callable[[ReplicaSpec, Path], Awaitable[None]]
 PASSED_ON = ("content-type", "inference-header-content-length", "retry-after")
 
 
+MEMORY_RESTARTS = 3  # restarts for memory within the window before the fleet gives up
+MEMORY_WINDOW_S = 600.0
+
+
 class ReplicaUnavailable(Unavailable):
     """A replica went away during a request (it is restarted for the next one)."""
 
@@ -65,7 +69,8 @@ class _Group:
     growing: set[asyncio.Task[None]] = field(default_factory=set)  # starts beside running
     turn: int = 0
     in_flight: int = 0
-    busy: dict[int, int] = field(default_factory=dict)  # in flight by id(replica)
+    busy: dict[Replica, int] = field(default_factory=dict)  # in flight, by replica
+    memory_restarts: deque[float] = field(default_factory=lambda: deque(maxlen=8))
     samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=4096))
     last_used: float = field(default_factory=time.monotonic)
 
@@ -128,7 +133,7 @@ class Fleet:
         self._most = most
         self._most_per_project = most_per_project
         self._timeout_s = timeout_s
-        self._upstreams: dict[int, Upstream] = {}  # by id(replica)
+        self._upstreams: dict[Replica, Upstream] = {}
 
     def host_of(self, spec: ReplicaSpec) -> Host:
         return self._hosts.get(spec.host, self.host)
@@ -140,7 +145,7 @@ class Fleet:
             group = self._groups[spec.key] = _Group(spec)
         group.spec = spec  # the newest scaling range
         group.last_used = time.monotonic()
-        group.replicas = [r for r in group.replicas if self.host_of(r.spec).running(r)]
+        await self._drop_dead(group)
         if len(group.replicas) == 1:
             return group.replicas[0]
         if group.replicas:
@@ -148,11 +153,23 @@ class Fleet:
             group.turn = (group.turn + 1) % len(group.replicas)
             count = len(group.replicas)
             ordered = [group.replicas[(group.turn + i) % count] for i in range(count)]
-            return min(ordered, key=lambda r: group.busy.get(id(r), 0))
+            return min(ordered, key=lambda r: group.busy.get(r, 0))
         if group.starting is None:
+            self.host_of(spec).check(spec)  # before anything is exported or evicted
             await self._make_room(spec)
-            group.starting = asyncio.create_task(self._start(spec))
-            group.starting.add_done_callback(lambda _: setattr(group, "starting", None))
+            if group.replicas:  # another request's start finished meanwhile
+                return group.replicas[0]
+        if group.starting is None:  # still: no other first request started one meanwhile
+            start = asyncio.create_task(self._start(spec))
+            group.starting = start
+
+            def started(
+                _: object, group: _Group = group, start: asyncio.Task[Replica] = start
+            ) -> None:
+                if group.starting is start:
+                    group.starting = None
+
+            start.add_done_callback(started)
         # Shielded: a caller that goes away must not cancel a start others wait for.
         start = group.starting
         try:
@@ -173,9 +190,14 @@ class Fleet:
             g.size for g in self._groups.values() if project is None or g.spec.project == project
         )
 
+    async def _drop_dead(self, group: _Group) -> None:
+        """Stop (and forget everything kept for) the replicas that no longer run."""
+        for replica in [r for r in group.replicas if not self.host_of(r.spec).running(r)]:
+            await self.drop(replica)
+
     async def _make_room(self, spec: ReplicaSpec) -> None:
         """Refuse a project past its share; at the server's bound, stop the replicas
-        of the variant used least recently (idle ones only) to make room."""
+        of another variant used least recently (idle ones only) to make room."""
         if self._count(spec.project) >= self._most_per_project:
             raise TooManyReplicas(
                 f"project {spec.project!r} runs as many replicas as a project may on this "
@@ -186,7 +208,11 @@ class Fleet:
             idle = [
                 (g.last_used, key)
                 for key, g in self._groups.items()
-                if g.replicas and g.in_flight == 0 and g.starting is None and not g.growing
+                if key != spec.key
+                and g.replicas
+                and g.in_flight == 0
+                and g.starting is None
+                and not g.growing
             ]
             if not idle:
                 raise TooManyReplicas(
@@ -230,10 +256,9 @@ class Fleet:
         """Send ``body`` to the replica; a replica that fails mid-call is dropped."""
         sent = {**headers, "authorization": replica.authorization}
         group = self._groups.get(replica.spec.key)
-        mark = id(replica)
         if group is not None:
             group.in_flight += 1
-            group.busy[mark] = group.busy.get(mark, 0) + 1
+            group.busy[replica] = group.busy.get(replica, 0) + 1
         upstream = self._upstream(replica)
         try:
             answer = await asyncio.wait_for(
@@ -261,20 +286,24 @@ class Fleet:
         finally:
             if group is not None:
                 group.in_flight -= 1
-                group.busy[mark] = group.busy.get(mark, 1) - 1
+                left = group.busy.get(replica, 0) - 1
+                if left > 0:
+                    group.busy[replica] = left
+                else:  # done, or the replica was dropped meanwhile
+                    group.busy.pop(replica, None)
                 group.last_used = time.monotonic()
         passed = {k: v for k, v in answer.headers.items() if k in PASSED_ON}
         return Forwarded(answer.status, passed, b"".join(answer.body))
 
     def _upstream(self, replica: Replica) -> Upstream:
-        found = self._upstreams.get(id(replica))
+        found = self._upstreams.get(replica)
         if found is None:
             host, _, port = replica.url.removeprefix("http://").partition(":")
-            found = self._upstreams[id(replica)] = Upstream(host, int(port))
+            found = self._upstreams[replica] = Upstream(host, int(port))
         return found
 
     async def _stop(self, replica: Replica) -> None:
-        upstream = self._upstreams.pop(id(replica), None)
+        upstream = self._upstreams.pop(replica, None)
         if upstream is not None:
             upstream.close()
         await self.host_of(replica.spec).stop(replica)
@@ -283,7 +312,7 @@ class Fleet:
         group = self._groups.get(replica.spec.key)
         if group is not None and replica in group.replicas:
             group.replicas.remove(replica)
-            group.busy.pop(id(replica), None)
+            group.busy.pop(replica, None)
         await self._stop(replica)
 
     async def watch_memory(self) -> list[Replica]:
@@ -291,8 +320,12 @@ class Fleet:
         once, stopped once its requests are answered (or after ``drain_s``), replaced on
         demand like a crashed one. Returns those restarted (each reported)."""
         restarted = []
+        now = time.monotonic()
         for group in list(self._groups.values()):
             limit = group.spec.resources.memory_mb << 20
+            recent = [t for t in group.memory_restarts if now - t < MEMORY_WINDOW_S]
+            if len(recent) >= MEMORY_RESTARTS:
+                continue  # restarting again would only loop: reported once, below
             for replica in list(group.replicas):
                 used = self.host_of(replica.spec).memory_bytes(replica)
                 if used is None or used <= limit:
@@ -305,13 +338,21 @@ class Fleet:
                 )  # fmt: skip
                 group.replicas.remove(replica)
                 deadline = time.monotonic() + self._drain_s
-                while group.busy.get(id(replica)) and time.monotonic() < deadline:
+                while group.busy.get(replica) and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                group.busy.pop(id(replica), None)
+                group.busy.pop(replica, None)
                 await self._stop(replica)
+                group.memory_restarts.append(time.monotonic())
                 if self._on_restart is not None:
                     self._on_restart(group.spec, "memory")
                 restarted.append(replica)
+                if len(recent) + 1 >= MEMORY_RESTARTS:
+                    log.error(
+                        "variant %s was restarted %d times in %.0f s for its memory: no "
+                        "more restarts for it until its spec changes; raise its memory_mb",
+                        group.spec.variant, MEMORY_RESTARTS, MEMORY_WINDOW_S,
+                    )  # fmt: skip
+                    break
         return restarted
 
     async def autoscale(self) -> None:
@@ -321,7 +362,7 @@ class Fleet:
         for group in list(self._groups.values()):
             if self.host_of(group.spec).scales_itself:
                 continue
-            group.replicas = [r for r in group.replicas if self.host_of(r.spec).running(r)]
+            await self._drop_dead(group)
             if not group.replicas:
                 continue  # starting from zero, or gone: the first request's business
             scaling = group.spec.scaling
@@ -364,12 +405,13 @@ class Fleet:
             await self._stop(replica)
 
     async def _shrink(self, group: _Group, fewer: int) -> None:
-        # Idle ones only, newest first: out of rotation at once, so no request reaches
-        # a replica being stopped.
-        idle = [r for r in reversed(group.replicas) if not group.busy.get(id(r))]
-        for replica in idle[: min(fewer, len(group.replicas) - 1)]:
+        # Idle ones only, newest first, all out of rotation before the first stop is
+        # awaited: no request reaches a replica being stopped.
+        idle = [r for r in reversed(group.replicas) if not group.busy.get(r)]
+        chosen = idle[: min(fewer, len(group.replicas) - 1)]
+        for replica in chosen:
             group.replicas.remove(replica)
-            group.busy.pop(id(replica), None)
+        for replica in chosen:
             await self._stop(replica)
         log.info("variant %s scaled down to %d replicas", group.spec.variant,
                  len(group.replicas))  # fmt: skip
@@ -418,7 +460,7 @@ class Fleet:
         return {key: len(g.replicas) for key, g in self._groups.items() if g.replicas}
 
     async def close(self) -> None:
-        for group in self._groups.values():
+        for group in list(self._groups.values()):
             group.cancel_starts()
             for replica in group.replicas:
                 await self._stop(replica)

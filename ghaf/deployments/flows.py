@@ -247,15 +247,16 @@ async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> A
             headers[passed] = incoming.headers[passed]
     path = _path(spec, incoming.kind)
     traffic, where = gateway.traffic, found.where[variant]
-    started = time.perf_counter()
+    started: float | None = None
     try:
         replica = await gateway.fleet.replica(spec)
         # A replica's cold start is its own series, not this variant's latency: one
-        # start must not read as a slow canary.
+        # start must not read as a slow canary (a failed start counts, with no time).
         started = time.perf_counter()
         answer = await gateway.fleet.forward(replica, path, incoming.body, headers)
     except GhafError:
-        traffic.record(where, found.revision, time.perf_counter() - started, ERROR)
+        spent = 0.0 if started is None else time.perf_counter() - started
+        traffic.record(where, found.revision, spent, ERROR)
         raise
     seconds = time.perf_counter() - started
     if answer.status >= 400:
@@ -264,6 +265,8 @@ async def invoke(ctx: Context, project: str, name: str, incoming: Incoming) -> A
         raise _refusal(variant, answer)
     traffic.record(where, found.revision, seconds, OK)
     for shadow in found.shadows:
+        if shadow == variant:
+            continue  # a shadow forced to answer (deployment:debug) is not copied to itself
         gateway.mirror.offer(
             Copy(
                 where=found.where[shadow],

@@ -292,6 +292,7 @@ async def serving(runtime: Any) -> AsyncIterator[None]:
         shadow_log,
         most=settings.deployment_shadow_queue,
         most_bytes=settings.deployment_shadow_queue_bytes,
+        current=lambda deployment_id: hooks[NAME].revisions.get(deployment_id, 0),
     )
     gateway = hooks[NAME] = Gateway(fleet, writer, traffic, mirror, traffic_writer)
     writer.start()

@@ -7,6 +7,8 @@ last step (100%) passes, a final revision drops the stable variant; when the can
 fails a margin (or someone aborts), a revision drops the canary and gives the stable
 its share back. While a rollout runs, other changes to the deployment are refused
 (``service.refuse_while_rolling_out``): they would fight the rollout over the weights.
+An alias move still rolls a variant that follows it (the registry's move is not held up
+by a rollout); the weights stay the rollout's.
 """
 
 from __future__ import annotations

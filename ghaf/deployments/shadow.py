@@ -193,8 +193,12 @@ class Mirror:
         most: int = 1000,
         most_bytes: int = 64 << 20,
         workers: int = 4,
+        current: Callable[[str], int] | None = None,
     ) -> None:
         self._fleet = fleet
+        # The newest revision the gateway saw of a deployment: a copy made under an older
+        # one is not sent (its shadow may be gone; sending would start it again).
+        self._current = current or (lambda _deployment: 0)
         self._traffic = traffic
         self._log = shadow_log
         self._queue: asyncio.Queue[Copy] = asyncio.Queue(maxsize=most)
@@ -204,6 +208,7 @@ class Mirror:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self.sent = 0
+        self.stale = 0  # copies made under a revision older than the newest, not sent
 
     def offer(self, copy: Copy) -> bool:
         """Queue ``copy`` unless the queue is full (then it is dropped and counted)."""
@@ -237,6 +242,9 @@ class Mirror:
                 self._busy -= 1
 
     async def _send(self, copy: Copy) -> None:
+        if copy.revision < self._current(copy.where.deployment_id):
+            self.stale += 1
+            return
         started = time.perf_counter()
         status, answer = 503, b""
         try:

@@ -363,6 +363,9 @@ class TrafficWriter:
         return not self._writing and not self._traffic._pending
 
     async def stop(self) -> None:
+        # Not mid-write: a cancelled write loses the batch it took.
+        while self._writing:
+            await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
         await self.flush()

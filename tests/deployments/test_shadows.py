@@ -174,3 +174,17 @@ def test_a_full_queue_drops_copies_and_counts_them() -> None:
 
     queued, dropped, big = asyncio.run(scenario())
     assert queued == 5 and dropped == 16 and big == 0
+
+
+def test_copies_made_under_an_older_revision_are_not_sent() -> None:
+    async def scenario() -> tuple[int, int]:
+        fleet = _SlowFleet()
+        where = Where(project="p", deployment="api", deployment_id="d", variant="s", shadow=True)
+        mirror = Mirror(fleet, Traffic(), None, workers=1, current=lambda _: 2)  # type: ignore[arg-type]
+        mirror.start()
+        mirror.offer(_copy(where))  # revision 1: the deployment has moved on to 2
+        await asyncio.sleep(0.05)
+        await mirror.stop()
+        return mirror.stale, fleet.calls
+
+    assert asyncio.run(scenario()) == (1, 0)

@@ -42,9 +42,12 @@ class ReplicaSpec:
         )
 
 
-@dataclass
+@dataclass(eq=False)
 class Replica:
-    """A started replica: where it answers and the key it takes as a bearer token."""
+    """A started replica: where it answers and the key it takes as a bearer token.
+
+    Compared and hashed by identity: tables of replicas are keyed by the object itself,
+    never by ``id()``, which a later replica may reuse once this one is freed."""
 
     spec: ReplicaSpec
     url: str  # http://127.0.0.1:PORT
@@ -63,6 +66,10 @@ class Host(ABC):
     async def start(self, spec: ReplicaSpec, bundle: Path) -> Replica:
         """Start a replica serving the bundle in ``bundle`` (which the caller removes
         once this returns: the replica has loaded the model by then)."""
+
+    def check(self, spec: ReplicaSpec) -> None:  # noqa: B027 - most hosts run any spec
+        """Refuse (a ``GhafError``) a spec this host cannot run, before anything is
+        exported or evicted for it."""
 
     @abstractmethod
     def running(self, replica: Replica) -> bool:

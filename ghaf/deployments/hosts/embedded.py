@@ -97,7 +97,7 @@ class EmbeddedHost(Host):
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.max_body_bytes = max_body_bytes
-        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._processes: dict[Replica, subprocess.Popen[bytes]] = {}
 
     def _command(self, spec: ReplicaSpec, bundle: Path, port: int) -> list[str]:
         runtime = spec.runtime
@@ -119,7 +119,7 @@ class EmbeddedHost(Host):
             command.append("--allow-cpu-fallback")
         return command
 
-    async def start(self, spec: ReplicaSpec, bundle: Path) -> Replica:
+    def check(self, spec: ReplicaSpec) -> None:
         if spec.runtime.device == "gpu" or spec.resources.gpus > 0:
             # Refused here, not by a replica that starts only to exit: a revision written
             # on a server with a GPU may be served by one without.
@@ -133,6 +133,9 @@ class EmbeddedHost(Host):
                     "(runtime.allow_cpu_fallback) or serve it where a GPU is",
                     field="device",
                 )
+
+    async def start(self, spec: ReplicaSpec, bundle: Path) -> Replica:
+        self.check(spec)
         key = secrets.token_urlsafe(32)
         port = free_port()
         env = _replica_environment(key)
@@ -149,7 +152,7 @@ class EmbeddedHost(Host):
             authorization=f"Bearer {key}",
             started_s=0.0,
         )
-        self._processes[id(replica)] = process
+        self._processes[replica] = process
         try:
             await self._until_ready(replica, process)
         except BaseException:
@@ -182,7 +185,7 @@ class EmbeddedHost(Host):
     def memory_bytes(self, replica: Replica) -> int | None:
         import psutil
 
-        process = self._processes.get(id(replica))
+        process = self._processes.get(replica)
         if process is None or process.poll() is not None:
             return None
         try:
@@ -191,11 +194,11 @@ class EmbeddedHost(Host):
             return None
 
     def running(self, replica: Replica) -> bool:
-        process = self._processes.get(id(replica))
+        process = self._processes.get(replica)
         return process is not None and process.poll() is None
 
     async def stop(self, replica: Replica) -> None:
-        process = self._processes.pop(id(replica), None)
+        process = self._processes.pop(replica, None)
         if process is None or process.poll() is not None:
             return
         process.terminate()

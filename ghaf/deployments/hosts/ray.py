@@ -10,14 +10,16 @@ files travel in the application's arguments, are checked against the revision's
 SHA-256 and loaded in the replica, and only the gateway holds the invoke key every
 request must carry.
 
-The cluster is ``GHAF_RAY_ADDRESS`` (``ray://...`` or ``auto``), or a local Ray started
-in the server's process when it is unset. Ray is imported only when a ``host: ray``
+The cluster is ``GHAF_RAY_ADDRESS`` (``auto``: a Ray already running on this machine,
+whose Serve proxy the gateway reaches on 127.0.0.1), or a local Ray started from the
+server's process when it is unset. Ray is imported only when a ``host: ray``
 variant first starts, so the base install never needs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -189,7 +191,8 @@ class RayHost(Host):
         self.port = http_port or free_port()
         self.start_timeout_s = start_timeout_s
         self.max_body_bytes = max_body_bytes
-        self._apps: dict[int, str] = {}  # id(replica) -> application name
+        self._apps: dict[Replica, str] = {}  # each replica's application name
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._connected = False
         self._connecting = asyncio.Lock()
 
@@ -233,13 +236,17 @@ class RayHost(Host):
             files, spec.sha256, key, spec.runtime.model_dump(), self.max_body_bytes
         )
         started = time.perf_counter()
+        deploying = asyncio.ensure_future(
+            asyncio.to_thread(serve.run, app, name=name, route_prefix=f"/{name}")
+        )
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(serve.run, app, name=name, route_prefix=f"/{name}"),
-                self.start_timeout_s,
-            )
+            await asyncio.wait_for(asyncio.shield(deploying), self.start_timeout_s)
         except BaseException as failed:
-            await asyncio.to_thread(_delete, name)
+            # The thread deploys on after a timeout or cancellation: delete once it ends,
+            # so no application outlives its failed start untracked.
+            cleanup = asyncio.create_task(_delete_after(deploying, name))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
             if isinstance(failed, Exception) and not isinstance(failed, Unavailable):
                 raise Unavailable(
                     f"Ray Serve did not start variant {spec.variant!r} "
@@ -253,15 +260,15 @@ class RayHost(Host):
             started_s=time.perf_counter() - started,
             prefix=f"/{name}",
         )
-        self._apps[id(replica)] = name
+        self._apps[replica] = name
         return replica
 
     def running(self, replica: Replica) -> bool:
         # Ray restarts a replica that dies on its own; the application stays ours.
-        return id(replica) in self._apps
+        return replica in self._apps
 
     async def stop(self, replica: Replica) -> None:
-        name = self._apps.pop(id(replica), None)
+        name = self._apps.pop(replica, None)
         if name is not None:
             await asyncio.to_thread(_delete, name)
 
@@ -284,6 +291,12 @@ def _shutdown() -> None:
         serve.shutdown()
     finally:
         ray.shutdown()
+
+
+async def _delete_after(deploying: asyncio.Future[Any], name: str) -> None:
+    with contextlib.suppress(BaseException):
+        await deploying
+    await asyncio.to_thread(_delete, name)
 
 
 def _delete(name: str) -> None:
