@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from ghaf.core.errors import Unavailable
+from ghaf.platform.children import die_with_parent
 from ghaf.platform.ports import free_port
 
 __all__ = ["ServerProcess", "free_port"]
@@ -59,6 +60,9 @@ class ServerProcess:
             env=self.env,
             stdout=log,
             stderr=log,
+            # A demo or test killed mid-run must not leave its server (and the server's
+            # replicas) running on.
+            preexec_fn=die_with_parent,
         )
         deadline = started + timeout
         while time.perf_counter() < deadline:

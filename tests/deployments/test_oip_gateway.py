@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ghaf.client import Client
-from tests.conftest import Platform, TrainedModel
+from tests.conftest import Platform, TrainedModel, unique
 
 
 @pytest.fixture
@@ -70,8 +70,8 @@ def test_infer_at_the_root_with_the_project_header(
 def test_a_service_account_token_names_its_own_project(
     platform: Platform, admin: Client, deployed: str, trained: TrainedModel
 ) -> None:
-    admin.service_accounts.create(deployed, "scorer", role="member")
-    token = admin.service_accounts.create_token(deployed, "scorer", token_name="t").token
+    account = admin.service_accounts.create(deployed, unique("sa"), role="member").name
+    token = admin.service_accounts.create_token(deployed, account, token_name="t").token
     answer = httpx.post(
         f"{platform.url}/v2/models/api/infer",
         json=_body(trained),

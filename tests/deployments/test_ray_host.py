@@ -5,6 +5,7 @@ resources and scaling map onto Ray's options; without Ray the host is refused.""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -79,13 +80,18 @@ def test_host_ray_is_refused_where_ray_is_not_installed(
 
 @pytest.mark.timeout(420)
 def test_a_variant_is_served_by_ray_serve(
-    platform: Platform, admin: Client, project: str, trained: TrainedModel
+    fresh_platform: Callable[..., Platform], trained: TrainedModel
 ) -> None:
     if not ray_host.ray_available():
         why = "Ray Serve is not installed (the ghaf[ray] extra; make test installs it)"
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
+    # A platform of its own: when it stops, so does the local Ray it started (its
+    # processes would otherwise take CPU from the rest of the suite).
+    live = fresh_platform()
+    admin, project = live.admin, "on-ray"
+    admin.projects.create(project)
     admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
     admin.deployments.create(
         project,
@@ -100,9 +106,9 @@ def test_a_variant_is_served_by_ray_serve(
     expected = trained.model.predict(rows).tolist()  # type: ignore[attr-defined]
     # The first request waits while the server starts Ray, Ray Serve and the application.
     first = httpx.post(
-        f"{platform.url}/api/v1/projects/{project}/deployments/on-ray/predict",
+        f"{live.url}/api/v1/projects/{project}/deployments/on-ray/predict",
         json=rows.tolist(),
-        headers={"authorization": f"Bearer {platform.admin_token}"},
+        headers={"authorization": f"Bearer {live.admin_token}"},
         timeout=360,
     )
     assert first.status_code == 200, first.text

@@ -14,7 +14,6 @@ import contextlib
 import math
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -26,19 +25,10 @@ import httpx
 from ghaf.core.errors import InvalidInput, Unavailable
 from ghaf.deployments.hosts.base import Host, Replica, ReplicaSpec
 from ghaf.deployments.schemas import VariantSpec
+from ghaf.platform.children import die_with_parent
 from ghaf.platform.ports import free_port
 
 READY_PATH = "/v2/health/ready"
-
-
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM when the server dies, even by SIGKILL,
-    so no replica outlives the server that holds its key."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 # What a replica inherits of the server's environment: enough to run Python and find its
@@ -144,7 +134,7 @@ class EmbeddedHost(Host):
             self._command(spec, bundle, port),
             env=env,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         replica = Replica(
             spec=spec,
