@@ -182,6 +182,15 @@ class Platform:
         return self.client()
 
     @property
+    def gateway(self) -> Any:
+        """The deployments' gateway of this server: its fleet, traffic and mirror."""
+        from ghaf.deployments.gateway import NAME, Gateway
+
+        found = self.runtime.backends[NAME]
+        assert isinstance(found, Gateway)
+        return found
+
+    @property
     def app(self) -> Any:
         """The ASGI app the server runs (for tests that enumerate its routes)."""
         return self._server.config.app
@@ -474,3 +483,30 @@ def loaded_forest(
         outputs=found.outputs or [],
     )
     return load_model(Path(path), info, options=RuntimeOptions(threads=1)), X
+
+
+@pytest.fixture
+def two_versions(admin: Client, project: str, trained: TrainedModel) -> str:
+    """``project`` with model churn at versions 1 and 2 (the same trained model)."""
+    for _ in range(2):
+        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+    return project
+
+
+def replica_spec(**fields: Any) -> Any:
+    """A deployment replica's spec for unit tests: variant a of churn v1 unless told."""
+    from ghaf.deployments.hosts.base import ReplicaSpec
+    from ghaf.deployments.schemas import Resources, RuntimeOptions, Scaling
+
+    values: dict[str, Any] = {
+        "project": "p",
+        "deployment": "d",
+        "variant": "a",
+        "model": "m",
+        "version": 1,
+        "sha256": "0" * 64,
+        "runtime": RuntimeOptions(),
+        "resources": Resources(),
+        "scaling": Scaling(),
+    }
+    return ReplicaSpec(**{**values, **fields})

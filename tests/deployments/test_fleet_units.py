@@ -13,7 +13,8 @@ import pytest
 from ghaf.core.errors import InvalidInput
 from ghaf.deployments.fleet import MEMORY_RESTARTS, Fleet
 from ghaf.deployments.hosts.base import Host, Replica, ReplicaSpec
-from ghaf.deployments.schemas import Resources, RuntimeOptions, Scaling
+from ghaf.deployments.schemas import Resources, Scaling
+from tests.conftest import replica_spec
 
 
 class FakeHost(Host):
@@ -43,17 +44,11 @@ class FakeHost(Host):
 
 
 def _spec(**scaling: object) -> ReplicaSpec:
-    return ReplicaSpec(
-        project="p",
-        deployment="d",
-        variant="a",
-        model="m",
-        version=1,
-        sha256="0" * 64,
-        runtime=RuntimeOptions(),
+    spec: ReplicaSpec = replica_spec(
         resources=Resources(memory_mb=64),
         scaling=Scaling(**scaling),  # type: ignore[arg-type]
     )
+    return spec
 
 
 def _fleet(host: FakeHost, tmp_path: Path, exported: list[ReplicaSpec]) -> Fleet:

@@ -17,7 +17,6 @@ import pytest
 
 from ghaf.client import Client
 from ghaf.core.settings import Settings
-from ghaf.deployments.gateway import NAME, Gateway
 from ghaf.server.install import initialise
 from ghaf.server.process import ServerProcess
 from tests.conftest import Databases, Platform, TrainedModel, start_platform
@@ -28,9 +27,8 @@ def _token(client: Client) -> str:
 
 
 @pytest.fixture
-def deployed(admin: Client, project: str, trained: TrainedModel) -> str:
-    for _ in range(2):
-        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+def deployed(admin: Client, two_versions: str) -> str:
+    project = two_versions
     admin.deployments.create(
         project,
         "api",
@@ -53,12 +51,6 @@ def _post(platform: Platform, project: str, kind: str, body: object, **headers: 
     )
 
 
-def _gateway(platform: Platform) -> Gateway:
-    found = platform.runtime.backends[NAME]
-    assert isinstance(found, Gateway)
-    return found
-
-
 def test_requests_reach_the_split_variant_and_stay_with_it(
     platform: Platform, admin: Client, deployed: str, trained: TrainedModel
 ) -> None:
@@ -74,7 +66,7 @@ def test_requests_reach_the_split_variant_and_stay_with_it(
             assert answer.json() == expected
             assert answer.headers["x-request-id"]
     assert set(seen.values()) == {"a", "b"}  # six users land on both halves
-    replicas = _gateway(platform).fleet.replicas()
+    replicas = platform.gateway.fleet.replicas()
     assert sorted(replicas.values()) == [1, 1]  # one replica a variant, reused
 
 
@@ -130,7 +122,7 @@ def test_answers_are_credited_to_their_variant_for_the_ab_test(
     for i in range(8):
         answer = _post(platform, deployed, "predict", rows, **{"x-user": f"user{i}"})
         served[answer.headers["x-ghaf-outcome-id"]] = answer.headers["x-ghaf-variant"]
-    writer = _gateway(platform).assignments
+    writer = platform.gateway.assignments
     deadline = time.monotonic() + 10
     while not writer.idle and time.monotonic() < deadline:  # written every half second
         time.sleep(0.05)
@@ -149,7 +141,7 @@ def test_a_replica_that_dies_is_a_503_then_replaced(
     rows = trained.X[:1].tolist()
     first = _post(platform, deployed, "predict", rows, **{"x-ghaf-variant": "a"})
     assert first.status_code == 200
-    fleet = _gateway(platform).fleet
+    fleet = platform.gateway.fleet
     (replica,) = [
         r
         for g in fleet._groups.values()
@@ -202,7 +194,7 @@ def test_a_new_revision_moves_traffic_and_stops_what_it_no_longer_serves(
     answer = _post(platform, deployed, "predict", rows, **{"x-user": "anyone"})
     assert answer.headers["x-ghaf-variant"] == "b"
     deployment = _deployment_id(platform, deployed)
-    running = [k for k in _gateway(platform).fleet.replicas() if k[0] == deployment]
+    running = [k for k in platform.gateway.fleet.replicas() if k[0] == deployment]
     assert [k[1] for k in running] == ["b"]
 
 
@@ -211,7 +203,7 @@ def test_a_removed_deployment_stops_its_replicas(
 ) -> None:
     assert _post(platform, deployed, "predict", trained.X[:1].tolist()).status_code == 200
     deployment = _deployment_id(platform, deployed)
-    fleet = _gateway(platform).fleet
+    fleet = platform.gateway.fleet
     assert deployment in fleet.deployments()
     admin.deployments.delete(deployed, "api")
     deadline = time.monotonic() + 15
@@ -253,7 +245,7 @@ def test_a_project_gets_its_share_of_replicas_and_idle_ones_make_room(
     third = admin.projects.create("third").name
     _two_variants(admin, third, trained)
     assert _post(live, third, "predict", rows, **{"x-ghaf-variant": "a"}).status_code == 200
-    fleet = _gateway(live).fleet
+    fleet = live.gateway.fleet
     assert sum(fleet.replicas().values()) == 2
     # The evicted one starts again on its next request.
     assert _post(live, first, "predict", rows, **{"x-ghaf-variant": "a"}).status_code == 200
@@ -331,7 +323,7 @@ def test_a_variant_that_may_run_none_scales_to_zero_and_back(
     rows = trained.X[:1].tolist()
     assert _post(platform, project, "predict", rows).status_code == 200
     deployment = _deployment_id(platform, project)
-    fleet = _gateway(platform).fleet
+    fleet = platform.gateway.fleet
     assert deployment in fleet.deployments()
     deadline = time.monotonic() + 15
     while deployment in fleet.deployments() and time.monotonic() < deadline:

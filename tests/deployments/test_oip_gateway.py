@@ -16,9 +16,8 @@ from tests.conftest import Platform, TrainedModel, unique
 
 
 @pytest.fixture
-def deployed(admin: Client, project: str, trained: TrainedModel) -> str:
-    for _ in range(2):
-        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+def deployed(admin: Client, two_versions: str) -> str:
+    project = two_versions
     admin.deployments.create(
         project,
         "api",

@@ -15,23 +15,15 @@ from ghaf.client import Client
 from ghaf.core.errors import InvalidInput
 from ghaf.deployments.hosts import ray as ray_host
 from ghaf.deployments.hosts.base import ReplicaSpec
-from ghaf.deployments.schemas import Resources, RuntimeOptions, Scaling
-from tests.conftest import Platform, TrainedModel
+from ghaf.deployments.schemas import Resources, Scaling
+from tests.conftest import Platform, TrainedModel, replica_spec
 
 
 def _spec(scaling: Scaling, resources: Resources | None = None) -> ReplicaSpec:
-    return ReplicaSpec(
-        project="p",
-        deployment="d",
-        variant="a",
-        model="m",
-        version=1,
-        sha256="0" * 64,
-        runtime=RuntimeOptions(),
-        resources=resources or Resources(),
-        scaling=scaling,
-        host="ray",
+    spec: ReplicaSpec = replica_spec(
+        scaling=scaling, resources=resources or Resources(), host="ray"
     )
+    return spec
 
 
 def test_a_fixed_range_is_a_replica_count_and_resources_are_actor_options() -> None:

@@ -17,7 +17,6 @@ from ghaf.client import Client
 from ghaf.core.errors import Conflict, InvalidInput, NotFound
 from ghaf.core.ids import new_id
 from ghaf.deployments import rollouts
-from ghaf.deployments.gateway import NAME, Gateway
 from tests.conftest import Platform, TrainedModel, audited
 
 FAST = [
@@ -27,19 +26,12 @@ FAST = [
 
 
 @pytest.fixture
-def stable(admin: Client, project: str, trained: TrainedModel) -> str:
-    for _ in range(2):
-        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+def stable(admin: Client, two_versions: str) -> str:
+    project = two_versions
     admin.deployments.create(
         project, "api", variants=[{"name": "stable", "model": "churn", "version": 1, "weight": 100}]
     )
     return project
-
-
-def _gateway(platform: Platform) -> Gateway:
-    found = platform.runtime.backends[NAME]
-    assert isinstance(found, Gateway)
-    return found
 
 
 def _traffic(platform: Platform, project: str, rows: list[list[float]], n: int) -> dict[str, int]:
@@ -51,7 +43,7 @@ def _traffic(platform: Platform, project: str, rows: list[list[float]], n: int) 
             answer = http.post(url, json=rows, headers=headers)
             variant = answer.headers.get("x-ghaf-variant", f"failed {answer.status_code}")
             served[variant] = served.get(variant, 0) + 1
-    writer = _gateway(platform).traffic_writer
+    writer = platform.gateway.traffic_writer
     assert writer is not None
     deadline = time.monotonic() + 10
     while not writer.idle and time.monotonic() < deadline:  # written every 0.25 s
@@ -111,7 +103,7 @@ def test_a_healthy_canary_climbs_to_all_traffic_and_replaces_the_stable(
         assert audited(admin, stable, f"deployment:rollout-{action}"), action
     # The stable's replica is no longer needed: the next request retires it.
     assert set(_traffic(platform, stable, rows, 2)) == {"canary"}
-    assert sorted(k[1] for k in _gateway(platform).fleet.replicas()) == ["canary"]
+    assert sorted(k[1] for k in platform.gateway.fleet.replicas()) == ["canary"]
 
 
 def _narrow_model(tmp_path: Path, trained: TrainedModel) -> Path:

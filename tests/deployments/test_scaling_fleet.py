@@ -11,18 +11,11 @@ import httpx
 import pytest
 
 from ghaf.client import Client
-from ghaf.deployments.gateway import NAME, Gateway
 from tests.conftest import Platform, TrainedModel
 
 
-def _gateway(platform: Platform) -> Gateway:
-    found = platform.runtime.backends[NAME]
-    assert isinstance(found, Gateway)
-    return found
-
-
 def _count(platform: Platform, variant: str) -> int:
-    return sum(n for key, n in _gateway(platform).fleet.replicas().items() if key[1] == variant)
+    return sum(n for key, n in platform.gateway.fleet.replicas().items() if key[1] == variant)
 
 
 def _deploy(admin: Client, project: str, trained: TrainedModel, scaling: dict[str, object]) -> str:

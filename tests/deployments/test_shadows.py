@@ -17,18 +17,15 @@ import pytest
 
 from ghaf.client import Client
 from ghaf.deployments.fleet import Forwarded
-from ghaf.deployments.gateway import NAME, Gateway
 from ghaf.deployments.hosts.base import ReplicaSpec
-from ghaf.deployments.schemas import Resources, RuntimeOptions, Scaling
 from ghaf.deployments.shadow import Copy, Mirror
 from ghaf.deployments.traffic import Traffic, Where
-from tests.conftest import Platform, TrainedModel
+from tests.conftest import Platform, TrainedModel, replica_spec
 
 
 @pytest.fixture
-def shadowed(admin: Client, project: str, trained: TrainedModel) -> str:
-    for _ in range(2):
-        admin.models.register(project, "churn", path=trained.path, sample=trained.X[:5])
+def shadowed(admin: Client, two_versions: str) -> str:
+    project = two_versions
     admin.deployments.create(
         project,
         "api",
@@ -38,12 +35,6 @@ def shadowed(admin: Client, project: str, trained: TrainedModel) -> str:
         ],
     )
     return project
-
-
-def _gateway(platform: Platform) -> Gateway:
-    found = platform.runtime.backends[NAME]
-    assert isinstance(found, Gateway)
-    return found
 
 
 def _until(condition: Any, seconds: float = 30) -> None:
@@ -67,7 +58,7 @@ def test_shadows_get_a_copy_log_it_and_never_answer(
     for _ in range(9):
         answer = httpx.post(url, json=rows, headers=headers, timeout=60)
         assert answer.headers["x-ghaf-variant"] == "live"
-    gateway = _gateway(platform)
+    gateway = platform.gateway
     _until(lambda: gateway.mirror.idle and gateway.mirror.sent >= 10)
     assert sorted(k[1] for k in gateway.fleet.replicas()) == ["live", "twin"]
 
@@ -103,7 +94,7 @@ def test_a_refused_request_is_not_copied_and_the_next_is_served(
     headers = {"authorization": f"Bearer {platform.admin_token}"}
     rows = trained.X[:1].tolist()
     assert httpx.post(url, json=rows, headers=headers, timeout=60).status_code == 200
-    gateway = _gateway(platform)
+    gateway = platform.gateway
     _until(lambda: gateway.mirror.idle)
     # A body the replicas refuse: the live refusal is the caller's; the shadow's counted.
     bad = httpx.post(url, json={"nope": [1]}, headers=headers, timeout=60)
@@ -133,17 +124,7 @@ class _SlowFleet:
 
 
 def _copy(where: Where, size: int = 10) -> Copy:
-    spec = ReplicaSpec(
-        project="p",
-        deployment="d",
-        variant="s",
-        model="m",
-        version=1,
-        sha256="0" * 64,
-        runtime=RuntimeOptions(),
-        resources=Resources(),
-        scaling=Scaling(),
-    )
+    spec = replica_spec(variant="s")
     return Copy(
         where=where,
         revision=1,
