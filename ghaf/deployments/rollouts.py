@@ -62,7 +62,7 @@ def _config(state: RolloutState) -> schemas.RolloutStart:
     if not isinstance(share, int | float) or not math.isfinite(share) or not 0 < share <= 100:
         raise damaged("the stable's share")
     for number in (state.base_revision, state.step_revision):
-        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < 2**31 - 1:
             raise damaged("its revisions")
     return config
 

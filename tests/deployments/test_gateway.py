@@ -148,7 +148,7 @@ def test_a_replica_that_dies_is_a_503_then_replaced(
         for r in g.replicas
         if r.spec.variant == "a" and r.spec.deployment == _deployment_id(platform, deployed)
     ]
-    process = fleet.host._processes[id(replica)]  # type: ignore[attr-defined]
+    process = fleet.host._processes[replica]  # type: ignore[attr-defined]
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     answers = [
