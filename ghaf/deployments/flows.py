@@ -197,17 +197,21 @@ def _named(found: service.Route, variant: str, answer: Forwarded) -> bytes:
     return answer.body
 
 
+async def _in_project(ctx: Context, project: str) -> Context:
+    """``ctx.in_project``: a grant read through the epoch-checked cache is a dictionary
+    lookup; a miss reads the database, on a worker thread unless the database is SQLite
+    (a local-file read is cheaper than the hop)."""
+    if ctx.database.is_sqlite:
+        return ctx.in_project(project)
+    return await run_in_threadpool(ctx.in_project, project)
+
+
 async def _route(ctx: Context, project: str, name: str) -> tuple[Gateway, service.Route]:
     """The gateway and the deployment's current route, for a caller that may invoke it.
     The context is closed after: the route is all a request reads from the database."""
     gateway = _gateway(ctx)
-    # The door on every request, the route cached or not. A grant read through the
-    # epoch-checked cache is a dictionary lookup; a miss reads the database, on a worker
-    # thread unless the database is SQLite (a local-file read is cheaper than the hop).
-    if ctx.database.is_sqlite:
-        pctx = ctx.in_project(project)
-    else:
-        pctx = await run_in_threadpool(ctx.in_project, project)
+    # The door on every request, the route cached or not.
+    pctx = await _in_project(ctx, project)
     pctx.require("deployment:invoke", resource=f"project/{project}/deployment/{name}")
     key = _route_key(ctx, project, name)
     found = gateway.routes.get(key) if key is not None else None
@@ -216,8 +220,8 @@ async def _route(ctx: Context, project: str, name: str) -> tuple[Gateway, servic
         if key is not None:
             gateway.routes.put(key, found)
     ctx.close()
-    gateway.names[found.deployment_id] = (found.project, found.deployment)
     if gateway.revisions.get(found.deployment_id, 0) < found.revision:
+        gateway.names[found.deployment_id] = (found.project, found.deployment)
         # A newer revision: the replicas it no longer names stop (a request still
         # holding an older route never stops the newer revision's).
         gateway.revisions[found.deployment_id] = found.revision
@@ -294,10 +298,7 @@ async def project_metrics(ctx: Context, project: str) -> bytes:
     """The project's deployments as Prometheus series (requests by outcome, latency,
     replicas, shadow drops, cold starts; by deployment and variant), as this server
     counted them. Needs deployment:read. Read on the event loop, which writes them."""
-    if ctx.database.is_sqlite:
-        pctx = ctx.in_project(project)
-    else:
-        pctx = await run_in_threadpool(ctx.in_project, project)
+    pctx = await _in_project(ctx, project)
     pctx.require("deployment:read", resource=f"project/{project}/deployments")
     return _gateway(ctx).project_metrics(project)
 

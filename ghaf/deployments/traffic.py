@@ -197,7 +197,7 @@ class Traffic:
     the gateway reports."""
 
     def __init__(self) -> None:
-        self.total: dict[Where, Tally] = {}
+        self.total: dict[Where, Tally] = {}  # what the writer has taken so far
         self._pending: dict[tuple[Where, int], Tally] = {}
         self.shadow_dropped: dict[Where, int] = {}
         self.cold_starts: dict[Where, Tally] = {}
@@ -205,10 +205,7 @@ class Traffic:
         self.replicas: Callable[[], Mapping[Where, int]] = dict
 
     def record(self, where: Where, revision: int, seconds: float, outcome: str) -> None:
-        total = self.total.get(where)
-        if total is None:
-            total = self.total[where] = Tally()
-        total.add(seconds, outcome)
+        """Count one answer (once: the totals take it in when the writer takes it)."""
         pending = self._pending.get((where, revision))
         if pending is None:
             pending = self._pending[(where, revision)] = Tally()
@@ -224,9 +221,20 @@ class Traffic:
         self.shadow_dropped[where] = self.shadow_dropped.get(where, 0) + 1
 
     def take(self) -> dict[tuple[Where, int], Tally]:
-        """What was counted since the last take (for the writer)."""
+        """What was counted since the last take (for the writer), added to the totals."""
         pending, self._pending = self._pending, {}
+        for (where, _), tally in pending.items():
+            self.total.setdefault(where, Tally()).merge(tally)
         return pending
+
+    def totals(self) -> dict[Where, Tally]:
+        """Every variant's tally since the server started, what is not taken yet too."""
+        found = {where: Tally() for where in list(self.total)}
+        for where, tally in list(self.total.items()):
+            found[where].merge(tally)
+        for (where, _), tally in list(self._pending.items()):
+            found.setdefault(where, Tally()).merge(tally)
+        return found
 
     def forget(self, deployment_id: str) -> None:
         """A removed deployment's series leave ``/metrics``."""
@@ -235,6 +243,8 @@ class Traffic:
                 del table[where]
         for key in [k for k in self.restarts if k[0].deployment_id == deployment_id]:
             del self.restarts[key]
+        for taken in [k for k in self._pending if k[0].deployment_id == deployment_id]:
+            del self._pending[taken]
 
     def collect(self, project: str | None = None) -> Iterator[Metric]:
         """The series for Prometheus: with ``project``, that project's by deployment and
@@ -267,7 +277,7 @@ class Traffic:
             "Time from a replica taking a request to its answer.",
             labels=[*labels, "shadow"],
         )
-        for values, by_shadow in grouped(self.total).items():
+        for values, by_shadow in grouped(self.totals()).items():
             for is_shadow, tally in by_shadow.items():
                 shadow = "true" if is_shadow else "false"
                 ok = tally.requests - tally.failed

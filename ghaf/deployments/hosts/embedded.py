@@ -44,30 +44,33 @@ def _replica_environment(key: str) -> dict[str, str]:
     return env
 
 
-def wants_gpu(variant: VariantSpec) -> bool:
-    return variant.runtime.device == "gpu" or variant.resources.gpus > 0
+def missing_gpu(device: str, gpus: int, *, allow_cpu_fallback: bool) -> str | None:
+    """Why a replica asking for ``device``/``gpus`` cannot have a GPU here (what
+    onnxruntime offers instead), or None when it can, or needs none, or may use the CPU."""
+    if (device != "gpu" and gpus == 0) or allow_cpu_fallback:
+        return None
+    from ghaf.serving.runtime import CUDA_PROVIDER, available_providers
+
+    offered = available_providers()
+    return None if CUDA_PROVIDER in offered else f"onnxruntime offers {', '.join(offered)}"
 
 
 def refuse_missing_gpu(variants: Sequence[VariantSpec]) -> None:
     """``InvalidInput`` naming the first variant that needs a GPU this machine lacks
-    (onnxruntime offers no CUDA provider) and does not allow the CPU instead."""
-    needing = [
-        (i, v) for i, v in enumerate(variants) if wants_gpu(v) and not v.runtime.allow_cpu_fallback
-    ]
-    if not needing:
-        return
-    from ghaf.serving.runtime import CUDA_PROVIDER, available_providers
-
-    offered = available_providers()
-    if CUDA_PROVIDER in offered:
-        return
-    i, variant = needing[0]
-    raise InvalidInput(
-        f"variant {variant.name!r} asks for a GPU, but this server's embedded host has none "
-        f"(onnxruntime offers {', '.join(offered)}); set runtime.allow_cpu_fallback to run "
-        "it on the CPU, or deploy it where a GPU is",
-        field=f"variants[{i}].runtime.device",
-    )
+    and does not allow the CPU instead."""
+    for i, variant in enumerate(variants):
+        why = missing_gpu(
+            variant.runtime.device,
+            variant.resources.gpus,
+            allow_cpu_fallback=variant.runtime.allow_cpu_fallback,
+        )
+        if why is not None:
+            raise InvalidInput(
+                f"variant {variant.name!r} asks for a GPU, but this server's embedded host has "
+                f"none ({why}); set runtime.allow_cpu_fallback to run it on the CPU, or deploy "
+                "it where a GPU is",
+                field=f"variants[{i}].runtime.device",
+            )
 
 
 class ReplicaFailed(Unavailable):
@@ -110,19 +113,21 @@ class EmbeddedHost(Host):
         return command
 
     def check(self, spec: ReplicaSpec) -> None:
-        if spec.runtime.device == "gpu" or spec.resources.gpus > 0:
-            # Refused here, not by a replica that starts only to exit: a revision written
-            # on a server with a GPU may be served by one without.
-            from ghaf.serving.runtime import CUDA_PROVIDER, DeviceUnavailable, available_providers
+        # Refused here, not by a replica that starts only to exit: a revision written on
+        # a server with a GPU may be served by one without.
+        why = missing_gpu(
+            spec.runtime.device,
+            spec.resources.gpus,
+            allow_cpu_fallback=spec.runtime.allow_cpu_fallback,
+        )
+        if why is not None:
+            from ghaf.serving.runtime import DeviceUnavailable
 
-            offered = available_providers()
-            if CUDA_PROVIDER not in offered and not spec.runtime.allow_cpu_fallback:
-                raise DeviceUnavailable(
-                    f"variant {spec.variant!r} asks for a GPU, but this server has none "
-                    f"(onnxruntime offers {', '.join(offered)}); allow the CPU "
-                    "(runtime.allow_cpu_fallback) or serve it where a GPU is",
-                    field="device",
-                )
+            raise DeviceUnavailable(
+                f"variant {spec.variant!r} asks for a GPU, but this server has none ({why}); "
+                "allow the CPU (runtime.allow_cpu_fallback) or serve it where a GPU is",
+                field="device",
+            )
 
     async def start(self, spec: ReplicaSpec, bundle: Path) -> Replica:
         self.check(spec)
